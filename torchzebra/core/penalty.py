@@ -1,0 +1,37 @@
+"""Zero-block penalties of one activation map: differentiable, normalised per layer.
+
+Each penalty is a mean over all blocks of the batch, so layers of different size are comparable and
+the value does not grow with the batch size:
+
+- ``group_lasso`` (default): mean block RMS, i.e. block L2 norm / sqrt(block elements); an L2,1 group
+  penalty that drives whole blocks to exactly zero.
+- ``l1``: mean of block mean |x| (the block score of the mask).
+- ``l2``: mean of block mean x^2.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .blocks import BlockSize, block_scores
+
+PENALTIES = ("group_lasso", "l1", "l2")
+_EPS = 1e-12  # keeps the gradient of sqrt finite (zero) at an all-zero block
+
+
+def validate_penalty(kind: object) -> str:
+    """Return ``kind`` if it names a penalty in ``PENALTIES``, else raise a ``ValueError``."""
+    if kind not in PENALTIES:
+        raise ValueError(f"penalty={kind!r} is invalid: use one of {', '.join(PENALTIES)}")
+    return kind  # type: ignore[return-value]
+
+
+def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_lasso") -> torch.Tensor:
+    """The zero-block penalty of ``x`` (N, C, H, W) as a scalar tensor (see module docstring)."""
+    validate_penalty(kind)
+    if kind == "l1":
+        return block_scores(x, block_size, "mean").mean()
+    mean_square = block_scores(x * x, block_size, "mean", nonnegative=True)
+    if kind == "l2":
+        return mean_square.mean()
+    return (mean_square + _EPS).sqrt().mean()

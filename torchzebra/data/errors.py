@@ -1,0 +1,5 @@
+"""The one error type for data that is missing or malformed: it says where, what, and how to fix it."""
+
+
+class DatasetError(ValueError):
+    """A data set is missing or malformed; the message names the path, what was expected and the fix."""

@@ -1,0 +1,202 @@
+"""measure(): DRAM traffic of every instrumented map over a data set, and accuracy on the same pass.
+
+Traffic of a map is one write by its producer plus one read per consumer (DESIGN.md section 3); the
+headline counts activation maps only. Reductions are ``1 - format bytes / dense bytes`` summed over
+every map of every image.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._io import atomic_write_text
+from .core import FORMATS, TrafficTally, validate_bits, validate_format
+from .nn.prepare import zebra_layers
+
+
+@dataclass(frozen=True)
+class LayerTraffic:
+    """Traffic of one call site over all measured images; ``bytes`` counts the write and every read."""
+
+    name: str
+    shape: tuple[int, ...] | None  # (C, H, W) of its maps; None when the input size varied
+    block_size: int | str
+    maps: int
+    elements: int  # over all maps
+    blocks: int  # over all maps
+    nonzero: int
+    nonzero_blocks: int
+    consumers: int
+    bytes: dict[str, int]
+
+    @property
+    def density(self) -> float:
+        """Fraction of non-zero elements."""
+        return self.nonzero / self.elements if self.elements else 0.0
+
+    @property
+    def block_density(self) -> float:
+        """Fraction of non-zero blocks."""
+        return self.nonzero_blocks / self.blocks if self.blocks else 0.0
+
+    def reduction(self, fmt: str) -> float:
+        """``1 - bytes(fmt) / bytes(dense)`` for this layer."""
+        return 1.0 - self.bytes[validate_format(fmt)] / self.bytes["dense"] if self.bytes["dense"] else 0.0
+
+
+@dataclass(frozen=True)
+class TrafficReport:
+    """Per-layer traffic of a model over a data set, its totals, and the accuracy of the same pass."""
+
+    layers: list[LayerTraffic]
+    bits: int
+    images: int
+    correct: int | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        """Top-1 accuracy in [0, 1], or None when the data had no labels."""
+        return None if self.correct is None or not self.images else self.correct / self.images
+
+    def total_bytes(self, fmt: str) -> int:
+        """Bytes moved in format ``fmt`` over every map of every image."""
+        validate_format(fmt)
+        return sum(layer.bytes[fmt] for layer in self.layers)
+
+    def reduction(self, fmt: str) -> float:
+        """Bandwidth reduction of ``fmt`` against dense: ``1 - bytes(fmt) / bytes(dense)``."""
+        dense = self.total_bytes("dense")
+        return 1.0 - self.total_bytes(fmt) / dense if dense else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: settings, totals, reductions, accuracy and one entry per layer."""
+        return {
+            "bits": self.bits,
+            "images": self.images,
+            "accuracy": self.accuracy,
+            "bytes": {fmt: self.total_bytes(fmt) for fmt in FORMATS},
+            "reduction": {fmt: self.reduction(fmt) for fmt in FORMATS},
+            "layers": [
+                {**asdict(layer), "density": layer.density, "block_density": layer.block_density}
+                for layer in self.layers
+            ],
+        }
+
+    def to_csv(self, path) -> None:
+        """Write one row per layer (atomically: a failed write leaves no partial file)."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(
+            ["layer", "shape", "block_size", "maps", "consumers", "density", "block_density"]
+            + [f"bytes_{fmt}" for fmt in FORMATS]
+        )
+        for layer in self.layers:
+            shape = "x".join(map(str, layer.shape)) if layer.shape else "mixed"
+            writer.writerow(
+                [layer.name, shape, layer.block_size, layer.maps, layer.consumers,
+                 f"{layer.density:.6f}", f"{layer.block_density:.6f}"]
+                + [layer.bytes[fmt] for fmt in FORMATS]
+            )
+        atomic_write_text(path, out.getvalue())
+
+    def __str__(self) -> str:
+        header = ["layer", "shape", "blk", "reads", "density", "blk dens", "dense KB", "zvc", "zebra", "zebra+zvc"]
+        rows = [
+            [
+                layer.name,
+                "x".join(map(str, layer.shape)) if layer.shape else "mixed",
+                str(layer.block_size),
+                str(layer.consumers),
+                f"{layer.density:.1%}",
+                f"{layer.block_density:.1%}",
+                f"{layer.bytes['dense'] / 1024:.1f}",
+            ]
+            + [f"{layer.reduction(fmt):.1%}" for fmt in FORMATS[1:]]
+            for layer in self.layers
+        ]
+        rows.append(
+            ["total", "", "", "", "", "", f"{self.total_bytes('dense') / 1024:.1f}"]
+            + [f"{self.reduction(fmt):.1%}" for fmt in FORMATS[1:]]
+        )
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+        accuracy = "" if self.accuracy is None else f", top-1 {self.accuracy:.2%}"
+        title = (
+            f"Activation traffic, {self.images} images at {self.bits} bits{accuracy}; "
+            "zvc/zebra/zebra+zvc columns: bandwidth reduction against dense"
+        )
+        return "\n".join([title, line(header), *(line(r) for r in rows)])
+
+
+def _split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        labels = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
+        return batch[0], labels
+    raise ValueError(f"measure() expects batches that are a tensor or (inputs, labels), got {type(batch).__name__}")
+
+
+@torch.no_grad()
+def measure(
+    model: nn.Module,
+    loader: Iterable,
+    bits: int = 8,
+    max_batches: int | None = None,
+    progress: bool = False,
+) -> TrafficReport:
+    """Run ``model`` (prepared) in eval mode over ``loader`` and count every instrumented map's traffic.
+
+    Batches are tensors or ``(inputs, labels, ...)``; with labels the top-1 accuracy of the same pass is
+    reported. The model's mode is restored afterwards.
+    """
+    validate_bits(bits)
+    layers = zebra_layers(model)
+    device = next(model.parameters(), torch.empty(0)).device
+    for _, layer in layers:
+        layer.tally = TrafficTally(layer.block_size, bits)
+    was_training = model.training
+    model.eval()
+    images, correct, labelled = 0, torch.zeros((), dtype=torch.int64, device=device), True
+    try:
+        batches = itertools.islice(loader, max_batches)
+        total = min(len(loader), max_batches or len(loader)) if hasattr(loader, "__len__") else max_batches
+        for batch in tqdm(batches, desc="measure", total=total, disable=not progress, leave=False):
+            inputs, labels = _split_batch(batch)
+            outputs = model(inputs.to(device, non_blocking=True))
+            images += inputs.shape[0]
+            if labels is None or outputs.dim() != 2:
+                labelled = False
+            else:
+                correct += (outputs.argmax(1) == labels.to(device)).sum()
+        rows = [_layer_row(layer) for _, layer in layers if layer.is_map and layer.tally.maps]
+    finally:
+        for _, layer in layers:
+            layer.tally = None
+        model.train(was_training)
+    return TrafficReport(rows, bits, images, int(correct) if labelled and images else None)
+
+
+def _layer_row(layer) -> LayerTraffic:
+    tally = layer.tally
+    accesses = 1 + layer.consumers
+    return LayerTraffic(
+        name=layer.site,
+        shape=tally.shape,
+        block_size=layer.block_size,
+        maps=tally.maps,
+        elements=tally.elements,
+        blocks=tally.blocks,
+        nonzero=int(tally.nonzero),
+        nonzero_blocks=int(tally.nonzero_blocks),
+        consumers=layer.consumers,
+        bytes={fmt: int(tally.map_bytes[fmt]) * accesses for fmt in FORMATS},
+    )

@@ -1,0 +1,62 @@
+"""ZebraLayer: the module ``prepare`` inserts after one activation call site."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core import BlockSize, TrafficTally, apply_block_mask, block_mask, block_scores, validate_block_size, validate_score
+
+
+class ZebraLayer(nn.Module):
+    """Zeroes the blocks of an activation map whose score is at most the layer's threshold.
+
+    One instance per call site, with its own threshold (a buffer, so it is saved and loaded with the
+    model). In training with grad enabled it keeps the unmasked activation of the last forward for
+    ``zero_block_loss``; while ``tally`` is set it counts the traffic of every map it outputs. Inputs
+    that are not 4-D maps (a classifier's ReLU) pass through unchanged and are never counted.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        block_size: BlockSize = 4,
+        score: str = "mean",
+        threshold: float = 0.0,
+        weight: float = 1.0,
+        active: bool = True,
+        nonnegative: bool = False,
+        consumers: int = 1,
+    ) -> None:
+        super().__init__()
+        self.site = site
+        self.block_size = validate_block_size(block_size)
+        self.score = validate_score(score)
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+        self.weight = weight
+        self.active = active
+        self.masking = True  # switched off by ``set_masking`` for exactness checks
+        self.nonnegative = nonnegative
+        self.consumers = consumers
+        self.last_input: torch.Tensor | None = None
+        self.tally: TrafficTally | None = None
+        self.is_map: bool | None = None  # learnt on the first forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.is_map = x.dim() == 4
+        if not self.is_map:
+            return x
+        keep_for_loss = self.training and torch.is_grad_enabled() and self.active
+        self.last_input = x if keep_for_loss else None
+        if self.active and self.masking:
+            keep = block_mask(block_scores(x, self.block_size, self.score, self.nonnegative), self.threshold)
+            x = apply_block_mask(x, keep, self.block_size)
+        if self.tally is not None:
+            self.tally.add(x.detach())
+        return x
+
+    def extra_repr(self) -> str:
+        return (
+            f"site={self.site!r}, block_size={self.block_size!r}, score={self.score!r}, "
+            f"threshold={self.threshold.item():g}, active={self.active}, consumers={self.consumers}"
+        )
