@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny models and inputs, so the suite stays fast on 2 cores."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ResidualNet(nn.Module):
+    """conv -> relu -> (conv + identity) -> relu -> pool -> linear: the first map has two consumers."""
+
+    def __init__(self, channels: int = 4, classes: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x):
+        a = F.relu(self.conv1(x))
+        b = torch.relu(self.conv2(a) + a)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(b, 1), 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def residual_net() -> nn.Module:
+    return ResidualNet().eval()

@@ -1,0 +1,65 @@
+"""The zero-block regulariser: differentiable, normalised per layer, and it drives blocks to exact zero."""
+
+import pytest
+import torch
+from torch import nn
+
+import torchzebra as tz
+from torchzebra.core import block_penalty, nonzero_blocks
+
+
+@pytest.mark.parametrize("kind", ["group_lasso", "l1", "l2"])
+def test_penalty_is_normalised_across_layer_and_batch_size(kind):
+    x = torch.rand(2, 3, 8, 8)
+    value = block_penalty(x, 4, kind)
+    assert torch.allclose(block_penalty(torch.cat([x, x], 1), 4, kind), value)  # twice the channels
+    assert torch.allclose(block_penalty(torch.cat([x, x], 0), 4, kind), value)  # twice the batch
+    tiled = torch.cat([torch.cat([x, x], 2), torch.cat([x, x], 2)], 3)  # twice the height and width
+    assert torch.allclose(block_penalty(tiled, 4, kind), value)
+
+
+def test_group_lasso_value_by_hand_and_finite_gradient_at_zero():
+    x = torch.zeros(1, 1, 2, 4)
+    x[0, 0, :, :2] = 2.0  # block RMS 2, the other block 0
+    x.requires_grad_(True)
+    value = block_penalty(x, 2, "group_lasso")
+    assert value.item() == pytest.approx(1.0)
+    value.backward()
+    assert torch.isfinite(x.grad).all() and torch.all(x.grad[0, 0, :, 2:] == 0)
+
+
+def test_loss_needs_a_training_forward(residual_net):
+    prepared = tz.prepare(residual_net).eval()
+    prepared(torch.randn(1, 1, 8, 8))
+    with pytest.raises(RuntimeError, match="training mode"):
+        tz.zero_block_loss(prepared)
+
+
+def test_loss_weights_layers_and_skips_inactive(residual_net):
+    x = torch.randn(2, 1, 8, 8)
+    full = tz.prepare(residual_net).train()
+    full(x)
+    one = tz.prepare(residual_net, tz.ZebraConfig(exclude=["relu:1"], weight={"relu": 3.0})).train()
+    one(x)
+    terms = [block_penalty(layer.last_input, 4) for _, layer in tz.zebra_layers(full)]
+    torch.testing.assert_close(tz.zero_block_loss(full), terms[0] + terms[1])
+    torch.testing.assert_close(tz.zero_block_loss(one), 3 * terms[0])
+
+
+def test_minimising_the_penalty_alone_drives_blocks_to_exact_zero():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 3, padding=1), nn.SiLU())
+    prepared = tz.prepare(model, tz.ZebraConfig(block_size=4, threshold=0.02)).train()
+    x = torch.randn(8, 1, 16, 16)
+
+    def zero_block_fraction():
+        with torch.no_grad():
+            return 1 - nonzero_blocks(prepared(x), 4).float().mean().item()
+
+    assert zero_block_fraction() < 0.1
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=0.05)
+    for _ in range(150):
+        optimizer.zero_grad()
+        prepared(x)
+        tz.zero_block_loss(prepared).backward()
+        optimizer.step()
+    assert zero_block_fraction() > 0.95
