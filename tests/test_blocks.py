@@ -102,3 +102,18 @@ def test_invalid_block_size_names_parameter_and_allowed_values(bad):
 def test_unknown_score():
     with pytest.raises(ValueError, match=r"score='median' is invalid: use one of mean, max, rms"):
         validate_score("median")
+
+
+@pytest.mark.parametrize("h, w, block", [(9, 9, 2), (8, 12, 2), (4, 4, 2), (7, 5, "map"), (6, 6, 1)])
+@pytest.mark.parametrize("score", ["mean", "rms"])
+def test_score_gradients_are_exact(h, w, block, score):
+    x = (torch.rand(2, 3, h, w, dtype=torch.float64) + 0.1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: block_scores(t, block, score), (x,))
+
+
+@pytest.mark.parametrize("h, w, block", [(12, 12, 2), (11, 10, 2), (8, 8, 4)])
+def test_masked_gradient_is_the_expanded_mask(h, w, block):
+    x = torch.randn(2, 3, h, w, requires_grad=True)
+    keep = block_mask(block_scores(x.detach(), block), 0.8)
+    apply_block_mask(x, keep, block).sum().backward()
+    assert torch.equal(x.grad, expand_blocks(keep, block, h, w).float())

@@ -26,7 +26,7 @@ class ZebraLayer(nn.Module):
         weight: float = 1.0,
         active: bool = True,
         nonnegative: bool = False,
-        consumers: int = 1,
+        inplace: bool = False,
     ) -> None:
         super().__init__()
         self.site = site
@@ -37,7 +37,8 @@ class ZebraLayer(nn.Module):
         self.active = active
         self.masking = True  # switched off by ``set_masking`` for exactness checks
         self.nonnegative = nonnegative
-        self.consumers = consumers
+        self.inplace = inplace  # overwrite the input when autograd does not need it (set by prepare)
+        self.consumers = 1  # operations that read this map; prepare() counts them in the traced graph
         self.last_input: torch.Tensor | None = None
         self.tally: TrafficTally | None = None
         self.is_map: bool | None = None  # learnt on the first forward
@@ -50,7 +51,7 @@ class ZebraLayer(nn.Module):
         self.last_input = x if keep_for_loss else None
         if self.active and self.masking:
             keep = block_mask(block_scores(x, self.block_size, self.score, self.nonnegative), self.threshold)
-            x = apply_block_mask(x, keep, self.block_size)
+            x = apply_block_mask(x, keep, self.block_size, inplace=self.inplace and not torch.is_grad_enabled())
         if self.tally is not None:
             self.tally.add(x.detach())
         return x

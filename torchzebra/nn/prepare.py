@@ -137,6 +137,7 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
             weight=settings.weight,
             active=settings.active,
             nonnegative=nonnegative,
+            inplace=True,  # the activation's output is read by this layer alone
         )
         container[key] = layer
         with gm.graph.inserting_after(node):
