@@ -25,7 +25,7 @@ $(FMNIST):
 	fi
 
 run: setup
-	$(VENV)/bin/zebra measure
+	$(VENV)/bin/zebra run
 
 test: setup
 	$(PY) -m pytest

@@ -1,4 +1,4 @@
-"""The ``zebra`` command line. Errors in what the user gave are one line on stderr and exit status 2."""
+"""The ``zebra`` command line: train, eval and run. Bad input is one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
@@ -7,57 +7,87 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-
-from . import ZebraConfig, measure, prepare
 from ._io import atomic_write_text
-from .data import DatasetError, FashionMNIST
-from .data.fashion_mnist import DEFAULT_ROOT
-from .models import ResNet18
+from .data import DatasetError
+from .engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
+from .engine.config import PRESETS
+from .engine.run import new_run_dir, run_experiment
+from .engine.trainer import build_data, resolve_device
 
 
-def _block_size(text: str) -> int | str:
-    return text if text == "map" else int(text)
+def _config(args: argparse.Namespace):
+    return load_config(args.preset, args.config, args.set)
 
 
-def _measure(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
-    data = FashionMNIST(args.data_root, train=False)
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=False)
-    model = ResNet18(num_classes=10, in_channels=1, width=args.width).eval()
-    config = ZebraConfig(block_size=args.block_size, score=args.score, threshold=args.threshold)
-    report = measure(prepare(model, config), loader, bits=args.bits, max_batches=args.batches, progress=True)
-    print(f"ResNet-18 (CIFAR stem, width {args.width}, untrained, seed {args.seed}) on Fashion-MNIST test images")
+def _train(args: argparse.Namespace) -> int:
+    config = _config(args)
+    run_dir = args.run_dir or new_run_dir()
+    result = train(config, run_dir, init=args.init, resume=args.resume, progress=not args.quiet)
+    print(result.report)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    model, config = load_trained(args.checkpoint, args.set)
+    device = resolve_device(config.device)
+    _, test_set, _ = build_data(config)
+    report = evaluate(model.to(device), test_set, config, device, progress=not args.quiet)
     print(report)
-    if args.csv:
-        report.to_csv(args.csv)
     if args.json:
         atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
+    if args.csv:
+        report.to_csv(args.csv)
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    run_dir = args.run_dir or new_run_dir()
+    run_experiment(config, run_dir, resume=args.resume, progress=not args.quiet)
+    print(f"report: {Path(run_dir) / 'report.md'}")
+    return 0
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="quick", choices=PRESETS,
+                        help="settings shipped with torchzebra: quick (CPU reference) or paper (GPU); default quick")
+    parser.add_argument("--config", type=Path, help="a YAML file whose settings go on top of the preset")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set train.epochs=5 --set zebra.lam=0.05 (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``zebra`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="zebra", description="Zero-block regularisation of activation maps.")
     commands = parser.add_subparsers(dest="command", required=True)
-    m = commands.add_parser(
-        "measure",
-        help="print the per-layer activation traffic of a small model on Fashion-MNIST batches",
-        description="Instrument ResNet-18 (CIFAR stem) and print its activation traffic per layer and format.",
-    )
-    m.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="folder of the Fashion-MNIST .gz files")
-    m.add_argument("--width", type=int, default=16, help="base width of the ResNet-18 (default 16)")
-    m.add_argument("--block-size", type=_block_size, default=4, help="block side in elements, or 'map'")
-    m.add_argument("--score", default="mean", help="block score: mean, max or rms")
-    m.add_argument("--threshold", type=float, default=0.0, help="blocks scoring at most this are zeroed")
-    m.add_argument("--bits", type=int, default=8, help="data width in bits (default 8)")
-    m.add_argument("--batches", type=int, default=1, help="number of test batches to measure (default 1)")
-    m.add_argument("--batch-size", type=int, default=128)
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--csv", type=Path, help="also write the per-layer table as CSV here")
-    m.add_argument("--json", type=Path, help="also write the report as JSON here")
-    m.set_defaults(handler=_measure)
+
+    t = commands.add_parser("train", help="train (or fine-tune) one model, with or without Zebra",
+                            description="Train one model; evaluate accuracy and traffic after every epoch.")
+    _add_config_options(t)
+    t.add_argument("--run-dir", type=Path, help="where checkpoints and metrics go (default runs/<timestamp>)")
+    t.add_argument("--init", type=Path, help="fine-tune: start from the weights of this checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt where it stopped")
+    t.set_defaults(handler=_train)
+
+    e = commands.add_parser("eval", help="accuracy and per-layer traffic of a checkpoint on the test split",
+                            description="Rebuild a trained model from its checkpoint and measure it.")
+    e.add_argument("checkpoint", type=Path, help="a last.pt written by zebra train or zebra run")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the checkpoint's config, e.g. --set data.root=/data --set bits=16")
+    e.add_argument("--json", type=Path, help="also write the report as JSON here")
+    e.add_argument("--csv", type=Path, help="also write the per-layer table as CSV here")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(handler=_eval)
+
+    r = commands.add_parser("run", help="the main job: dense baseline, Zebra fine-tune, side-by-side report",
+                            description="Train the dense baseline, fine-tune it with Zebra using the same seed, "
+                                        "evaluate both, and write report.md and report.json.")
+    _add_config_options(r)
+    r.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    r.set_defaults(handler=_run)
     return parser
 
 
@@ -67,9 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, DatasetError, OSError) as error:
+    except TrainingError as error:
+        print(f"zebra {args.command}: training stopped: {error}", file=sys.stderr)
+        return 1
+    except (ConfigError, DatasetError, CheckpointError, ValueError, OSError) as error:
         print(f"zebra {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"zebra {args.command}: interrupted; continue with --resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
-"""Data sets read from local files; nothing is downloaded."""
+"""Data sets read from local files (nothing is downloaded), with per-data-set augmentation."""
 
+from .cifar import CIFAR
 from .errors import DatasetError
 from .fashion_mnist import FashionMNIST
+from .images import image_folder, tiny_imagenet
+from .registry import NAMES, DataSpec, build_datasets
+from .synthetic import Synthetic
 
-__all__ = ["DatasetError", "FashionMNIST"]
+__all__ = ["CIFAR", "NAMES", "DataSpec", "DatasetError", "FashionMNIST", "Synthetic", "build_datasets",
+           "image_folder", "tiny_imagenet"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ FILES = {
     True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     False: ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-MEAN, STD = 0.2860, 0.3530  # of the training images, in [0, 1]
+MEAN, STD = (0.2860,), (0.3530,)  # of the training images, in [0, 1]
 CLASSES = 10
 _IDX_UBYTE = 0x08
 
@@ -43,30 +44,42 @@ def read_idx(path: Path, dims: int) -> np.ndarray:
 
 
 class FashionMNIST(Dataset):
-    """Fashion-MNIST as normalised ``(1, size, size)`` float tensors (28x28 zero-padded to ``size``)."""
+    """Fashion-MNIST as ``(1, size, size)`` float tensors in [0, 1] (28x28 zero-padded to ``size``).
 
-    def __init__(self, root: str | Path = DEFAULT_ROOT, train: bool = True, size: int = 32) -> None:
+    ``transform`` (e.g. augmentation and normalisation) is applied to each image tensor.
+    """
+
+    def __init__(
+        self,
+        root: str | Path = DEFAULT_ROOT,
+        train: bool = True,
+        size: int = 32,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         root = Path(root)
         paths = [root / name for name in FILES[train]]
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
             raise DatasetError(
                 f"Fashion-MNIST not found: looked in {root} for {', '.join(missing)}. "
-                f"Install it with: {INSTALL_HINT}  (or point --data-root at a folder holding these files)"
+                f"Install it with: {INSTALL_HINT}  (or set data.root to a folder holding these files)"
             )
         if size < 28:
             raise DatasetError(f"size={size} is invalid: Fashion-MNIST images are 28x28, use size >= 28")
         images, labels = read_idx(paths[0], 3), read_idx(paths[1], 1)
         if len(images) != len(labels) or images.shape[1:] != (28, 28):
-            raise DatasetError(f"{root}: {len(images)} images of {images.shape[1:]} but {len(labels)} labels; reinstall: {INSTALL_HINT}")
+            raise DatasetError(
+                f"{root}: {len(images)} images of {images.shape[1:]} but {len(labels)} labels; reinstall: {INSTALL_HINT}"
+            )
         pad = size - 28
-        x = torch.from_numpy(images.copy()).float().div_(255).sub_(MEAN).div_(STD)
-        # Pad with the normalised value of black, so padding looks like the images' own background.
-        self.images = torch.nn.functional.pad(x, (pad // 2, pad - pad // 2) * 2, value=-MEAN / STD).unsqueeze(1)
+        x = torch.from_numpy(images.copy()).unsqueeze(1)
+        self.images = torch.nn.functional.pad(x, (pad // 2, pad - pad // 2) * 2)  # uint8, zero (black) padding
         self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
+        image = self.images[index].float().div_(255)
+        return (self.transform(image) if self.transform else image), self.labels[index]

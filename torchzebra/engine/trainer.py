@@ -1,0 +1,264 @@
+"""Training and evaluation: train from scratch or fine-tune, with or without Zebra, resumable.
+
+Every model is trained as a *prepared* model: with Zebra off all call sites are inactive (no mask, no
+regulariser; the outputs are the plain model's bit for bit) but still measured, so the dense baseline
+and the Zebra model get their accuracy and traffic from the same evaluation code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .. import ZebraConfig, measure, prepare, zero_block_loss
+from .._io import atomic_write_text
+from ..data import DataSpec, build_datasets
+from ..measure import TrafficReport
+from ..models import build_model
+from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from .config import ConfigError, OptimSection, RunConfig, ZebraSection, apply_override, from_dict, save_config
+from .metrics import MetricsLog
+from .optim import build_optimizer, build_scheduler
+
+CHECKPOINT = "last.pt"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    """What a training stage leaves: the trained (prepared) model, its final evaluation and its folder."""
+
+    model: nn.Module
+    report: TrafficReport
+    metrics: list[dict[str, Any]]
+    run_dir: Path
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; an unavailable device is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"device={name!r} is invalid: use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} asked for, but no CUDA GPU is available: use device=auto or cpu")
+    return device
+
+
+def zebra_config(section: ZebraSection, enabled: bool) -> ZebraConfig:
+    """The ZebraConfig of a run; with Zebra off every site is inactive (measured only)."""
+    return ZebraConfig(
+        block_size=section.block_size, score=section.score, threshold=section.threshold,
+        penalty=section.penalty, include=tuple(section.include) if enabled else (),
+        exclude=tuple(section.exclude),
+    )
+
+
+def build_data(config: RunConfig) -> tuple[Any, Any, DataSpec]:
+    """(train set, test set, spec) of the run's data section."""
+    d = config.data
+    return build_datasets(d.name, d.root, d.size, d.augment, d.train_subset, d.test_subset, config.seed,
+                          d.classes, d.channels, d.length)
+
+
+def build_prepared_model(config: RunConfig, spec: DataSpec, zebra: bool) -> nn.Module:
+    """The configured model for ``spec``, prepared (Zebra active or measured only)."""
+    model = build_model(config.model.name, spec.classes, spec.channels, **config.model.options)
+    return prepare(model, zebra_config(config.zebra, zebra))
+
+
+def _loader(dataset, batch_size: int, workers: int, device: torch.device, shuffle: bool, seed: int) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        pin_memory=device.type == "cuda", drop_last=shuffle and len(dataset) > batch_size,
+        persistent_workers=False,
+    )
+
+
+def evaluate(model: nn.Module, dataset, config: RunConfig, device: torch.device, progress: bool = True) -> TrafficReport:
+    """Accuracy and traffic of ``model`` (prepared) on ``dataset`` in one pass."""
+    loader = _loader(dataset, config.data.eval_batch_size, config.data.workers, device, False, 0)
+    return measure(model, loader, bits=config.bits, progress=progress)
+
+
+def _lambda(section: ZebraSection, epoch: int, step: int) -> float:
+    base = section.lam_epochs[min(epoch, len(section.lam_epochs) - 1)] if section.lam_epochs else section.lam
+    ramp = min(1.0, (step + 1) / section.warmup_steps) if section.warmup_steps else 1.0
+    return base * ramp
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    stage: OptimSection | None = None,
+    zebra: bool | None = None,
+    init: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train one stage (``stage``, default ``config.train``) into ``run_dir``; evaluate after every epoch.
+
+    ``zebra`` defaults to ``config.zebra.enabled``. ``init`` fine-tunes from a checkpoint's weights;
+    ``resume`` continues from ``run_dir/last.pt`` exactly where it stopped.
+    """
+    stage = stage or config.train
+    zebra = config.zebra.enabled if zebra is None else zebra
+    run_dir = Path(run_dir)
+    device = resolve_device(config.device)
+    train_set, test_set, spec = build_data(config)
+    model = build_prepared_model(config, spec, zebra)
+    if init is not None:
+        payload = load_checkpoint(init)
+        weights = {k: v for k, v in payload["model"].items() if not k.startswith("zebra.")}
+        load_model_state(model, {**{k: v for k, v in model.state_dict().items() if k.startswith("zebra.")}, **weights},
+                         f"checkpoint {init}")
+    model.to(device)
+    if stage.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, stage)
+    steps_per_epoch = len(train_set) // config.data.batch_size if len(train_set) > config.data.batch_size else 1
+    steps_per_epoch = min(steps_per_epoch, stage.max_steps or steps_per_epoch)
+    scheduler = build_scheduler(optimizer, stage, stage.epochs * steps_per_epoch)
+    state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "spec": spec.__dict__}
+    log = MetricsLog(run_dir)
+    start_epoch = 0
+    checkpoint_path = run_dir / CHECKPOINT
+    if resume and checkpoint_path.exists():
+        payload = load_checkpoint(checkpoint_path)
+        if payload["config"] != state["config"] or payload["stage"] != state["stage"] or payload["zebra"] != zebra:
+            raise CheckpointError(f"{checkpoint_path} was written by a run with other settings; resume needs the same config")
+        load_model_state(model, payload["model"], f"checkpoint {checkpoint_path}")
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        _set_rng_state(payload["rng"])
+        start_epoch = payload["epoch"]
+        log.rows = list(payload["metrics"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    criterion = nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
+    started = time.perf_counter()
+    report = None
+    for epoch in range(start_epoch, stage.epochs):
+        epoch_seed = config.seed * 1000 + epoch
+        torch.manual_seed(epoch_seed)
+        loader = _loader(train_set, config.data.batch_size, config.data.workers, device, True, epoch_seed)
+        row = _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, device, epoch,
+                           steps_per_epoch, progress)
+        report = evaluate(model, test_set, config, device, progress)
+        row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in ("zvc", "zebra", "zebra_zvc")})
+        log.append(row)
+        print(_epoch_line(row, stage.epochs), flush=True)
+        save_checkpoint(checkpoint_path, {
+            **state, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": _rng_state(), "metrics": log.rows,
+        })
+    if report is None:  # nothing left to train: evaluate what the checkpoint holds
+        report = evaluate(model, test_set, config, device, progress)
+    _write_report(report, run_dir)
+    log.close()
+    return TrainResult(model, report, log.rows, run_dir, time.perf_counter() - started)
+
+
+def _stage_dict(stage: OptimSection) -> dict[str, Any]:
+    return {k: getattr(stage, k) for k in stage.__dataclass_fields__}
+
+
+def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, device, epoch, steps, progress):
+    model.train()
+    started = time.perf_counter()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    lam = 0.0
+    bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{stage.epochs}", disable=not progress, leave=False)
+    for step, (inputs, labels) in enumerate(bar):
+        if step >= steps:
+            break
+        inputs = inputs.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if stage.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=stage.amp):
+            outputs = model(inputs)
+            loss = criterion(outputs, labels)
+            if zebra:
+                lam = _lambda(config.zebra, epoch, epoch * steps + step)
+                if lam:
+                    loss = loss + lam * zero_block_loss(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.detach().float() * len(labels)
+        correct += (outputs.detach().argmax(1) == labels).sum()
+        seen += len(labels)
+        if step % 20 == 0:
+            value = total_loss.item() / seen
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is kept. "
+                    "Lower train.lr or zebra.lam"
+                )
+            bar.set_postfix(loss=f"{value:.3f}")
+    seconds = time.perf_counter() - started
+    train_loss = total_loss.item() / max(seen, 1)
+    if not math.isfinite(train_loss):
+        raise TrainingError(f"loss became {train_loss} in epoch {epoch + 1}; the last good checkpoint is kept. "
+                            "Lower train.lr or zebra.lam")
+    return {
+        "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "lam": lam, "train_loss": train_loss,
+        "train_acc": correct.item() / max(seen, 1), "seconds": seconds, "images_per_s": seen / seconds,
+    }
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    return (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.2%}  "
+            f"test {row['test_acc']:.2%}  reduction zvc {row['zvc']:.1%} zebra {row['zebra']:.1%} "
+            f"zebra+zvc {row['zebra_zvc']:.1%}  lam {row['lam']:g}  {row['images_per_s']:.0f} img/s")
+
+
+def _write_report(report: TrafficReport, run_dir: Path) -> None:
+    atomic_write_text(run_dir / "report.json", json.dumps(report.to_dict(), indent=2))
+    report.to_csv(run_dir / "traffic.csv")
+
+
+def load_trained(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[nn.Module, RunConfig]:
+    """Rebuild a trained model from its checkpoint (config included); overrides may change data settings."""
+    payload = load_checkpoint(checkpoint)
+    values = payload["config"]
+    for assignment in overrides:
+        values = apply_override(values, assignment)
+    config = from_dict(values)
+    model = build_prepared_model(config, DataSpec(**payload["spec"]), payload["zebra"])
+    load_model_state(model, payload["model"], f"checkpoint {checkpoint}")
+    return model, config

@@ -1,0 +1,51 @@
+"""Build a model by name: the project's own, or any torchvision classifier adapted to the data."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torchvision
+from torch import nn
+
+from .resnet import ResNet18
+from .resnet_cifar import CifarResNet
+from .vgg import VGG
+
+OWN: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": lambda classes, channels, width=64, stem="cifar": ResNet18(classes, channels, width, stem),
+    "resnet20": lambda classes, channels, width=16: CifarResNet(20, classes, channels, width),
+    "resnet56": lambda classes, channels, width=16: CifarResNet(56, classes, channels, width),
+    "vgg11": lambda classes, channels, width=64: VGG(11, classes, channels, width),
+    "vgg16": lambda classes, channels, width=64: VGG(16, classes, channels, width),
+}
+
+
+def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Replace the first Conv2d by one with ``in_channels`` inputs (same geometry, fresh weights)."""
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                if child.in_channels != in_channels:
+                    setattr(parent, name, nn.Conv2d(
+                        in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                        child.dilation, bias=child.bias is not None,
+                    ))
+                return
+
+
+def build_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
+    """``name`` is one of ``OWN`` or ``torchvision:<name>`` (random init, first conv and classes adapted)."""
+    if name.startswith("torchvision:"):
+        tv_name = name.split(":", 1)[1]
+        if tv_name not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"model {name!r} is unknown: torchvision classifiers are "
+                             f"{', '.join(torchvision.models.list_models(module=torchvision.models))}")
+        model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **options)
+        _adapt_first_conv(model, in_channels)
+        return model
+    if name not in OWN:
+        raise ValueError(f"model {name!r} is unknown: use one of {', '.join(OWN)} or torchvision:<name>")
+    try:
+        return OWN[name](num_classes, in_channels, **options)
+    except TypeError as error:
+        raise ValueError(f"model {name!r} does not take these options {sorted(options)}: {error}") from error

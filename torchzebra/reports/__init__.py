@@ -1,0 +1,1 @@
+"""Human-readable reports built from measured results (never typed by hand)."""
