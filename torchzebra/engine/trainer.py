@@ -8,7 +8,6 @@ and the Zebra model get their accuracy and traffic from the same evaluation code
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +135,7 @@ def train(
     run_dir = Path(run_dir)
     device = resolve_device(config.device)
     train_set, test_set, spec = build_data(config)
+    torch.manual_seed(config.seed)  # the same initial weights for every run with this seed
     model = build_prepared_model(config, spec, zebra)
     if init is not None:
         payload = load_checkpoint(init)
@@ -200,6 +200,7 @@ def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, 
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     lam = 0.0
+    first_bad = torch.full((), -1, device=device, dtype=torch.int64)
     bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{stage.epochs}", disable=not progress, leave=False)
     for step, (inputs, labels) in enumerate(bar):
         if step >= steps:
@@ -222,23 +223,25 @@ def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, 
         total_loss += loss.detach().float() * len(labels)
         correct += (outputs.detach().argmax(1) == labels).sum()
         seen += len(labels)
-        if step % 20 == 0:
-            value = total_loss.item() / seen
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is kept. "
-                    "Lower train.lr or zebra.lam"
-                )
-            bar.set_postfix(loss=f"{value:.3f}")
+        # Remember the first non-finite step on the device; look at it every 20 steps (no sync per step).
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step + 1, first_bad)
+        if step % 20 == 0 or step + 1 == steps:
+            _stop_if_non_finite(first_bad, epoch)
+            bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}")
+    _stop_if_non_finite(first_bad, epoch)
     seconds = time.perf_counter() - started
     train_loss = total_loss.item() / max(seen, 1)
-    if not math.isfinite(train_loss):
-        raise TrainingError(f"loss became {train_loss} in epoch {epoch + 1}; the last good checkpoint is kept. "
-                            "Lower train.lr or zebra.lam")
     return {
         "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "lam": lam, "train_loss": train_loss,
         "train_acc": correct.item() / max(seen, 1), "seconds": seconds, "images_per_s": seen / seconds,
     }
+
+
+def _stop_if_non_finite(first_bad: torch.Tensor, epoch: int) -> None:
+    step = int(first_bad)
+    if step >= 0:
+        raise TrainingError(f"loss became non-finite (nan or inf) at epoch {epoch + 1}, step {step}; the last good "
+                            "checkpoint is kept. Lower train.lr or zebra.lam")
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
@@ -253,7 +256,7 @@ def _write_report(report: TrafficReport, run_dir: Path) -> None:
 
 
 def load_trained(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[nn.Module, RunConfig]:
-    """Rebuild a trained model from its checkpoint (config included); overrides may change data settings."""
+    """Rebuild a trained model (in eval mode) from its checkpoint; overrides may change e.g. data settings."""
     payload = load_checkpoint(checkpoint)
     values = payload["config"]
     for assignment in overrides:
@@ -261,4 +264,4 @@ def load_trained(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] 
     config = from_dict(values)
     model = build_prepared_model(config, DataSpec(**payload["spec"]), payload["zebra"])
     load_model_state(model, payload["model"], f"checkpoint {checkpoint}")
-    return model, config
+    return model.eval(), config

@@ -1,0 +1,74 @@
+"""Builders of small data-set trees in the real on-disk layouts (real file formats, few images)."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from torchzebra.data.fashion_mnist import FILES
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def fashion_mnist_tree(root: Path, train: int = 12, test: int = 10) -> Path:
+    rng = np.random.default_rng(0)
+    for is_train, count in ((True, train), (False, test)):
+        images_name, labels_name = FILES[is_train]
+        write_idx(root / images_name, rng.integers(0, 256, (count, 28, 28)))
+        write_idx(root / labels_name, np.arange(count) % 10)
+    return root
+
+
+def cifar_tree(root: Path, classes: int = 10, per_batch: int = 6) -> Path:
+    rng = np.random.default_rng(1)
+    if classes == 10:
+        folder, names, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels"
+    else:
+        folder, names, key = root / "cifar-100-python", ["train", "test"], b"fine_labels"
+    folder.mkdir(parents=True)
+    for name in names:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 key: [int(i) % classes for i in range(per_batch)], b"batch_label": name.encode()}
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle, protocol=2)
+    return root
+
+
+def _image(path: Path, size: int, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def tiny_imagenet_tree(root: Path, wnids=("n01443537", "n01629819", "n01641577"), per_class: int = 3) -> Path:
+    base = root / "tiny-imagenet-200"
+    base.mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    seed = 0
+    for wnid in wnids:
+        for i in range(per_class):
+            _image(base / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", 64, seed := seed + 1)
+    lines = []
+    for i, wnid in enumerate(wnids * 2):
+        _image(base / "val" / "images" / f"val_{i}.JPEG", 64, seed := seed + 1)
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def image_folder_tree(root: Path, classes=("cat", "dog"), per_class: int = 3, size: int = 40) -> Path:
+    seed = 100
+    for split in ("train", "val"):
+        for name in classes:
+            for i in range(per_class):
+                _image(root / split / name / f"{i}.png", size, seed := seed + 1)
+    return root

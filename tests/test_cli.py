@@ -1,0 +1,55 @@
+"""The zebra CLI: help, overrides, the train -> eval path and one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from torchzebra.cli import main
+
+TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=256",
+        "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "device=cpu", "--quiet"]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "run"])
+def test_help(command):
+    result = subprocess.run([sys.executable, "-m", "torchzebra.cli", command, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: zebra " + command in result.stdout
+
+
+def test_train_with_override_then_eval(tmp_path, capsys):
+    assert main(["train", *TINY, "--set", "train.epochs=1", "--run-dir", str(tmp_path / "run")]) == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["epochs"] == 1
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run" / "last.pt"), "--set", "bits=16", "--quiet",
+                 "--json", str(tmp_path / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    assert "16 bits" in out and "layer1.0.relu:1" in out and (tmp_path / "eval.json").is_file()
+
+
+def test_run_writes_side_by_side_report(tmp_path, capsys):
+    args = ["run", *TINY, "--set", "train.epochs=1", "--set", "finetune.epochs=1", "--set", "zebra.threshold=0.3",
+            "--run-dir", str(tmp_path / "r")]
+    assert main(args) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "| dense baseline |" in report and "| Zebra |" in report and "## Per layer" in report
+    assert (tmp_path / "r" / "report.json").is_file() and (tmp_path / "r" / "zebra" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--set", "zebra.block_size=0"], "block_size=0 is invalid"),
+        (["train", "--set", "zebra.threshold=.nan"], "threshold=nan is invalid"),
+        (["train", "--set", "zebra.score=median"], "score='median' is invalid"),
+        (["train", "--set", "train.lr"], "override 'train.lr' is invalid"),
+        (["train", "--set", "data.name=mnist"], "data set 'mnist' is unknown"),
+        (["train", "--set", "data.name=cifar10", "--set", "data.root=/nonexistent"], "CIFAR-10 not found: looked in"),
+        (["eval", "/nonexistent/last.pt"], "checkpoint /nonexistent/last.pt does not exist"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, capsys, args, message):
+    assert main([*args, "--quiet"] if args[0] == "eval" else [*args, "--quiet", "--run-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1

@@ -1,0 +1,161 @@
+"""Training engine: learning, resume, checkpoints, configs, models."""
+
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from torchzebra.engine import CheckpointError, ConfigError, load_checkpoint, load_config, load_trained, save_checkpoint, train
+from torchzebra.engine import trainer as trainer_module
+from torchzebra.models import build_model
+from torchzebra import zebra_layers
+
+TINY = [
+    "model.options={stem: cifar, width: 4}", "data.train_subset=1024", "data.test_subset=256",
+    "data.batch_size=32", "train.epochs=2", "train.lr=0.1", "device=cpu",
+]
+
+
+def tiny_config(*extra):
+    return load_config("quick", overrides=[*TINY, *extra])
+
+
+def test_two_epochs_on_a_subset_beat_chance(tmp_path):
+    result = train(tiny_config(), tmp_path / "run", progress=False)
+    assert result.report.accuracy > 0.3  # ten classes: chance is 0.1
+    assert [row["epoch"] for row in result.metrics] == [1, 2]
+    for name in ("last.pt", "metrics.csv", "metrics.json", "config.yaml", "report.json", "traffic.csv"):
+        assert (tmp_path / "run" / name).is_file(), name
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["data"]["train_subset"] == 1024 and saved["train"]["epochs"] == 2
+    assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 3
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    config = tiny_config("zebra.enabled=true", "zebra.lam=0.05", "data.train_subset=256")
+    straight = train(config, tmp_path / "straight", progress=False)
+
+    calls = {"n": 0}
+    real_evaluate = trainer_module.evaluate
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed", progress=False)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
+    resumed = train(config, tmp_path / "resumed", resume=True, progress=False)
+    for (key, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), key
+    assert [r["epoch"] for r in resumed.metrics] == [1, 2]
+
+
+def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path):
+    base = train(tiny_config("train.epochs=1"), tmp_path / "base", progress=False)
+    config = tiny_config("zebra.enabled=true", "zebra.threshold=0.2", "zebra.lam=0.1")
+    tuned = train(config, tmp_path / "tuned", stage=config.finetune, init=tmp_path / "base" / "last.pt", progress=False)
+    assert tuned.report.reduction("zebra") > base.report.reduction("zebra")
+    thresholds = [layer.threshold.item() for _, layer in zebra_layers(tuned.model)]
+    assert thresholds == [pytest.approx(0.2)] * 17  # not overwritten by the dense checkpoint's
+    model, loaded_config = load_trained(tmp_path / "tuned" / "last.pt")
+    x = torch.randn(2, 1, 32, 32)
+    tuned.model.eval()
+    assert torch.equal(model(x), tuned.model.cpu()(x))
+    assert loaded_config.zebra.threshold == 0.2
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="other settings"):
+        train(tiny_config("train.epochs=1", "train.lr=0.2"), tmp_path / "run", resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
+    train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    shutil.copy(tmp_path / "run" / "last.pt", tmp_path / "keep.pt")
+    with pytest.raises(trainer_module.TrainingError, match=r"loss became non-finite \(nan or inf\) at epoch 1, step 2;"):
+        train(tiny_config("train.epochs=1", "train.lr=.nan", "train.schedule=constant"), tmp_path / "run",
+              progress=False)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"model": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a torchzebra checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"format": "torchzebra-checkpoint", "evil": shutil.Error("x")}, tmp_path / "code.pt")
+    with pytest.raises(CheckpointError, match="refused by torch.load\\(weights_only=True\\)"):
+        load_checkpoint(tmp_path / "code.pt")
+    save_checkpoint(tmp_path / "ok.pt", {"x": torch.ones(3)})
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "ok.pt")["x"], torch.ones(3))
+
+
+def test_checkpoint_of_another_model_lists_keys(tmp_path):
+    train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="does not fit this model .*shape differs: "):
+        load_trained(tmp_path / "run" / "last.pt", ["model.options={stem: cifar, width: 8}"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", r"unknown setting\(s\) in train \['epoch'\]"),
+        ("train.epochs=many", "train.epochs='many' is invalid: expected a int"),
+        ("colour=blue", r"unknown setting\(s\) \['colour'\]"),
+        ("novalue", "override 'novalue' is invalid: write section.key=value"),
+        ("data=[1, 2]", "data must be a mapping"),
+    ],
+)
+def test_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("quick", overrides=[override])
+
+
+def test_presets_and_config_file(tmp_path):
+    assert load_config("paper").data.name == "tiny-imagenet"
+    with pytest.raises(ConfigError, match="preset 'fast' is unknown"):
+        load_config("fast")
+    file = tmp_path / "mine.yaml"
+    file.write_text("train: {epochs: 7}\nzebra: {lam: 0.5}\n")
+    config = load_config("quick", file, ["zebra.lam=0.25"])
+    assert (config.train.epochs, config.zebra.lam, config.model.name) == (7, 0.25, "resnet18")
+    file.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config("quick", file)
+
+
+@pytest.mark.parametrize("name, options, channels, size", [
+    ("resnet18", {"stem": "imagenet", "width": 8}, 3, 64),
+    ("resnet18", {"stem": "cifar", "width": 8}, 1, 32),
+    ("resnet20", {}, 3, 32),
+    ("resnet56", {"width": 4}, 3, 32),
+    ("vgg11", {"width": 16}, 1, 32),
+    ("vgg16", {"width": 16}, 3, 32),
+    ("torchvision:resnet50", {}, 1, 32),
+    ("torchvision:mobilenet_v2", {}, 3, 32),
+])
+def test_model_zoo(name, options, channels, size):
+    model = build_model(name, 7, channels, **options).eval()
+    assert model(torch.randn(2, channels, size, size)).shape == (2, 7)
+
+
+def test_model_zoo_errors():
+    with pytest.raises(ValueError, match="model 'resnet19' is unknown"):
+        build_model("resnet19", 10, 3)
+    with pytest.raises(ValueError, match="torchvision classifiers are"):
+        build_model("torchvision:nonsense", 10, 3)
+    with pytest.raises(ValueError, match="stem='tiny' is invalid"):
+        build_model("resnet18", 10, 3, stem="tiny")
