@@ -63,3 +63,15 @@ def test_minimising_the_penalty_alone_drives_blocks_to_exact_zero():
         tz.zero_block_loss(prepared).backward()
         optimizer.step()
     assert zero_block_fraction() > 0.95
+
+
+def test_calibrate_reaches_target_block_density_per_layer(residual_net):
+    prepared = tz.prepare(residual_net, tz.ZebraConfig(block_size=2, exclude=["relu:1"]))
+    x = torch.randn(16, 1, 8, 8)
+    thresholds = tz.calibrate(prepared, [x[:8], (x[8:], None)], density=0.3)
+    assert list(thresholds) == ["relu"] and thresholds["relu"] > 0
+    report = tz.measure(prepared, [x])
+    assert report.layers[0].block_density == pytest.approx(0.3, abs=0.02)
+    assert report.layers[1].block_density > 0.5  # excluded: not calibrated, not masked
+    with pytest.raises(ValueError, match="density for relu=1.5 is invalid"):
+        tz.calibrate(prepared, [x], density=1.5)

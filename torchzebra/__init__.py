@@ -6,6 +6,7 @@ threshold are zeroed; ``zero_block_loss`` trains the network to put its informat
 """
 
 from . import core
+from .calibrate import calibrate
 from .config import ZebraConfig
 from .core import FORMATS
 from .measure import LayerTraffic, TrafficReport, measure
@@ -15,6 +16,6 @@ from .regularizer import zero_block_loss
 __version__ = "0.1.0"
 
 __all__ = [
-    "FORMATS", "LayerTraffic", "TrafficReport", "ZebraConfig", "ZebraLayer", "core", "is_prepared", "measure",
+    "FORMATS", "LayerTraffic", "calibrate", "TrafficReport", "ZebraConfig", "ZebraLayer", "core", "is_prepared", "measure",
     "prepare", "remove", "set_masking", "zebra_layers", "zero_block_loss",
 ]

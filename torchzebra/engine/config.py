@@ -71,6 +71,9 @@ class ZebraSection:
     threshold: Any = 0.0
     include: list[str] = field(default_factory=lambda: ["*"])
     exclude: list[str] = field(default_factory=list)
+    density: Any = None  # threshold policy: None = fixed thresholds; a fraction (or {pattern: fraction}) of
+    # blocks to keep, thresholds calibrated per layer at the start of every epoch
+    calibration_batches: int = 4
 
 
 @dataclass

@@ -7,6 +7,7 @@ and the Zebra model get their accuracy and traffic from the same evaluation code
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .. import ZebraConfig, measure, prepare, zero_block_loss
+from .. import ZebraConfig, calibrate, measure, prepare, zero_block_loss
 from .._io import atomic_write_text
 from ..data import DataSpec, build_datasets
 from ..measure import TrafficReport
@@ -172,6 +173,8 @@ def train(
         epoch_seed = config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
         loader = _loader(train_set, config.data.batch_size, config.data.workers, device, True, epoch_seed)
+        if zebra and config.zebra.density is not None:
+            calibrate(model, itertools.islice(loader, config.zebra.calibration_batches), config.zebra.density)
         row = _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, device, epoch,
                            steps_per_epoch, progress)
         report = evaluate(model, test_set, config, device, progress)

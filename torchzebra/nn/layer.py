@@ -8,6 +8,13 @@ from torch import nn
 from ..core import BlockSize, TrafficTally, apply_block_mask, block_mask, block_scores, validate_block_size, validate_score
 
 
+def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q`` quantile of all ``values`` (a large tensor is subsampled evenly: torch.quantile has a cap)."""
+    flat = values.detach().flatten().float()
+    step = max(1, flat.numel() // 4_000_000)
+    return torch.quantile(flat[::step], q)
+
+
 class ZebraLayer(nn.Module):
     """Zeroes the blocks of an activation map whose score is at most the layer's threshold.
 
@@ -42,6 +49,7 @@ class ZebraLayer(nn.Module):
         self.last_input: torch.Tensor | None = None
         self.tally: TrafficTally | None = None
         self.is_map: bool | None = None  # learnt on the first forward
+        self.calibration_density: float | None = None  # set by ``calibrate`` for one pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.is_map = x.dim() == 4
@@ -50,7 +58,10 @@ class ZebraLayer(nn.Module):
         keep_for_loss = self.training and torch.is_grad_enabled() and self.active
         self.last_input = x if keep_for_loss else None
         if self.active and self.masking:
-            keep = block_mask(block_scores(x, self.block_size, self.score, self.nonnegative), self.threshold)
+            scores = block_scores(x, self.block_size, self.score, self.nonnegative)
+            if self.calibration_density is not None:
+                self.threshold.fill_(_quantile(scores, 1.0 - self.calibration_density))
+            keep = block_mask(scores, self.threshold)
             x = apply_block_mask(x, keep, self.block_size, inplace=self.inplace and not torch.is_grad_enabled())
         if self.tally is not None:
             self.tally.add(x.detach())

@@ -1,0 +1,49 @@
+"""Threshold calibration: set each layer's threshold so that it keeps a target fraction of its blocks.
+
+Layers are calibrated in execution order within one forward pass, so every layer sees its inputs as
+the already-calibrated layers before it shape them.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .config import _resolve
+from .nn.prepare import zebra_layers
+
+
+def _validate_density(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{name}={value!r} is invalid: use the fraction of blocks to keep, in (0, 1]")
+    return float(value)
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable, density: float | Mapping[str, float]) -> dict[str, float]:
+    """Set the threshold of every active layer so it keeps about ``density`` of its blocks on ``batches``.
+
+    ``density`` is one fraction in (0, 1] or ``{name-pattern: fraction}`` (unmatched sites keep theirs).
+    Batches are tensors or ``(inputs, labels)``; they are concatenated into one pass in eval mode.
+    Returns the new thresholds by site name.
+    """
+    targets = {}
+    for site, layer in zebra_layers(model):
+        value = _resolve(density, site, None)
+        if value is not None and layer.active:
+            targets[site] = _validate_density(value, f"density for {site}")
+    device = next(model.parameters(), torch.empty(0)).device
+    inputs = torch.cat([(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        for site, layer in zebra_layers(model):
+            layer.calibration_density = targets.get(site)
+        model(inputs)
+    finally:
+        for _, layer in zebra_layers(model):
+            layer.calibration_density = None
+        model.train(was_training)
+    return {site: layer.threshold.item() for site, layer in zebra_layers(model) if site in targets}
