@@ -12,9 +12,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .errors import DatasetError
+from .in_memory import InMemoryImages
 
 LAYOUT = {
     10: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
@@ -53,7 +53,7 @@ def _load_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-class CIFAR(Dataset):
+class CIFAR(InMemoryImages):
     """CIFAR-10 or CIFAR-100 as ``(3, 32, 32)`` float tensors in [0, 1]; ``root`` holds the batch folder."""
 
     def __init__(
@@ -80,10 +80,3 @@ class CIFAR(Dataset):
         if self.labels.min() < 0 or self.labels.max() >= classes:
             raise DatasetError(f"{folder}: labels outside 0..{classes - 1}; is this CIFAR-{classes}?")
         self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index].float().div_(255)
-        return (self.transform(image) if self.transform else image), self.labels[index]

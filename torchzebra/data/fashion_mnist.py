@@ -9,9 +9,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .errors import DatasetError
+from .in_memory import InMemoryImages
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"
@@ -43,7 +43,7 @@ def read_idx(path: Path, dims: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
-class FashionMNIST(Dataset):
+class FashionMNIST(InMemoryImages):
     """Fashion-MNIST as ``(1, size, size)`` float tensors in [0, 1] (28x28 zero-padded to ``size``).
 
     ``transform`` (e.g. augmentation and normalisation) is applied to each image tensor.
@@ -76,10 +76,3 @@ class FashionMNIST(Dataset):
         self.images = torch.nn.functional.pad(x, (pad // 2, pad - pad // 2) * 2)  # uint8, zero (black) padding
         self.labels = torch.from_numpy(labels.astype(np.int64))
         self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index].float().div_(255)
-        return (self.transform(image) if self.transform else image), self.labels[index]
