@@ -159,3 +159,19 @@ def test_model_zoo_errors():
         build_model("torchvision:nonsense", 10, 3)
     with pytest.raises(ValueError, match="stem='tiny' is invalid"):
         build_model("resnet18", 10, 3, stem="tiny")
+
+
+def test_density_ramp_is_cubic_from_one_to_target():
+    section = tiny_config("zebra.density=0.4", "zebra.density_ramp_steps=10").zebra
+    assert trainer_module._density(section, 0) == pytest.approx(1.0)
+    assert trainer_module._density(section, 5) == pytest.approx(0.4 + 0.6 * 0.125)
+    assert trainer_module._density(section, 50) == pytest.approx(0.4)
+    section.density = {"layer4.*": 0.2}
+    assert trainer_module._density(section, 10) == {"layer4.*": pytest.approx(0.2)}
+
+
+def test_training_with_calibrated_density_prunes_to_the_target(tmp_path):
+    config = tiny_config("zebra.enabled=true", "zebra.density=0.3", "zebra.calibrate_every=4", "train.epochs=1")
+    result = train(config, tmp_path / "run", progress=False)
+    densities = [row.block_density for row in result.report.layers]
+    assert max(densities) < 0.6 and sum(densities) / len(densities) < 0.45

@@ -71,9 +71,10 @@ class ZebraSection:
     threshold: Any = 0.0
     include: list[str] = field(default_factory=lambda: ["*"])
     exclude: list[str] = field(default_factory=list)
-    density: Any = None  # threshold policy: None = fixed thresholds; a fraction (or {pattern: fraction}) of
-    # blocks to keep, thresholds calibrated per layer at the start of every epoch
-    calibration_batches: int = 4
+    density: Any = None  # threshold policy: None keeps the fixed thresholds; a fraction of blocks to keep
+    # (or {pattern: fraction}) calibrates every layer's threshold to it during training
+    density_ramp_steps: int = 0  # the kept fraction falls from 1 to `density` over these steps (cubic)
+    calibrate_every: int = 0  # recalibrate every N steps (0: at the start of each epoch only)
 
 
 @dataclass

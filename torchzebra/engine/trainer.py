@@ -7,7 +7,6 @@ and the Zebra model get their accuracy and traffic from the same evaluation code
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from dataclasses import dataclass
@@ -103,6 +102,15 @@ def _lambda(section: ZebraSection, epoch: int, step: int) -> float:
     return base * ramp
 
 
+def _density(section: ZebraSection, step: int) -> float | dict[str, float]:
+    """The kept-block fraction at global ``step``: cubic ramp from 1 to the target (Zhu & Gupta 2017)."""
+    left = max(0.0, 1.0 - step / section.density_ramp_steps) if section.density_ramp_steps else 0.0
+    ramp = lambda target: target + (1.0 - target) * left**3  # noqa: E731
+    if isinstance(section.density, dict):
+        return {pattern: ramp(value) for pattern, value in section.density.items()}
+    return ramp(section.density)
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -173,8 +181,6 @@ def train(
         epoch_seed = config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
         loader = _loader(train_set, config.data.batch_size, config.data.workers, device, True, epoch_seed)
-        if zebra and config.zebra.density is not None:
-            calibrate(model, itertools.islice(loader, config.zebra.calibration_batches), config.zebra.density)
         row = _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, device, epoch,
                            steps_per_epoch, progress)
         report = evaluate(model, test_set, config, device, progress)
@@ -212,6 +218,9 @@ def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, 
         labels = labels.to(device, non_blocking=True)
         if stage.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
+        calibrating = zebra and config.zebra.density is not None
+        if calibrating and (step == 0 or (config.zebra.calibrate_every and step % config.zebra.calibrate_every == 0)):
+            calibrate(model, [inputs], _density(config.zebra, epoch * steps + step))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=stage.amp):
             outputs = model(inputs)
             loss = criterion(outputs, labels)
