@@ -159,6 +159,7 @@ def train(
     steps_per_epoch = min(steps_per_epoch, stage.max_steps or steps_per_epoch)
     scheduler = build_scheduler(optimizer, stage, stage.epochs * steps_per_epoch)
     state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "spec": spec.__dict__}
+    run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run_dir)
     start_epoch = 0
     checkpoint_path = run_dir / CHECKPOINT
@@ -172,7 +173,6 @@ def train(
         _set_rng_state(payload["rng"])
         start_epoch = payload["epoch"]
         log.rows = list(payload["metrics"])
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     criterion = nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
     started = time.perf_counter()

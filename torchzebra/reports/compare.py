@@ -63,6 +63,9 @@ def comparison_markdown(summary: dict[str, Any], baseline: TrafficReport, model:
     """The whole report of ``zebra run`` as Markdown."""
     config, machine = summary["config"], summary["machine"]
     zebra = config["zebra"]
+    policy = (f"thresholds calibrated to keep {zebra['density']} of the blocks (ramp {zebra['density_ramp_steps']} "
+              f"steps, every {zebra['calibrate_every']} steps)" if zebra["density"] is not None
+              else f"threshold {zebra['threshold']}")
     return "\n".join([
         "# torchzebra run",
         "",
@@ -71,7 +74,7 @@ def comparison_markdown(summary: dict[str, Any], baseline: TrafficReport, model:
         "",
         f"Model {config['model']['name']} {config['model']['options']} on {config['data']['name']}; "
         f"baseline {config['train']['epochs']} epochs, Zebra fine-tuned {config['finetune']['epochs']} epochs from it "
-        f"(block {zebra['block_size']}, score {zebra['score']}, threshold {zebra['threshold']}, "
+        f"(block {zebra['block_size']}, score {zebra['score']}, {policy}, "
         f"penalty {zebra['penalty']}, lambda {zebra['lam_epochs'] or zebra['lam']}); "
         f"{config['bits']}-bit data, metadata counted, one write plus one read per consumer, "
         f"{model.images} test images. Reductions are against the baseline's dense traffic.",
