@@ -58,7 +58,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
 
 def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path):
     base = train(tiny_config("train.epochs=1"), tmp_path / "base", progress=False)
-    config = tiny_config("zebra.enabled=true", "zebra.threshold=0.2", "zebra.lam=0.1")
+    config = tiny_config("zebra.enabled=true", "zebra.threshold=0.2", "zebra.lam=0.1", "zebra.density=null")
     tuned = train(config, tmp_path / "tuned", stage=config.finetune, init=tmp_path / "base" / "last.pt", progress=False)
     assert tuned.report.reduction("zebra") > base.report.reduction("zebra")
     thresholds = [layer.threshold.item() for _, layer in zebra_layers(tuned.model)]
@@ -171,7 +171,19 @@ def test_density_ramp_is_cubic_from_one_to_target():
 
 
 def test_training_with_calibrated_density_prunes_to_the_target(tmp_path):
-    config = tiny_config("zebra.enabled=true", "zebra.density=0.3", "zebra.calibrate_every=4", "train.epochs=1")
+    config = tiny_config("zebra.enabled=true", "zebra.density=0.3", "zebra.density_ramp_steps=0", "zebra.calibrate_every=4",
+                         "train.epochs=1")
     result = train(config, tmp_path / "run", progress=False)
     densities = [row.block_density for row in result.report.layers]
     assert max(densities) < 0.6 and sum(densities) / len(densities) < 0.45
+
+
+def test_synthetic_throughput_run_with_bf16_and_channels_last(tmp_path):
+    config = load_config("paper", overrides=[
+        "device=cpu", "data.name=synthetic", "data.size=32", "data.length=64", "data.classes=5", "data.workers=0",
+        "data.batch_size=16", "data.eval_batch_size=16", "model.options={stem: imagenet, width: 4}",
+        "train.epochs=1", "train.max_steps=2", "zebra.enabled=true", "zebra.lam=0.01",
+    ])
+    assert config.train.amp and config.train.channels_last
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.metrics[0]["images_per_s"] > 0 and result.report.images == 16

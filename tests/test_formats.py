@@ -88,7 +88,18 @@ def test_nonzero_block_elements_match_loop_reference(x, block):
         for j in range(0, w, b[1])
         if (part := x[ch, i:i + b[0], j:j + b[1]]).count_nonzero()
     )
-    assert map_counts(x, block).nonzero_block_elements.item() == expected
+    counts = map_counts(x, block)
+    assert counts.nonzero_block_elements.item() == expected
+    assert counts.nonzero.item() == torch.count_nonzero(x).item()
+
+
+def test_counts_exact_for_denormals_and_large_maps():
+    x = torch.zeros(1, 3, 49, 47)
+    x[0, 0, 48, 46] = 1e-45  # a denormal alone in a partial corner block
+    x[0, 2, :, :] = 1.0
+    counts = map_counts(x, "map")
+    assert counts.nonzero.item() == 1 + 49 * 47 and counts.nonzero_blocks.item() == 2
+    assert map_counts(x, 4).nonzero_block_elements.item() == 3 + 49 * 47  # the 1x3 corner block counts
 
 
 def test_tally_rounds_bytes_up_per_map():

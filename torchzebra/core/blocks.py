@@ -51,10 +51,14 @@ def block_grid(block_size: BlockSize, height: int, width: int) -> tuple[int, int
     return math.ceil(height / bh), math.ceil(width / bw)
 
 
+@functools.lru_cache(maxsize=256)
 def block_element_counts(
     block_size: BlockSize | tuple[int, int], height: int, width: int, device=None
 ) -> torch.Tensor:
-    """Element count of every block of one channel map, shape ``(Hb, Wb)``; partial blocks hold fewer."""
+    """Element count of every block of one channel map, shape ``(Hb, Wb)``; partial blocks hold fewer.
+
+    The result is cached and shared: do not modify it in place.
+    """
     bh, bw = block_size if isinstance(block_size, tuple) else block_shape(block_size, height, width)
     rows = torch.full((math.ceil(height / bh),), bh, dtype=torch.int64, device=device)
     cols = torch.full((math.ceil(width / bw),), bw, dtype=torch.int64, device=device)
@@ -183,5 +187,4 @@ def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize,
 
 def nonzero_blocks(x: torch.Tensor, block_size: BlockSize) -> torch.Tensor:
     """True for every block of ``x`` that holds at least one non-zero element, shape ``(N, C, Hb, Wb)``."""
-    block = block_shape(block_size, x.shape[-2], x.shape[-1])
-    return _pool((x != 0).to(torch.float32), block, "max") > 0
+    return block_scores((x != 0).to(torch.float32), block_size, "mean", nonnegative=True) > 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import BlockSize, block_scores
+from .blocks import BlockSize, block_scores, block_shape
 
 PENALTIES = ("group_lasso", "l1", "l2")
 _EPS = 1e-12  # keeps the gradient of sqrt finite (zero) at an all-zero block
@@ -30,6 +30,9 @@ def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_las
     """The zero-block penalty of ``x`` (N, C, H, W) as a scalar tensor (see module docstring)."""
     validate_penalty(kind)
     if kind == "l1":
+        bh, bw = block_shape(block_size, x.shape[-2], x.shape[-1])
+        if x.shape[-2] % bh == 0 and x.shape[-1] % bw == 0:  # equal blocks: the mean of block means is the mean
+            return x.abs().mean()
         return block_scores(x, block_size, "mean").mean()
     mean_square = block_scores(x * x, block_size, "mean", nonnegative=True)
     if kind == "l2":
