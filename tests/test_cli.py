@@ -28,6 +28,14 @@ def test_train_with_override_then_eval(tmp_path, capsys):
     assert "16 bits" in out and "layer1.0.relu:1" in out and (tmp_path / "eval.json").is_file()
 
 
+def test_resume_uses_the_run_folders_config(tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    assert main(["train", *TINY, "--set", "train.epochs=1", "--run-dir", run_dir]) == 0
+    assert main(["train", "--run-dir", run_dir, "--resume", "--quiet"]) == 0  # no --set repeated: same settings
+    assert main(["train", "--resume", "--quiet"]) == 2
+    assert "--resume needs --run-dir" in capsys.readouterr().err
+
+
 def test_run_writes_side_by_side_report(tmp_path, capsys):
     args = ["run", *TINY, "--set", "train.epochs=1", "--set", "finetune.epochs=1", "--set", "zebra.threshold=0.3",
             "--run-dir", str(tmp_path / "r")]

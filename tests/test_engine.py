@@ -117,11 +117,23 @@ def test_checkpoint_of_another_model_lists_keys(tmp_path):
         ("colour=blue", r"unknown setting\(s\) \['colour'\]"),
         ("novalue", "override 'novalue' is invalid: write section.key=value"),
         ("data=[1, 2]", "data must be a mapping"),
+        ("zebra.block_size=big", "zebra: block_size='big' is invalid"),
+        ("zebra.threshold={'layer1.*': -1}", r"zebra: threshold\['layer1.\*'\]=-1 is invalid"),
+        ("zebra.density=1.5", r"zebra.density\['\*'\]=1.5 is invalid"),
+        ("zebra.density={'layer4.*': abc}", r"zebra.density\['layer4.\*'\]='abc' is invalid"),
+        ("zebra.lam_epochs=0.1", "zebra.lam_epochs=0.1 is invalid: use a list of numbers"),
+        ("finetune.schedule=cosin", "finetune.schedule='cosin' is invalid: use one of onecycle, cosine, constant"),
     ],
 )
 def test_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("quick", overrides=[override])
+
+
+def test_per_layer_and_map_values_are_accepted():
+    config = load_config("quick", overrides=["zebra.block_size={'layer4.*': map, '*': 4}", "zebra.threshold={'*': 0.1}"])
+    assert config.zebra.block_size == {"layer4.*": "map", "*": 4}
+    assert load_config("quick", overrides=["zebra.block_size=map"]).zebra.block_size == "map"
 
 
 def test_presets_and_config_file(tmp_path):

@@ -15,7 +15,7 @@ from .config import _resolve
 from .nn.prepare import zebra_layers
 
 
-def _validate_density(value: object, name: str) -> float:
+def validate_density(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError(f"{name}={value!r} is invalid: use the fraction of blocks to keep, in (0, 1]")
     return float(value)
@@ -33,7 +33,7 @@ def calibrate(model: nn.Module, batches: Iterable, density: float | Mapping[str,
     for site, layer in zebra_layers(model):
         value = _resolve(density, site, None)
         if value is not None and layer.active:
-            targets[site] = _validate_density(value, f"density for {site}")
+            targets[site] = validate_density(value, f"density for {site}")
     device = next(model.parameters(), torch.empty(0)).device
     inputs = torch.cat([(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]).to(device)
     was_training = model.training

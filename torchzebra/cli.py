@@ -16,6 +16,11 @@ from .engine.trainer import build_data, resolve_device
 
 
 def _config(args: argparse.Namespace):
+    """The preset + file + overrides; with --resume, the run folder's own saved config + overrides."""
+    if getattr(args, "resume", False):
+        if args.run_dir is None:
+            raise ConfigError("--resume needs --run-dir: the folder of the run to continue")
+        return load_config(None, args.run_dir / "config.yaml", args.set)
     return load_config(args.preset, args.config, args.set)
 
 
@@ -68,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(t)
     t.add_argument("--run-dir", type=Path, help="where checkpoints and metrics go (default runs/<timestamp>)")
     t.add_argument("--init", type=Path, help="fine-tune: start from the weights of this checkpoint")
-    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt where it stopped")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/last.pt where it stopped, with the run's saved config (+ --set)")
     t.set_defaults(handler=_train)
 
     e = commands.add_parser("eval", help="accuracy and per-layer traffic of a checkpoint on the test split",
@@ -86,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "evaluate both, and write report.md and report.json.")
     _add_config_options(r)
     r.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>)")
-    r.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in RUN_DIR, with its saved config (+ --set)")
     r.set_defaults(handler=_run)
     return parser
 

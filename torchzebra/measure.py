@@ -177,7 +177,7 @@ def measure(
                 labelled = False
             else:
                 correct += (outputs.argmax(1) == labels.to(device)).sum()
-        rows = [_layer_row(layer) for _, layer in layers if layer.is_map and layer.tally.maps]
+        rows = [_layer_row(layer) for _, layer in layers if layer.tally.maps]
     finally:
         for _, layer in layers:
             layer.tally = None

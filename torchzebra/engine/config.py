@@ -17,6 +17,7 @@ import yaml
 from .._io import atomic_write_text
 
 PRESETS = ("quick", "paper")
+SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 class ConfigError(ValueError):
@@ -107,7 +108,7 @@ def _build(cls, values: Any, path: str):
         default, where = getattr(defaults, key), f"{path}.{key}" if path else key
         if dataclasses.is_dataclass(default):
             value = _build(type(default), value, where)
-        else:
+        elif known[key].type != "Any":  # Any fields (block_size, threshold, density) are checked by _validate
             _check_type(default, value, where)
         kwargs[key] = value
     return cls(**kwargs)
@@ -123,8 +124,35 @@ def _check_type(default: Any, value: Any, where: str) -> None:
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
-    """A RunConfig from a nested dict; unknown keys raise ConfigError."""
-    return _build(RunConfig, values, "")
+    """A RunConfig from a nested dict; unknown keys and invalid values raise ConfigError before any work."""
+    config = _build(RunConfig, values, "")
+    _validate(config)
+    return config
+
+
+def _validate(config: RunConfig) -> None:
+    """Check the values that only deep code would otherwise reject, so a typo fails at start-up."""
+    from .. import ZebraConfig  # the core's own validation of block sizes, scores, thresholds, penalties
+    from ..calibrate import validate_density
+
+    z = config.zebra
+    try:
+        ZebraConfig(block_size=z.block_size, score=z.score, threshold=z.threshold, penalty=z.penalty,
+                    include=tuple(z.include), exclude=tuple(z.exclude))
+        if z.density is not None:
+            for pattern, value in (z.density.items() if isinstance(z.density, dict) else [("*", z.density)]):
+                validate_density(value, f"zebra.density[{pattern!r}]")
+    except ValueError as error:
+        raise ConfigError(f"zebra: {error}") from error
+    if z.lam_epochs is not None and (
+        not isinstance(z.lam_epochs, list) or not z.lam_epochs
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in z.lam_epochs)
+    ):
+        raise ConfigError(f"zebra.lam_epochs={z.lam_epochs!r} is invalid: use a list of numbers, one per epoch")
+    for name in ("train", "finetune"):
+        schedule = getattr(config, name).schedule
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"{name}.schedule={schedule!r} is invalid: use one of {', '.join(SCHEDULES)}")
 
 
 def _merge(base: dict, update: dict) -> dict:

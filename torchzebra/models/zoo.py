@@ -40,7 +40,10 @@ def build_model(name: str, num_classes: int, in_channels: int, **options: Any) -
         if tv_name not in torchvision.models.list_models(module=torchvision.models):
             raise ValueError(f"model {name!r} is unknown: torchvision classifiers are "
                              f"{', '.join(torchvision.models.list_models(module=torchvision.models))}")
-        model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **options)
+        try:
+            model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **options)
+        except TypeError as error:
+            raise ValueError(f"model {name!r} does not take these options {sorted(options)}: {error}") from error
         _adapt_first_conv(model, in_channels)
         return model
     if name not in OWN:

@@ -48,12 +48,10 @@ class ZebraLayer(nn.Module):
         self.consumers = 1  # operations that read this map; prepare() counts them in the traced graph
         self.last_input: torch.Tensor | None = None
         self.tally: TrafficTally | None = None
-        self.is_map: bool | None = None  # learnt on the first forward
         self.calibration_density: float | None = None  # set by ``calibrate`` for one pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.is_map = x.dim() == 4
-        if not self.is_map:
+        if x.dim() != 4:
             return x
         keep_for_loss = self.training and torch.is_grad_enabled() and self.active
         self.last_input = x if keep_for_loss else None
