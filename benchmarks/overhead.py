@@ -53,8 +53,8 @@ def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> 
     for phase in ("infer", "train"):
         for model in models.values():
             model.train(phase == "train")
-        for repeat in range(repeats + 2):  # two warm-up rounds
-            for name, model in models.items():
+        for repeat in range(repeats + 2):  # two warm-up rounds; the order alternates to cancel order bias
+            for name, model in (list(models.items()) if repeat % 2 else list(models.items())[::-1]):
                 if phase == "train":
                     t = timed(lambda: train_step(model, optimizers[name], x, y, lams[name]))
                 else:
