@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .config import _resolve
-from .nn.prepare import zebra_layers
+from .nn.prepare import model_device, zebra_layers
 
 
 def validate_density(value: object, name: str) -> float:
@@ -34,7 +34,7 @@ def calibrate(model: nn.Module, batches: Iterable, density: float | Mapping[str,
         value = _resolve(density, site, None)
         if value is not None and layer.active:
             targets[site] = validate_density(value, f"density for {site}")
-    device = next(model.parameters(), torch.empty(0)).device
+    device = model_device(model)
     inputs = torch.cat([(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]).to(device)
     was_training = model.training
     model.eval()

@@ -24,16 +24,19 @@ class SiteConfig:
     active: bool  # mask applied and regularised; an inactive site is still measured
 
 
-def _validate_threshold(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}={value!r} is invalid: use a finite number >= 0 (0 keeps every non-zero block)")
-    return float(value)
+def _non_negative(allowed: str):
+    """A validator of finite numbers >= 0 whose error ends with ``allowed``."""
+
+    def check(value: object, name: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}={value!r} is invalid: use {allowed}")
+        return float(value)
+
+    return check
 
 
-def _validate_weight(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}={value!r} is invalid: use a finite layer weight >= 0")
-    return float(value)
+_validate_threshold = _non_negative("a finite number >= 0 (0 keeps every non-zero block)")
+_validate_weight = _non_negative("a finite layer weight >= 0")
 
 
 def _validate_patterns(value: object, name: str) -> tuple[str, ...]:

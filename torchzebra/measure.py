@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_write_text
 from .core import FORMATS, TrafficTally, validate_bits, validate_format
-from .nn.prepare import zebra_layers
+from .nn.prepare import model_device, zebra_layers
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class LayerTraffic:
     nonzero_blocks: int
     consumers: int
     bytes: dict[str, int]
+
+    @property
+    def shape_text(self) -> str:
+        """The map shape as ``CxHxW``, or ``mixed``."""
+        return "x".join(map(str, self.shape)) if self.shape else "mixed"
 
     @property
     def density(self) -> float:
@@ -99,9 +104,8 @@ class TrafficReport:
             + [f"bytes_{fmt}" for fmt in FORMATS]
         )
         for layer in self.layers:
-            shape = "x".join(map(str, layer.shape)) if layer.shape else "mixed"
             writer.writerow(
-                [layer.name, shape, layer.block_size, layer.maps, layer.consumers,
+                [layer.name, layer.shape_text, layer.block_size, layer.maps, layer.consumers,
                  f"{layer.density:.6f}", f"{layer.block_density:.6f}"]
                 + [layer.bytes[fmt] for fmt in FORMATS]
             )
@@ -112,7 +116,7 @@ class TrafficReport:
         rows = [
             [
                 layer.name,
-                "x".join(map(str, layer.shape)) if layer.shape else "mixed",
+                layer.shape_text,
                 str(layer.block_size),
                 str(layer.consumers),
                 f"{layer.density:.1%}",
@@ -160,7 +164,7 @@ def measure(
     """
     validate_bits(bits)
     layers = zebra_layers(model)
-    device = next(model.parameters(), torch.empty(0)).device
+    device = model_device(model)
     for _, layer in layers:
         layer.tally = TrafficTally(layer.block_size, bits)
     was_training = model.training

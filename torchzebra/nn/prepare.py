@@ -151,12 +151,16 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
             f"{', '.join(sorted(set(ACTIVATION_FUNCTIONS.values())))} functions in forward()"
         )
     gm.recompile()
-    device = next(model.parameters(), torch.empty(0)).device
-    container.to(device)
+    container.to(model_device(model))
     gm.train(model.training)
     gm.meta[_ORIGINAL] = model
     gm.meta["zebra_config"] = config
     return gm
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
 
 
 def is_prepared(model: nn.Module) -> bool:

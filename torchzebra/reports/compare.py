@@ -52,8 +52,8 @@ def layers_markdown(baseline: TrafficReport, model: TrafficReport) -> str:
     base = {row.name: row for row in baseline.layers}
     for row in model.layers:
         ref = base.get(row.name)
-        shape = "x".join(map(str, row.shape)) if row.shape else "mixed"
-        cells = [row.name, shape, str(row.consumers), _pct(ref.block_density) if ref else "n/a", _pct(row.block_density)]
+        cells = [row.name, row.shape_text, str(row.consumers), _pct(ref.block_density) if ref else "n/a",
+                 _pct(row.block_density)]
         cells += [_pct(row.reduction(fmt)) for fmt in ("zvc", "zebra", "zebra_zvc")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
