@@ -12,6 +12,7 @@ from .data import DatasetError
 from .engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
 from .engine.config import PRESETS
 from .engine.run import new_run_dir, run_experiment
+from .engine.slimming import FLOWS, prune_checkpoint, run_slim
 from .engine.trainer import build_data, resolve_device
 
 
@@ -51,6 +52,30 @@ def _run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or new_run_dir()
     run_experiment(config, run_dir, resume=args.resume, progress=not args.quiet)
     print(f"report: {Path(run_dir) / 'report.md'}")
+    return 0
+
+
+def _slim(args: argparse.Namespace) -> int:
+    config = _config(args)
+    run_dir = args.run_dir or new_run_dir()
+    run_slim(config, run_dir, args.flow, resume=args.resume, progress=not args.quiet)
+    print(f"report: {Path(run_dir) / 'report.md'}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    overrides = list(args.set)
+    for key in ("ratio", "min_channels"):
+        if getattr(args, key) is not None:
+            overrides.append(f"slim.{key}={getattr(args, key)}")
+    if args.exclude:
+        overrides.append(f"slim.exclude={json.dumps(args.exclude)}")
+    if args.output is None and not args.dry_run:
+        raise ConfigError("give --output FILE for the pruned checkpoint (or --dry-run to print the plan only)")
+    plan = prune_checkpoint(args.checkpoint, None if args.dry_run else args.output, overrides)
+    print(plan)
+    if not args.dry_run:
+        print(f"pruned checkpoint: {args.output} (evaluate with zebra eval, fine-tune with zebra train --init)")
     return 0
 
 
@@ -95,6 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in RUN_DIR, with its saved config (+ --set)")
     r.set_defaults(handler=_run)
+
+    s = commands.add_parser(
+        "slim", help="Network Slimming: sparsity-train, prune, fine-tune (alone, with Zebra, or all four compared)",
+        description="Network Slimming flows. slim: sparsity-train (train section, slim.s), remove slim.ratio of the "
+                    "channels, fine-tune (finetune section). slim-zebra: fine-tune the pruned model with Zebra. "
+                    "joint: Zebra and BN sparsity trained together, prune, fine-tune with Zebra. compare: dense "
+                    "baseline, Zebra, Slimming and Slimming+Zebra side by side (top-1, params, MACs, traffic).")
+    _add_config_options(s)
+    s.add_argument("--flow", choices=FLOWS, default="slim", help="which flow to run (default slim)")
+    s.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in RUN_DIR, with its saved config (+ --set)")
+    s.set_defaults(handler=_slim)
+
+    p = commands.add_parser("prune", help="remove channels of a trained checkpoint (Network Slimming's rule)",
+                            description="Plan with a global |gamma| threshold and a per-layer floor, remove the "
+                                        "channels physically and write a new checkpoint; the input is never changed.")
+    p.add_argument("checkpoint", type=Path, help="a last.pt written by zebra train, run or slim")
+    p.add_argument("--output", "-o", type=Path, help="the pruned checkpoint to write")
+    p.add_argument("--ratio", type=float, help="fraction of the BatchNorm channels to remove, in (0, 1)")
+    p.add_argument("--min-channels", dest="min_channels", type=int, help="channels every layer keeps (default 1)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="BatchNorm name pattern never pruned, e.g. 'stem.*' (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the checkpoint's config")
+    p.add_argument("--dry-run", action="store_true", help="print the plan only; write nothing")
+    p.set_defaults(handler=_prune)
     return parser
 
 

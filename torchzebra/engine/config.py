@@ -79,6 +79,16 @@ class ZebraSection:
 
 
 @dataclass
+class SlimSection:
+    """Network Slimming: BN-scale sparsity ``s`` while training, then remove ``ratio`` of the channels."""
+
+    s: float = 1e-5  # L1 weight on BatchNorm scales (Liu et al.: 1e-4 for VGG, 1e-5 for ResNets)
+    ratio: float = 0.4  # fraction of the BatchNorm channels to remove
+    min_channels: int = 1  # floor: every layer keeps at least this many channels
+    exclude: list[str] = field(default_factory=list)  # BatchNorm name patterns never pruned
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -88,6 +98,7 @@ class RunConfig:
     train: OptimSection = field(default_factory=OptimSection)
     finetune: OptimSection = field(default_factory=lambda: OptimSection(epochs=2, lr=0.01, schedule="cosine"))
     zebra: ZebraSection = field(default_factory=ZebraSection)
+    slim: SlimSection = field(default_factory=SlimSection)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (YAML/JSON-ready) that ``from_dict`` reads back."""
@@ -149,6 +160,15 @@ def _validate(config: RunConfig) -> None:
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in z.lam_epochs)
     ):
         raise ConfigError(f"zebra.lam_epochs={z.lam_epochs!r} is invalid: use a list of numbers, one per epoch")
+    from ..slim import validate_min_channels, validate_ratio
+
+    try:
+        validate_ratio(config.slim.ratio)
+        validate_min_channels(config.slim.min_channels)
+    except ValueError as error:
+        raise ConfigError(f"slim.{error}") from error
+    if not config.slim.s >= 0:
+        raise ConfigError(f"slim.s={config.slim.s!r} is invalid: the sparsity weight is a number >= 0, e.g. 1e-5")
     for name in ("train", "finetune"):
         schedule = getattr(config, name).schedule
         if schedule not in SCHEDULES:

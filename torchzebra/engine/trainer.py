@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .. import ZebraConfig, calibrate, measure, prepare, zero_block_loss
+from .. import ZebraConfig, calibrate, measure, prepare, slim, zero_block_loss
 from .._io import atomic_write_text
 from ..data import DataSpec, build_datasets
 from ..measure import TrafficReport
@@ -75,9 +75,17 @@ def build_data(config: RunConfig) -> tuple[Any, Any, DataSpec]:
                           d.classes, d.channels, d.length)
 
 
-def build_prepared_model(config: RunConfig, spec: DataSpec, zebra: bool) -> nn.Module:
-    """The configured model for ``spec``, prepared (Zebra active or measured only)."""
+def example_inputs(spec: DataSpec) -> torch.Tensor:
+    """One zero image of the data's shape (for tracing and counting MACs)."""
+    return torch.zeros(1, spec.channels, spec.size, spec.size)
+
+
+def build_prepared_model(config: RunConfig, spec: DataSpec, zebra: bool, structure: dict[str, int] | None = None) -> nn.Module:
+    """The configured model for ``spec``, shrunk to a pruned ``structure`` if given, then prepared
+    (Zebra active or measured only)."""
     model = build_model(config.model.name, spec.classes, spec.channels, **config.model.options)
+    if structure:
+        slim.restructure(model, structure, example_inputs(spec))
     return prepare(model, zebra_config(config.zebra, zebra))
 
 
@@ -132,22 +140,27 @@ def train(
     zebra: bool | None = None,
     init: str | Path | None = None,
     resume: bool = False,
+    sparsity: float = 0.0,
     progress: bool = True,
 ) -> TrainResult:
     """Train one stage (``stage``, default ``config.train``) into ``run_dir``; evaluate after every epoch.
 
-    ``zebra`` defaults to ``config.zebra.enabled``. ``init`` fine-tunes from a checkpoint's weights;
-    ``resume`` continues from ``run_dir/last.pt`` exactly where it stopped.
+    ``zebra`` defaults to ``config.zebra.enabled``. ``init`` fine-tunes from a checkpoint's weights (and
+    takes its pruned shapes); ``resume`` continues from ``run_dir/last.pt`` exactly where it stopped.
+    ``sparsity`` > 0 adds Network Slimming's L1 subgradient on BatchNorm scales at every step.
     """
     stage = stage or config.train
     zebra = config.zebra.enabled if zebra is None else zebra
     run_dir = Path(run_dir)
     device = resolve_device(config.device)
     train_set, test_set, spec = build_data(config)
+    checkpoint_path = run_dir / CHECKPOINT
+    resuming = resume and checkpoint_path.exists()
+    source = load_checkpoint(checkpoint_path if resuming else init) if resuming or init is not None else None
     torch.manual_seed(config.seed)  # the same initial weights for every run with this seed
-    model = build_prepared_model(config, spec, zebra)
-    if init is not None:
-        payload = load_checkpoint(init)
+    model = build_prepared_model(config, spec, zebra, source and source.get("structure"))
+    if init is not None and not resuming:
+        payload = source
         weights = {k: v for k, v in payload["model"].items() if not k.startswith("zebra.")}
         load_model_state(model, {**{k: v for k, v in model.state_dict().items() if k.startswith("zebra.")}, **weights},
                          f"checkpoint {init}")
@@ -158,14 +171,14 @@ def train(
     steps_per_epoch = len(train_set) // config.data.batch_size if len(train_set) > config.data.batch_size else 1
     steps_per_epoch = min(steps_per_epoch, stage.max_steps or steps_per_epoch)
     scheduler = build_scheduler(optimizer, stage, stage.epochs * steps_per_epoch)
-    state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "spec": spec.__dict__}
+    state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "sparsity": sparsity,
+             "spec": spec.__dict__, "structure": slim.structure(model)}
     run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run_dir)
     start_epoch = 0
-    checkpoint_path = run_dir / CHECKPOINT
-    if resume and checkpoint_path.exists():
-        payload = load_checkpoint(checkpoint_path)
-        if payload["config"] != state["config"] or payload["stage"] != state["stage"] or payload["zebra"] != zebra:
+    if resuming:
+        payload = source
+        if any(payload.get(key) != state[key] for key in ("config", "stage", "zebra", "sparsity")):
             raise CheckpointError(f"{checkpoint_path} was written by a run with other settings; resume needs the same config")
         load_model_state(model, payload["model"], f"checkpoint {checkpoint_path}")
         optimizer.load_state_dict(payload["optimizer"])
@@ -181,8 +194,8 @@ def train(
         epoch_seed = config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
         loader = _loader(train_set, config.data.batch_size, config.data.workers, device, True, epoch_seed)
-        row = _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, device, epoch,
-                           steps_per_epoch, progress)
+        row = _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, sparsity, device,
+                           epoch, steps_per_epoch, progress)
         report = evaluate(model, test_set, config, device, progress)
         row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in ("zvc", "zebra", "zebra_zvc")})
         log.append(row)
@@ -202,7 +215,8 @@ def _stage_dict(stage: OptimSection) -> dict[str, Any]:
     return {k: getattr(stage, k) for k in stage.__dataclass_fields__}
 
 
-def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, device, epoch, steps, progress):
+def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, sparsity, device, epoch, steps,
+                 progress):
     model.train()
     started = time.perf_counter()
     total_loss = torch.zeros((), device=device)
@@ -230,6 +244,8 @@ def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, 
                     loss = loss + lam * zero_block_loss(model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if sparsity:
+            slim.bn_sparsity_step(model, sparsity, config.slim.exclude)
         optimizer.step()
         scheduler.step()
         total_loss += loss.detach().float() * len(labels)
@@ -243,10 +259,13 @@ def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, 
     _stop_if_non_finite(first_bad, epoch)
     seconds = time.perf_counter() - started
     train_loss = total_loss.item() / max(seen, 1)
-    return {
+    row = {
         "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "lam": lam, "train_loss": train_loss,
         "train_acc": correct.item() / max(seen, 1), "seconds": seconds, "images_per_s": seen / seconds,
     }
+    if sparsity:
+        row["bn_l1"] = slim.bn_l1(model, config.slim.exclude)  # sum |gamma|: falls as sparsity training works
+    return row
 
 
 def _stop_if_non_finite(first_bad: torch.Tensor, epoch: int) -> None:
@@ -274,6 +293,6 @@ def load_trained(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] 
     for assignment in overrides:
         values = apply_override(values, assignment)
     config = from_dict(values)
-    model = build_prepared_model(config, DataSpec(**payload["spec"]), payload["zebra"])
+    model = build_prepared_model(config, DataSpec(**payload["spec"]), payload["zebra"], payload.get("structure"))
     load_model_state(model, payload["model"], f"checkpoint {checkpoint}")
     return model.eval(), config

@@ -5,25 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import FORMATS
+from ..cost import ModelCost
 from ..measure import TrafficReport
 
 FORMAT_TITLES = {"dense": "dense", "zvc": "ZVC", "zebra": "Zebra", "zebra_zvc": "Zebra+ZVC"}
 
 
-def comparison_rows(reports: dict[str, TrafficReport], reference: str) -> list[dict[str, Any]]:
-    """One row per model; reductions are against the *reference* model's dense bytes."""
+def comparison_rows(
+    reports: dict[str, TrafficReport], reference: str, costs: dict[str, ModelCost] | None = None
+) -> list[dict[str, Any]]:
+    """One row per model; reductions are against the *reference* model's dense bytes. With ``costs``,
+    each row also gives the model's parameters and MACs per image."""
     ref = reports[reference]
     ref_dense = ref.total_bytes("dense")
-    return [
-        {
+    rows = []
+    for name, report in reports.items():
+        row = {
             "model": name,
             "top1": report.accuracy,
             "delta_top1": None if report.accuracy is None or ref.accuracy is None else report.accuracy - ref.accuracy,
             "reduction": {fmt: 1 - report.total_bytes(fmt) / ref_dense for fmt in FORMATS},
             "bytes_per_image": {fmt: report.total_bytes(fmt) / max(report.images, 1) for fmt in FORMATS},
         }
-        for name, report in reports.items()
-    ]
+        if costs is not None:
+            row.update(params=costs[name].params, macs=costs[name].macs)
+        rows.append(row)
+    return rows
 
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -33,11 +40,14 @@ def _pct(value: float | None, signed: bool = False) -> str:
 
 
 def rows_markdown(rows: list[dict[str, Any]]) -> str:
-    """The comparison rows as a Markdown table."""
-    head = "| model | top-1 % | Δ top-1 (points) | " + " | ".join(f"{FORMAT_TITLES[f]} reduction %" for f in FORMATS) + " |"
-    lines = [head, "|" + "---|" * (3 + len(FORMATS))]
+    """The comparison rows as a Markdown table (with parameter and MAC columns when the rows have them)."""
+    costs = all("params" in row for row in rows)
+    titles = ["model", "top-1 %", "Δ top-1 (points)"] + (["params", "MMACs/image"] if costs else [])
+    titles += [f"{FORMAT_TITLES[f]} reduction %" for f in FORMATS]
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in rows:
         cells = [row["model"], _pct(row["top1"]), _pct(row["delta_top1"], True)]
+        cells += [f"{row['params']:,}", f"{row['macs'] / 1e6:.2f}"] if costs else []
         cells += [_pct(row["reduction"][fmt]) for fmt in FORMATS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -86,3 +96,19 @@ def comparison_markdown(summary: dict[str, Any], baseline: TrafficReport, model:
         layers_markdown(baseline, model),
         "",
     ])
+
+
+def shapes_markdown(reports: dict[str, TrafficReport], reference: str, fmt: str = "zebra_zvc") -> str:
+    """Per layer: each model's map shape and its ``fmt`` traffic as a reduction of the reference layer's dense bytes."""
+    ref = {row.name: row for row in reports[reference].layers}
+    names = list(reports)
+    head = ["layer", "reads"] + [f"{name} shape" for name in names] + [f"{name} {FORMAT_TITLES[fmt]} %" for name in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_name = [{row.name: row for row in report.layers} for report in reports.values()]
+    for layer in reports[reference].layers:
+        rows = [layers.get(layer.name) for layers in by_name]
+        cells = [layer.name, str(layer.consumers)] + [row.shape_text if row else "n/a" for row in rows]
+        cells += [_pct(1 - row.bytes[fmt] / ref[layer.name].bytes["dense"]) if row and ref[layer.name].bytes["dense"]
+                  else "n/a" for row in rows]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
