@@ -12,6 +12,7 @@ from .data import DatasetError
 from .engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
 from .engine.config import PRESETS
 from .engine.run import new_run_dir, run_experiment
+from .engine.exporting import export_checkpoint
 from .engine.slimming import FLOWS, prune_checkpoint, run_slim
 from .engine.trainer import build_data, resolve_device
 
@@ -76,6 +77,15 @@ def _prune(args: argparse.Namespace) -> int:
     print(plan)
     if not args.dry_run:
         print(f"pruned checkpoint: {args.output} (evaluate with zebra eval, fine-tune with zebra train --init)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    result = export_checkpoint(args.checkpoint, args.out, args.images, args.format, args.bits, args.per_channel,
+                               args.set, progress=not args.quiet)
+    print(f"wrote {args.out}/topology.csv ({result['topology']} layers, SCALE-Sim), {args.out}/density.yaml "
+          f"({result['layers']} activation maps), {args.out}/maps/ ({len(result['maps']['files'])} streams of "
+          f"{result['maps']['images']} images, {args.format}, {result['maps']['bits']}-bit)")
     return 0
 
 
@@ -147,6 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting of the checkpoint's config")
     p.add_argument("--dry-run", action="store_true", help="print the plan only; write nothing")
     p.set_defaults(handler=_prune)
+
+    x = commands.add_parser("export", help="artefacts for hardware tools: SCALE-Sim topology, densities, coded maps",
+                            description="Write topology.csv (SCALE-Sim), density.yaml (per-layer element and block "
+                                        "density on the test split, for Sparseloop/Timeloop) and maps/ (one codec "
+                                        "stream per layer for chosen test images); see docs/EXPORTS.md.")
+    x.add_argument("checkpoint", type=Path, help="a last.pt (or pruned checkpoint) written by zebra")
+    x.add_argument("--out", type=Path, required=True, help="the folder to write")
+    x.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3], metavar="INDEX",
+                   help="test-split images whose maps are written (default 0 1 2 3)")
+    x.add_argument("--format", default="zebra_zvc", choices=("dense", "zvc", "zebra", "zebra_zvc"),
+                   help="stream format of the maps (default zebra_zvc)")
+    x.add_argument("--bits", type=int, choices=(8, 16, 32), help="data width (default: the checkpoint's bits)")
+    x.add_argument("--per-channel", action="store_true", help="one quantisation scale per channel")
+    x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set data.root=/data --set data.test_subset=1000")
+    x.add_argument("--quiet", action="store_true", help="no progress bars")
+    x.set_defaults(handler=_export)
     return parser
 
 

@@ -34,6 +34,7 @@ class LayerTraffic:
     blocks: int  # over all maps
     nonzero: int
     nonzero_blocks: int
+    nonzero_block_elements: int  # elements inside the non-zero blocks
     consumers: int
     bytes: dict[str, int]
 
@@ -201,6 +202,7 @@ def _layer_row(layer) -> LayerTraffic:
         blocks=tally.blocks,
         nonzero=int(tally.nonzero),
         nonzero_blocks=int(tally.nonzero_blocks),
+        nonzero_block_elements=int(tally.nonzero_block_elements),
         consumers=layer.consumers,
         bytes={fmt: int(tally.map_bytes[fmt]) * accesses for fmt in FORMATS},
     )

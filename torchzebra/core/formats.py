@@ -114,6 +114,7 @@ class TrafficTally:
     blocks: int = 0
     nonzero: torch.Tensor | int = 0
     nonzero_blocks: torch.Tensor | int = 0
+    nonzero_block_elements: torch.Tensor | int = 0
     map_bytes: dict[str, torch.Tensor | int] = field(default_factory=lambda: dict.fromkeys(FORMATS, 0))
 
     def add(self, x: torch.Tensor) -> None:
@@ -127,5 +128,6 @@ class TrafficTally:
         self.blocks += n * counts.blocks
         self.nonzero = self.nonzero + counts.nonzero.sum()
         self.nonzero_blocks = self.nonzero_blocks + counts.nonzero_blocks.sum()
+        self.nonzero_block_elements = self.nonzero_block_elements + counts.nonzero_block_elements.sum()
         for fmt, per_map in format_bits(counts, self.bits).items():
             self.map_bytes[fmt] = self.map_bytes[fmt] + bits_to_bytes(per_map).sum()

@@ -1,0 +1,80 @@
+"""The quantisation the codec and the traffic model share: symmetric integers with a per-tensor or
+per-channel scale (unsigned when the map has no negative value, as after a ReLU), or float32."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+WIDTHS = (8, 16, 32)  # 8/16: integers with a scale; 32: IEEE float32, stored as is
+_TINY = float(torch.finfo(torch.float32).tiny)
+_ROUNDER = 1.5 * 2**23  # v + R - R rounds a float32 |v| <= 2**22 to the nearest integer, ties to even  # the smallest scale: level * scale never underflows to 0
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """Integer levels (or float32 values at 32 bits) of an ``(N, C, H, W)`` map and how to read them back."""
+
+    levels: np.ndarray  # (N, C*H*W), little-endian dtype of ``bits`` width
+    scale: np.ndarray  # float32, shape (1,) per tensor, (C,) per channel, (0,) at 32 bits
+    signed: bool
+    bits: int
+
+
+def validate_width(bits: object) -> int:
+    """The codec stores 8- or 16-bit integers or 32-bit floats."""
+    if bits not in WIDTHS or isinstance(bits, bool):
+        raise ValueError(f"bits={bits!r} is invalid for the codec: use 8 or 16 (integers with a scale) or 32 (float32)")
+    return int(bits)
+
+
+def level_dtype(bits: int, signed: bool) -> np.dtype:
+    """The little-endian numpy dtype of one stored value."""
+    return np.dtype({(8, True): "<i1", (8, False): "<u1", (16, True): "<i2", (16, False): "<u2"}.get((bits, signed), "<f4"))
+
+
+def level_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Smallest and largest level the encoder writes (symmetric when signed: -128 is never used at 8 bits)."""
+    top = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    return (-top if signed else 0), top
+
+
+def quantize(x: torch.Tensor, bits: int = 8, per_channel: bool = False,
+             scale: float | torch.Tensor | None = None) -> Quantized:
+    """Quantise an ``(N, C, H, W)`` float map: ``level = clamp(round(x / scale))``, ``scale = max|x| / top``
+    (per tensor, or per channel over N, H, W), unless ``scale`` is given."""
+    bits = validate_width(bits)
+    x = x.detach().to("cpu", torch.float32)
+    n, c = x.shape[:2]
+    magnitude = x.abs().amax(dim=(0, 2, 3)) if per_channel else x.abs().amax().reshape(1)
+    if not torch.isfinite(magnitude).all():  # the largest magnitude is inf or NaN exactly when some value is
+        raise ValueError("cannot encode a map with NaN or infinite values")
+    if bits == 32:
+        return Quantized(x.reshape(n, -1).numpy().astype("<f4", copy=False), np.zeros(0, "<f4"), True, 32)
+    signed = bool(x.amin() < 0)
+    low, top = level_range(bits, signed)
+    if scale is None:
+        scale = torch.clamp(magnitude / top, min=_TINY)
+    else:
+        scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+        if scale.numel() != (c if per_channel else 1) or not (torch.isfinite(scale) & (scale >= _TINY)).all():
+            raise ValueError(f"scale must be {'C=' + str(c) if per_channel else 'one'} positive finite number(s)")
+    view = scale.reshape(1, -1, 1, 1) if per_channel else scale
+    levels = torch.div(x, view).clamp_(low, top)
+    levels.add_(_ROUNDER).sub_(_ROUNDER)  # round half to even, vectorised (torch.round is ~10x slower on CPU)
+    levels = levels.to(_TORCH_LEVELS[bits, signed]).reshape(n, -1).numpy()
+    return Quantized(levels.view(level_dtype(bits, signed)), scale.numpy().astype("<f4"), signed, bits)
+
+
+_TORCH_LEVELS = {(8, True): torch.int8, (8, False): torch.uint8, (16, True): torch.int16, (16, False): torch.uint16}
+
+
+def dequantize(levels: np.ndarray, scale: np.ndarray, shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """Float32 values of ``levels`` (``(N, C*H*W)``): ``level * scale`` (float32 at 32 bits: as stored)."""
+    values = torch.from_numpy(np.ascontiguousarray(levels)).reshape(shape)
+    if scale.size == 0:
+        return values.to(torch.float32)
+    factor = torch.from_numpy(scale.astype(np.float32))
+    return values.to(torch.float32) * (factor.reshape(1, -1, 1, 1) if scale.size > 1 else factor)

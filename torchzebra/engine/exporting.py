@@ -1,0 +1,47 @@
+"""``zebra export``: a trained checkpoint's artefacts for hardware tools, in one folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import codec
+from .._io import atomic_write_text
+from ..core import validate_format
+from ..export import conv_layers, density_yaml, export_maps, topology_csv
+from ..data import DataSpec
+from .checkpoint import load_checkpoint
+from .trainer import build_data, evaluate, example_inputs, load_trained, resolve_device
+
+
+def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[int] | tuple[int, ...] = (0, 1, 2, 3),
+                      fmt: str = "zebra_zvc", bits: int | None = None, per_channel: bool = False,
+                      overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict[str, Any]:
+    """Write ``topology.csv`` (SCALE-Sim), ``density.yaml`` (measured on the test split) and ``maps/``
+    (one codec stream per layer holding the test images ``images``) for ``checkpoint`` into ``folder``."""
+    fmt = validate_format(fmt)
+    model, config = load_trained(checkpoint, overrides)
+    bits = config.bits if bits is None else bits
+    codec.quant.validate_width(bits)
+    _, test_set, _ = build_data(config)
+    bad = [i for i in images if not isinstance(i, int) or not 0 <= i < len(test_set)]
+    if bad or not images:
+        raise ValueError(f"image indices {bad or list(images)} are invalid: the test split has {len(test_set)} "
+                         f"images (use 0..{len(test_set) - 1})")
+    device = resolve_device(config.device)
+    model.to(device)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = DataSpec(**load_checkpoint(checkpoint)["spec"])
+    layers = conv_layers(model, example_inputs(spec).to(device))
+    atomic_write_text(folder / "topology.csv", topology_csv(layers))
+    report = evaluate(model, test_set, dataclasses.replace(config, bits=bits), device, progress)
+    description = {"checkpoint": str(checkpoint), "model": config.model.name, "options": config.model.options,
+                   "data": config.data.name, "bits": bits}
+    atomic_write_text(folder / "density.yaml", density_yaml(report, description))
+    batch = torch.stack([test_set[i][0] for i in images])
+    manifest = export_maps(model, batch, folder / "maps", fmt, bits, per_channel)
+    return {"topology": len(layers), "layers": len(report.layers), "maps": manifest, "folder": str(folder)}

@@ -1,0 +1,63 @@
+"""The compressed activation maps of chosen images, one codec stream per layer, for testbenches."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import codec
+from .._io import atomic_write_bytes, atomic_write_text
+from ..core import bits_to_bytes, map_bits
+from ..nn.prepare import model_device, zebra_layers
+
+
+@torch.no_grad()
+def capture_maps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The (masked) output map of every call site of a prepared model for ``images``, by site name."""
+    maps: dict[str, torch.Tensor] = {}
+    handles = []
+    for site, layer in zebra_layers(model):
+        def keep(_module, _inputs, output, site=site):
+            if output.dim() == 4:
+                maps[site] = output.detach().to("cpu", copy=True)
+        handles.append(layer.register_forward_hook(keep))
+    was_training = model.training
+    model.eval()
+    try:
+        model(images.to(model_device(model)))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return maps
+
+
+def file_name(site: str) -> str:
+    """A file name for a call site (``layer1.0.relu:1`` -> ``layer1.0.relu_1.zbra``)."""
+    return re.sub(r"[^\w.-]", "_", site) + ".zbra"
+
+
+def export_maps(model: nn.Module, images: torch.Tensor, folder: str | Path, fmt: str = "zebra_zvc",
+                bits: int = 8, per_channel: bool = False) -> dict[str, Any]:
+    """Write one stream per call site (all ``images`` in it, at the site's block size) and ``manifest.json``
+    listing each file's shape, block size, payload bytes and the traffic model's bytes (they are equal)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    blocks = {site: layer.block_size for site, layer in zebra_layers(model)}
+    files = []
+    for site, x in capture_maps(model, images).items():
+        stream = codec.encode(x, fmt, blocks[site], bits, per_channel=per_channel)
+        info = codec.inspect(stream)
+        atomic_write_bytes(folder / file_name(site), stream)
+        predicted = int(bits_to_bytes(map_bits(codec.decode(stream), blocks[site], bits)[fmt]).sum())
+        files.append({"layer": site, "file": file_name(site), "shape": list(x.shape), "block_size": blocks[site],
+                      "bytes": len(stream), "payload_bytes": info.payload_bytes, "model_bytes": predicted})
+    manifest = {"format": fmt, "bits": bits, "per_channel": per_channel, "images": int(images.shape[0]),
+                "layout": "docs/FORMAT.md", "files": files}
+    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2))
+    return manifest
