@@ -10,10 +10,13 @@ from pathlib import Path
 from ._io import atomic_write_text
 from .data import DatasetError
 from .engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
-from .engine.config import PRESETS
+from .engine.config import PRESETS, parse_assignment
 from .engine.run import new_run_dir, run_experiment
 from .engine.exporting import export_checkpoint
 from .engine.slimming import FLOWS, prune_checkpoint, run_slim
+from .engine.sweep import METHODS, run_sweep
+from .reports.html import build_report
+from .reports.summary import ReportError
 from .engine.trainer import build_data, resolve_device
 
 
@@ -77,6 +80,25 @@ def _prune(args: argparse.Namespace) -> int:
     print(plan)
     if not args.dry_run:
         print(f"pruned checkpoint: {args.output} (evaluate with zebra eval, fine-tune with zebra train --init)")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    overrides = list(args.set)
+    if args.grid:  # merged into any sweep.grid of the preset or file
+        overrides.append(f"sweep.grid={json.dumps(dict(parse_assignment(a) for a in args.grid))}")
+    if args.methods:
+        overrides.append(f"sweep.methods={json.dumps(args.methods)}")
+    config = load_config(args.preset, args.config, overrides)
+    run_dir = args.run_dir or new_run_dir()
+    summary = run_sweep(config, run_dir, progress=not args.quiet)
+    print(f"{len(summary['rows'])} rows: {Path(run_dir) / 'sweep.csv'} and sweep.json")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    result = build_report(args.run_dirs, args.out, args.images, not args.no_pictures, args.budget)
+    print(f"{result['points']} points -> {args.out / 'report.html'} and report.md ({', '.join(result['figures'])})")
     return 0
 
 
@@ -174,6 +196,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting, e.g. --set data.root=/data --set data.test_subset=1000")
     x.add_argument("--quiet", action="store_true", help="no progress bars")
     x.set_defaults(handler=_export)
+
+    w = commands.add_parser("sweep", help="a grid of fine-tunes (methods x settings) from one baseline, resumable",
+                            description="Train the dense baseline once, then fine-tune every method at every grid "
+                                        "point; sweep.csv and sweep.json get one row per point (top-1, reduction per "
+                                        "format, per-layer densities, time). Rerun the same command to continue: "
+                                        "finished points are not run again.")
+    _add_config_options(w)
+    w.add_argument("--grid", action="append", default=[], metavar="KEY=[V1, V2]",
+                   help="a grid axis, e.g. --grid 'zebra.block_size=[1, 2, 4, 8, map]' (repeatable; or sweep.grid "
+                        "in the config)")
+    w.add_argument("--methods", nargs="+", choices=list(METHODS),
+                   help="zebra, l1 (element-wise L1 activation regularisation + ZVC), slim, slim-zebra")
+    w.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>); reuse it to continue")
+    w.set_defaults(handler=_sweep)
+
+    o = commands.add_parser("report", help="runs -> one self-contained HTML page and a Markdown summary",
+                            description="Accuracy against bandwidth reduction with every method's Pareto front, "
+                                        "per-layer traffic and pictures of real activation maps with the zeroed "
+                                        "blocks, from folders written by zebra sweep, run or slim.")
+    o.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    o.add_argument("--out", type=Path, required=True, help="the folder to write report.html, report.md, PNGs")
+    o.add_argument("--images", type=int, default=3, help="test images drawn with their masks (default 3)")
+    o.add_argument("--budget", type=float, default=1.0, help="accuracy budget in points of top-1 (default 1)")
+    o.add_argument("--no-pictures", action="store_true", help="skip the activation-map pictures (no data needed)")
+    o.set_defaults(handler=_report)
     return parser
 
 
@@ -186,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as error:
         print(f"zebra {args.command}: training stopped: {error}", file=sys.stderr)
         return 1
-    except (ConfigError, DatasetError, CheckpointError, ValueError, OSError) as error:
+    except (ConfigError, DatasetError, CheckpointError, ReportError, ValueError, OSError) as error:
         print(f"zebra {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

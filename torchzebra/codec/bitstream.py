@@ -42,18 +42,26 @@ def pack(meta: np.ndarray, meta_bits: np.ndarray, values: np.ndarray, value_byte
     return out[:-1]
 
 
+def _ranges(data: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``data[starts[i] : starts[i] + counts[i]]`` for every map i, concatenated (one copy per map)."""
+    pieces = [data[start:start + count] for start, count in zip(starts.tolist(), counts.tolist())]
+    return np.concatenate(pieces) if pieces else data[:0]
+
+
 def unpack_bits(payload: np.ndarray, bases: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Bits ``offsets[i] .. offsets[i] + counts[i]`` of map i (which starts at byte ``bases[i]``), concatenated."""
     first = offsets // 8
-    last = (offsets + counts + 7) // 8
-    nbytes = np.where(counts > 0, last - first, 0)
-    raw = payload[_spread(nbytes, bases + first)]
-    bits = np.unpackbits(raw, bitorder="little").astype(bool)
+    nbytes = np.where(counts > 0, (offsets + counts + 7) // 8 - first, 0)
+    bits = np.unpackbits(_ranges(payload, bases + first, nbytes), bitorder="little").view(bool)
+    if not np.any(offsets % 8) and not np.any(counts % 8):
+        return bits  # whole bytes: nothing to trim
     return bits[_spread(counts, (np.cumsum(nbytes) - nbytes) * 8 + offsets % 8)]
 
 
 def unpack_bytes(payload: np.ndarray, bases: np.ndarray, bit_offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``counts[i]`` whole bytes of map i that start at bit ``bit_offsets[i]`` of it, concatenated."""
+    if not np.any(bit_offsets % 8):
+        return _ranges(payload, bases + bit_offsets // 8, counts)
     position = _spread(counts, bases + bit_offsets // 8)
     shift = np.repeat((bit_offsets % 8).astype(np.uint16), counts)
     padded = np.append(payload, np.uint8(0))

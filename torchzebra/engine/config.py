@@ -89,6 +89,14 @@ class SlimSection:
 
 
 @dataclass
+class SweepSection:
+    """``zebra sweep``: every method fine-tuned at every point of the grid (the product of its value lists)."""
+
+    methods: list[str] = field(default_factory=lambda: ["zebra"])  # zebra | l1 | slim | slim-zebra
+    grid: dict[str, Any] = field(default_factory=dict)  # {"zebra.lam": [0.01, 0.02], "zebra.block_size": [2, 4]}
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -99,6 +107,7 @@ class RunConfig:
     finetune: OptimSection = field(default_factory=lambda: OptimSection(epochs=2, lr=0.01, schedule="cosine"))
     zebra: ZebraSection = field(default_factory=ZebraSection)
     slim: SlimSection = field(default_factory=SlimSection)
+    sweep: SweepSection = field(default_factory=SweepSection)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (YAML/JSON-ready) that ``from_dict`` reads back."""
@@ -200,19 +209,28 @@ def preset(name: str) -> dict[str, Any]:
     return _read_yaml(text, f"preset {name}")
 
 
-def apply_override(values: dict[str, Any], assignment: str) -> dict[str, Any]:
-    """Apply ``section.key=value`` (value parsed as YAML) to a nested dict of settings."""
+def parse_assignment(assignment: str) -> tuple[str, Any]:
+    """``section.key=value`` -> (``section.key``, value parsed as YAML)."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {assignment!r} is invalid: write section.key=value, e.g. train.epochs=5")
-    value = _read_yaml(f"v: {raw}", f"the value of override {assignment!r}")["v"]
+    return key.strip(), _read_yaml(f"v: {raw}", f"the value of override {assignment!r}")["v"]
+
+
+def with_value(values: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of nested settings with the dotted ``key`` set to ``value``."""
     update: dict[str, Any] = {}
     node = update
-    parts = key.strip().split(".")
+    parts = key.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
     return _merge(values, update)
+
+
+def apply_override(values: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply ``section.key=value`` (value parsed as YAML) to a nested dict of settings."""
+    return with_value(values, *parse_assignment(assignment))
 
 
 def load_config(preset_name: str | None = "quick", file: str | Path | None = None,

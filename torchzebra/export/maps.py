@@ -17,15 +17,20 @@ from ..nn.prepare import model_device, zebra_layers
 
 
 @torch.no_grad()
-def capture_maps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The (masked) output map of every call site of a prepared model for ``images``, by site name."""
-    maps: dict[str, torch.Tensor] = {}
+def capture_maps(model: nn.Module, images: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every call site's map before and after its block mask for ``images`` (CPU copies), by site name."""
+    maps: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    before: dict[str, torch.Tensor] = {}
     handles = []
     for site, layer in zebra_layers(model):
-        def keep(_module, _inputs, output, site=site):
-            if output.dim() == 4:
-                maps[site] = output.detach().to("cpu", copy=True)
-        handles.append(layer.register_forward_hook(keep))
+        def keep_input(_module, inputs, site=site):  # copied first: the mask may be applied in place
+            if inputs[0].dim() == 4:
+                before[site] = inputs[0].detach().to("cpu", copy=True)
+
+        def keep_output(_module, _inputs, output, site=site):
+            if site in before:
+                maps[site] = (before.pop(site), output.detach().to("cpu", copy=True))
+        handles += [layer.register_forward_pre_hook(keep_input), layer.register_forward_hook(keep_output)]
     was_training = model.training
     model.eval()
     try:
@@ -50,7 +55,7 @@ def export_maps(model: nn.Module, images: torch.Tensor, folder: str | Path, fmt:
     folder.mkdir(parents=True, exist_ok=True)
     blocks = {site: layer.block_size for site, layer in zebra_layers(model)}
     files = []
-    for site, x in capture_maps(model, images).items():
+    for site, (_, x) in capture_maps(model, images).items():
         stream = codec.encode(x, fmt, blocks[site], bits, per_channel=per_channel)
         info = codec.inspect(stream)
         atomic_write_bytes(folder / file_name(site), stream)

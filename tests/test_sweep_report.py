@@ -1,0 +1,108 @@
+"""Sweeps (resumable grids of methods) and the HTML/Markdown report, checked in headless Chromium."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from torchzebra.cli import main
+from torchzebra.engine import sweep as sweep_module
+from torchzebra.engine.config import ConfigError
+from torchzebra.reports.summary import Point, best_within, pareto_front
+
+TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=256",
+        "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "train.epochs=1",
+        "--set", "finetune.epochs=1", "--set", "device=cpu", "--quiet"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def point(method, top1, reduction, baseline=0.9):
+    return Point(method, f"{method}-{top1}-{reduction}", top1, baseline,
+                 {"dense": 0.0, "zvc": reduction / 2, "zebra": reduction, "zebra_zvc": reduction - 0.01}, None)
+
+
+def test_pareto_front_and_budget():
+    points = [point("zebra", 0.90, 0.3), point("zebra", 0.89, 0.6), point("zebra", 0.88, 0.5),
+              point("zebra", 0.85, 0.8), point("l1", 0.895, 0.4)]
+    assert [p.top1 for p in pareto_front(points[:4])] == [0.90, 0.89, 0.85]
+    best = best_within(points, budget_points=1.0)
+    assert best["zebra"].top1 == 0.89 and best["zebra"].best_format == "zebra" and best["l1"].top1 == 0.895
+    assert best_within(points, budget_points=0.1)["zebra"].top1 == 0.90
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("sweep") / "run"
+    args = ["sweep", *TINY, "--grid", "zebra.block_size=[2, map]", "--methods", "zebra", "l1", "slim-zebra",
+            "--run-dir", str(run_dir)]
+    assert main(args) == 0
+    return run_dir, args
+
+
+def test_sweep_rows_and_resume(swept, monkeypatch):
+    run_dir, args = swept
+    rows = json.loads((run_dir / "sweep.json").read_text())["rows"]
+    assert [row["point"] for row in rows] == [
+        "dense", "zebra,zebra.block_size=2", "zebra,zebra.block_size=map", "l1",  # l1 fixes its block size
+        "slim-zebra,zebra.block_size=2", "slim-zebra,zebra.block_size=map"]
+    for row in rows:
+        assert 0 <= row["top1"] <= 1 and set(row["reduction"]) == {"dense", "zvc", "zebra", "zebra_zvc"}
+        assert "layer1.0.relu" in row["layers"] and 0 <= row["layers"]["layer1.0.relu"]["block_density"] <= 1
+    assert rows[-1]["reduction"]["dense"] > 0.05  # the slimmed model's smaller maps
+    csv_lines = (run_dir / "sweep.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("point,method,zebra.block_size,top1") and len(csv_lines) == 7
+
+    def no_training(*_args, **_kwargs):
+        raise AssertionError("a finished point was trained again")
+
+    monkeypatch.setattr(sweep_module, "train", no_training)
+    assert main(args) == 0  # the same command again: every point is found finished
+    assert json.loads((run_dir / "sweep.json").read_text())["rows"] == rows
+    changed = {**yaml.safe_load((run_dir / "config.yaml").read_text()), "seed": 7}
+    with pytest.raises(ConfigError, match="trained with other settings"):
+        sweep_module.run_sweep(sweep_module.from_dict(changed), run_dir, progress=False)
+
+
+def test_sweep_rejects_bad_grids(tmp_path, capsys):
+    assert main(["sweep", *TINY, "--grid", "zebra.block_size=4", "--run-dir", str(tmp_path / "a")]) == 2
+    assert "give a non-empty list" in capsys.readouterr().err
+    assert main(["sweep", *TINY, "--grid", "zebra.block_size=[0, 2]", "--run-dir", str(tmp_path / "b")]) == 2
+    assert "block_size=0 is invalid" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "baseline").exists()  # refused before any training
+
+
+def test_report_page(swept, tmp_path):
+    run_dir, _ = swept
+    out = tmp_path / "report"
+    assert main(["report", str(run_dir), "--out", str(out), "--images", "2"]) == 0
+    page = (out / "report.html").read_text()
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 4  # pareto, layers, 2 stripe pictures
+    assert "Best within 1 point" in page and "Slimming+Zebra" in page
+    markdown = (out / "report.md").read_text()
+    assert "| Zebra |" in markdown and "![" in markdown
+    for name in ("pareto.png", "layers.png", "stripes-0.png", "stripes-1.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(swept, tmp_path):
+    run_dir, _ = swept
+    out = tmp_path / "report"
+    assert main(["report", str(run_dir), "--out", str(out), "--images", "1"]) == 0
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom",
+         (out / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body([^>]*)>", result.stdout)
+    assert body, result.stderr[-2000:]
+    attributes = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1)))
+    assert attributes.get("images") == attributes.get("loaded") == "3", attributes
+    assert "errors" not in attributes
+
+
+def test_report_of_a_folder_without_results(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    assert "holds no sweep.json or report.json" in capsys.readouterr().err

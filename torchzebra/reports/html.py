@@ -1,0 +1,119 @@
+"""``zebra report``: runs -> one self-contained HTML page (PNG figures embedded) and a Markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import atomic_write_bytes, atomic_write_text
+from ..export.maps import capture_maps
+from ..nn.prepare import zebra_layers
+from . import plots
+from .summary import METHOD_TITLES, Point, ReportError, best_within, budget_markdown, load_points, points_markdown
+
+# Sets data-images / data-loaded / data-errors on <body>, so a headless browser can check the page.
+_CHECK_SCRIPT = """<script>
+window.addEventListener('error', () => { document.body.dataset.errors = +(document.body.dataset.errors || 0) + 1; });
+window.addEventListener('load', () => {
+  const images = Array.from(document.images);
+  document.body.dataset.images = images.length;
+  document.body.dataset.loaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+});
+</script>"""
+
+
+def showcase(points: list[Point], budget_points: float) -> Point | None:
+    """The model whose layers and masks the report shows: the Zebra model of largest reduction within the
+    budget (else of largest reduction), among those whose folder still holds a checkpoint."""
+    zebra = [p for p in points if p.method in ("zebra", "slim-zebra") and p.folder and (p.folder / "last.pt").is_file()]
+    within = list(best_within(zebra, budget_points).values())
+    pool = within or zebra
+    return max(pool, key=lambda p: p.best_reduction) if pool else None
+
+
+def _mask_pictures(point: Point, images: int) -> list[bytes]:
+    """Zebra-stripe pictures of ``images`` test images for three layers (early, middle, late) of a model."""
+    from ..engine.trainer import build_data, load_trained  # the engine sits below the reports
+
+    model, config = load_trained(point.folder / "last.pt", ["device=cpu"])
+    _, test_set, _ = build_data(config)
+    batch = torch.stack([test_set[i][0] for i in range(min(images, len(test_set)))])
+    maps = capture_maps(model, batch)
+    spatial = [site for site, (before, _) in maps.items() if min(before.shape[-2:]) >= 4]
+    chosen = list(dict.fromkeys([spatial[0], spatial[len(spatial) // 2], spatial[-1]])) if spatial else []
+    blocks = {site: layer.block_size for site, layer in zebra_layers(model)}
+    subset = {site: maps[site] for site in chosen}
+    return [plots.stripes_png(subset, blocks, image) for image in range(batch.shape[0])] if subset else []
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path, images: int = 3, pictures: bool = True,
+                 budget_points: float = 1.0) -> dict[str, Any]:
+    """Write ``report.html`` (self-contained), ``report.md`` and the PNG figures into ``out``."""
+    points = [point for run_dir in run_dirs for point in load_points(run_dir)]
+    if not points:
+        raise ReportError("the runs hold no results")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[tuple[str, str, bytes]] = [
+        ("pareto.png", "Top-1 against activation bandwidth reduction; lines: each method's Pareto front",
+         plots.pareto_png(points, budget_points))]
+    chosen = showcase(points, budget_points)
+    if chosen is not None and (chosen.folder / "report.json").is_file():
+        report = json.loads((chosen.folder / "report.json").read_text())
+        figures.append(("layers.png", f"Traffic per layer of {chosen.label}", plots.layers_png(report, chosen.label)))
+        if pictures:
+            for index, png in enumerate(_mask_pictures(chosen, images)):
+                figures.append((f"stripes-{index}.png", f"Activation maps of {chosen.label}, test image {index}", png))
+    for name, _, png in figures:
+        atomic_write_bytes(out / name, png)
+    budget = budget_markdown(points, budget_points)
+    table = points_markdown(points)
+    markdown = "\n".join([
+        "# torchzebra report", "", f"Runs: {', '.join(str(d) for d in run_dirs)}.", "",
+        f"## Best reduction within {budget_points:g} point of the dense baseline's top-1", "", budget, "",
+        "## Every point", "", table, "",
+        *[f"![{caption}]({name})\n" for name, caption, _ in figures],
+    ])
+    atomic_write_text(out / "report.md", markdown)
+    atomic_write_text(out / "report.html", _html(run_dirs, budget, points, figures, budget_points))
+    return {"points": len(points), "figures": [name for name, _, _ in figures], "showcase": chosen and chosen.label}
+
+
+def _html(run_dirs, budget: str, points: list[Point], figures, budget_points: float) -> str:
+    best = best_within(points, budget_points)
+    rows = "".join(
+        f"<tr><td>{html.escape(METHOD_TITLES.get(p.method, p.method))}</td><td>{html.escape(p.label)}</td>"
+        f"<td>{p.top1 * 100:.2f}</td><td>{p.drop:+.2f}</td>"
+        + "".join(f"<td>{p.reduction[f] * 100:.2f}</td>" for f in ("zvc", "zebra", "zebra_zvc")) + "</tr>"
+        for p in points)
+    headline = "".join(
+        f"<li><b>{html.escape(METHOD_TITLES.get(m, m))}</b>: {p.best_reduction * 100:.1f} % less activation traffic "
+        f"({html.escape(p.best_format)}) at top-1 {p.top1 * 100:.2f} % ({p.drop:+.2f} points)</li>"
+        for m, p in best.items())
+    images = "".join(
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>" for _, caption, png in figures)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>torchzebra report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }} td, th {{ border: 1px solid #ccc; padding: 3px 7px; }}
+th {{ background: #f3f3f3; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
+figcaption {{ color: #555; font-size: 0.85em; }}
+</style>{_CHECK_SCRIPT}</head>
+<body>
+<h1>torchzebra report</h1>
+<p>Runs: {html.escape(', '.join(str(d) for d in run_dirs))}. Reductions are against each run's dense baseline
+(one write plus one read per consumer of every activation map, metadata counted).</p>
+<h2>Best within {budget_points:g} point of the baseline's top-1</h2><ul>{headline or '<li>no point within the budget</li>'}</ul>
+<h2>Every point</h2>
+<table><tr><th>method</th><th>point</th><th>top-1 %</th><th>drop (points)</th><th>ZVC %</th><th>Zebra %</th>
+<th>Zebra+ZVC %</th></tr>{rows}</table>
+{images}
+</body></html>
+"""

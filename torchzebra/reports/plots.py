@@ -1,0 +1,90 @@
+"""The report's figures, drawn with matplotlib (Agg) and returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import torch  # noqa: E402
+
+from ..core import expand_blocks, nonzero_blocks  # noqa: E402
+from .summary import METHOD_TITLES, Point, pareto_front  # noqa: E402
+
+COLOURS = {"dense": "#444444", "l1": "#1f77b4", "zebra": "#d62728", "slim": "#2ca02c", "slim-zebra": "#9467bd"}
+
+
+def _png(figure) -> bytes:
+    out = io.BytesIO()
+    figure.savefig(out, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return out.getvalue()
+
+
+def pareto_png(points: list[Point], budget_points: float = 1.0) -> bytes:
+    """Top-1 against bandwidth reduction (each point in its best format), every method's Pareto front drawn."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    baseline = max(p.baseline_top1 for p in points) * 100
+    axes.axhline(baseline - budget_points, color="#999999", linestyle="--", linewidth=1)
+    axes.text(0.0, baseline - budget_points, f" baseline - {budget_points:g} point", va="bottom", fontsize=8,
+              color="#666666")
+    for method in dict.fromkeys(p.method for p in points):
+        group = [p for p in points if p.method == method]
+        colour = COLOURS.get(method, "#8c564b")
+        axes.scatter([p.best_reduction * 100 for p in group], [p.top1 * 100 for p in group], color=colour,
+                     label=METHOD_TITLES.get(method, method), s=28, zorder=3)
+        front = pareto_front(group)
+        axes.plot([p.best_reduction * 100 for p in front], [p.top1 * 100 for p in front], color=colour, linewidth=1.4)
+    axes.set_xlabel("activation bandwidth reduction vs dense, best format (%)")
+    axes.set_ylabel("top-1 (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower left")
+    return _png(figure)
+
+
+def layers_png(report: dict[str, Any], title: str) -> bytes:
+    """Per-layer traffic per image of one model in every format (dense, ZVC, Zebra, Zebra+ZVC)."""
+    layers = report["layers"]
+    names = [layer["name"] for layer in layers]
+    figure, axes = plt.subplots(figsize=(max(7, 0.45 * len(names)), 4))
+    width = 0.2
+    for index, (fmt, label) in enumerate((("dense", "dense"), ("zvc", "ZVC"), ("zebra", "Zebra"),
+                                          ("zebra_zvc", "Zebra+ZVC"))):
+        axes.bar([i + (index - 1.5) * width for i in range(len(names))],
+                 [layer["bytes"][fmt] / max(report["images"], 1) / 1024 for layer in layers], width, label=label)
+    axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    axes.set_ylabel("KB per image (write + reads)")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=8)
+    axes.grid(axis="y", alpha=0.3)
+    return _png(figure)
+
+
+def stripes_png(maps: dict[str, tuple[torch.Tensor, torch.Tensor]], block_sizes: dict[str, Any], image: int,
+                channels: int = 4) -> bytes:
+    """One image's maps (rows: layers; columns: its most active channels) with the blocks the mask zeroed
+    in red (the zebra stripes) and the blocks that were zero already paled."""
+    sites = list(maps)
+    figure, grid = plt.subplots(len(sites), channels, figsize=(1.6 * channels, 1.6 * len(sites)), squeeze=False)
+    for row, site in zip(grid, sites):
+        before, after = (t[image:image + 1] for t in maps[site])
+        height, width = before.shape[-2:]
+        was = nonzero_blocks(before, block_sizes[site])
+        now = nonzero_blocks(after, block_sizes[site])
+        zeroed = expand_blocks(was & ~now, block_sizes[site], height, width)[0]
+        empty = expand_blocks(~was, block_sizes[site], height, width)[0]
+        order = after[0].abs().flatten(1).sum(1).argsort(descending=True)[:channels]
+        for axes, channel in zip(row, order.tolist()):
+            axes.imshow(after[0, channel].numpy(), cmap="viridis", interpolation="nearest")
+            overlay = torch.zeros(height, width, 4)
+            overlay[zeroed[channel]] = torch.tensor([1.0, 0.0, 0.0, 0.6])
+            overlay[empty[channel]] = torch.tensor([1.0, 1.0, 1.0, 0.45])
+            axes.imshow(overlay.numpy(), interpolation="nearest")
+            axes.set_xticks([])
+            axes.set_yticks([])
+        row[0].set_ylabel(site, fontsize=7)
+    figure.suptitle(f"test image {image}: red = blocks zeroed by Zebra, pale = blocks already zero", fontsize=8)
+    return _png(figure)
