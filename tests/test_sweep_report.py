@@ -36,7 +36,8 @@ def test_pareto_front_and_budget():
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("sweep") / "run"
-    args = ["sweep", *TINY, "--grid", "zebra.block_size=[2, map]", "--methods", "zebra", "l1", "slim-zebra",
+    args = ["sweep", *TINY, "--grid", "zebra.block_size=[2, map]", "--grid", "l1:zebra.lam=[0.05]",
+            "--set", "sweep.points=[{method: zebra, zebra.lam: 0.05}]", "--methods", "zebra", "l1", "slim-zebra",
             "--run-dir", str(run_dir)]
     assert main(args) == 0
     return run_dir, args
@@ -46,14 +47,15 @@ def test_sweep_rows_and_resume(swept, monkeypatch):
     run_dir, args = swept
     rows = json.loads((run_dir / "sweep.json").read_text())["rows"]
     assert [row["point"] for row in rows] == [
-        "dense", "zebra,zebra.block_size=2", "zebra,zebra.block_size=map", "l1",  # l1 fixes its block size
-        "slim-zebra,zebra.block_size=2", "slim-zebra,zebra.block_size=map"]
+        "dense", "zebra,zebra.block_size=2", "zebra,zebra.block_size=map",
+        "l1,zebra.lam=0.05",  # l1 fixes its block size; its lam axis is its own
+        "slim-zebra,zebra.block_size=2", "slim-zebra,zebra.block_size=map", "zebra,zebra.lam=0.05"]
     for row in rows:
         assert 0 <= row["top1"] <= 1 and set(row["reduction"]) == {"dense", "zvc", "zebra", "zebra_zvc"}
         assert "layer1.0.relu" in row["layers"] and 0 <= row["layers"]["layer1.0.relu"]["block_density"] <= 1
-    assert rows[-1]["reduction"]["dense"] > 0.05  # the slimmed model's smaller maps
+    assert rows[-2]["reduction"]["dense"] > 0.05  # the slimmed model's smaller maps
     csv_lines = (run_dir / "sweep.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("point,method,zebra.block_size,top1") and len(csv_lines) == 7
+    assert csv_lines[0].startswith("point,method,zebra.block_size,zebra.lam,top1") and len(csv_lines) == 8
 
     def no_training(*_args, **_kwargs):
         raise AssertionError("a finished point was trained again")
@@ -72,6 +74,10 @@ def test_sweep_rejects_bad_grids(tmp_path, capsys):
     assert main(["sweep", *TINY, "--grid", "zebra.block_size=[0, 2]", "--run-dir", str(tmp_path / "b")]) == 2
     assert "block_size=0 is invalid" in capsys.readouterr().err
     assert not (tmp_path / "b" / "baseline").exists()  # refused before any training
+    assert main(["sweep", *TINY, "--grid", "slim:zebra.lam=[1]", "--run-dir", str(tmp_path / "c")]) == 2
+    assert "sweep.methods does not run" in capsys.readouterr().err
+    assert main(["sweep", *TINY, "--set", "sweep.points=[{zebra.lam: 1}]", "--run-dir", str(tmp_path / "d")]) == 2
+    assert "sweep.points entry" in capsys.readouterr().err
 
 
 def test_report_page(swept, tmp_path):

@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a grid axis, e.g. --grid 'zebra.block_size=[1, 2, 4, 8, map]' (repeatable; or sweep.grid "
                         "in the config)")
     w.add_argument("--methods", nargs="+", choices=list(METHODS),
-                   help="zebra, l1 (element-wise L1 activation regularisation + ZVC), slim, slim-zebra")
+                   help="zebra (fine-tuned from the baseline), zebra-scratch, l1 (element-wise L1 activation "
+                        "regularisation + ZVC), slim, slim-zebra")
     w.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>); reuse it to continue")
     w.set_defaults(handler=_sweep)
 

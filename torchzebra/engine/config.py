@@ -92,8 +92,9 @@ class SlimSection:
 class SweepSection:
     """``zebra sweep``: every method fine-tuned at every point of the grid (the product of its value lists)."""
 
-    methods: list[str] = field(default_factory=lambda: ["zebra"])  # zebra | l1 | slim | slim-zebra
+    methods: list[str] = field(default_factory=lambda: ["zebra"])  # zebra | zebra-scratch | l1 | slim | slim-zebra
     grid: dict[str, Any] = field(default_factory=dict)  # {"zebra.lam": [0.01, 0.02], "zebra.block_size": [2, 4]}
+    points: list[dict[str, Any]] = field(default_factory=list)  # extra points: [{"method": "zebra", "zebra.lam": 0.1}]
 
 
 @dataclass
@@ -182,6 +183,14 @@ def _validate(config: RunConfig) -> None:
         schedule = getattr(config, name).schedule
         if schedule not in SCHEDULES:
             raise ConfigError(f"{name}.schedule={schedule!r} is invalid: use one of {', '.join(SCHEDULES)}")
+
+
+def same_settings(saved: dict[str, Any], config: RunConfig) -> bool:
+    """Whether settings saved by an earlier version equal ``config`` (sections added since take defaults)."""
+    try:
+        return from_dict(saved).to_dict() == config.to_dict()
+    except ConfigError:
+        return False
 
 
 def _merge(base: dict, update: dict) -> dict:

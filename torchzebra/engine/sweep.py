@@ -18,13 +18,14 @@ import torch
 from .._io import atomic_write_text
 from ..core import FORMATS
 from .checkpoint import load_checkpoint
-from .config import ConfigError, RunConfig, SweepSection, from_dict, save_config, with_value
+from .config import ConfigError, RunConfig, SweepSection, from_dict, same_settings, save_config, with_value
 from .slimming import prune_checkpoint
 from .trainer import CHECKPOINT, resolve_device, train
 
 # What each method changes on top of the run's settings before its fine-tune.
 METHODS: dict[str, dict[str, Any]] = {
-    "zebra": {},  # Zebra as configured (block size, score, penalty, threshold policy)
+    "zebra": {},  # Zebra as configured (block size, score, penalty, threshold policy), fine-tuned from the baseline
+    "zebra-scratch": {},  # Zebra trained from scratch with the baseline's recipe (train section)
     # element-wise L1 activation regularisation (Georgiadis, CVPR 2019): no mask, ZVC compresses the zeros
     "l1": {"zebra.block_size": 1, "zebra.penalty": "l1", "zebra.threshold": 0.0, "zebra.density": None},
     "slim": {},  # Network Slimming: sparsity-train, prune, fine-tune without Zebra
@@ -51,16 +52,26 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _method_points(methods: list[str], points: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """(method, point) pairs; a method's own settings win over the grid's, and the points that collapse to
-    the same settings (e.g. the block-size axis for ``l1``) are run once."""
+def _method_points(sweep: SweepSection) -> list[tuple[str, dict[str, Any]]]:
+    """(method, point) pairs: each method over the grid, then the extra points. A grid key ``method:key``
+    (e.g. ``l1:zebra.lam``) varies only that method; a method's own settings win over the grid's, and
+    points that collapse to the same settings (the block-size axis for ``l1``) are run once."""
     pairs = []
-    for method in methods:
-        for point in points:
-            kept = {key: value for key, value in point.items() if key not in METHODS[method]}
-            if (method, kept) not in pairs:
-                pairs.append((method, kept))
-    return pairs
+    for method in sweep.methods:
+        axes = {key.split(":", 1)[-1]: values for key, values in sweep.grid.items()
+                if ":" not in key or key.split(":", 1)[0] == method}
+        pairs += [(method, point) for point in grid_points(axes)]
+    for extra in sweep.points:
+        if not isinstance(extra, dict) or extra.get("method") not in METHODS:
+            raise ConfigError(f"sweep.points entry {extra!r} is invalid: give a mapping with a method "
+                              f"({', '.join(METHODS)}) and settings, e.g. {{method: zebra, zebra.lam: 0.1}}")
+        pairs.append((extra["method"], {key: value for key, value in extra.items() if key != "method"}))
+    unique = []
+    for method, point in pairs:
+        kept = (method, {key: value for key, value in point.items() if key not in METHODS[method]})
+        if kept not in unique:
+            unique.append(kept)
+    return unique
 
 
 def _stage_config(values: dict[str, Any], changes: dict[str, Any]) -> RunConfig:
@@ -79,7 +90,7 @@ def _finished(folder: Path, config: RunConfig) -> dict[str, Any] | None:
     if not (report.is_file() and checkpoint.is_file()):
         return None
     payload = load_checkpoint(checkpoint)
-    if payload["config"] != config.to_dict():
+    if not same_settings(payload["config"], config):
         raise ConfigError(f"{folder} was trained with other settings: use a new --run-dir for a changed sweep")
     return json.loads(report.read_text()) if payload["epoch"] >= payload["stage"]["epochs"] else None
 
@@ -116,9 +127,12 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
     if unknown or not config.sweep.methods:
         raise ConfigError(f"sweep.methods={config.sweep.methods!r} is invalid: use some of {', '.join(METHODS)}")
     values = config.to_dict()
-    points = grid_points(config.sweep.grid)
+    scopes = {key.split(":", 1)[0] for key in config.sweep.grid if ":" in key}
+    if scopes - set(config.sweep.methods):
+        raise ConfigError(f"sweep.grid names methods {sorted(scopes - set(config.sweep.methods))} that sweep.methods "
+                          f"does not run ({config.sweep.methods})")
     plan = [(method, point, _stage_config(values, {**point, **METHODS[method]}))
-            for method, point in _method_points(config.sweep.methods, points)]  # all validated before any training
+            for method, point in _method_points(config.sweep)]  # every point validated before any training
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
@@ -130,13 +144,13 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
         name = point_name(method, point)
         folder = run_dir / "points" / name
         print(f"[{index}/{len(plan)}] {name}", flush=True)
+        stage, init, extra = stage_config.finetune, run_dir / "baseline" / CHECKPOINT, 0.0
         if method.startswith("slim"):
             slim_settings = {key: value for key, value in point.items() if key.startswith("slim.")}
             init, extra = _pruned(_stage_config(values, slim_settings), run_dir, progress)
-        else:
-            init, extra = run_dir / "baseline" / CHECKPOINT, 0.0
-        report, seconds = _stage(stage_config, folder, progress, stage=stage_config.finetune,
-                                 zebra=method != "slim", init=init)
+        elif method == "zebra-scratch":
+            stage, init = stage_config.train, None
+        report, seconds = _stage(stage_config, folder, progress, stage=stage, zebra=method != "slim", init=init)
         rows.append(_row(name, method, point, report, baseline, seconds + extra, folder))
         _write(run_dir, config, rows, time.perf_counter() - started)
     return _write(run_dir, config, rows, time.perf_counter() - started)

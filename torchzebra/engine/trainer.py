@@ -24,7 +24,8 @@ from ..data import DataSpec, build_datasets
 from ..measure import TrafficReport
 from ..models import build_model
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
-from .config import ConfigError, OptimSection, RunConfig, ZebraSection, apply_override, from_dict, save_config
+from .config import (ConfigError, OptimSection, RunConfig, ZebraSection, apply_override, from_dict, same_settings,
+                     save_config)
 from .metrics import MetricsLog
 from .optim import build_optimizer, build_scheduler
 
@@ -178,7 +179,8 @@ def train(
     start_epoch = 0
     if resuming:
         payload = source
-        if any(payload.get(key) != state[key] for key in ("config", "stage", "zebra", "sparsity")):
+        if not same_settings(payload["config"], config) or any(
+                payload.get(key) != state[key] for key in ("stage", "zebra", "sparsity")):
             raise CheckpointError(f"{checkpoint_path} was written by a run with other settings; resume needs the same config")
         load_model_state(model, payload["model"], f"checkpoint {checkpoint_path}")
         optimizer.load_state_dict(payload["optimizer"])

@@ -30,7 +30,7 @@ window.addEventListener('load', () => {
 def showcase(points: list[Point], budget_points: float) -> Point | None:
     """The model whose layers and masks the report shows: the Zebra model of largest reduction within the
     budget (else of largest reduction), among those whose folder still holds a checkpoint."""
-    zebra = [p for p in points if p.method in ("zebra", "slim-zebra") and p.folder and (p.folder / "last.pt").is_file()]
+    zebra = [p for p in points if p.method in ("zebra", "zebra-scratch", "slim-zebra") and p.folder and (p.folder / "last.pt").is_file()]
     within = list(best_within(zebra, budget_points).values())
     pool = within or zebra
     return max(pool, key=lambda p: p.best_reduction) if pool else None

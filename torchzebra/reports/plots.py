@@ -14,7 +14,8 @@ import torch  # noqa: E402
 from ..core import expand_blocks, nonzero_blocks  # noqa: E402
 from .summary import METHOD_TITLES, Point, pareto_front  # noqa: E402
 
-COLOURS = {"dense": "#444444", "l1": "#1f77b4", "zebra": "#d62728", "slim": "#2ca02c", "slim-zebra": "#9467bd"}
+COLOURS = {"dense": "#444444", "l1": "#1f77b4", "zebra": "#d62728", "zebra-scratch": "#ff7f0e", "slim": "#2ca02c",
+           "slim-zebra": "#9467bd"}
 
 
 def _png(figure) -> bytes:

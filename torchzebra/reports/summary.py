@@ -12,6 +12,7 @@ METHOD_TITLES = {
     "dense": "dense baseline",
     "l1": "L1 activation reg.",
     "zebra": "Zebra",
+    "zebra-scratch": "Zebra from scratch",
     "slim": "Slimming",
     "slim-zebra": "Slimming+Zebra",
 }
