@@ -159,7 +159,8 @@ def train(
     resuming = resume and checkpoint_path.exists()
     source = load_checkpoint(checkpoint_path if resuming else init) if resuming or init is not None else None
     torch.manual_seed(config.seed)  # the same initial weights for every run with this seed
-    model = build_prepared_model(config, spec, zebra, source and source.get("structure"))
+    structure = source.get("structure") if source else None  # the channel counts of a pruned model
+    model = build_prepared_model(config, spec, zebra, structure)
     if init is not None and not resuming:
         payload = source
         weights = {k: v for k, v in payload["model"].items() if not k.startswith("zebra.")}
@@ -173,7 +174,7 @@ def train(
     steps_per_epoch = min(steps_per_epoch, stage.max_steps or steps_per_epoch)
     scheduler = build_scheduler(optimizer, stage, stage.epochs * steps_per_epoch)
     state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "sparsity": sparsity,
-             "spec": spec.__dict__, "structure": slim.structure(model)}
+             "spec": spec.__dict__, "structure": structure}
     run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run_dir)
     start_epoch = 0
