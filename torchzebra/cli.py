@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 from ._io import atomic_write_text
 from .data import DatasetError
 from .engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
+from .engine import distributed
 from .engine.config import PRESETS, parse_assignment
 from .engine.run import new_run_dir, run_experiment
 from .engine.exporting import export_checkpoint
@@ -30,19 +33,37 @@ def _config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _torchrun(args)
     config = _config(args)
-    run_dir = args.run_dir or new_run_dir()
+    world, _ = distributed.setup(resolve_device(config.device))
+    run_dir = distributed.broadcast(args.run_dir or new_run_dir(), world)  # one folder for every rank
     result = train(config, run_dir, init=args.init, resume=args.resume, progress=not args.quiet)
-    print(result.report)
-    print(f"run folder: {run_dir}")
+    if world.main:
+        print(result.report)
+        print(f"run folder: {run_dir}")
     return 0
+
+
+def _torchrun(args: argparse.Namespace) -> int:
+    """``zebra train --nproc N ...`` = ``torchrun --standalone --nproc-per-node N -m torchzebra.cli train ...``."""
+    argv = list(args.argv)
+    index = argv.index("--nproc")
+    del argv[index:index + 2]
+    if args.run_dir is None:
+        argv += ["--run-dir", str(new_run_dir())]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "torchzebra.cli", *argv]
+    return subprocess.run(command).returncode
 
 
 def _eval(args: argparse.Namespace) -> int:
     model, config = load_trained(args.checkpoint, args.set)
-    device = resolve_device(config.device)
+    world, device = distributed.setup(resolve_device(config.device))  # under torchrun: each rank a share
     _, test_set, _ = build_data(config)
     report = evaluate(model.to(device), test_set, config, device, progress=not args.quiet)
+    if not world.main:
+        return 0
     print(report)
     if args.json:
         atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
@@ -132,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", type=Path, help="fine-tune: start from the weights of this checkpoint")
     t.add_argument("--resume", action="store_true",
                    help="continue from RUN_DIR/last.pt where it stopped, with the run's saved config (+ --set)")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="train with N processes (DistributedDataParallel; gloo on CPU, NCCL on GPU) through torchrun; "
+                        "data.batch_size is the global batch")
     t.set_defaults(handler=_train)
 
     e = commands.add_parser("eval", help="accuracy and per-layer traffic of a checkpoint on the test split",
@@ -228,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zebra`` console script."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.handler(args)
     except TrainingError as error:
@@ -240,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"zebra {args.command}: interrupted; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ class OptimSection:
     max_steps: int | None = None  # per epoch; for throughput runs
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
+    sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
 
 
 @dataclass

@@ -12,12 +12,16 @@ from .._io import atomic_write_text
 
 
 class MetricsLog:
-    """Rows of per-epoch metrics, mirrored to files in ``run_dir`` after every epoch."""
+    """Rows of per-epoch metrics, mirrored to files in ``run_dir`` after every epoch (when ``write``: only
+    the main process writes under torchrun)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, write: bool = True) -> None:
         self.run_dir = run_dir
+        self.write = write
         self.rows: list[dict[str, Any]] = []
         self._writer = None
+        if not write:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
 
@@ -28,6 +32,8 @@ class MetricsLog:
     def append(self, row: dict[str, Any]) -> None:
         """Add one epoch's row and rewrite the files."""
         self.rows.append(row)
+        if not self.write:
+            return
         atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.rows, indent=2))
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(row))

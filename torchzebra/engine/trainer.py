@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .. import ZebraConfig, calibrate, measure, prepare, slim, zero_block_loss
@@ -23,6 +24,7 @@ from .._io import atomic_write_text
 from ..data import DataSpec, build_datasets
 from ..measure import TrafficReport
 from ..models import build_model
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from .config import (ConfigError, OptimSection, RunConfig, ZebraSection, apply_override, from_dict, same_settings,
                      save_config)
@@ -90,19 +92,28 @@ def build_prepared_model(config: RunConfig, spec: DataSpec, zebra: bool, structu
     return prepare(model, zebra_config(config.zebra, zebra))
 
 
-def _loader(dataset, batch_size: int, workers: int, device: torch.device, shuffle: bool, seed: int) -> DataLoader:
+def _loader(dataset, batch_size: int, workers: int, device: torch.device, shuffle: bool, seed: int,
+            world: distributed.World = distributed.World()) -> DataLoader:
+    """Shuffled (training) or in-order loader; under torchrun the training data is split across ranks."""
+    sampler = None
+    if shuffle and world.size > 1:
+        sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=True, seed=seed, drop_last=True)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=workers,
+        generator=torch.Generator().manual_seed(seed) if shuffle and sampler is None else None,
         pin_memory=device.type == "cuda", drop_last=shuffle and len(dataset) > batch_size,
         persistent_workers=False,
     )
 
 
 def evaluate(model: nn.Module, dataset, config: RunConfig, device: torch.device, progress: bool = True) -> TrafficReport:
-    """Accuracy and traffic of ``model`` (prepared) on ``dataset`` in one pass."""
-    loader = _loader(dataset, config.data.eval_batch_size, config.data.workers, device, False, 0)
-    return measure(model, loader, bits=config.bits, progress=progress)
+    """Accuracy and traffic of ``model`` (prepared) on ``dataset`` in one pass; under torchrun each rank
+    measures its share and the counts are summed, so the report equals a single process's."""
+    world = distributed.current()
+    loader = _loader(distributed.shard(dataset, world), config.data.eval_batch_size, config.data.workers, device,
+                     False, 0)
+    report = measure(model, loader, bits=config.bits, progress=progress and world.main)
+    return distributed.reduce_report(report, world, device)
 
 
 def _lambda(section: ZebraSection, epoch: int, step: int) -> float:
@@ -153,7 +164,11 @@ def train(
     stage = stage or config.train
     zebra = config.zebra.enabled if zebra is None else zebra
     run_dir = Path(run_dir)
-    device = resolve_device(config.device)
+    world, device = distributed.setup(resolve_device(config.device))
+    progress = progress and world.main
+    if config.data.batch_size % world.size:
+        raise ConfigError(f"data.batch_size={config.data.batch_size} must divide among {world.size} processes")
+    batch_size = config.data.batch_size // world.size  # data.batch_size is the global batch
     train_set, test_set, spec = build_data(config)
     checkpoint_path = run_dir / CHECKPOINT
     resuming = resume and checkpoint_path.exists()
@@ -170,13 +185,17 @@ def train(
     if stage.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, stage)
-    steps_per_epoch = len(train_set) // config.data.batch_size if len(train_set) > config.data.batch_size else 1
+    share = len(train_set) // world.size
+    steps_per_epoch = share // batch_size if share > batch_size else 1
     steps_per_epoch = min(steps_per_epoch, stage.max_steps or steps_per_epoch)
     scheduler = build_scheduler(optimizer, stage, stage.epochs * steps_per_epoch)
     state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "sparsity": sparsity,
              "spec": spec.__dict__, "structure": structure}
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(run_dir)
+    if world.main:  # a process killed while writing leaves a temporary file (never a half-written checkpoint)
+        for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    log = MetricsLog(run_dir, write=world.main)
     start_epoch = 0
     if resuming:
         payload = source
@@ -189,27 +208,35 @@ def train(
         _set_rng_state(payload["rng"])
         start_epoch = payload["epoch"]
         log.rows = list(payload["metrics"])
-    save_config(config, run_dir / "config.yaml")
+    if world.main:
+        save_config(config, run_dir / "config.yaml")
+    trained = model  # what runs forward and backward: the model itself, or its DistributedDataParallel wrapper
+    if world.size > 1:
+        if stage.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     criterion = nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
     started = time.perf_counter()
     report = None
     for epoch in range(start_epoch, stage.epochs):
         epoch_seed = config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
-        loader = _loader(train_set, config.data.batch_size, config.data.workers, device, True, epoch_seed)
-        row = _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, sparsity, device,
-                           epoch, steps_per_epoch, progress)
+        loader = _loader(train_set, batch_size, config.data.workers, device, True, epoch_seed, world)
+        row = _train_epoch(trained, model, loader, optimizer, scheduler, criterion, config, stage, zebra, sparsity,
+                           device, epoch, steps_per_epoch, progress, world)
         report = evaluate(model, test_set, config, device, progress)
         row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in ("zvc", "zebra", "zebra_zvc")})
         log.append(row)
-        print(_epoch_line(row, stage.epochs), flush=True)
-        save_checkpoint(checkpoint_path, {
-            **state, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": _rng_state(), "metrics": log.rows,
-        })
+        if world.main:
+            print(_epoch_line(row, stage.epochs), flush=True)
+            _save(checkpoint_path, {
+                **state, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": _rng_state(), "metrics": log.rows,
+            })
     if report is None:  # nothing left to train: evaluate what the checkpoint holds
         report = evaluate(model, test_set, config, device, progress)
-    _write_report(report, run_dir)
+    if world.main:
+        _write_report(report, run_dir)
     log.close()
     return TrainResult(model, report, log.rows, run_dir, time.perf_counter() - started)
 
@@ -218,9 +245,20 @@ def _stage_dict(stage: OptimSection) -> dict[str, Any]:
     return {k: getattr(stage, k) for k in stage.__dataclass_fields__}
 
 
-def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, zebra, sparsity, device, epoch, steps,
-                 progress):
-    model.train()
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint; a full disk or a read-only folder stops training with the last good one intact."""
+    try:
+        save_checkpoint(path, payload)
+    except OSError as error:
+        raise TrainingError(f"cannot write checkpoint {path}: {error.strerror or error}; the previous checkpoint "
+                            f"is intact. Free space or fix the folder's permissions, then continue with --resume"
+                            ) from error
+
+
+def _train_epoch(trained, model, loader, optimizer, scheduler, criterion, config, stage, zebra, sparsity, device,
+                 epoch, steps, progress, world):
+    """One epoch: ``trained`` (the model or its DDP wrapper) runs forward/backward; ``model`` is the model."""
+    trained.train()
     started = time.perf_counter()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -239,7 +277,7 @@ def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, 
         if calibrating and (step == 0 or (config.zebra.calibrate_every and step % config.zebra.calibrate_every == 0)):
             calibrate(model, [inputs], _density(config.zebra, epoch * steps + step))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=stage.amp):
-            outputs = model(inputs)
+            outputs = trained(inputs)
             loss = criterion(outputs, labels)
             if zebra:
                 lam = _lambda(config.zebra, epoch, epoch * steps + step)
@@ -257,9 +295,9 @@ def _train_epoch(model, loader, optimizer, scheduler, criterion, config, stage, 
         # Remember the first non-finite step on the device; look at it every 20 steps (no sync per step).
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step + 1, first_bad)
         if step % 20 == 0 or step + 1 == steps:
-            _stop_if_non_finite(first_bad, epoch)
+            _stop_if_non_finite(distributed.any_rank(first_bad, world), epoch)
             bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}")
-    _stop_if_non_finite(first_bad, epoch)
+    _stop_if_non_finite(distributed.any_rank(first_bad, world), epoch)
     seconds = time.perf_counter() - started
     train_loss = total_loss.item() / max(seen, 1)
     row = {
