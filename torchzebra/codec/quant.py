@@ -48,12 +48,16 @@ def quantize(x: torch.Tensor, bits: int = 8, per_channel: bool = False,
     bits = validate_width(bits)
     x = x.detach().to("cpu", torch.float32)
     n, c = x.shape[:2]
-    magnitude = x.abs().amax(dim=(0, 2, 3)) if per_channel else x.abs().amax().reshape(1)
-    if not torch.isfinite(magnitude).all():  # the largest magnitude is inf or NaN exactly when some value is
+    if per_channel:
+        smallest, largest = x.amin(dim=(0, 2, 3)), x.amax(dim=(0, 2, 3))
+    else:
+        smallest, largest = (v.reshape(1) for v in torch.aminmax(x))  # one pass
+    magnitude = torch.maximum(-smallest, largest)
+    if not torch.isfinite(magnitude).all():  # the extremes are inf or NaN exactly when some value is
         raise ValueError("cannot encode a map with NaN or infinite values")
     if bits == 32:
         return Quantized(x.reshape(n, -1).numpy().astype("<f4", copy=False), np.zeros(0, "<f4"), True, 32)
-    signed = bool(x.amin() < 0)
+    signed = bool(smallest.min() < 0)
     low, top = level_range(bits, signed)
     if scale is None:
         scale = torch.clamp(magnitude / top, min=_TINY)

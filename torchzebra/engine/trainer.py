@@ -93,10 +93,10 @@ def build_prepared_model(config: RunConfig, spec: DataSpec, zebra: bool, structu
 
 
 def _loader(dataset, batch_size: int, workers: int, device: torch.device, shuffle: bool, seed: int,
-            world: distributed.World = distributed.World()) -> DataLoader:
+            world: distributed.World | None = None) -> DataLoader:
     """Shuffled (training) or in-order loader; under torchrun the training data is split across ranks."""
     sampler = None
-    if shuffle and world.size > 1:
+    if shuffle and world is not None and world.size > 1:
         sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=True, seed=seed, drop_last=True)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=workers,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..nn.prepare import is_prepared, zebra_layers
-from .groups import batchnorms, channel_groups, plain_model, remove_channels
+from .groups import batchnorms, channel_groups, remove_channels
 from .plan import SlimPlan, plan as make_plan
 
 
