@@ -103,6 +103,11 @@ def test_checkpoint_errors(tmp_path):
     assert torch.equal(load_checkpoint(tmp_path / "ok.pt")["x"], torch.ones(3))
 
 
+def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="train.sync_bn needs GPUs"):
+        train(tiny_config("train.sync_bn=true"), tmp_path / "run", progress=False)
+
+
 def test_checkpoint_of_another_model_lists_keys(tmp_path):
     train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match="does not fit this model .*shape differs: "):

@@ -211,6 +211,8 @@ def train(
     if world.main:
         save_config(config, run_dir / "config.yaml")
     trained = model  # what runs forward and backward: the model itself, or its DistributedDataParallel wrapper
+    if stage.sync_bn and device.type == "cpu":
+        raise ConfigError("train.sync_bn needs GPUs: SyncBatchNorm has no CPU kernel; set train.sync_bn=false on CPU")
     if world.size > 1:
         if stage.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
