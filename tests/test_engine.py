@@ -106,6 +106,7 @@ def test_checkpoint_errors(tmp_path):
 def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="train.sync_bn needs GPUs"):
         train(tiny_config("train.sync_bn=true"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 def test_checkpoint_of_another_model_lists_keys(tmp_path):

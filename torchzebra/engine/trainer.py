@@ -169,6 +169,8 @@ def train(
     if config.data.batch_size % world.size:
         raise ConfigError(f"data.batch_size={config.data.batch_size} must divide among {world.size} processes")
     batch_size = config.data.batch_size // world.size  # data.batch_size is the global batch
+    if stage.sync_bn and device.type == "cpu":
+        raise ConfigError("train.sync_bn needs GPUs: SyncBatchNorm has no CPU kernel; set train.sync_bn=false on CPU")
     train_set, test_set, spec = build_data(config)
     checkpoint_path = run_dir / CHECKPOINT
     resuming = resume and checkpoint_path.exists()
@@ -211,8 +213,6 @@ def train(
     if world.main:
         save_config(config, run_dir / "config.yaml")
     trained = model  # what runs forward and backward: the model itself, or its DistributedDataParallel wrapper
-    if stage.sync_bn and device.type == "cpu":
-        raise ConfigError("train.sync_bn needs GPUs: SyncBatchNorm has no CPU kernel; set train.sync_bn=false on CPU")
     if world.size > 1:
         if stage.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
