@@ -30,8 +30,8 @@ def pareto_png(points: list[Point], budget_points: float = 1.0) -> bytes:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     baseline = max(p.baseline_top1 for p in points) * 100
     axes.axhline(baseline - budget_points, color="#999999", linestyle="--", linewidth=1)
-    axes.text(0.99, baseline - budget_points, f"baseline - {budget_points:g} point", va="bottom", ha="right", fontsize=8,
-              color="#666666", transform=axes.get_yaxis_transform())  # x in axes fraction, y in data
+    axes.text(0.99, baseline - budget_points, f"baseline - {budget_points:g} point", va="bottom", ha="right",
+              fontsize=8, color="#666666", transform=axes.get_yaxis_transform())  # x: axes fraction, y: data
     for method in dict.fromkeys(p.method for p in points):
         group = [p for p in points if p.method == method]
         colour = COLOURS.get(method, "#8c564b")
