@@ -191,9 +191,9 @@ def test_restructure_rebuilds_a_pruned_model_from_its_channel_counts():
 
 
 def test_sparsity_training_shrinks_the_batchnorm_scales(tmp_path):
-    config = load_config("quick", overrides=TINY)
+    config = load_config("quick", overrides=[*TINY, "train.schedule=constant"])  # 4 steps at lr 0.1
     plain = train(config, tmp_path / "plain", progress=False)
-    sparse = train(config, tmp_path / "sparse", sparsity=0.5, progress=False)
+    sparse = train(config, tmp_path / "sparse", sparsity=0.5, progress=False)  # ~0.6 per scale with momentum
     assert "bn_l1" not in plain.metrics[0]
     assert sparse.metrics[0]["bn_l1"] < 0.5 * slim.bn_l1(plain.model)
     assert load_checkpoint(tmp_path / "sparse" / "last.pt")["sparsity"] == 0.5
