@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from ._io import atomic_write_text
+from .codec import WIDTHS
+from .core import FORMATS
 from .data import DatasetError
 from .engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
 from .engine import distributed
@@ -212,9 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=Path, required=True, help="the folder to write")
     x.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3], metavar="INDEX",
                    help="test-split images whose maps are written (default 0 1 2 3)")
-    x.add_argument("--format", default="zebra_zvc", choices=("dense", "zvc", "zebra", "zebra_zvc"),
+    x.add_argument("--format", default="zebra_zvc", choices=FORMATS,
                    help="stream format of the maps (default zebra_zvc)")
-    x.add_argument("--bits", type=int, choices=(8, 16, 32), help="data width (default: the checkpoint's bits)")
+    x.add_argument("--bits", type=int, choices=WIDTHS, help="data width (default: the checkpoint's bits)")
     x.add_argument("--per-channel", action="store_true", help="one quantisation scale per channel")
     x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set data.root=/data --set data.test_subset=1000")

@@ -173,10 +173,7 @@ def _levels(header: Header, payload: np.ndarray, lengths: np.ndarray) -> np.ndar
         present = bitstream.unpack_bits(payload, bases, zero, np.full(n, elements, np.int64)).reshape(n, elements)
         counts = present.sum(1)
         _check_lengths(lengths, np.full(n, elements, np.int64), counts * step)
-        values = _values(payload, bases, np.full(n, elements, np.int64), counts, dtype)
-        if np.any(values == 0):
-            raise StreamError("malformed stream: a value marked non-zero in the bitmap is zero")
-        out[present] = values
+        out[present] = _values(payload, bases, np.full(n, elements, np.int64), counts, dtype, marked=True)
         return out
     shape = header.shape
     sizes = block_sizes(shape, header.block_size)
@@ -197,18 +194,18 @@ def _levels(header: Header, payload: np.ndarray, lengths: np.ndarray) -> np.ndar
         present[kept] = bitstream.unpack_bits(payload, bases, np.full(n, blocks, np.int64), in_blocks)
         counts = present.sum(1)
         _check_lengths(lengths, meta_bits, counts * step)
-        values = _values(payload, bases, meta_bits, counts, dtype)
-        if np.any(values == 0):
-            raise StreamError("malformed stream: a value marked non-zero in the bitmap is zero")
-        ordered[present] = values
+        ordered[present] = _values(payload, bases, meta_bits, counts, dtype, marked=True)
     if np.any(occupied & ~occupied_blocks(present, sizes)):
         raise StreamError("malformed stream: a block marked non-zero in the block bitmap holds only zeros")
     return from_block_major(ordered, shape, header.block_size)
 
 
-def _values(payload, bases, meta_bits, counts, dtype) -> np.ndarray:
-    raw = bitstream.unpack_bytes(payload, bases, meta_bits, counts * dtype.itemsize)
-    return raw.view(dtype)
+def _values(payload, bases, meta_bits, counts, dtype, marked: bool = False) -> np.ndarray:
+    """The values after each map's metadata; ``marked``: each has a bitmap bit, so none may be zero."""
+    values = bitstream.unpack_bytes(payload, bases, meta_bits, counts * dtype.itemsize).view(dtype)
+    if marked and np.any(values == 0):
+        raise StreamError("malformed stream: a value marked non-zero in the bitmap is zero")
+    return values
 
 
 def _check_room(lengths: np.ndarray, meta_bits: np.ndarray) -> None:

@@ -14,7 +14,7 @@ from ..core import validate_format
 from ..export import conv_layers, density_yaml, export_maps, topology_csv
 from ..data import DataSpec
 from .checkpoint import load_checkpoint
-from .trainer import build_data, evaluate, example_inputs, load_trained, resolve_device
+from .trainer import build_data, evaluate, example_inputs, rebuild, resolve_device
 
 
 def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[int] | tuple[int, ...] = (0, 1, 2, 3),
@@ -23,7 +23,8 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[i
     """Write ``topology.csv`` (SCALE-Sim), ``density.yaml`` (measured on the test split) and ``maps/``
     (one codec stream per layer holding the test images ``images``) for ``checkpoint`` into ``folder``."""
     fmt = validate_format(fmt)
-    model, config = load_trained(checkpoint, overrides)
+    payload = load_checkpoint(checkpoint)
+    model, config = rebuild(payload, overrides, f"checkpoint {checkpoint}")
     bits = config.bits if bits is None else bits
     codec.quant.validate_width(bits)
     _, test_set, _ = build_data(config)
@@ -35,8 +36,7 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[i
     model.to(device)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    spec = DataSpec(**load_checkpoint(checkpoint)["spec"])
-    layers = conv_layers(model, example_inputs(spec).to(device))
+    layers = conv_layers(model, example_inputs(DataSpec(**payload["spec"])).to(device))
     atomic_write_text(folder / "topology.csv", topology_csv(layers))
     report = evaluate(model, test_set, dataclasses.replace(config, bits=bits), device, progress)
     description = {"checkpoint": str(checkpoint), "model": config.model.name, "options": config.model.options,

@@ -17,6 +17,12 @@ from .config import RunConfig, save_config
 from .trainer import CHECKPOINT, train
 
 
+def machine(device: torch.device | str) -> dict[str, Any]:
+    """Where a result was measured: platform, CPU threads, torch version and device (for every summary)."""
+    return {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
+            "device": str(device)}
+
+
 def new_run_dir(root: str | Path = "runs") -> Path:
     """``root/<UTC timestamp>``, made unique if several runs start in the same second."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -44,8 +50,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False,
     summary = {
         "command": "zebra run",
         "config": config.to_dict(),
-        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
-                    "torch": torch.__version__, "device": str(next(zebra.model.parameters()).device)},
+        "machine": machine(next(zebra.model.parameters()).device),
         "wall_seconds": seconds,
         "rows": comparison_rows({"dense baseline": baseline.report, "Zebra": zebra.report}, "dense baseline"),
         "baseline": baseline.report.to_dict(),

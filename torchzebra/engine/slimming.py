@@ -4,22 +4,21 @@ without Zebra), and the four-way comparison baseline / Slimming / Zebra / Slimmi
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from .. import slim
 from .._io import atomic_write_text
 from ..cost import model_cost
 from ..data import DataSpec
-from ..reports.compare import rows_markdown, shapes_markdown, comparison_rows
+from ..reports.compare import comparison_rows, rows_markdown, run_line, shapes_markdown
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig, save_config
-from .trainer import CHECKPOINT, TrainResult, build_data, evaluate, example_inputs, load_trained, resolve_device, train
+from .run import machine
+from .trainer import CHECKPOINT, TrainResult, build_data, evaluate, example_inputs, rebuild, resolve_device, train
 
 FLOWS = ("slim", "slim-zebra", "joint", "compare")
 PRUNED = "pruned.pt"
@@ -35,8 +34,8 @@ def prune_checkpoint(source: str | Path, target: str | Path | None,
     source = Path(source)
     if target is not None and Path(target).resolve() == source.resolve():
         raise CheckpointError(f"the pruned model would overwrite {source}: write it to another file")
-    model, config = load_trained(source, overrides)
     payload = load_checkpoint(source)
+    model, config = rebuild(payload, overrides, f"checkpoint {source}")
     inputs = example_inputs(DataSpec(**payload["spec"]))
     section = config.slim
     plan = slim.plan(model, section.ratio, inputs, min_channels=section.min_channels, exclude=section.exclude)
@@ -93,7 +92,7 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     stage(number, f"prune {config.slim.ratio:.0%} of the channels -> {pruned_path}")
     if not (resume and pruned_path.exists()):
         print(prune_checkpoint(run_dir / "sparse" / CHECKPOINT, pruned_path), flush=True)
-    pruned_model, pruned_report = _evaluate_checkpoint(pruned_path, progress)
+    pruned_model, pruned_report, spec = _evaluate_checkpoint(pruned_path, progress)
     for name in ("Slimming", "Slimming+Zebra"):
         if name in steps:
             zebra = name == "Slimming+Zebra"
@@ -115,14 +114,13 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     order = ("dense baseline", "Zebra", SPARSE, PRUNED_ROW, "Slimming", "Slimming+Zebra")
     reports = {name: reports[name] for name in order if name in reports}
     reference = "dense baseline" if baseline else SPARSE
-    inputs = example_inputs(DataSpec(**load_checkpoint(pruned_path)["spec"]))
+    inputs = example_inputs(spec)
     costs = {name: model_cost(model, inputs) for name, model in models.items()}
     summary = {
         "command": f"zebra slim --flow {flow}",
         "flow": flow,
         "config": config.to_dict(),
-        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
-                    "device": str(resolve_device(config.device))},
+        "machine": machine(resolve_device(config.device)),
         "wall_seconds": time.perf_counter() - started,
         "reference": reference,
         "rows": comparison_rows(reports, reference, costs),
@@ -145,21 +143,20 @@ def _steps(flow: str) -> tuple[str, ...]:
 
 
 def _evaluate_checkpoint(path: Path, progress: bool):
-    """(model, report) of a checkpoint on its test split."""
-    model, config = load_trained(path)
+    """(model, report on its test split, data spec) of a checkpoint."""
+    payload = load_checkpoint(path)
+    model, config = rebuild(payload, origin=f"checkpoint {path}")
     device = resolve_device(config.device)
     _, test_set, _ = build_data(config)
-    return model, evaluate(model.to(device), test_set, config, device, progress)
+    return model, evaluate(model.to(device), test_set, config, device, progress), DataSpec(**payload["spec"])
 
 
 def _markdown(summary: dict[str, Any], reports) -> str:
-    config, machine = summary["config"], summary["machine"]
-    s = config["slim"]
+    config, s = summary["config"], summary["config"]["slim"]
     return "\n".join([
         f"# torchzebra Network Slimming — flow `{summary['flow']}`",
         "",
-        f"Command: `{summary['command']}`; machine: {machine['platform']}, {machine['cpus']} threads, torch "
-        f"{machine['torch']} on {machine['device']}; wall time {summary['wall_seconds'] / 60:.1f} min.",
+        run_line(summary),
         "",
         f"Model {config['model']['name']} {config['model']['options']} on {config['data']['name']}. Slimming: "
         f"sparsity s={s['s']:g} on every BatchNorm scale for {config['train']['epochs']} epochs, {s['ratio']:.0%} of "

@@ -7,18 +7,17 @@ import csv
 import io
 import itertools
 import json
-import platform
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from .._io import atomic_write_text
 from ..core import FORMATS
 from .checkpoint import load_checkpoint
 from .config import ConfigError, RunConfig, SweepSection, from_dict, same_settings, save_config, with_value
+from .run import machine
 from .slimming import prune_checkpoint
 from .trainer import CHECKPOINT, resolve_device, train
 
@@ -169,8 +168,7 @@ def _pruned(config: RunConfig, run_dir: Path, progress: bool) -> tuple[Path, flo
 def _write(run_dir: Path, config: RunConfig, rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     summary = {
         "command": "zebra sweep", "config": config.to_dict(),
-        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
-                    "device": str(resolve_device(config.device))},
+        "machine": machine(resolve_device(config.device)),
         "wall_seconds": seconds, "rows": rows,
     }
     atomic_write_text(run_dir / "sweep.json", json.dumps(summary, indent=2))

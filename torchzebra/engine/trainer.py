@@ -179,8 +179,7 @@ def train(
     structure = source.get("structure") if source else None  # the channel counts of a pruned model
     model = build_prepared_model(config, spec, zebra, structure)
     if init is not None and not resuming:
-        payload = source
-        weights = {k: v for k, v in payload["model"].items() if not k.startswith("zebra.")}
+        weights = {k: v for k, v in source["model"].items() if not k.startswith("zebra.")}
         load_model_state(model, {**{k: v for k, v in model.state_dict().items() if k.startswith("zebra.")}, **weights},
                          f"checkpoint {init}")
     model.to(device)
@@ -200,16 +199,15 @@ def train(
     log = MetricsLog(run_dir, write=world.main)
     start_epoch = 0
     if resuming:
-        payload = source
-        if not same_settings(payload["config"], config) or any(
-                payload.get(key) != state[key] for key in ("stage", "zebra", "sparsity")):
+        if not same_settings(source["config"], config) or any(
+                source.get(key) != state[key] for key in ("stage", "zebra", "sparsity")):
             raise CheckpointError(f"{checkpoint_path} was written by a run with other settings; resume needs the same config")
-        load_model_state(model, payload["model"], f"checkpoint {checkpoint_path}")
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        _set_rng_state(payload["rng"])
-        start_epoch = payload["epoch"]
-        log.rows = list(payload["metrics"])
+        load_model_state(model, source["model"], f"checkpoint {checkpoint_path}")
+        optimizer.load_state_dict(source["optimizer"])
+        scheduler.load_state_dict(source["scheduler"])
+        _set_rng_state(source["rng"])
+        start_epoch = source["epoch"]
+        log.rows = list(source["metrics"])
     if world.main:
         save_config(config, run_dir / "config.yaml")
     trained = model  # what runs forward and backward: the model itself, or its DistributedDataParallel wrapper
@@ -331,11 +329,16 @@ def _write_report(report: TrafficReport, run_dir: Path) -> None:
 
 def load_trained(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[nn.Module, RunConfig]:
     """Rebuild a trained model (in eval mode) from its checkpoint; overrides may change e.g. data settings."""
-    payload = load_checkpoint(checkpoint)
+    return rebuild(load_checkpoint(checkpoint), overrides, f"checkpoint {checkpoint}")
+
+
+def rebuild(payload: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
+            origin: str = "checkpoint") -> tuple[nn.Module, RunConfig]:
+    """``load_trained`` for a checkpoint already read with ``load_checkpoint``."""
     values = payload["config"]
     for assignment in overrides:
         values = apply_override(values, assignment)
     config = from_dict(values)
     model = build_prepared_model(config, DataSpec(**payload["spec"]), payload["zebra"], payload.get("structure"))
-    load_model_state(model, payload["model"], f"checkpoint {checkpoint}")
+    load_model_state(model, payload["model"], origin)
     return model.eval(), config

@@ -69,9 +69,16 @@ def layers_markdown(baseline: TrafficReport, model: TrafficReport) -> str:
     return "\n".join(lines)
 
 
+def run_line(summary: dict[str, Any]) -> str:
+    """The command, machine and wall time of a summary, as one Markdown line."""
+    machine = summary["machine"]
+    return (f"Command: `{summary['command']}`; machine: {machine['platform']}, {machine['cpus']} threads, "
+            f"torch {machine['torch']} on {machine['device']}; wall time {summary['wall_seconds'] / 60:.1f} min.")
+
+
 def comparison_markdown(summary: dict[str, Any], baseline: TrafficReport, model: TrafficReport) -> str:
     """The whole report of ``zebra run`` as Markdown."""
-    config, machine = summary["config"], summary["machine"]
+    config = summary["config"]
     zebra = config["zebra"]
     policy = (f"thresholds calibrated to keep {zebra['density']} of the blocks (ramp {zebra['density_ramp_steps']} "
               f"steps, every {zebra['calibrate_every']} steps)" if zebra["density"] is not None
@@ -79,8 +86,7 @@ def comparison_markdown(summary: dict[str, Any], baseline: TrafficReport, model:
     return "\n".join([
         "# torchzebra run",
         "",
-        f"Command: `{summary['command']}`; machine: {machine['platform']}, {machine['cpus']} threads, "
-        f"torch {machine['torch']} on {machine['device']}; wall time {summary['wall_seconds'] / 60:.1f} min.",
+        run_line(summary),
         "",
         f"Model {config['model']['name']} {config['model']['options']} on {config['data']['name']}; "
         f"baseline {config['train']['epochs']} epochs, Zebra fine-tuned {config['finetune']['epochs']} epochs from it "

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .._io import atomic_write_bytes, atomic_write_text
+from ..engine.trainer import build_data, load_trained
 from ..export.maps import capture_maps
 from ..nn.prepare import zebra_layers
 from . import plots
@@ -38,8 +39,6 @@ def showcase(points: list[Point], budget_points: float) -> Point | None:
 
 def _mask_pictures(point: Point, images: int) -> list[bytes]:
     """Zebra-stripe pictures of ``images`` test images for three layers (early, middle, late) of a model."""
-    from ..engine.trainer import build_data, load_trained  # the engine sits below the reports
-
     model, config = load_trained(point.folder / "last.pt", ["device=cpu"])
     _, test_set, _ = build_data(config)
     batch = torch.stack([test_set[i][0] for i in range(min(images, len(test_set)))])
