@@ -10,12 +10,12 @@ from .calibrate import calibrate
 from .config import ZebraConfig
 from .core import FORMATS
 from .measure import LayerTraffic, TrafficReport, measure
-from .nn import ZebraLayer, is_prepared, prepare, remove, set_masking, zebra_layers
+from .nn import ZebraLayer, eval_mode, is_prepared, plain_model, prepare, remove, set_masking, zebra_layers
 from .regularizer import zero_block_loss
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "FORMATS", "LayerTraffic", "calibrate", "TrafficReport", "ZebraConfig", "ZebraLayer", "core", "is_prepared", "measure",
-    "prepare", "remove", "set_masking", "zebra_layers", "zero_block_loss",
+    "FORMATS", "LayerTraffic", "TrafficReport", "ZebraConfig", "ZebraLayer", "calibrate", "core", "eval_mode",
+    "is_prepared", "measure", "plain_model", "prepare", "remove", "set_masking", "zebra_layers", "zero_block_loss",
 ]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .config import _resolve
-from .nn.prepare import model_device, zebra_layers
+from .nn import eval_mode, model_device, zebra_layers
 
 
 def validate_density(value: object, name: str) -> float:
@@ -36,14 +36,12 @@ def calibrate(model: nn.Module, batches: Iterable, density: float | Mapping[str,
             targets[site] = validate_density(value, f"density for {site}")
     device = model_device(model)
     inputs = torch.cat([(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]).to(device)
-    was_training = model.training
-    model.eval()
     try:
         for site, layer in zebra_layers(model):
             layer.calibration_density = targets.get(site)
-        model(inputs)
+        with eval_mode(model):
+            model(inputs)
     finally:
         for _, layer in zebra_layers(model):
             layer.calibration_density = None
-        model.train(was_training)
     return {site: layer.threshold.item() for site, layer in zebra_layers(model) if site in targets}

@@ -8,7 +8,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .nn.prepare import is_prepared, remove
+from .nn import eval_mode, plain_model
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,6 @@ class ModelCost:
 @torch.no_grad()
 def model_cost(model: nn.Module, example_inputs: torch.Tensor) -> ModelCost:
     """Count parameters and MACs for one input of ``example_inputs``'s shape (the batch size is ignored)."""
-    plain = remove(model) if is_prepared(model) else model
-    was_training = plain.training
-    plain.eval()
-    try:
+    with eval_mode(plain_model(model)) as plain:
         macs, params = tp.utils.count_ops_and_params(plain, example_inputs[:1])
-    finally:
-        plain.train(was_training)
     return ModelCost(int(params), int(macs))

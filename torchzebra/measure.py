@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable
 
 import torch
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_write_text
 from .core import FORMATS, TrafficTally, validate_bits, validate_format
-from .nn.prepare import model_device, zebra_layers
+from .nn import eval_mode, model_device, zebra_layers
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,16 @@ class TrafficReport:
             ],
         }
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrafficReport":
+        """The report ``to_dict`` wrote (derived fields such as totals and densities are recomputed)."""
+        names = {f.name for f in fields(LayerTraffic)}
+        layers = [LayerTraffic(**{**{k: v for k, v in layer.items() if k in names},
+                                  "shape": tuple(layer["shape"]) if layer["shape"] else None})
+                  for layer in values["layers"]]
+        correct = None if values["accuracy"] is None else round(values["accuracy"] * values["images"])
+        return cls(layers, values["bits"], values["images"], correct)
+
     def to_csv(self, path) -> None:
         """Write one row per layer (atomically: a failed write leaves no partial file)."""
         out = io.StringIO()
@@ -168,25 +178,23 @@ def measure(
     device = model_device(model)
     for _, layer in layers:
         layer.tally = TrafficTally(layer.block_size, bits)
-    was_training = model.training
-    model.eval()
     images, correct, labelled = 0, torch.zeros((), dtype=torch.int64, device=device), True
     try:
         batches = itertools.islice(loader, max_batches)
         total = min(len(loader), max_batches or len(loader)) if hasattr(loader, "__len__") else max_batches
-        for batch in tqdm(batches, desc="measure", total=total, disable=not progress, leave=False):
-            inputs, labels = _split_batch(batch)
-            outputs = model(inputs.to(device, non_blocking=True))
-            images += inputs.shape[0]
-            if labels is None or outputs.dim() != 2:
-                labelled = False
-            else:
-                correct += (outputs.argmax(1) == labels.to(device)).sum()
+        with eval_mode(model):
+            for batch in tqdm(batches, desc="measure", total=total, disable=not progress, leave=False):
+                inputs, labels = _split_batch(batch)
+                outputs = model(inputs.to(device, non_blocking=True))
+                images += inputs.shape[0]
+                if labels is None or outputs.dim() != 2:
+                    labelled = False
+                else:
+                    correct += (outputs.argmax(1) == labels.to(device)).sum()
         rows = [_layer_row(layer) for _, layer in layers if layer.tally.maps]
     finally:
         for _, layer in layers:
             layer.tally = None
-        model.train(was_training)
     return TrafficReport(rows, bits, images, int(correct) if labelled and images else None)
 
 

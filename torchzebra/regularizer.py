@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .core import block_penalty, validate_penalty
-from .nn.prepare import zebra_layers
+from .nn.prepare import prepared_state, zebra_layers
 
 
 def zero_block_loss(model: nn.Module, penalty: str | None = None) -> torch.Tensor:
@@ -16,7 +16,7 @@ def zero_block_loss(model: nn.Module, penalty: str | None = None) -> torch.Tenso
     training mode with grad enabled since the last eval forward; add ``lam * zero_block_loss(model)``
     to the task loss.
     """
-    kind = validate_penalty(penalty or model.meta["zebra_config"].penalty)
+    kind = validate_penalty(penalty or prepared_state(model, "zero_block_loss").config.penalty)
     terms = [
         layer.weight * block_penalty(layer.last_input, layer.block_size, kind)
         for _, layer in zebra_layers(model)

@@ -22,7 +22,31 @@ import torch
 
 from .blocks import BlockSize, block_element_counts, block_grid, block_scores
 
-FORMATS = ("dense", "zvc", "zebra", "zebra_zvc")
+
+
+@dataclass(frozen=True)
+class Format:
+    """One storage format of an activation map: its name in settings and files, its title in reports."""
+
+    name: str
+    title: str
+    compressed: bool
+
+
+# The one registry of formats: every table, plot and export takes names, titles and order from here.
+FORMAT_REGISTRY: dict[str, Format] = {f.name: f for f in (
+    Format("dense", "dense", False),
+    Format("zvc", "ZVC", True),
+    Format("zebra", "Zebra", True),
+    Format("zebra_zvc", "Zebra+ZVC", True),
+)}
+FORMATS = tuple(FORMAT_REGISTRY)
+COMPRESSED = tuple(name for name, f in FORMAT_REGISTRY.items() if f.compressed)
+
+
+def format_title(fmt: str) -> str:
+    """The title of a format in reports (``zebra_zvc`` -> ``Zebra+ZVC``)."""
+    return FORMAT_REGISTRY[validate_format(fmt)].title
 
 
 def validate_format(fmt: object) -> str:

@@ -13,7 +13,7 @@ from torch import nn
 from .. import codec
 from .._io import atomic_write_bytes, atomic_write_text
 from ..core import bits_to_bytes, map_bits
-from ..nn.prepare import model_device, zebra_layers
+from ..nn import eval_mode, model_device, zebra_layers
 
 
 @torch.no_grad()
@@ -31,12 +31,10 @@ def capture_maps(model: nn.Module, images: torch.Tensor) -> dict[str, tuple[torc
             if site in before:
                 maps[site] = (before.pop(site), output.detach().to("cpu", copy=True))
         handles += [layer.register_forward_pre_hook(keep_input), layer.register_forward_hook(keep_output)]
-    was_training = model.training
-    model.eval()
     try:
-        model(images.to(model_device(model)))
+        with eval_mode(model):
+            model(images.to(model_device(model)))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return maps

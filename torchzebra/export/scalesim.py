@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..nn.prepare import is_prepared, remove
+from ..nn import eval_mode, plain_model
 
 HEADER = ["Layer name", "IFMAP Height", "IFMAP Width", "Filter Height", "Filter Width", "Channels", "Num Filter",
           "Strides"]
@@ -39,7 +39,7 @@ def conv_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[ConvLaye
 
     Linear layers are 1x1 convolutions on a 1x1 map; a grouped conv lists its channels per group.
     """
-    plain = remove(model) if is_prepared(model) else model
+    plain = plain_model(model)
     rows: list[ConvLayer] = []
     names = {module: name for name, module in plain.named_modules()}
 
@@ -56,12 +56,10 @@ def conv_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[ConvLaye
             rows.append(ConvLayer(names[module], 1, 1, 1, 1, module.in_features, module.out_features, 1))
 
     handles = [m.register_forward_hook(record) for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    model.eval()
     try:
-        model(example_inputs[:1])
+        with eval_mode(model):
+            model(example_inputs[:1])
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return rows

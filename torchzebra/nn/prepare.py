@@ -9,6 +9,7 @@ found too. The traced graph also says how many operations read each map (its con
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import torch
@@ -19,7 +20,7 @@ from ..config import ZebraConfig
 from .layer import ZebraLayer
 
 CONTAINER = "zebra"  # the ModuleDict of a prepared model that holds its ZebraLayers
-_ORIGINAL = "zebra_original"  # GraphModule.meta key of the unprepared model (meta survives deepcopy)
+_STATE = "zebra_state"  # GraphModule.meta key of the PreparedState (meta survives deepcopy)
 
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -153,9 +154,23 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
     gm.recompile()
     container.to(model_device(model))
     gm.train(model.training)
-    gm.meta[_ORIGINAL] = model
-    gm.meta["zebra_config"] = config
+    gm.meta[_STATE] = PreparedState(model, config)
     return gm
+
+
+@dataclass(frozen=True)
+class PreparedState:
+    """What ``prepare`` remembers of a model: the plain model it was made from and its ZebraConfig."""
+
+    original: nn.Module
+    config: ZebraConfig
+
+
+def prepared_state(model: nn.Module, caller: str = "this function") -> PreparedState:
+    """The state of a prepared model; any other model is a ``ValueError`` naming ``caller``."""
+    if not is_prepared(model):
+        raise ValueError(f"{caller}() takes a model returned by torchzebra.prepare(); this one is not prepared")
+    return model.meta[_STATE]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -165,22 +180,24 @@ def model_device(model: nn.Module) -> torch.device:
 
 def is_prepared(model: nn.Module) -> bool:
     """True for a model returned by ``prepare``."""
-    return isinstance(model, fx.GraphModule) and _ORIGINAL in model.meta
+    return isinstance(model, fx.GraphModule) and _STATE in model.meta
 
 
 def remove(model: nn.Module) -> nn.Module:
     """Return the plain model a prepared one was made from (same object, with the current weights)."""
-    if not is_prepared(model):
-        raise ValueError("remove() takes a model returned by torchzebra.prepare(); this one is not prepared")
-    original = model.meta[_ORIGINAL]
+    original = prepared_state(model, "remove").original
     original.train(model.training)
     return original
 
 
+def plain_model(model: nn.Module) -> nn.Module:
+    """The un-instrumented model of a possibly prepared one (a prepared model shares its modules with it)."""
+    return remove(model) if is_prepared(model) else model
+
+
 def zebra_layers(model: nn.Module) -> list[tuple[str, ZebraLayer]]:
     """The (call-site name, layer) pairs of a prepared model, in execution order."""
-    if not is_prepared(model):
-        raise ValueError("zebra_layers() takes a model returned by torchzebra.prepare(); this one is not prepared")
+    prepared_state(model, "zebra_layers")
     return [(layer.site, layer) for layer in getattr(model, CONTAINER).values()]
 
 

@@ -15,7 +15,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..nn.prepare import is_prepared, model_device, remove
+from ..nn import eval_mode, model_device, plain_model
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -43,11 +43,6 @@ class ChannelGroup:
         return rows
 
 
-def plain_model(model: nn.Module) -> nn.Module:
-    """The un-instrumented model (a prepared model shares its modules with it)."""
-    return remove(model) if is_prepared(model) else model
-
-
 def batchnorms(model: nn.Module, exclude: tuple[str, ...] | list[str] = ()) -> list[tuple[str, nn.Module]]:
     """(name, module) of every affine BatchNorm whose name matches no ``exclude`` pattern."""
     return [
@@ -71,16 +66,12 @@ def channel_groups(model: nn.Module, example_inputs: torch.Tensor | None = None)
         raise ValueError(f"{type(plain).__name__} has no affine BatchNorm layer: Network Slimming ranks channels by "
                          "their BatchNorm scale, so it needs conv-BN layers")
     inputs = default_inputs(plain) if example_inputs is None else example_inputs
-    was_training = plain.training
-    plain.eval()  # tracing must not update BatchNorm running statistics
-    try:
-        with torch.enable_grad():
+    try:  # in eval mode: tracing must not update BatchNorm running statistics
+        with eval_mode(plain), torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(plain, example_inputs=inputs, verbose=False)
     except Exception as error:  # tracing errors come in many types; all mean the same to the user
         raise ValueError(f"Torch-Pruning could not trace {type(plain).__name__} with inputs of shape "
                          f"{tuple(inputs.shape)}: {error}. Pass example_inputs= of the shape the model takes") from error
-    finally:
-        plain.train(was_training)
     names = {module: name for name, module in plain.named_modules()}
     position = {name: index for index, name in enumerate(names.values())}
     groups = []

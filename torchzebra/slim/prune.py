@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from ..nn.prepare import is_prepared, zebra_layers
+from ..nn import is_prepared, zebra_layers
 from .groups import batchnorms, channel_groups, remove_channels
 from .plan import SlimPlan, plan as make_plan
 
