@@ -174,14 +174,32 @@ def test_length_table_that_disagrees_with_the_bitmaps_is_refused():
         codec.decode(reseal(buf[:table] + lengths.tobytes() + buf[table + 16:]))
 
 
-def test_a_set_bit_over_a_zero_value_is_refused():
-    x = torch.zeros(1, 1, 4, 4)
+def _with_a_marked_zero(fmt: str) -> bytes:
+    """A valid stream whose one value in block 1 is overwritten with zero (lengths and CRCs still agree).
+    Two channels of 2x2 blocks: 8 block bits, so every value starts on a byte."""
+    x = torch.zeros(1, 2, 4, 4)
     x[0, 0, 0, 0] = 1.0
-    buf = bytearray(codec.encode(x, "zebra", 2, 8))
-    start = codec.inspect(bytes(buf)).header_bytes
-    buf[start] |= 0b0010  # block 1 marked non-zero without its values: the lengths disagree
-    with pytest.raises(codec.StreamError):
-        codec.decode(reseal(bytes(buf)))
+    x[0, 0, 0, 2] = 1.0
+    y = x.clone()
+    y[0, 0, 0, 2] = 0.5  # the same stream but for the byte of this value
+    a, b = codec.encode(x, fmt, 2, 8), codec.encode(y, fmt, 2, 8)
+    start = codec.inspect(a).header_bytes
+    differ = [i for i in range(start, len(a)) if a[i] != b[i]]
+    assert len(differ) == 1
+    buf = bytearray(a)
+    buf[differ[0]] = 0
+    return reseal(bytes(buf))
+
+
+def test_a_block_marked_non_zero_that_holds_only_zeros_is_refused():
+    with pytest.raises(codec.StreamError, match="a block marked non-zero in the block bitmap holds only zeros"):
+        codec.decode(_with_a_marked_zero("zebra"))
+
+
+@pytest.mark.parametrize("fmt", ["zvc", "zebra_zvc"])
+def test_a_set_bit_over_a_zero_value_is_refused(fmt):
+    with pytest.raises(codec.StreamError, match="a value marked non-zero in the bitmap is zero"):
+        codec.decode(_with_a_marked_zero(fmt))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

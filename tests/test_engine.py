@@ -8,6 +8,7 @@ import yaml
 
 from torchzebra.engine import CheckpointError, ConfigError, load_checkpoint, load_config, load_trained, save_checkpoint, train
 from torchzebra.engine import trainer as trainer_module
+from torchzebra.engine.extensions import DensityCalibration
 from torchzebra.models import build_model
 from torchzebra import zebra_layers
 
@@ -119,15 +120,19 @@ def test_checkpoint_of_another_model_lists_keys(tmp_path):
     "override, message",
     [
         ("train.epoch=3", r"unknown setting\(s\) in train \['epoch'\]"),
-        ("train.epochs=many", "train.epochs='many' is invalid: expected a int"),
+        ("train.epochs=many", "train.epochs='many' is invalid: expected an int"),
+        ("data.size=abc", r"data.size='abc' is invalid: expected an int or null"),
+        ("zebra.weight=heavy", r"zebra: weight='heavy' is invalid"),
+        ("zebra.leaf_modules=3", r"zebra.leaf_modules=3 is invalid: expected a list \(each item a string\)"),
+        ("sweep.points=[1]", r"sweep.points=\[1\] is invalid: expected a list \(each item a mapping of a string to any value\)"),
         ("colour=blue", r"unknown setting\(s\) \['colour'\]"),
         ("novalue", "override 'novalue' is invalid: write section.key=value"),
         ("data=[1, 2]", "data must be a mapping"),
         ("zebra.block_size=big", "zebra: block_size='big' is invalid"),
         ("zebra.threshold={'layer1.*': -1}", r"zebra: threshold\['layer1.\*'\]=-1 is invalid"),
-        ("zebra.density=1.5", r"zebra.density\['\*'\]=1.5 is invalid"),
-        ("zebra.density={'layer4.*': abc}", r"zebra.density\['layer4.\*'\]='abc' is invalid"),
-        ("zebra.lam_epochs=0.1", "zebra.lam_epochs=0.1 is invalid: use a list of numbers"),
+        ("zebra.density=1.5", r"zebra: density\['\*'\]=1.5 is invalid"),
+        ("zebra.density={'layer4.*': abc}", r"zebra.density=\{.*'layer4.\*': 'abc'.*\} is invalid: expected a number or a mapping of a string to a number"),
+        ("zebra.lam_epochs=0.1", r"zebra.lam_epochs=0.1 is invalid: expected a list \(each item a number\) or null"),
         ("finetune.schedule=cosin", "finetune.schedule='cosin' is invalid: use one of onecycle, cosine, constant"),
     ],
 )
@@ -180,12 +185,12 @@ def test_model_zoo_errors():
 
 
 def test_density_ramp_is_cubic_from_one_to_target():
-    section = tiny_config("zebra.density=0.4", "zebra.density_ramp_steps=10").zebra
-    assert trainer_module._density(section, 0) == pytest.approx(1.0)
-    assert trainer_module._density(section, 5) == pytest.approx(0.4 + 0.6 * 0.125)
-    assert trainer_module._density(section, 50) == pytest.approx(0.4)
-    section.density = {"layer4.*": 0.2}
-    assert trainer_module._density(section, 10) == {"layer4.*": pytest.approx(0.2)}
+    calibration = DensityCalibration(tiny_config("zebra.density=0.4", "zebra.density_ramp_steps=10").zebra)
+    assert calibration.density(0) == pytest.approx(1.0)
+    assert calibration.density(5) == pytest.approx(0.4 + 0.6 * 0.125)
+    assert calibration.density(50) == pytest.approx(0.4)
+    calibration = DensityCalibration(tiny_config("zebra.density={'layer4.*': 0.2}", "zebra.density_ramp_steps=10").zebra)
+    assert calibration.density(10)["layer4.*"] == pytest.approx(0.2)
 
 
 def test_training_with_calibrated_density_prunes_to_the_target(tmp_path):

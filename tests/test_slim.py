@@ -13,6 +13,7 @@ from torchzebra import slim
 from torchzebra.cli import main
 from torchzebra.cost import model_cost
 from torchzebra.engine import load_checkpoint, load_config, load_trained, train
+from torchzebra.engine.extensions import BnSparsity
 from torchzebra.engine.slimming import prune_checkpoint
 from torchzebra.models import build_model
 
@@ -193,16 +194,16 @@ def test_restructure_rebuilds_a_pruned_model_from_its_channel_counts():
 def test_sparsity_training_shrinks_the_batchnorm_scales(tmp_path):
     config = load_config("quick", overrides=[*TINY, "train.schedule=constant"])  # 4 steps at lr 0.1
     plain = train(config, tmp_path / "plain", progress=False)
-    sparse = train(config, tmp_path / "sparse", sparsity=0.5, progress=False)  # ~0.6 per scale with momentum
+    sparse = train(config, tmp_path / "sparse", extensions=[BnSparsity(0.5)], progress=False)  # ~0.6 per scale
     assert "bn_l1" not in plain.metrics[0]
     assert sparse.metrics[0]["bn_l1"] < 0.5 * slim.bn_l1(plain.model)
-    assert load_checkpoint(tmp_path / "sparse" / "last.pt")["sparsity"] == 0.5
+    assert load_checkpoint(tmp_path / "sparse" / "last.pt")["extensions"] == {"bn_sparsity": {"s": 0.5}}
 
 
 def test_pruned_checkpoint_saves_loads_evaluates_and_fine_tunes(tmp_path, capsys):
     config = load_config("quick", overrides=TINY)
     source = tmp_path / "sparse" / "last.pt"
-    train(config, source.parent, sparsity=1e-3, progress=False)
+    train(config, source.parent, extensions=[BnSparsity(1e-3)], progress=False)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     plan = prune_checkpoint(source, tmp_path / "pruned.pt", ["slim.ratio=0.5"])
     model, _ = load_trained(tmp_path / "pruned.pt")
@@ -244,7 +245,7 @@ def test_prune_cli_bad_input_leaves_the_checkpoint_untouched(tmp_path, capsys, a
 def test_slim_compare_reports_the_four_ways(tmp_path, capsys):
     assert main(["slim", "--flow", "compare", *TINY_CLI, "--run-dir", str(tmp_path / "c")]) == 0
     summary = json.loads((tmp_path / "c" / "report.json").read_text())
-    rows = {row["model"]: row for row in summary["rows"]}
+    rows = {row["label"]: row for row in summary["rows"]}
     assert {"dense baseline", "Zebra", "Slimming", "Slimming+Zebra"} <= set(rows)
     assert summary["reference"] == "dense baseline" and rows["dense baseline"]["reduction"]["dense"] == 0
     assert rows["Slimming"]["params"] < rows["dense baseline"]["params"]
@@ -259,7 +260,7 @@ def test_slim_compare_reports_the_four_ways(tmp_path, capsys):
 def test_joint_flow_trains_zebra_and_sparsity_together(tmp_path):
     assert main(["slim", "--flow", "joint", *TINY_CLI, "--run-dir", str(tmp_path / "j")]) == 0
     sparse = load_checkpoint(tmp_path / "j" / "sparse" / "last.pt")
-    assert sparse["zebra"] and sparse["sparsity"] > 0
+    assert sparse["zebra"] and sparse["extensions"]["bn_sparsity"]["s"] > 0
     summary = json.loads((tmp_path / "j" / "report.json").read_text())
-    assert [row["model"] for row in summary["rows"]] == [
+    assert [row["label"] for row in summary["rows"]] == [
         "sparsity-trained, before pruning", "pruned, before fine-tuning", "Slimming+Zebra"]

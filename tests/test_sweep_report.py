@@ -46,13 +46,14 @@ def swept(tmp_path_factory):
 def test_sweep_rows_and_resume(swept, monkeypatch):
     run_dir, args = swept
     rows = json.loads((run_dir / "sweep.json").read_text())["rows"]
-    assert [row["point"] for row in rows] == [
+    assert [row["label"] for row in rows] == [
         "dense", "zebra,zebra.block_size=2", "zebra,zebra.block_size=map",
         "l1,zebra.lam=0.05",  # l1 fixes its block size; its lam axis is its own
         "slim-zebra,zebra.block_size=2", "slim-zebra,zebra.block_size=map", "zebra,zebra.lam=0.05"]
     for row in rows:
         assert 0 <= row["top1"] <= 1 and set(row["reduction"]) == {"dense", "zvc", "zebra", "zebra_zvc"}
-        assert "layer1.0.relu" in row["layers"] and 0 <= row["layers"]["layer1.0.relu"]["block_density"] <= 1
+        layers = {layer["name"]: layer for layer in row["traffic"]["layers"]}
+        assert "layer1.0.relu" in layers and 0 <= layers["layer1.0.relu"]["block_density"] <= 1
     assert rows[-2]["reduction"]["dense"] > 0.05  # the slimmed model's smaller maps
     csv_lines = (run_dir / "sweep.csv").read_text().splitlines()
     assert csv_lines[0].startswith("point,method,zebra.block_size,zebra.lam,top1") and len(csv_lines) == 8

@@ -1,8 +1,12 @@
-"""The ``zebra`` command line: train, eval and run. Bad input is one line on stderr, never a traceback."""
+"""The ``zebra`` command line: train, eval, run, slim, prune, export, sweep and report.
+
+Bad input is one line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -16,13 +20,14 @@ from .data import DatasetError
 from .engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
 from .engine import distributed
 from .engine.config import PRESETS, parse_assignment
+from .engine.exporting import checkpoint_maps, export_checkpoint
 from .engine.run import new_run_dir, run_experiment
-from .engine.exporting import export_checkpoint
 from .engine.slimming import FLOWS, prune_checkpoint, run_slim
-from .engine.sweep import METHODS, run_sweep
+from .engine.sweep import run_sweep
+from .engine.trainer import build_data, resolve_device
 from .reports.html import build_report
 from .reports.summary import ReportError
-from .engine.trainer import build_data, resolve_device
+from .results import METHODS, SWEEP_METHODS
 
 
 def _config(args: argparse.Namespace):
@@ -50,8 +55,8 @@ def _train(args: argparse.Namespace) -> int:
 def _torchrun(args: argparse.Namespace) -> int:
     """``zebra train --nproc N ...`` = ``torchrun --standalone --nproc-per-node N -m torchzebra.cli train ...``."""
     argv = list(args.argv)
-    index = argv.index("--nproc")
-    del argv[index:index + 2]
+    index = next(i for i, arg in enumerate(argv) if arg == "--nproc" or arg.startswith("--nproc="))
+    del argv[index:index + (1 if "=" in argv[index] else 2)]
     if args.run_dir is None:
         argv += ["--run-dir", str(new_run_dir())]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
@@ -114,13 +119,14 @@ def _sweep(args: argparse.Namespace) -> int:
         overrides.append(f"sweep.methods={json.dumps(args.methods)}")
     config = load_config(args.preset, args.config, overrides)
     run_dir = args.run_dir or new_run_dir()
-    summary = run_sweep(config, run_dir, progress=not args.quiet)
-    print(f"{len(summary['rows'])} rows: {Path(run_dir) / 'sweep.csv'} and sweep.json")
+    result = run_sweep(config, run_dir, progress=not args.quiet)
+    print(f"{len(result.rows)} rows: {Path(run_dir) / 'sweep.csv'} and sweep.json")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    result = build_report(args.run_dirs, args.out, args.images, not args.no_pictures, args.budget)
+    capture = None if args.no_pictures else functools.partial(checkpoint_maps, images=args.images)
+    result = build_report(args.run_dirs, args.out, budget_points=args.budget, capture=capture)
     print(f"{result['points']} points -> {args.out / 'report.html'} and report.md ({', '.join(result['figures'])})")
     return 0
 
@@ -232,9 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--grid", action="append", default=[], metavar="KEY=[V1, V2]",
                    help="a grid axis, e.g. --grid 'zebra.block_size=[1, 2, 4, 8, map]' (repeatable; or sweep.grid "
                         "in the config)")
-    w.add_argument("--methods", nargs="+", choices=list(METHODS),
-                   help="zebra (fine-tuned from the baseline), zebra-scratch, l1 (element-wise L1 activation "
-                        "regularisation + ZVC), slim, slim-zebra")
+    w.add_argument("--methods", nargs="+", choices=SWEEP_METHODS,
+                   help="; ".join(f"{name}: {METHODS[name].description}" for name in SWEEP_METHODS))
     w.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>); reuse it to continue")
     w.set_defaults(handler=_sweep)
 

@@ -34,10 +34,6 @@ class Header:
     payload_bytes: int
     payload_crc: int
 
-    @property
-    def table_bytes(self) -> int:
-        return 4 * self.scales + 8 * self.shape[0]
-
     def pack(self, tables: bytes) -> bytes:
         """The header bytes; its CRC covers the fixed fields and ``tables``."""
         flags = SIGNED * self.signed | PER_CHANNEL * self.per_channel | BATCHED * self.batched

@@ -13,7 +13,7 @@ from ..core import BlockSize, validate_block_size, validate_format
 from . import bitstream
 from .layout import (BATCHED, FORMAT_CODES, HEADER, MAGIC, PER_CHANNEL, SIGNED, VERSION, Header, block_sizes,
                      from_block_major, occupied_blocks, to_block_major)
-from .quant import dequantize, level_dtype, level_range, quantize
+from .quant import WIDTHS, dequantize, level_dtype, level_range, quantize
 
 MAX_ELEMENTS = 1 << 31  # decode refuses to allocate more unless asked (a zero map needs very few bytes)
 _FORMATS = {code: name for name, code in FORMAT_CODES.items()}
@@ -102,7 +102,7 @@ def _read_header(buf: bytes) -> tuple[Header, np.ndarray, np.ndarray, int]:
         raise StreamError(f"stream truncated: {len(buf)} bytes, its header and tables need {table_end}")
     if zlib.crc32(buf[HEADER.size:table_end], zlib.crc32(buf[:HEADER.size - 4])) != header_crc:
         raise StreamError("stream header corrupted: its CRC-32 does not match")
-    if code not in _FORMATS or bits not in (8, 16, 32) or flags & ~(SIGNED | PER_CHANNEL | BATCHED):
+    if code not in _FORMATS or bits not in WIDTHS or flags & ~(SIGNED | PER_CHANNEL | BATCHED):
         raise StreamError(f"invalid header fields: format code {code}, bits {bits}, flags {flags:#x}")
     if min(n, c, h, w) < 1 or (not flags & BATCHED and n != 1):
         raise StreamError(f"invalid shape N={n} C={c} H={h} W={w} in the header")

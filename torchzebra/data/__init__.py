@@ -4,8 +4,8 @@ from .cifar import CIFAR
 from .errors import DatasetError
 from .fashion_mnist import FashionMNIST
 from .images import image_folder, tiny_imagenet
-from .registry import NAMES, DataSpec, build_datasets
+from .registry import NAMES, DataSection, DataSpec, build_datasets
 from .synthetic import Synthetic
 
-__all__ = ["CIFAR", "NAMES", "DataSpec", "DatasetError", "FashionMNIST", "Synthetic", "build_datasets",
+__all__ = ["CIFAR", "NAMES", "DataSection", "DataSpec", "DatasetError", "FashionMNIST", "Synthetic", "build_datasets",
            "image_folder", "tiny_imagenet"]

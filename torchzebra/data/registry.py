@@ -29,6 +29,24 @@ class DataSpec:
     size: int
 
 
+@dataclass
+class DataSection:
+    """The ``data`` section of a run: which data set, where, at what size, and how it is batched."""
+
+    name: str = "fashion-mnist"
+    root: str | None = None
+    size: int | None = None
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    workers: int = 0
+    augment: bool = True
+    train_subset: int | None = None
+    test_subset: int | None = None
+    classes: int = 10  # synthetic only
+    channels: int = 3  # synthetic only
+    length: int = 1024  # synthetic only
+
+
 def _transforms(stats, size: int, augment: bool, pad: int, resize: bool) -> tuple[v2.Transform, v2.Transform]:
     mean, std = stats
     normalise = v2.Normalize(mean, std)
@@ -38,28 +56,22 @@ def _transforms(stats, size: int, augment: bool, pad: int, resize: bool) -> tupl
 
 
 def _subset(dataset: Dataset, count: int | None, seed: int) -> Dataset:
+    """``count`` items picked at random (fixed by ``seed``); None or 0 keeps the data set whole."""
     if not count or count >= len(dataset):
         return dataset
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     return Subset(dataset, order[:count].tolist())
 
 
-def build_datasets(
-    name: str,
-    root: str | Path | None = None,
-    size: int | None = None,
-    augment: bool = True,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
-    seed: int = 0,
-    classes: int = 10,
-    channels: int = 3,
-    length: int = 1024,
-) -> tuple[Dataset, Dataset, DataSpec]:
-    """(train split, test split, spec) of data set ``name`` read from ``root``; nothing is downloaded.
+def build_datasets(section: DataSection, seed: int = 0) -> tuple[Dataset, Dataset, DataSpec]:
+    """(train split, test split, spec) of the data set ``section`` names, read from its root; nothing is
+    downloaded. ``seed`` picks the subsets; ``classes``, ``channels`` and ``length`` shape ``synthetic`` only."""
+    train, test, spec = _splits(section, seed)
+    return _subset(train, section.train_subset, seed), _subset(test, section.test_subset, seed + 1), spec
 
-    ``classes``, ``channels`` and ``length`` shape the ``synthetic`` data set only.
-    """
+
+def _splits(section: DataSection, seed: int) -> tuple[Dataset, Dataset, DataSpec]:
+    name, root, size, augment = section.name, section.root, section.size, section.augment
     if name == "fashion-mnist":
         size = size or 32
         train_tf, test_tf = _transforms((fashion_mnist.MEAN, fashion_mnist.STD), size, augment, 2, False)
@@ -86,9 +98,10 @@ def build_datasets(
         spec = DataSpec(name, len(train.classes), 3, size)
     elif name == "synthetic":
         size = size or 32
-        train = Synthetic(length, (channels, size, size), classes, seed)
-        test = Synthetic(max(length // 4, 1), (channels, size, size), classes, seed + 1)
-        spec = DataSpec(name, classes, channels, size)
+        shape = (section.channels, size, size)
+        train = Synthetic(section.length, shape, section.classes, seed)
+        test = Synthetic(max(section.length // 4, 1), shape, section.classes, seed + 1)
+        spec = DataSpec(name, section.classes, section.channels, size)
     else:
         raise DatasetError(f"data set {name!r} is unknown: use one of {', '.join(NAMES)}")
-    return _subset(train, train_subset, seed), _subset(test, test_subset, seed + 1), spec
+    return train, test, spec

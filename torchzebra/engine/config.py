@@ -6,7 +6,10 @@ config never passes silently.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,6 +18,9 @@ from typing import Any
 import yaml
 
 from .._io import atomic_write_text
+from ..calibrate import validate_density
+from ..config import ZebraConfig
+from ..data import DataSection
 
 PRESETS = ("quick", "paper")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -28,22 +34,6 @@ class ConfigError(ValueError):
 class ModelSection:
     name: str = "resnet18"
     options: dict[str, Any] = field(default_factory=dict)  # e.g. width, stem
-
-
-@dataclass
-class DataSection:
-    name: str = "fashion-mnist"
-    root: str | None = None
-    size: int | None = None
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    workers: int = 0
-    augment: bool = True
-    train_subset: int | None = None
-    test_subset: int | None = None
-    classes: int = 10  # synthetic only
-    channels: int = 3  # synthetic only
-    length: int = 1024  # synthetic only
 
 
 @dataclass
@@ -61,22 +51,32 @@ class OptimSection:
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
 
 
-@dataclass
-class ZebraSection:
+@dataclass(frozen=True)
+class ZebraSection(ZebraConfig):
+    """The ``zebra`` section: every ``ZebraConfig`` setting (what ``prepare`` instruments and how) plus how
+    training uses it. ``layer_config`` is the one mapping from this section to ``prepare``'s config."""
+
     enabled: bool = False
     lam: float = 0.0  # weight of zero_block_loss
     lam_epochs: list[float] | None = None  # per-epoch lambda (the last value repeats); overrides lam
     warmup_steps: int = 0  # lambda ramps linearly from 0 over these steps
-    penalty: str = "group_lasso"
-    block_size: Any = 4
-    score: str = "mean"
-    threshold: Any = 0.0
-    include: list[str] = field(default_factory=lambda: ["*"])
-    exclude: list[str] = field(default_factory=list)
-    density: Any = None  # threshold policy: None keeps the fixed thresholds; a fraction of blocks to keep
-    # (or {pattern: fraction}) calibrates every layer's threshold to it during training
+    density: float | dict[str, float] | None = None  # threshold policy: None keeps the fixed thresholds; a fraction
+    # of blocks to keep (or {pattern: fraction}) calibrates every layer's threshold to it during training
     density_ramp_steps: int = 0  # the kept fraction falls from 1 to `density` over these steps (cubic)
     calibrate_every: int = 0  # recalibrate every N steps (0: at the start of each epoch only)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.density is not None:
+            for pattern, value in (self.density.items() if isinstance(self.density, dict) else [("*", self.density)]):
+                validate_density(value, f"density[{pattern!r}]")
+        if self.lam_epochs is not None and not self.lam_epochs:
+            raise ValueError("lam_epochs=[] is invalid: use a list of numbers, one per epoch")
+
+    def layer_config(self, enabled: bool) -> ZebraConfig:
+        """The ZebraConfig of ``prepare``; with Zebra off every site is inactive (measured only)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ZebraConfig)}
+        return ZebraConfig(**{**values, "include": values["include"] if enabled else ()})
 
 
 @dataclass
@@ -93,7 +93,7 @@ class SlimSection:
 class SweepSection:
     """``zebra sweep``: every method fine-tuned at every point of the grid (the product of its value lists)."""
 
-    methods: list[str] = field(default_factory=lambda: ["zebra"])  # zebra | zebra-scratch | l1 | slim | slim-zebra
+    methods: list[str] = field(default_factory=lambda: ["zebra"])  # names of SWEEP_METHODS
     grid: dict[str, Any] = field(default_factory=dict)  # {"zebra.lam": [0.01, 0.02], "zebra.block_size": [2, 4]}
     points: list[dict[str, Any]] = field(default_factory=list)  # extra points: [{"method": "zebra", "zebra.lam": 0.1}]
 
@@ -112,37 +112,81 @@ class RunConfig:
     sweep: SweepSection = field(default_factory=SweepSection)
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain nested dict (YAML/JSON-ready) that ``from_dict`` reads back."""
-        return dataclasses.asdict(self)
+        """A plain nested dict (YAML/JSON-ready: tuples become lists) that ``from_dict`` reads back."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _build(cls, values: Any, path: str):
+    """An instance of the section class ``cls`` from a mapping: unknown keys and values of the wrong type
+    are a ConfigError naming the key; the section's own validation errors too."""
     if not isinstance(values, dict):
         raise ConfigError(f"{path or 'the config'} must be a mapping, got {values!r}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(known))
     if unknown:
         where = f"in {path} " if path else ""
         raise ConfigError(f"unknown setting(s) {where}{unknown}: known settings are {sorted(known)}")
     kwargs = {}
-    defaults = cls()
     for key, value in values.items():
-        default, where = getattr(defaults, key), f"{path}.{key}" if path else key
-        if dataclasses.is_dataclass(default):
-            value = _build(type(default), value, where)
-        elif known[key].type != "Any":  # Any fields (block_size, threshold, density) are checked by _validate
-            _check_type(default, value, where)
+        where = f"{path}.{key}" if path else key
+        if dataclasses.is_dataclass(hints[key]):
+            value = _build(hints[key], value, where)
+        elif not matches(value, hints[key]):
+            raise ConfigError(f"{where}={value!r} is invalid: expected {describe(hints[key])}")
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as error:
+        raise ConfigError(f"{path}: {error}" if path else str(error)) from error
 
 
-def _check_type(default: Any, value: Any, where: str) -> None:
-    """Values must have their default's type (an int is a valid float); None defaults accept anything."""
-    expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list,), dict: (dict,)}
-    allowed = expected.get(type(default))
-    if allowed is None or (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
-        if allowed is not None:
-            raise ConfigError(f"{where}={value!r} is invalid: expected a {type(default).__name__} like {default!r}")
+def matches(value: Any, hint: Any) -> bool:
+    """Whether a plain (YAML) value fits the type annotation ``hint`` (an int is a valid float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, arm) for arm in args)
+    if hint is type(None) or hint is None:
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple)) and all(matches(item, args[0] if args else Any) for item in value)
+    if origin in (dict, collections.abc.Mapping):
+        key_type, value_type = args or (Any, Any)
+        return isinstance(value, dict) and all(matches(k, key_type) and matches(v, value_type) for k, v in value.items())
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def describe(hint: Any) -> str:
+    """An annotation in words: ``int | None`` -> ``an int or null``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe(arm) for arm in args)
+    if hint is type(None) or hint is None:
+        return "null"
+    if origin is typing.Literal:
+        return " or ".join(repr(arg) for arg in args)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return f"a list (each item {describe(args[0])})" if args else "a list"
+    if origin in (dict, collections.abc.Mapping):
+        return f"a mapping of {describe(args[0])} to {describe(args[1])}" if args else "a mapping"
+    names = {bool: "a bool (true/false)", int: "an int", float: "a number", str: "a string", Any: "any value"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
@@ -154,23 +198,6 @@ def from_dict(values: dict[str, Any]) -> RunConfig:
 
 def _validate(config: RunConfig) -> None:
     """Check the values that only deep code would otherwise reject, so a typo fails at start-up."""
-    from .. import ZebraConfig  # the core's own validation of block sizes, scores, thresholds, penalties
-    from ..calibrate import validate_density
-
-    z = config.zebra
-    try:
-        ZebraConfig(block_size=z.block_size, score=z.score, threshold=z.threshold, penalty=z.penalty,
-                    include=tuple(z.include), exclude=tuple(z.exclude))
-        if z.density is not None:
-            for pattern, value in (z.density.items() if isinstance(z.density, dict) else [("*", z.density)]):
-                validate_density(value, f"zebra.density[{pattern!r}]")
-    except ValueError as error:
-        raise ConfigError(f"zebra: {error}") from error
-    if z.lam_epochs is not None and (
-        not isinstance(z.lam_epochs, list) or not z.lam_epochs
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in z.lam_epochs)
-    ):
-        raise ConfigError(f"zebra.lam_epochs={z.lam_epochs!r} is invalid: use a list of numbers, one per epoch")
     from ..slim import validate_min_channels, validate_ratio
 
     try:

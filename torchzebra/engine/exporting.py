@@ -11,10 +11,11 @@ import torch
 from .. import codec
 from .._io import atomic_write_text
 from ..core import validate_format
-from ..export import conv_layers, density_yaml, export_maps, topology_csv
 from ..data import DataSpec
+from ..export import capture_maps, conv_layers, density_yaml, export_maps, topology_csv
+from ..nn import zebra_layers
 from .checkpoint import load_checkpoint
-from .trainer import build_data, evaluate, example_inputs, rebuild, resolve_device
+from .trainer import build_data, evaluate, example_inputs, load_trained, rebuild, resolve_device
 
 
 def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[int] | tuple[int, ...] = (0, 1, 2, 3),
@@ -45,3 +46,13 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[i
     batch = torch.stack([test_set[i][0] for i in images])
     manifest = export_maps(model, batch, folder / "maps", fmt, bits, per_channel)
     return {"topology": len(layers), "layers": len(report.layers), "maps": manifest, "folder": str(folder)}
+
+
+def checkpoint_maps(checkpoint: str | Path, images: int = 3) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]],
+                                                                     dict[str, Any]]:
+    """Every call site's maps before and after its mask for the first ``images`` test images of the
+    checkpoint's data (on the CPU), and each site's block size: what the report draws as zebra stripes."""
+    model, config = load_trained(checkpoint, ["device=cpu"])
+    _, test_set, _ = build_data(config)
+    batch = torch.stack([test_set[i][0] for i in range(min(images, len(test_set)))])
+    return capture_maps(model, batch), {site: layer.block_size for site, layer in zebra_layers(model)}

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .._io import atomic_write_text
-from ..reports.compare import comparison_markdown, comparison_rows
+from ..measure import TrafficReport
+from ..results import CHECKPOINT, METHODS, REPORT, Machine, ModelRow, RunInfo, RunResult, model_row, write_result
+from ..results.tables import run_markdown
 from .config import RunConfig, save_config
-from .trainer import CHECKPOINT, train
-
-
-def machine(device: torch.device | str) -> dict[str, Any]:
-    """Where a result was measured: platform, CPU threads, torch version and device (for every summary)."""
-    return {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
-            "device": str(device)}
+from .trainer import TrainResult, resolve_device, train
 
 
 def new_run_dir(root: str | Path = "runs") -> Path:
@@ -34,9 +26,28 @@ def new_run_dir(root: str | Path = "runs") -> Path:
     return path
 
 
-def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def stage_row(method: str, stage: TrainResult, reference: TrafficReport, **extra: Any) -> ModelRow:
+    """The result row of a trained stage, labelled with its method's title."""
+    return model_row(METHODS[method].title, method, stage.report, reference, seconds=stage.seconds,
+                     folder=stage.run_dir, **extra)
+
+
+def publish(run_dir: Path, result: RunResult, markdown: str) -> RunResult:
+    """Write ``report.json`` and ``report.md`` of a run folder and print the Markdown."""
+    write_result(run_dir / REPORT, result)
+    atomic_write_text(run_dir / "report.md", markdown)
+    print(markdown, flush=True)
+    return result
+
+
+def run_info(command: str, config: RunConfig, started: float) -> RunInfo:
+    """The command/machine/wall-time line of a run that started at ``started`` (``time.perf_counter``)."""
+    return RunInfo(command, Machine.here(resolve_device(config.device)), time.perf_counter() - started)
+
+
+def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
     """Train the baseline (``config.train``, Zebra off), fine-tune it with Zebra (``config.finetune``),
-    then write ``report.md`` and ``report.json`` in ``run_dir``. Returns the JSON-ready summary."""
+    then write ``report.md`` and ``report.json`` in ``run_dir``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
@@ -46,18 +57,6 @@ def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False,
     print(f"[2/2] Zebra fine-tune from the baseline: {config.finetune.epochs} epochs -> {run_dir / 'zebra'}", flush=True)
     zebra = train(config, run_dir / "zebra", stage=config.finetune, zebra=True,
                   init=run_dir / "baseline" / CHECKPOINT, resume=resume, progress=progress)
-    seconds = time.perf_counter() - started
-    summary = {
-        "command": "zebra run",
-        "config": config.to_dict(),
-        "machine": machine(next(zebra.model.parameters()).device),
-        "wall_seconds": seconds,
-        "rows": comparison_rows({"dense baseline": baseline.report, "Zebra": zebra.report}, "dense baseline"),
-        "baseline": baseline.report.to_dict(),
-        "zebra": zebra.report.to_dict(),
-    }
-    markdown = comparison_markdown(summary, baseline.report, zebra.report)
-    atomic_write_text(run_dir / "report.json", json.dumps(summary, indent=2))
-    atomic_write_text(run_dir / "report.md", markdown)
-    print(markdown, flush=True)
-    return summary
+    rows = (stage_row("dense", baseline, baseline.report), stage_row("zebra", zebra, baseline.report))
+    result = RunResult("run", run_info("zebra run", config, started), config.to_dict(), rows[0].label, rows)
+    return publish(run_dir, result, run_markdown(result))

@@ -3,27 +3,29 @@ without Zebra), and the four-way comparison baseline / Slimming / Zebra / Slimmi
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
 
 from .. import slim
-from .._io import atomic_write_text
 from ..cost import model_cost
 from ..data import DataSpec
-from ..reports.compare import comparison_rows, rows_markdown, run_line, shapes_markdown
+from ..measure import TrafficReport
+from ..results import CHECKPOINT, METHODS, RunResult, model_row
+from ..results.tables import slim_markdown
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig, save_config
-from .run import machine
-from .trainer import CHECKPOINT, TrainResult, build_data, evaluate, example_inputs, rebuild, resolve_device, train
+from .extensions import slimming
+from .run import publish, run_info, stage_row
+from .trainer import TrainResult, build_data, evaluate, example_inputs, rebuild, resolve_device, train
 
-FLOWS = ("slim", "slim-zebra", "joint", "compare")
+# Each flow's fine-tuned methods (after sparsity training and pruning); `compare` trains the baseline and Zebra first.
+FLOWS = {"slim": ("slim",), "slim-zebra": ("slim-zebra",), "joint": ("slim-zebra",), "compare": ("slim", "slim-zebra")}
+FOLDERS = {"dense": "baseline", "zebra": "zebra", "slim-sparse": "sparse", "slim": "slim", "slim-zebra": "slim-zebra"}
 PRUNED = "pruned.pt"
-SPARSE = "sparsity-trained, before pruning"
-PRUNED_ROW = "pruned, before fine-tuning"
 
 
 def prune_checkpoint(source: str | Path, target: str | Path | None,
@@ -49,8 +51,30 @@ def prune_checkpoint(source: str | Path, target: str | Path | None,
     return plan
 
 
+@dataclass
+class _Stages:
+    """Numbered, announced training stages of one flow in one run folder."""
+
+    config: RunConfig
+    run_dir: Path
+    resume: bool
+    progress: bool
+    total: int
+    number: int = 0
+
+    def announce(self, title: str) -> None:
+        self.number += 1
+        print(f"[{self.number}/{self.total}] {title}", flush=True)
+
+    def train(self, method: str, title: str, **kwargs: Any) -> TrainResult:
+        folder = self.run_dir / FOLDERS[method]
+        stage = kwargs["stage"]
+        self.announce(f"{title}: {stage.epochs} epochs -> {folder}")
+        return train(self.config, folder, resume=self.resume, progress=self.progress, **kwargs)
+
+
 def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume: bool = False,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True) -> RunResult:
     """Run one Network Slimming flow into ``run_dir`` and write ``report.md``/``report.json``.
 
     ``slim``: sparsity-train (``train`` section, ``slim.s``), prune (``slim.ratio``), fine-tune
@@ -64,113 +88,54 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
-    steps = _steps(flow)
-    total = len(steps) + 2 + ("baseline" in steps)  # the baseline step is two stages; sparsity and pruning two more
-    results: dict[str, TrainResult] = {}
-
-    def stage(number: int, title: str) -> None:
-        print(f"[{number}/{total}] {title}", flush=True)
-
-    number = 0
-    if "baseline" in steps:
-        number += 1
-        stage(number, f"dense baseline: {config.train.epochs} epochs -> {run_dir / 'baseline'}")
-        results["dense baseline"] = train(config, run_dir / "baseline", stage=config.train, zebra=False, resume=resume,
-                                          progress=progress)
-        number += 1
-        stage(number, f"Zebra fine-tune from the baseline: {config.finetune.epochs} epochs -> {run_dir / 'zebra'}")
-        results["Zebra"] = train(config, run_dir / "zebra", stage=config.finetune, zebra=True,
-                                 init=run_dir / "baseline" / CHECKPOINT, resume=resume, progress=progress)
-    number += 1
+    compare = flow == "compare"
+    stages = _Stages(config, run_dir, resume, progress, 2 * compare + 2 + len(FLOWS[flow]))
+    trained: dict[str, TrainResult] = {}
+    if compare:
+        trained["dense"] = stages.train("dense", "dense baseline", stage=config.train, zebra=False)
+        trained["zebra"] = stages.train("zebra", "Zebra fine-tune from the baseline", stage=config.finetune, zebra=True,
+                                        init=run_dir / FOLDERS["dense"] / CHECKPOINT)
     joint = flow == "joint"
-    stage(number, f"sparsity training (s={config.slim.s:g}{', with Zebra' if joint else ''}): "
-                  f"{config.train.epochs} epochs -> {run_dir / 'sparse'}")
-    sparse = train(config, run_dir / "sparse", stage=config.train, zebra=joint, sparsity=config.slim.s, resume=resume,
-                   progress=progress)
-    number += 1
+    trained["slim-sparse"] = stages.train(
+        "slim-sparse", f"sparsity training (s={config.slim.s:g}{', with Zebra' if joint else ''})", stage=config.train,
+        zebra=joint, extensions=slimming(config))
     pruned_path = run_dir / PRUNED
-    stage(number, f"prune {config.slim.ratio:.0%} of the channels -> {pruned_path}")
+    stages.announce(f"prune {config.slim.ratio:.0%} of the channels -> {pruned_path}")
     if not (resume and pruned_path.exists()):
-        print(prune_checkpoint(run_dir / "sparse" / CHECKPOINT, pruned_path), flush=True)
-    pruned_model, pruned_report, spec = _evaluate_checkpoint(pruned_path, progress)
-    for name in ("Slimming", "Slimming+Zebra"):
-        if name in steps:
-            zebra = name == "Slimming+Zebra"
-            folder = run_dir / ("slim-zebra" if zebra else "slim")
-            number += 1
-            stage(number, f"fine-tune the pruned model{' with Zebra' if zebra else ''}: {config.finetune.epochs} "
-                          f"epochs -> {folder}")
-            results[name] = train(config, folder, stage=config.finetune, zebra=zebra, init=pruned_path, resume=resume,
-                                  progress=progress)
-    baseline = results.pop("dense baseline", None)
-    zebra_result = results.pop("Zebra", None)
-    trained = {
-        **({"dense baseline": baseline} if baseline else {}), **({"Zebra": zebra_result} if zebra_result else {}),
-        SPARSE: sparse, **results,
-    }
-    models = {name: result.model for name, result in trained.items()}
-    reports = {name: result.report for name, result in trained.items()}
-    models[PRUNED_ROW], reports[PRUNED_ROW] = pruned_model, pruned_report
-    order = ("dense baseline", "Zebra", SPARSE, PRUNED_ROW, "Slimming", "Slimming+Zebra")
-    reports = {name: reports[name] for name in order if name in reports}
-    reference = "dense baseline" if baseline else SPARSE
+        print(prune_checkpoint(run_dir / FOLDERS["slim-sparse"] / CHECKPOINT, pruned_path), flush=True)
+    pruned = _evaluate_checkpoint(pruned_path, progress)
+    for method in FLOWS[flow]:
+        zebra = METHODS[method].zebra
+        trained[method] = stages.train(method, f"fine-tune the pruned model{' with Zebra' if zebra else ''}",
+                                       stage=config.finetune, zebra=zebra, init=pruned_path)
+    result = _result(config, flow, trained, pruned, run_info(f"zebra slim --flow {flow}", config, started))
+    return publish(run_dir, result, slim_markdown(result, flow))
+
+
+def _result(config: RunConfig, flow: str, trained: dict[str, TrainResult], pruned: tuple[nn.Module, TrafficReport, DataSpec],
+            info) -> RunResult:
+    """The flow's rows (baseline, Zebra, sparsity-trained, pruned, fine-tuned), with parameters and MACs, every
+    reduction against the dense baseline (or, without one, the sparsity-trained model)."""
+    pruned_model, pruned_report, spec = pruned
+    reference = trained["dense" if "dense" in trained else "slim-sparse"].report
     inputs = example_inputs(spec)
-    costs = {name: model_cost(model, inputs) for name, model in models.items()}
-    summary = {
-        "command": f"zebra slim --flow {flow}",
-        "flow": flow,
-        "config": config.to_dict(),
-        "machine": machine(resolve_device(config.device)),
-        "wall_seconds": time.perf_counter() - started,
-        "reference": reference,
-        "rows": comparison_rows(reports, reference, costs),
-        "reports": {name: report.to_dict() for name, report in reports.items()},
-    }
-    markdown = _markdown(summary, reports)
-    atomic_write_text(run_dir / "report.json", json.dumps(summary, indent=2))
-    atomic_write_text(run_dir / "report.md", markdown)
-    print(markdown, flush=True)
-    return summary
+    rows = []
+    for method in ("dense", "zebra", "slim-sparse", "slim-pruned", "slim", "slim-zebra"):
+        if method == "slim-pruned":
+            cost = model_cost(pruned_model, inputs)
+            rows.append(model_row(METHODS[method].title, method, pruned_report, reference, params=cost.params,
+                                  macs=cost.macs))
+        elif method in trained:
+            cost = model_cost(trained[method].model, inputs)
+            rows.append(stage_row(method, trained[method], reference, params=cost.params, macs=cost.macs))
+    label = METHODS["dense" if "dense" in trained else "slim-sparse"].title
+    return RunResult("slim", info, config.to_dict(), label, tuple(rows))
 
 
-def _steps(flow: str) -> tuple[str, ...]:
-    return {
-        "slim": ("Slimming",),
-        "slim-zebra": ("Slimming+Zebra",),
-        "joint": ("Slimming+Zebra",),
-        "compare": ("baseline", "Slimming", "Slimming+Zebra"),
-    }[flow]
-
-
-def _evaluate_checkpoint(path: Path, progress: bool):
+def _evaluate_checkpoint(path: Path, progress: bool) -> tuple[nn.Module, TrafficReport, DataSpec]:
     """(model, report on its test split, data spec) of a checkpoint."""
     payload = load_checkpoint(path)
     model, config = rebuild(payload, origin=f"checkpoint {path}")
     device = resolve_device(config.device)
     _, test_set, _ = build_data(config)
     return model, evaluate(model.to(device), test_set, config, device, progress), DataSpec(**payload["spec"])
-
-
-def _markdown(summary: dict[str, Any], reports) -> str:
-    config, s = summary["config"], summary["config"]["slim"]
-    return "\n".join([
-        f"# torchzebra Network Slimming — flow `{summary['flow']}`",
-        "",
-        run_line(summary),
-        "",
-        f"Model {config['model']['name']} {config['model']['options']} on {config['data']['name']}. Slimming: "
-        f"sparsity s={s['s']:g} on every BatchNorm scale for {config['train']['epochs']} epochs, {s['ratio']:.0%} of "
-        f"the BatchNorm channels removed (global |gamma| threshold, coupled residual channels together, at least "
-        f"{s['min_channels']} channel(s) per layer), fine-tuned {config['finetune']['epochs']} epochs. Zebra block "
-        f"{config['zebra']['block_size']}, density {config['zebra']['density']}. {config['bits']}-bit data, metadata "
-        f"counted, one write plus one read per consumer. Every reduction is against the dense traffic of "
-        f"'{summary['reference']}' (the slimmed models' smaller maps count as they are).",
-        "",
-        rows_markdown(summary["rows"]),
-        "",
-        "## Per layer: map shapes and Zebra+ZVC traffic (reduction of the reference layer's dense bytes)",
-        "",
-        shapes_markdown({name: report for name, report in reports.items()
-                         if name == summary["reference"] or name not in (SPARSE, PRUNED_ROW)}, summary["reference"]),
-        "",
-    ])

@@ -7,7 +7,6 @@ and the Zebra model get their accuracy and traffic from the same evaluation code
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,19 +18,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from .. import ZebraConfig, calibrate, measure, prepare, slim, zero_block_loss
-from .._io import atomic_write_text
+from .. import slim
+from ..core import COMPRESSED
 from ..data import DataSpec, build_datasets
-from ..measure import TrafficReport
+from ..measure import TrafficReport, measure
 from ..models import build_model
+from ..nn import prepare
+from ..results import CHECKPOINT, REPORT, Machine, RunInfo, RunResult, model_row, write_result
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
-from .config import (ConfigError, OptimSection, RunConfig, ZebraSection, apply_override, from_dict, same_settings,
-                     save_config)
+from .config import ConfigError, OptimSection, RunConfig, apply_override, from_dict, same_settings, save_config
+from .extensions import Extension, TrainRun, zebra_extensions
 from .metrics import MetricsLog
 from .optim import build_optimizer, build_scheduler
-
-CHECKPOINT = "last.pt"
 
 
 class TrainingError(RuntimeError):
@@ -62,20 +61,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def zebra_config(section: ZebraSection, enabled: bool) -> ZebraConfig:
-    """The ZebraConfig of a run; with Zebra off every site is inactive (measured only)."""
-    return ZebraConfig(
-        block_size=section.block_size, score=section.score, threshold=section.threshold,
-        penalty=section.penalty, include=tuple(section.include) if enabled else (),
-        exclude=tuple(section.exclude),
-    )
-
-
 def build_data(config: RunConfig) -> tuple[Any, Any, DataSpec]:
     """(train set, test set, spec) of the run's data section."""
-    d = config.data
-    return build_datasets(d.name, d.root, d.size, d.augment, d.train_subset, d.test_subset, config.seed,
-                          d.classes, d.channels, d.length)
+    return build_datasets(config.data, config.seed)
 
 
 def example_inputs(spec: DataSpec) -> torch.Tensor:
@@ -89,7 +77,7 @@ def build_prepared_model(config: RunConfig, spec: DataSpec, zebra: bool, structu
     model = build_model(config.model.name, spec.classes, spec.channels, **config.model.options)
     if structure:
         slim.restructure(model, structure, example_inputs(spec))
-    return prepare(model, zebra_config(config.zebra, zebra))
+    return prepare(model, config.zebra.layer_config(zebra))
 
 
 def _loader(dataset, batch_size: int, workers: int, device: torch.device, shuffle: bool, seed: int,
@@ -116,21 +104,6 @@ def evaluate(model: nn.Module, dataset, config: RunConfig, device: torch.device,
     return distributed.reduce_report(report, world, device)
 
 
-def _lambda(section: ZebraSection, epoch: int, step: int) -> float:
-    base = section.lam_epochs[min(epoch, len(section.lam_epochs) - 1)] if section.lam_epochs else section.lam
-    ramp = min(1.0, (step + 1) / section.warmup_steps) if section.warmup_steps else 1.0
-    return base * ramp
-
-
-def _density(section: ZebraSection, step: int) -> float | dict[str, float]:
-    """The kept-block fraction at global ``step``: cubic ramp from 1 to the target (Zhu & Gupta 2017)."""
-    left = max(0.0, 1.0 - step / section.density_ramp_steps) if section.density_ramp_steps else 0.0
-    ramp = lambda target: target + (1.0 - target) * left**3  # noqa: E731
-    if isinstance(section.density, dict):
-        return {pattern: ramp(value) for pattern, value in section.density.items()}
-    return ramp(section.density)
-
-
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -152,93 +125,127 @@ def train(
     zebra: bool | None = None,
     init: str | Path | None = None,
     resume: bool = False,
-    sparsity: float = 0.0,
+    extensions: list[Extension] | tuple[Extension, ...] = (),
     progress: bool = True,
 ) -> TrainResult:
     """Train one stage (``stage``, default ``config.train``) into ``run_dir``; evaluate after every epoch.
 
-    ``zebra`` defaults to ``config.zebra.enabled``. ``init`` fine-tunes from a checkpoint's weights (and
-    takes its pruned shapes); ``resume`` continues from ``run_dir/last.pt`` exactly where it stopped.
-    ``sparsity`` > 0 adds Network Slimming's L1 subgradient on BatchNorm scales at every step.
+    ``zebra`` defaults to ``config.zebra.enabled`` and adds Zebra's extensions (calibration, penalty);
+    ``extensions`` add other methods' work (e.g. ``BnSparsity``). ``init`` fine-tunes from a checkpoint's
+    weights (and takes its pruned shapes); ``resume`` continues from ``run_dir/last.pt`` where it stopped.
     """
     stage = stage or config.train
     zebra = config.zebra.enabled if zebra is None else zebra
     run_dir = Path(run_dir)
     world, device = distributed.setup(resolve_device(config.device))
-    progress = progress and world.main
-    if config.data.batch_size % world.size:
-        raise ConfigError(f"data.batch_size={config.data.batch_size} must divide among {world.size} processes")
-    batch_size = config.data.batch_size // world.size  # data.batch_size is the global batch
-    if stage.sync_bn and device.type == "cpu":
-        raise ConfigError("train.sync_bn needs GPUs: SyncBatchNorm has no CPU kernel; set train.sync_bn=false on CPU")
+    batch_size = _rank_batch(config, stage, world, device)
     train_set, test_set, spec = build_data(config)
     checkpoint_path = run_dir / CHECKPOINT
     resuming = resume and checkpoint_path.exists()
     source = load_checkpoint(checkpoint_path if resuming else init) if resuming or init is not None else None
-    torch.manual_seed(config.seed)  # the same initial weights for every run with this seed
-    structure = source.get("structure") if source else None  # the channel counts of a pruned model
-    model = build_prepared_model(config, spec, zebra, structure)
-    if init is not None and not resuming:
-        weights = {k: v for k, v in source["model"].items() if not k.startswith("zebra.")}
-        load_model_state(model, {**{k: v for k, v in model.state_dict().items() if k.startswith("zebra.")}, **weights},
-                         f"checkpoint {init}")
+    model = _start_model(config, spec, zebra, source, None if resuming or init is None else f"checkpoint {init}")
     model.to(device)
     if stage.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, stage)
-    share = len(train_set) // world.size
-    steps_per_epoch = share // batch_size if share > batch_size else 1
-    steps_per_epoch = min(steps_per_epoch, stage.max_steps or steps_per_epoch)
-    scheduler = build_scheduler(optimizer, stage, stage.epochs * steps_per_epoch)
-    state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "sparsity": sparsity,
-             "spec": spec.__dict__, "structure": structure}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if world.main:  # a process killed while writing leaves a temporary file (never a half-written checkpoint)
-        for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    log = MetricsLog(run_dir, write=world.main)
-    start_epoch = 0
-    if resuming:
-        if not same_settings(source["config"], config) or any(
-                source.get(key) != state[key] for key in ("stage", "zebra", "sparsity")):
-            raise CheckpointError(f"{checkpoint_path} was written by a run with other settings; resume needs the same config")
-        load_model_state(model, source["model"], f"checkpoint {checkpoint_path}")
-        optimizer.load_state_dict(source["optimizer"])
-        scheduler.load_state_dict(source["scheduler"])
-        _set_rng_state(source["rng"])
-        start_epoch = source["epoch"]
-        log.rows = list(source["metrics"])
+    run = _new_run(config, stage, model, world, device, _steps_per_epoch(train_set, batch_size, stage, world),
+                   [*(zebra_extensions(config.zebra) if zebra else []), *extensions], progress)
+    state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "spec": spec.__dict__,
+             "extensions": _extension_settings(extensions), "structure": source.get("structure") if source else None}
+    log = _open_run_dir(run_dir, world)
+    start_epoch = _restore(run, source, state, log, checkpoint_path) if resuming else 0
     if world.main:
         save_config(config, run_dir / "config.yaml")
-    trained = model  # what runs forward and backward: the model itself, or its DistributedDataParallel wrapper
+    started = time.perf_counter()
+    report = None
+    for epoch in range(start_epoch, stage.epochs):
+        run.epoch = epoch
+        epoch_seed = config.seed * 1000 + epoch
+        torch.manual_seed(epoch_seed)
+        row = _train_epoch(run, _loader(train_set, batch_size, config.data.workers, device, True, epoch_seed, world))
+        report = evaluate(model, test_set, config, device, progress)
+        row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in COMPRESSED})
+        log.append(row)
+        if world.main:
+            print(_epoch_line(row, stage.epochs), flush=True)
+            _save(checkpoint_path, {**state, "epoch": epoch + 1, "model": model.state_dict(), "rng": _rng_state(),
+                                    "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                                    "metrics": log.rows})
+    report = report or evaluate(model, test_set, config, device, progress)  # nothing left to train: evaluate it
+    seconds = time.perf_counter() - started
+    if world.main:
+        _write_report(report, run_dir, config, zebra, seconds, device)
+    log.close()
+    return TrainResult(model, report, log.rows, run_dir, seconds)
+
+
+def _rank_batch(config: RunConfig, stage: OptimSection, world: distributed.World, device: torch.device) -> int:
+    """This process's share of ``data.batch_size`` (the global batch); settings the machine cannot run are refused."""
+    if config.data.batch_size % world.size:
+        raise ConfigError(f"data.batch_size={config.data.batch_size} must divide among {world.size} processes")
+    if stage.sync_bn and device.type == "cpu":
+        raise ConfigError("train.sync_bn needs GPUs: SyncBatchNorm has no CPU kernel; set train.sync_bn=false on CPU")
+    return config.data.batch_size // world.size
+
+
+def _start_model(config: RunConfig, spec: DataSpec, zebra: bool, source: dict[str, Any] | None,
+                 fine_tune_from: str | None) -> nn.Module:
+    """The prepared model at its start: seeded initial weights, the source checkpoint's pruned shapes, and
+    when fine-tuning (``fine_tune_from`` names the source) its weights, keeping the new Zebra thresholds."""
+    torch.manual_seed(config.seed)  # the same initial weights for every run with this seed
+    model = build_prepared_model(config, spec, zebra, source.get("structure") if source else None)
+    if fine_tune_from is not None:
+        own = {k: v for k, v in model.state_dict().items() if k.startswith("zebra.")}
+        weights = {k: v for k, v in source["model"].items() if not k.startswith("zebra.")}
+        load_model_state(model, {**own, **weights}, fine_tune_from)
+    return model
+
+
+def _steps_per_epoch(train_set, batch_size: int, stage: OptimSection, world: distributed.World) -> int:
+    share = len(train_set) // world.size
+    steps = share // batch_size if share > batch_size else 1
+    return min(steps, stage.max_steps or steps)
+
+
+def _new_run(config: RunConfig, stage: OptimSection, model: nn.Module, world: distributed.World,
+             device: torch.device, steps_per_epoch: int, extensions: list[Extension], progress: bool) -> TrainRun:
+    """The optimiser, schedule and (under torchrun) DistributedDataParallel wrapper of a stage."""
+    optimizer = build_optimizer(model, stage)
+    scheduler = build_scheduler(optimizer, stage, stage.epochs * steps_per_epoch)
+    trained = model
     if world.size > 1:
         if stage.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    criterion = nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
-    started = time.perf_counter()
-    report = None
-    for epoch in range(start_epoch, stage.epochs):
-        epoch_seed = config.seed * 1000 + epoch
-        torch.manual_seed(epoch_seed)
-        loader = _loader(train_set, batch_size, config.data.workers, device, True, epoch_seed, world)
-        row = _train_epoch(trained, model, loader, optimizer, scheduler, criterion, config, stage, zebra, sparsity,
-                           device, epoch, steps_per_epoch, progress, world)
-        report = evaluate(model, test_set, config, device, progress)
-        row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in ("zvc", "zebra", "zebra_zvc")})
-        log.append(row)
-        if world.main:
-            print(_epoch_line(row, stage.epochs), flush=True)
-            _save(checkpoint_path, {
-                **state, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_state(), "metrics": log.rows,
-            })
-    if report is None:  # nothing left to train: evaluate what the checkpoint holds
-        report = evaluate(model, test_set, config, device, progress)
-    if world.main:
-        _write_report(report, run_dir)
-    log.close()
-    return TrainResult(model, report, log.rows, run_dir, time.perf_counter() - started)
+    return TrainRun(model, trained, optimizer, scheduler, nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing),
+                    config, stage, device, world, steps_per_epoch, extensions, progress and world.main)
+
+
+def _extension_settings(extensions) -> dict[str, dict[str, Any]]:
+    return {extension.name: extension.settings() for extension in extensions}
+
+
+def _open_run_dir(run_dir: Path, world: distributed.World) -> MetricsLog:
+    """Create the folder, drop temporary files of a process killed while writing, open the metrics log."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if world.main:  # a process killed while writing leaves a temporary file (never a half-written checkpoint)
+        for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    return MetricsLog(run_dir, write=world.main)
+
+
+def _restore(run: TrainRun, source: dict[str, Any], state: dict[str, Any], log: MetricsLog, path: Path) -> int:
+    """Continue exactly where the checkpoint stopped; a checkpoint of other settings is refused. Returns the epoch."""
+    saved_extensions = source.get("extensions", {"bn_sparsity": {"s": source["sparsity"]}} if source.get("sparsity")
+                                  else {})  # checkpoints of earlier versions stored the Slimming weight alone
+    if (not same_settings(source["config"], run.config) or source["stage"] != state["stage"]
+            or source["zebra"] != state["zebra"] or saved_extensions != state["extensions"]):
+        raise CheckpointError(f"{path} was written by a run with other settings; resume needs the same config")
+    load_model_state(run.model, source["model"], f"checkpoint {path}")
+    run.optimizer.load_state_dict(source["optimizer"])
+    run.scheduler.load_state_dict(source["scheduler"])
+    _set_rng_state(source["rng"])
+    log.rows = list(source["metrics"])
+    return source["epoch"]
 
 
 def _stage_dict(stage: OptimSection) -> dict[str, Any]:
@@ -255,58 +262,65 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
                             ) from error
 
 
-def _train_epoch(trained, model, loader, optimizer, scheduler, criterion, config, stage, zebra, sparsity, device,
-                 epoch, steps, progress, world):
-    """One epoch: ``trained`` (the model or its DDP wrapper) runs forward/backward; ``model`` is the model."""
-    trained.train()
+def _train_epoch(run: TrainRun, loader: DataLoader) -> dict[str, Any]:
+    """One epoch of ``run``; returns its metrics row (with every extension's columns)."""
+    run.trained.train()
     started = time.perf_counter()
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
+    total_loss = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device, dtype=torch.int64)
     seen = 0
-    lam = 0.0
-    first_bad = torch.full((), -1, device=device, dtype=torch.int64)
-    bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{stage.epochs}", disable=not progress, leave=False)
+    first_bad = torch.full((), -1, device=run.device, dtype=torch.int64)
+    steps = run.steps_per_epoch
+    bar = tqdm(loader, total=steps, desc=f"epoch {run.epoch + 1}/{run.stage.epochs}", disable=not run.progress,
+               leave=False)
     for step, (inputs, labels) in enumerate(bar):
         if step >= steps:
             break
-        inputs = inputs.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if stage.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        calibrating = zebra and config.zebra.density is not None
-        if calibrating and (step == 0 or (config.zebra.calibrate_every and step % config.zebra.calibrate_every == 0)):
-            calibrate(model, [inputs], _density(config.zebra, epoch * steps + step))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=stage.amp):
-            outputs = trained(inputs)
-            loss = criterion(outputs, labels)
-            if zebra:
-                lam = _lambda(config.zebra, epoch, epoch * steps + step)
-                if lam:
-                    loss = loss + lam * zero_block_loss(model)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if sparsity:
-            slim.bn_sparsity_step(model, sparsity, config.slim.exclude)
-        optimizer.step()
-        scheduler.step()
+        run.step = step
+        inputs, labels = _to_device(run, inputs, labels)
+        loss, outputs = _train_step(run, inputs, labels)
         total_loss += loss.detach().float() * len(labels)
         correct += (outputs.detach().argmax(1) == labels).sum()
         seen += len(labels)
         # Remember the first non-finite step on the device; look at it every 20 steps (no sync per step).
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step + 1, first_bad)
         if step % 20 == 0 or step + 1 == steps:
-            _stop_if_non_finite(distributed.any_rank(first_bad, world), epoch)
+            _stop_if_non_finite(distributed.any_rank(first_bad, run.world), run.epoch)
             bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}")
-    _stop_if_non_finite(distributed.any_rank(first_bad, world), epoch)
+    _stop_if_non_finite(distributed.any_rank(first_bad, run.world), run.epoch)
     seconds = time.perf_counter() - started
-    train_loss = total_loss.item() / max(seen, 1)
-    row = {
-        "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "lam": lam, "train_loss": train_loss,
-        "train_acc": correct.item() / max(seen, 1), "seconds": seconds, "images_per_s": seen / seconds,
-    }
-    if sparsity:
-        row["bn_l1"] = slim.bn_l1(model, config.slim.exclude)  # sum |gamma|: falls as sparsity training works
+    row = {"epoch": run.epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "train_loss": total_loss.item() / max(seen, 1),
+           "train_acc": correct.item() / max(seen, 1), "seconds": seconds, "images_per_s": seen / seconds}
+    for extension in run.extensions:
+        extension.epoch_end(run, row)
     return row
+
+
+def _to_device(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs = inputs.to(run.device, non_blocking=True)
+    if run.stage.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs, labels.to(run.device, non_blocking=True)
+
+
+def _train_step(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, task loss plus every extension's term, backward, optimiser and schedule step."""
+    for extension in run.extensions:
+        extension.before_forward(run, inputs)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.stage.amp):
+        outputs = run.trained(inputs)
+        loss = run.criterion(outputs, labels)
+        for extension in run.extensions:
+            term = extension.extra_loss(run, inputs, outputs, labels)
+            if term is not None:
+                loss = loss + term
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for extension in run.extensions:
+        extension.after_backward(run)
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss, outputs
 
 
 def _stop_if_non_finite(first_bad: torch.Tensor, epoch: int) -> None:
@@ -319,11 +333,15 @@ def _stop_if_non_finite(first_bad: torch.Tensor, epoch: int) -> None:
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     return (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.2%}  "
             f"test {row['test_acc']:.2%}  reduction zvc {row['zvc']:.1%} zebra {row['zebra']:.1%} "
-            f"zebra+zvc {row['zebra_zvc']:.1%}  lam {row['lam']:g}  {row['images_per_s']:.0f} img/s")
+            f"zebra+zvc {row['zebra_zvc']:.1%}  lam {row.get('lam', 0.0):g}  {row['images_per_s']:.0f} img/s")
 
 
-def _write_report(report: TrafficReport, run_dir: Path) -> None:
-    atomic_write_text(run_dir / "report.json", json.dumps(report.to_dict(), indent=2))
+def _write_report(report: TrafficReport, run_dir: Path, config: RunConfig, zebra: bool, seconds: float,
+                  device: torch.device) -> None:
+    """The stage's ``report.json`` (a one-row result) and ``traffic.csv``."""
+    row = model_row(run_dir.name, "zebra" if zebra else "dense", report, report, seconds=seconds, folder=run_dir)
+    info = RunInfo("zebra train", Machine.here(device), seconds)
+    write_result(run_dir / REPORT, RunResult("train", info, config.to_dict(), row.label, (row,)))
     report.to_csv(run_dir / "traffic.csv")
 
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from .._io import atomic_write_bytes, atomic_write_text
-from ..engine.trainer import build_data, load_trained
-from ..export.maps import capture_maps
-from ..nn.prepare import zebra_layers
+from ..core import COMPRESSED, format_title
+from ..measure import TrafficReport
+from ..results import METHODS, REPORT, method_title, read_result
 from . import plots
-from .summary import METHOD_TITLES, Point, ReportError, best_within, budget_markdown, load_points, points_markdown
+from .summary import Point, ReportError, best_within, budget_markdown, load_points, points_markdown
 
 # Sets data-images / data-loaded / data-errors on <body>, so a headless browser can check the page.
 _CHECK_SCRIPT = """<script>
@@ -28,31 +27,41 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+MapPictures = dict[str, tuple[torch.Tensor, torch.Tensor]]  # site -> (map before, map after its mask), N images
+# What draws the masks: a checkpoint -> its maps of a few test images and each site's block size.
+Capture = Callable[[Path], tuple[MapPictures, dict[str, Any]]]
+
+
 def showcase(points: list[Point], budget_points: float) -> Point | None:
-    """The model whose layers and masks the report shows: the Zebra model of largest reduction within the
-    budget (else of largest reduction), among those whose folder still holds a checkpoint."""
-    zebra = [p for p in points if p.method in ("zebra", "zebra-scratch", "slim-zebra") and p.folder and (p.folder / "last.pt").is_file()]
+    """The model whose layers (and masks, when its checkpoint is still there) the report shows: the Zebra model
+    of largest reduction within the budget, else of largest reduction."""
+    zebra = [p for p in points if METHODS[p.method].zebra]
     within = list(best_within(zebra, budget_points).values())
     pool = within or zebra
     return max(pool, key=lambda p: p.best_reduction) if pool else None
 
 
-def _mask_pictures(point: Point, images: int) -> list[bytes]:
-    """Zebra-stripe pictures of ``images`` test images for three layers (early, middle, late) of a model."""
-    model, config = load_trained(point.folder / "last.pt", ["device=cpu"])
-    _, test_set, _ = build_data(config)
-    batch = torch.stack([test_set[i][0] for i in range(min(images, len(test_set)))])
-    maps = capture_maps(model, batch)
+def _mask_pictures(point: Point, capture: Capture) -> list[bytes]:
+    """Zebra-stripe pictures of every captured image for three layers (early, middle, late) of a model."""
+    maps, blocks = capture(point.checkpoint)
     spatial = [site for site, (before, _) in maps.items() if min(before.shape[-2:]) >= 4]
     chosen = list(dict.fromkeys([spatial[0], spatial[len(spatial) // 2], spatial[-1]])) if spatial else []
-    blocks = {site: layer.block_size for site, layer in zebra_layers(model)}
     subset = {site: maps[site] for site in chosen}
-    return [plots.stripes_png(subset, blocks, image) for image in range(batch.shape[0])] if subset else []
+    images = next(iter(maps.values()))[0].shape[0] if maps else 0
+    return [plots.stripes_png(subset, blocks, image) for image in range(images)] if subset else []
 
 
-def build_report(run_dirs: list[str | Path], out: str | Path, images: int = 3, pictures: bool = True,
-                 budget_points: float = 1.0) -> dict[str, Any]:
-    """Write ``report.html`` (self-contained), ``report.md`` and the PNG figures into ``out``."""
+def _traffic(point: Point) -> TrafficReport | None:
+    """A point's per-layer traffic (sweeps of earlier versions kept it in the stage folder only)."""
+    if point.traffic is not None or point.folder is None or not (point.folder / REPORT).is_file():
+        return point.traffic
+    return read_result(point.folder / REPORT).rows[0].traffic
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path, *, budget_points: float = 1.0,
+                 capture: Capture | None = None) -> dict[str, Any]:
+    """Write ``report.html`` (self-contained), ``report.md`` and the PNG figures into ``out``; with ``capture``,
+    pictures of the showcased model's masks too."""
     points = [point for run_dir in run_dirs for point in load_points(run_dir)]
     if not points:
         raise ReportError("the runs hold no results")
@@ -62,38 +71,38 @@ def build_report(run_dirs: list[str | Path], out: str | Path, images: int = 3, p
         ("pareto.png", "Top-1 against activation bandwidth reduction; lines: each method's Pareto front",
          plots.pareto_png(points, budget_points))]
     chosen = showcase(points, budget_points)
-    if chosen is not None and (chosen.folder / "report.json").is_file():
-        report = json.loads((chosen.folder / "report.json").read_text())
-        figures.append(("layers.png", f"Traffic per layer of {chosen.label}", plots.layers_png(report, chosen.label)))
-        if pictures:
-            for index, png in enumerate(_mask_pictures(chosen, images)):
-                figures.append((f"stripes-{index}.png", f"Activation maps of {chosen.label}, test image {index}", png))
+    traffic = _traffic(chosen) if chosen else None
+    if traffic is not None:
+        figures.append(("layers.png", f"Traffic per layer of {chosen.label}", plots.layers_png(traffic, chosen.label)))
+    if chosen is not None and chosen.checkpoint is not None and capture is not None:
+        for index, png in enumerate(_mask_pictures(chosen, capture)):
+            figures.append((f"stripes-{index}.png", f"Activation maps of {chosen.label}, test image {index}", png))
     for name, _, png in figures:
         atomic_write_bytes(out / name, png)
     budget = budget_markdown(points, budget_points)
-    table = points_markdown(points)
     markdown = "\n".join([
         "# torchzebra report", "", f"Runs: {', '.join(str(d) for d in run_dirs)}.", "",
         f"## Best reduction within {budget_points:g} point of the dense baseline's top-1", "", budget, "",
-        "## Every point", "", table, "",
+        "## Every point", "", points_markdown(points), "",
         *[f"![{caption}]({name})\n" for name, caption, _ in figures],
     ])
     atomic_write_text(out / "report.md", markdown)
-    atomic_write_text(out / "report.html", _html(run_dirs, budget, points, figures, budget_points))
+    atomic_write_text(out / "report.html", _html(run_dirs, points, figures, budget_points))
     return {"points": len(points), "figures": [name for name, _, _ in figures], "showcase": chosen and chosen.label}
 
 
-def _html(run_dirs, budget: str, points: list[Point], figures, budget_points: float) -> str:
+def _html(run_dirs, points: list[Point], figures, budget_points: float) -> str:
     best = best_within(points, budget_points)
     rows = "".join(
-        f"<tr><td>{html.escape(METHOD_TITLES.get(p.method, p.method))}</td><td>{html.escape(p.label)}</td>"
+        f"<tr><td>{html.escape(method_title(p.method))}</td><td>{html.escape(p.label)}</td>"
         f"<td>{p.top1 * 100:.2f}</td><td>{p.drop:+.2f}</td>"
-        + "".join(f"<td>{p.reduction[f] * 100:.2f}</td>" for f in ("zvc", "zebra", "zebra_zvc")) + "</tr>"
+        + "".join(f"<td>{p.reduction[f] * 100:.2f}</td>" for f in COMPRESSED) + "</tr>"
         for p in points)
     headline = "".join(
-        f"<li><b>{html.escape(METHOD_TITLES.get(m, m))}</b>: {p.best_reduction * 100:.1f} % less activation traffic "
-        f"({html.escape(p.best_format)}) at top-1 {p.top1 * 100:.2f} % ({p.drop:+.2f} points)</li>"
+        f"<li><b>{html.escape(method_title(m))}</b>: {p.best_reduction * 100:.1f} % less activation traffic "
+        f"({html.escape(format_title(p.best_format))}) at top-1 {p.top1 * 100:.2f} % ({p.drop:+.2f} points)</li>"
         for m, p in best.items())
+    format_heads = "".join(f"<th>{html.escape(format_title(f))} %</th>" for f in COMPRESSED)
     images = "".join(
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>" for _, caption, png in figures)
@@ -111,8 +120,7 @@ figcaption {{ color: #555; font-size: 0.85em; }}
 (one write plus one read per consumer of every activation map, metadata counted).</p>
 <h2>Best within {budget_points:g} point of the baseline's top-1</h2><ul>{headline or '<li>no point within the budget</li>'}</ul>
 <h2>Every point</h2>
-<table><tr><th>method</th><th>point</th><th>top-1 %</th><th>drop (points)</th><th>ZVC %</th><th>Zebra %</th>
-<th>Zebra+ZVC %</th></tr>{rows}</table>
+<table><tr><th>method</th><th>point</th><th>top-1 %</th><th>drop (points)</th>{format_heads}</tr>{rows}</table>
 {images}
 </body></html>
 """

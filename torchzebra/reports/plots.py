@@ -11,11 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 
-from ..core import expand_blocks, nonzero_blocks  # noqa: E402
-from .summary import METHOD_TITLES, Point, pareto_front  # noqa: E402
-
-COLOURS = {"dense": "#444444", "l1": "#1f77b4", "zebra": "#d62728", "zebra-scratch": "#ff7f0e", "slim": "#2ca02c",
-           "slim-zebra": "#9467bd"}
+from ..core import FORMATS, expand_blocks, format_title, nonzero_blocks  # noqa: E402
+from ..measure import TrafficReport  # noqa: E402
+from ..results import method_colour, method_title  # noqa: E402
+from .summary import Point, pareto_front  # noqa: E402
 
 
 def _png(figure) -> bytes:
@@ -34,9 +33,9 @@ def pareto_png(points: list[Point], budget_points: float = 1.0) -> bytes:
               fontsize=8, color="#666666", transform=axes.get_yaxis_transform())  # x: axes fraction, y: data
     for method in dict.fromkeys(p.method for p in points):
         group = [p for p in points if p.method == method]
-        colour = COLOURS.get(method, "#8c564b")
+        colour = method_colour(method)
         axes.scatter([p.best_reduction * 100 for p in group], [p.top1 * 100 for p in group], color=colour,
-                     label=METHOD_TITLES.get(method, method), s=28, zorder=3)
+                     label=method_title(method), s=28, zorder=3)
         front = pareto_front(group)
         axes.plot([p.best_reduction * 100 for p in front], [p.top1 * 100 for p in front], color=colour, linewidth=1.4)
     axes.set_xlabel("activation bandwidth reduction vs dense, best format (%)")
@@ -46,16 +45,15 @@ def pareto_png(points: list[Point], budget_points: float = 1.0) -> bytes:
     return _png(figure)
 
 
-def layers_png(report: dict[str, Any], title: str) -> bytes:
+def layers_png(report: TrafficReport, title: str) -> bytes:
     """Per-layer traffic per image of one model in every format (dense, ZVC, Zebra, Zebra+ZVC)."""
-    layers = report["layers"]
-    names = [layer["name"] for layer in layers]
+    names = [layer.name for layer in report.layers]
     figure, axes = plt.subplots(figsize=(max(7, 0.45 * len(names)), 4))
-    width = 0.2
-    for index, (fmt, label) in enumerate((("dense", "dense"), ("zvc", "ZVC"), ("zebra", "Zebra"),
-                                          ("zebra_zvc", "Zebra+ZVC"))):
-        axes.bar([i + (index - 1.5) * width for i in range(len(names))],
-                 [layer["bytes"][fmt] / max(report["images"], 1) / 1024 for layer in layers], width, label=label)
+    width = 0.8 / len(FORMATS)
+    for index, fmt in enumerate(FORMATS):
+        axes.bar([i + (index - (len(FORMATS) - 1) / 2) * width for i in range(len(names))],
+                 [layer.bytes[fmt] / max(report.images, 1) / 1024 for layer in report.layers], width,
+                 label=format_title(fmt))
     axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     axes.set_ylabel("KB per image (write + reads)")
     axes.set_title(title, fontsize=9)

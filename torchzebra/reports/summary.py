@@ -3,23 +3,12 @@ best reduction each method reaches within an accuracy budget."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-METHOD_TITLES = {
-    "dense": "dense baseline",
-    "l1": "L1 activation reg.",
-    "zebra": "Zebra",
-    "zebra-scratch": "Zebra from scratch",
-    "slim": "Slimming",
-    "slim-zebra": "Slimming+Zebra",
-}
-COMPRESSED = ("zvc", "zebra", "zebra_zvc")
-# the rows of a `zebra run` / `zebra slim` report.json, and the folder of each row's model
-REPORT_ROWS = {"dense baseline": ("dense", "baseline"), "Zebra": ("zebra", "zebra"), "Slimming": ("slim", "slim"),
-               "Slimming+Zebra": ("slim-zebra", "slim-zebra")}
+from ..core import COMPRESSED, format_title
+from ..measure import TrafficReport
+from ..results import CHECKPOINT, METHODS, ResultError, method_title, read_result, result_file
 
 
 class ReportError(ValueError):
@@ -35,7 +24,8 @@ class Point:
     top1: float
     baseline_top1: float
     reduction: dict[str, float]
-    folder: Path | None  # the run folder (last.pt, report.json) when it exists
+    folder: Path | None  # the stage folder (last.pt, report.json) when it exists
+    traffic: TrafficReport | None = None
 
     @property
     def best_format(self) -> str:
@@ -50,31 +40,31 @@ class Point:
         """Top-1 lost against the baseline, in points (negative: a gain)."""
         return (self.baseline_top1 - self.top1) * 100
 
+    @property
+    def checkpoint(self) -> Path | None:
+        """The model's checkpoint, when its folder still holds one."""
+        path = self.folder / CHECKPOINT if self.folder else None
+        return path if path and path.is_file() else None
+
 
 def load_points(run_dir: str | Path) -> list[Point]:
-    """The points of a ``zebra sweep`` (sweep.json) or ``zebra run``/``zebra slim`` (report.json) folder."""
+    """The finished models of a ``zebra sweep``, ``zebra run`` or ``zebra slim`` folder, as points against its
+    dense baseline (a run's labels are prefixed with the folder's name; a sweep's are its point names)."""
     run_dir = Path(run_dir)
-    if (run_dir / "sweep.json").is_file():
-        rows = _read(run_dir / "sweep.json")["rows"]
-        base = next(row for row in rows if row["method"] == "dense")["top1"]
-        return [Point(row["method"], row["point"], row["top1"], base, row["reduction"], Path(row["folder"]))
-                for row in rows]
-    if (run_dir / "report.json").is_file() and "rows" in (summary := _read(run_dir / "report.json")):
-        rows = [row for row in summary["rows"] if row["model"] in REPORT_ROWS]
-        base = next((row["top1"] for row in rows if row["model"] == "dense baseline"), None)
-        if base is None:
-            raise ReportError(f"{run_dir}/report.json has no dense baseline row to measure against")
-        return [Point(REPORT_ROWS[row["model"]][0], f"{run_dir.name}: {row['model']}", row["top1"], base,
-                      row["reduction"], run_dir / REPORT_ROWS[row["model"]][1]) for row in rows]
-    raise ReportError(f"{run_dir} holds no sweep.json or report.json with result rows: give folders written by "
-                      "zebra sweep, zebra run or zebra slim")
-
-
-def _read(path: Path) -> dict[str, Any]:
+    path = result_file(run_dir)
+    if path is None:
+        raise ReportError(f"{run_dir} holds no sweep.json or report.json with result rows: give folders written by "
+                          "zebra sweep, zebra run or zebra slim")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path} cannot be read as JSON ({error}); was the run interrupted while writing?") from error
+        result = read_result(path)
+    except ResultError as error:
+        raise ReportError(str(error)) from error
+    base = result.by_method("dense")
+    if base is None:
+        raise ReportError(f"{path} has no dense baseline row to measure against")
+    final = [row for row in result.rows if row.method in METHODS and METHODS[row.method].final]
+    return [Point(row.method, row.label if result.kind == "sweep" else f"{run_dir.name}: {row.label}", row.top1,
+                  base.top1, row.reduction, row.folder, row.traffic) for row in final]
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
@@ -97,11 +87,10 @@ def best_within(points: list[Point], budget_points: float = 1.0) -> dict[str, Po
 
 def points_markdown(points: list[Point]) -> str:
     """Every point as a Markdown table row (top-1, drop, each format's reduction)."""
-    head = "| method | point | top-1 % | drop (points) | " + " | ".join(
-        f"{name} %" for name in ("ZVC", "Zebra", "Zebra+ZVC")) + " |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    titles = ["method", "point", "top-1 %", "drop (points)"] + [f"{format_title(f)} %" for f in COMPRESSED]
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for p in points:
-        cells = [METHOD_TITLES.get(p.method, p.method), p.label, f"{p.top1 * 100:.2f}", f"{p.drop:+.2f}"]
+        cells = [method_title(p.method), p.label, f"{p.top1 * 100:.2f}", f"{p.drop:+.2f}"]
         cells += [f"{p.reduction[fmt] * 100:.2f}" for fmt in COMPRESSED]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -112,16 +101,12 @@ def budget_markdown(points: list[Point], budget_points: float = 1.0) -> str:
     best = best_within(points, budget_points)
     lines = [f"| method | best reduction within {budget_points:g} point of top-1 | format | top-1 % | point |",
              "|---|---|---|---|---|"]
-    for method in METHOD_TITLES:
+    for method in dict.fromkeys([*METHODS, *(p.method for p in points)]):
         if method in best:
             p = best[method]
-            lines.append(f"| {METHOD_TITLES[method]} | {p.best_reduction * 100:.2f} % | {_format_title(p.best_format)} "
+            lines.append(f"| {method_title(method)} | {p.best_reduction * 100:.2f} % | {format_title(p.best_format)} "
                          f"| {p.top1 * 100:.2f} | {p.label} |")
         elif any(p.method == method for p in points):
-            lines.append(f"| {METHOD_TITLES[method]} | none within the budget | | | |")
+            lines.append(f"| {method_title(method)} | none within the budget | | | |")
     return "\n".join(lines)
-
-
-def _format_title(fmt: str) -> str:
-    return {"zvc": "ZVC", "zebra": "Zebra", "zebra_zvc": "Zebra+ZVC"}.get(fmt, fmt)
 

@@ -1,0 +1,105 @@
+"""The package's shape: sub-packages import one way only (no cycles, function-level imports included), the
+engine and the reports never import each other, and functions stay small."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "torchzebra"
+MAX_LINES, MAX_PARAMETERS = 60, 8
+ARGPARSE_BUILDERS = {("cli.py", "build_parser")}
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {str(path.relative_to(PACKAGE)): ast.parse(path.read_text()) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _unit(parts: tuple[str, ...]) -> str:
+    """The sub-package (or top-level module) a module path belongs to: ``engine/run.py`` -> ``engine``."""
+    return parts[0].removesuffix(".py")
+
+
+def _imported_units(path: str, tree: ast.Module) -> set[str]:
+    """Every unit of torchzebra that ``path`` imports, at module level or inside functions."""
+    package = Path(path).parent.parts
+    units = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+            target = base + tuple(node.module.split(".")) if node.module else base
+            names = [target + (alias.name,) for alias in node.names] if not node.module else [target]
+            units |= {_unit(name) for name in names if name}
+            if not target:  # `from .. import x` at the top: x is a unit itself
+                units |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("torchzebra."):
+            units.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            units |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("torchzebra.")}
+    return units
+
+
+def dependency_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path, tree in _modules().items():
+        parts = Path(path).parts
+        if parts == ("__init__.py",) or parts == ("cli.py",) or parts == ("__main__.py",):
+            continue  # the package facade and the command line sit on top of everything
+        unit = _unit(parts)
+        graph.setdefault(unit, set()).update(_imported_units(path, tree) - {unit})
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path + [node, nxt]
+            if nxt not in state and (found := visit(nxt, path + [node])):
+                return found
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [])):
+            return found
+    return None
+
+
+def test_sub_packages_import_one_way_only():
+    graph = dependency_graph()
+    assert {"core", "nn", "engine", "reports", "results", "slim", "codec", "export", "data"} <= set(graph)
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+    assert "reports" not in graph["engine"] and "engine" not in graph["reports"]
+    assert graph["core"] <= {"_io"}, graph["core"]  # the core depends on nothing above it
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) is not None and _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _functions():
+    for path, tree in _modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path, node
+
+
+@pytest.mark.parametrize("limit", ["lines", "parameters"])
+def test_functions_stay_small(limit):
+    too_big = []
+    for path, node in _functions():
+        if (Path(path).name, node.name) in ARGPARSE_BUILDERS:
+            continue
+        args = node.args
+        parameters = len(args.posonlyargs + args.args + args.kwonlyargs) + bool(args.vararg) + bool(args.kwarg)
+        parameters -= bool(args.args and args.args[0].arg in ("self", "cls"))
+        lines = node.end_lineno - node.lineno + 1
+        if (limit == "lines" and lines > MAX_LINES) or (limit == "parameters" and parameters > MAX_PARAMETERS):
+            too_big.append(f"{path}:{node.lineno} {node.name} ({lines} lines, {parameters} parameters)")
+    assert not too_big, too_big
