@@ -6,16 +6,37 @@ import sys
 import pytest
 import yaml
 
+from torchzebra import cli
 from torchzebra.cli import main
 
 TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=256",
         "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "device=cpu", "--quiet"]
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "run"])
-def test_help(command):
-    result = subprocess.run([sys.executable, "-m", "torchzebra.cli", command, "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "usage: zebra " + command in result.stdout
+VERBS = ["train", "eval", "run", "slim", "prune", "export", "sweep", "report"]
+
+
+def test_help_lists_every_verb():
+    result = subprocess.run([sys.executable, "-m", "torchzebra.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: zebra" in result.stdout
+    assert all(verb in result.stdout and verb in cli.__doc__ for verb in VERBS)
+
+
+@pytest.mark.parametrize("command", VERBS)
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and "usage: zebra " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("nproc", [["--nproc", "2"], ["--nproc=2"]])
+def test_nproc_hands_over_to_torchrun(monkeypatch, nproc):
+    commands = []
+    monkeypatch.setattr(cli.subprocess, "run", lambda command: commands.append(command) or subprocess.CompletedProcess(command, 0))
+    assert main(["train", *nproc, "--set", "device=cpu"]) == 0
+    command = commands[0]
+    assert "--nproc-per-node=2" in command and not any(arg.startswith("--nproc=") or arg == "--nproc" for arg in command)
+    assert command[command.index("torchzebra.cli") + 1:][:3] == ["train", "--set", "device=cpu"] and "--run-dir" in command
 
 
 def test_train_with_override_then_eval(tmp_path, capsys):

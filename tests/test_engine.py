@@ -1,6 +1,7 @@
 """Training engine: learning, resume, checkpoints, configs, models."""
 
 import shutil
+from collections import Counter
 
 import pytest
 import torch
@@ -8,7 +9,8 @@ import yaml
 
 from torchzebra.engine import CheckpointError, ConfigError, load_checkpoint, load_config, load_trained, save_checkpoint, train
 from torchzebra.engine import trainer as trainer_module
-from torchzebra.engine.extensions import DensityCalibration
+from torchzebra.engine.extensions import DensityCalibration, Extension
+from torchzebra.results import read_result
 from torchzebra.models import build_model
 from torchzebra import zebra_layers
 
@@ -210,3 +212,52 @@ def test_synthetic_throughput_run_with_bf16_and_channels_last(tmp_path):
     assert config.train.amp and config.train.channels_last
     result = train(config, tmp_path / "run", progress=False)
     assert result.metrics[0]["images_per_s"] > 0 and result.report.images == 16
+
+
+class Recorder(Extension):
+    """Counts its hook calls, adds a constant loss term and a metrics column."""
+
+    name = "recorder"
+
+    def __init__(self, term: float = 100.0) -> None:
+        self.calls = Counter()
+        self.term = term
+
+    def settings(self):
+        return {"term": self.term}
+
+    def before_forward(self, run, inputs):
+        self.calls["before_forward"] += 1
+        assert run.global_step == run.epoch * run.steps_per_epoch + run.step
+
+    def extra_loss(self, run, inputs, outputs, labels):
+        self.calls["extra_loss"] += 1
+        return torch.tensor(self.term)
+
+    def after_backward(self, run):
+        self.calls["after_backward"] += 1
+        assert all(p.grad is not None for p in run.model.parameters() if p.requires_grad)
+
+    def epoch_end(self, run, row):
+        row["recorded_steps"] = self.calls["before_forward"]
+
+
+def test_extensions_hook_into_every_step_and_resume_needs_the_same_ones(tmp_path):
+    config = tiny_config("train.epochs=1", "zebra.enabled=true", "zebra.lam=0.01")
+    recorder = Recorder()
+    result = train(config, tmp_path / "run", extensions=[recorder], progress=False)
+    steps = result.metrics[0]["recorded_steps"]
+    assert steps > 1 and recorder.calls == {"before_forward": steps, "extra_loss": steps, "after_backward": steps}
+    assert result.metrics[0]["train_loss"] > 100 and result.metrics[0]["lam"] == 0.01  # Zebra's penalty ran too
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["extensions"] == {"recorder": {"term": 100.0}}
+    with pytest.raises(CheckpointError, match="other settings"):
+        train(config, tmp_path / "run", resume=True, extensions=[Recorder(1.0)], progress=False)
+    assert train(config, tmp_path / "run", resume=True, extensions=[Recorder()], progress=False).metrics[0][
+        "recorded_steps"] == steps  # finished: the checkpoint's metrics, nothing trained again
+
+
+def test_a_stage_writes_its_result(tmp_path):
+    result = train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+    written = read_result(tmp_path / "run" / "report.json")
+    assert written.kind == "train" and written.rows[0].traffic == result.report
+    assert written.rows[0].folder == tmp_path / "run" and written.rows[0].seconds == pytest.approx(result.seconds)

@@ -108,6 +108,37 @@ def test_preparing_twice_and_removing_plain_model_are_errors(residual_net):
         tz.remove(residual_net)
 
 
+@pytest.mark.parametrize("call, name", [
+    (tz.zero_block_loss, "zero_block_loss"), (tz.zebra_layers, "zebra_layers"), (tz.remove, "remove"),
+    (lambda m: tz.set_masking(m, False), "zebra_layers"), (lambda m: tz.measure(m, [torch.zeros(1, 1, 8, 8)]),
+                                                           "zebra_layers"),
+])
+def test_every_function_of_a_prepared_model_refuses_a_plain_one(residual_net, call, name):
+    with pytest.raises(ValueError, match=rf"{name}\(\) takes a model returned by torchzebra.prepare\(\); this one is not"):
+        call(residual_net)
+
+
+def test_prepared_state_and_plain_model(residual_net):
+    config = tz.ZebraConfig(penalty="l1")
+    prepared = tz.prepare(residual_net, config)
+    state = tz.nn.prepared_state(prepared)
+    assert state.original is residual_net and state.config is config
+    assert tz.plain_model(prepared) is residual_net and tz.plain_model(residual_net) is residual_net
+
+
+def test_eval_mode_gives_every_submodule_its_own_mode_back():
+    model = torchvision.models.resnet18(num_classes=3).train()
+    frozen = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][:3]
+    for module in frozen:
+        module.eval()
+    with tz.eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and not any(m.training for m in frozen)
+    prepared = tz.prepare(model)
+    tz.measure(prepared, [torch.randn(2, 3, 32, 32)])  # measures in eval mode, then restores each module's mode
+    assert prepared.training and [m.training for m in frozen] == [False] * 3 and model.layer4[1].bn2.training
+
+
 def test_masking_off_gives_original_outputs_at_any_threshold(residual_net):
     x = torch.randn(3, 1, 8, 8)
     prepared = tz.prepare(residual_net, tz.ZebraConfig(threshold=10.0))

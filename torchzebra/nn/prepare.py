@@ -153,7 +153,8 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
         )
     gm.recompile()
     container.to(model_device(model))
-    gm.train(model.training)
+    gm.training = model.training  # the user's modules (shared with gm) keep their own modes
+    container.train(model.training)
     gm.meta[_STATE] = PreparedState(model, config)
     return gm
 

@@ -11,8 +11,7 @@ import torch
 
 from .._io import atomic_write_bytes, atomic_write_text
 from ..core import COMPRESSED, format_title
-from ..measure import TrafficReport
-from ..results import METHODS, REPORT, method_title, read_result
+from ..results import METHODS, method_title, stage_traffic
 from . import plots
 from .summary import Point, ReportError, best_within, budget_markdown, load_points, points_markdown
 
@@ -51,13 +50,6 @@ def _mask_pictures(point: Point, capture: Capture) -> list[bytes]:
     return [plots.stripes_png(subset, blocks, image) for image in range(images)] if subset else []
 
 
-def _traffic(point: Point) -> TrafficReport | None:
-    """A point's per-layer traffic (sweeps of earlier versions kept it in the stage folder only)."""
-    if point.traffic is not None or point.folder is None or not (point.folder / REPORT).is_file():
-        return point.traffic
-    return read_result(point.folder / REPORT).rows[0].traffic
-
-
 def build_report(run_dirs: list[str | Path], out: str | Path, *, budget_points: float = 1.0,
                  capture: Capture | None = None) -> dict[str, Any]:
     """Write ``report.html`` (self-contained), ``report.md`` and the PNG figures into ``out``; with ``capture``,
@@ -71,7 +63,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, budget_points: 
         ("pareto.png", "Top-1 against activation bandwidth reduction; lines: each method's Pareto front",
          plots.pareto_png(points, budget_points))]
     chosen = showcase(points, budget_points)
-    traffic = _traffic(chosen) if chosen else None
+    traffic = stage_traffic(chosen.traffic, chosen.folder) if chosen else None
     if traffic is not None:
         figures.append(("layers.png", f"Traffic per layer of {chosen.label}", plots.layers_png(traffic, chosen.label)))
     if chosen is not None and chosen.checkpoint is not None and capture is not None:

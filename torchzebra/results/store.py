@@ -76,6 +76,14 @@ def read_result(path: str | Path) -> RunResult:
                           "rerun the command that wrote it") from error
 
 
+def stage_traffic(traffic: TrafficReport | None, folder: Path | None) -> TrafficReport | None:
+    """A model's per-layer traffic: ``traffic`` when the result kept it, else (sweeps of earlier versions) the
+    one in its stage folder's ``report.json``, else None."""
+    if traffic is not None or folder is None or not (folder / REPORT).is_file():
+        return traffic
+    return read_result(folder / REPORT).rows[0].traffic
+
+
 def _from_dict(values: dict[str, Any], base: Path) -> RunResult:
     if values["kind"] not in KINDS:
         raise ValueError(f"kind {values['kind']!r} is not one of {KINDS}")
