@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from torchzebra import cli
@@ -64,6 +65,18 @@ def test_run_writes_side_by_side_report(tmp_path, capsys):
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| dense baseline |" in report and "| Zebra |" in report and "## Per layer" in report
     assert (tmp_path / "r" / "report.json").is_file() and (tmp_path / "r" / "zebra" / "last.pt").is_file()
+
+
+def test_run_from_scratch_distilled_from_the_baseline(tmp_path):
+    args = ["run", *TINY, "--set", "train.epochs=1", "--set", "run.method=zebra-scratch", "--set", "distill.weight=1",
+            "--set", "zebra.density=0.5", "--run-dir", str(tmp_path / "r")]
+    assert main(args) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "| Zebra from scratch |" in report and "distilled from the baseline (weight 1" in report
+    checkpoint = torch.load(tmp_path / "r" / "zebra" / "last.pt", weights_only=True)
+    assert checkpoint["extensions"] == {"distillation": {"weight": 1.0, "temperature": 4.0}}
+    assert checkpoint["stage"]["epochs"] == 1 and checkpoint["stage"]["lr"] == 0.1  # the baseline's recipe
+    assert main(["run", *TINY, "--set", "run.method=slim", "--run-dir", str(tmp_path / "x")]) == 2
 
 
 @pytest.mark.parametrize(

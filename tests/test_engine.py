@@ -9,7 +9,7 @@ import yaml
 
 from torchzebra.engine import CheckpointError, ConfigError, load_checkpoint, load_config, load_trained, save_checkpoint, train
 from torchzebra.engine import trainer as trainer_module
-from torchzebra.engine.extensions import DensityCalibration, Extension
+from torchzebra.engine.extensions import DensityCalibration, Extension, distillation_loss
 from torchzebra.results import read_result
 from torchzebra.models import build_model
 from torchzebra import zebra_layers
@@ -261,3 +261,11 @@ def test_a_stage_writes_its_result(tmp_path):
     written = read_result(tmp_path / "run" / "report.json")
     assert written.kind == "train" and written.rows[0].traffic == result.report
     assert written.rows[0].folder == tmp_path / "run" and written.rows[0].seconds == pytest.approx(result.seconds)
+
+
+def test_distillation_loss_is_zero_for_the_teachers_own_logits_and_pulls_towards_them():
+    teacher = torch.tensor([[2.0, 0.0, -1.0]])
+    assert distillation_loss(teacher, teacher, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(1, 3, requires_grad=True)
+    distillation_loss(student, teacher, 2.0).backward()
+    assert student.grad[0, 0] < 0 < student.grad[0, 2]  # gradient descent raises the teacher's favourite class

@@ -24,6 +24,7 @@ from ..data import DataSection
 
 PRESETS = ("quick", "paper")
 SCHEDULES = ("onecycle", "cosine", "constant")
+RUN_METHODS = ("zebra", "zebra-scratch")  # what `zebra run` can train beside the dense baseline
 
 
 class ConfigError(ValueError):
@@ -90,6 +91,21 @@ class SlimSection:
 
 
 @dataclass
+class DistillSection:
+    """Knowledge distillation from the dense baseline while a Zebra model trains (off while ``weight`` is 0)."""
+
+    weight: float = 0.0  # weight of the distillation term beside the task loss
+    temperature: float = 4.0  # softens both models' logits
+
+
+@dataclass
+class RunSection:
+    """``zebra run``: which Zebra method the main job trains beside the dense baseline."""
+
+    method: str = "zebra"  # zebra: fine-tuned from the baseline (finetune section); zebra-scratch: the train section
+
+
+@dataclass
 class SweepSection:
     """``zebra sweep``: every method fine-tuned at every point of the grid (the product of its value lists)."""
 
@@ -109,6 +125,8 @@ class RunConfig:
     finetune: OptimSection = field(default_factory=lambda: OptimSection(epochs=2, lr=0.01, schedule="cosine"))
     zebra: ZebraSection = field(default_factory=ZebraSection)
     slim: SlimSection = field(default_factory=SlimSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    run: RunSection = field(default_factory=RunSection)
     sweep: SweepSection = field(default_factory=SweepSection)
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +225,11 @@ def _validate(config: RunConfig) -> None:
         raise ConfigError(f"slim.{error}") from error
     if not config.slim.s >= 0:
         raise ConfigError(f"slim.s={config.slim.s!r} is invalid: the sparsity weight is a number >= 0, e.g. 1e-5")
+    if config.run.method not in RUN_METHODS:
+        raise ConfigError(f"run.method={config.run.method!r} is invalid: use one of {', '.join(RUN_METHODS)}")
+    if not (config.distill.weight >= 0 and config.distill.temperature > 0):
+        raise ConfigError(f"distill: weight={config.distill.weight!r} must be >= 0 and temperature="
+                          f"{config.distill.temperature!r} > 0")
     for name in ("train", "finetune"):
         schedule = getattr(config, name).schedule
         if schedule not in SCHEDULES:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import slim
@@ -138,6 +139,34 @@ class BnSparsity(Extension):
         row["bn_l1"] = slim.bn_l1(run.model, self.exclude)  # sum |gamma|: falls as sparsity training works
 
 
+class Distillation(Extension):
+    """Knowledge distillation from a trained teacher (Hinton et al. 2015): ``weight * T^2 * KL(teacher || model)``
+    over logits softened by temperature ``T``, the teacher run in eval mode without gradients on the same batch."""
+
+    name = "distillation"
+
+    def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 4.0) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.weight = weight
+        self.temperature = temperature
+
+    def settings(self) -> dict[str, Any]:
+        return {"weight": self.weight, "temperature": self.temperature}
+
+    def extra_loss(self, run, inputs, outputs, labels):
+        self.teacher.to(inputs.device)  # a no-op once it is there
+        with torch.no_grad():
+            target = self.teacher(inputs)
+        return self.weight * distillation_loss(outputs, target, self.temperature)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch."""
+    log_student = F.log_softmax(student.float() / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher.float() / temperature, dim=1)
+    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+
+
 def zebra_extensions(section: ZebraSection) -> list[Extension]:
     """What training with Zebra adds: threshold calibration (when a density is set) and the penalty."""
     return ([DensityCalibration(section)] if section.density is not None else []) + [ZeroBlockPenalty(section)]
@@ -146,3 +175,9 @@ def zebra_extensions(section: ZebraSection) -> list[Extension]:
 def slimming(config: RunConfig) -> list[Extension]:
     """Network Slimming's sparsity training with the run's ``slim`` settings."""
     return [BnSparsity(config.slim.s, config.slim.exclude)]
+
+
+def distillation(config: RunConfig, teacher: nn.Module) -> list[Extension]:
+    """Distillation from ``teacher`` with the run's ``distill`` settings (none while its weight is 0)."""
+    d = config.distill
+    return [Distillation(teacher, d.weight, d.temperature)] if d.weight else []

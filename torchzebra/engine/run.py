@@ -11,7 +11,9 @@ from .._io import atomic_write_text
 from ..measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, REPORT, Machine, ModelRow, RunInfo, RunResult, model_row, write_result
 from ..results.tables import run_markdown
+from ..nn import plain_model
 from .config import RunConfig, save_config
+from .extensions import distillation
 from .trainer import TrainResult, resolve_device, train
 
 
@@ -46,17 +48,21 @@ def run_info(command: str, config: RunConfig, started: float) -> RunInfo:
 
 
 def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
-    """Train the baseline (``config.train``, Zebra off), fine-tune it with Zebra (``config.finetune``),
-    then write ``report.md`` and ``report.json`` in ``run_dir``."""
+    """Train the dense baseline (``config.train``), then the Zebra model of ``config.run.method`` (fine-tuned from
+    the baseline, or trained from scratch with the baseline's recipe; distilled from it when ``distill.weight``
+    is set), then write ``report.md`` and ``report.json`` in ``run_dir``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
     print(f"[1/2] dense baseline: {config.train.epochs} epochs -> {run_dir / 'baseline'}", flush=True)
     baseline = train(config, run_dir / "baseline", stage=config.train, zebra=False, resume=resume, progress=progress)
-    print(f"[2/2] Zebra fine-tune from the baseline: {config.finetune.epochs} epochs -> {run_dir / 'zebra'}", flush=True)
-    zebra = train(config, run_dir / "zebra", stage=config.finetune, zebra=True,
-                  init=run_dir / "baseline" / CHECKPOINT, resume=resume, progress=progress)
-    rows = (stage_row("dense", baseline, baseline.report), stage_row("zebra", zebra, baseline.report))
+    method = METHODS[config.run.method]
+    scratch = method.start == "scratch"
+    stage = config.train if scratch else config.finetune
+    print(f"[2/2] {method.description}: {stage.epochs} epochs -> {run_dir / 'zebra'}", flush=True)
+    zebra = train(config, run_dir / "zebra", stage=stage, zebra=True, init=None if scratch else run_dir / "baseline" / CHECKPOINT,
+                  resume=resume, extensions=distillation(config, plain_model(baseline.model)), progress=progress)
+    rows = (stage_row("dense", baseline, baseline.report), stage_row(method.name, zebra, baseline.report))
     result = RunResult("run", run_info("zebra run", config, started), config.to_dict(), rows[0].label, rows)
     return publish(run_dir, result, run_markdown(result))

@@ -19,10 +19,10 @@ from ..measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, REPORT, SWEEP, SWEEP_METHODS, ModelRow, RunResult, read_result, write_result
 from .checkpoint import load_checkpoint
 from .config import ConfigError, RunConfig, SweepSection, from_dict, same_settings, save_config, with_value
-from .extensions import slimming
+from .extensions import distillation, slimming
 from .run import run_info, stage_row
 from .slimming import prune_checkpoint
-from .trainer import TrainResult, train
+from .trainer import TrainResult, load_trained, train
 
 BASELINE = "dense"
 
@@ -126,8 +126,9 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
             init, extra = _pruned(_stage_config(values, slim_settings), run_dir, progress)
         elif start == "scratch":
             stage, init = stage_config.train, None
+        teacher = load_trained(run_dir / "baseline" / CHECKPOINT)[0] if stage_config.distill.weight else None
         trained = _stage(stage_config, run_dir / "points" / name, progress, stage=stage, zebra=METHODS[method].zebra,
-                         init=init)
+                         init=init, extensions=distillation(stage_config, teacher) if teacher else [])
         rows.append(_row(name, method, point, trained, baseline.report, trained.seconds + extra))
         _write(run_dir, config, rows, started)
     return _write(run_dir, config, rows, started)

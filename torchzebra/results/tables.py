@@ -62,7 +62,13 @@ def run_markdown(result: RunResult) -> str:
     """The whole report of ``zebra run`` (dense baseline and Zebra model) as Markdown."""
     config = result.config
     zebra = config["zebra"]
-    baseline, model = result.by_method("dense").traffic, result.by_method("zebra").traffic
+    baseline, model = result.rows[0].traffic, result.rows[1].traffic
+    scratch = result.rows[1].method == "zebra-scratch"
+    recipe = ("Zebra trained from scratch with the same recipe and seed" if scratch
+              else f"Zebra fine-tuned {config['finetune']['epochs']} epochs from it")
+    distill = config.get("distill", {"weight": 0})
+    if distill["weight"]:
+        recipe += f", distilled from the baseline (weight {distill['weight']:g}, temperature {distill['temperature']:g})"
     policy = (f"thresholds calibrated to keep {zebra['density']} of the blocks (ramp {zebra['density_ramp_steps']} "
               f"steps, every {zebra['calibrate_every']} steps)" if zebra["density"] is not None
               else f"threshold {zebra['threshold']}")
@@ -72,7 +78,7 @@ def run_markdown(result: RunResult) -> str:
         result.info.markdown(),
         "",
         f"Model {config['model']['name']} {config['model']['options']} on {config['data']['name']}; "
-        f"baseline {config['train']['epochs']} epochs, Zebra fine-tuned {config['finetune']['epochs']} epochs from it "
+        f"baseline {config['train']['epochs']} epochs, {recipe} "
         f"(block {zebra['block_size']}, score {zebra['score']}, {policy}, "
         f"penalty {zebra['penalty']}, lambda {zebra['lam_epochs'] or zebra['lam']}); "
         f"{config['bits']}-bit data, metadata counted, one write plus one read per consumer, "
@@ -80,7 +86,7 @@ def run_markdown(result: RunResult) -> str:
         "",
         rows_markdown(result.rows),
         "",
-        "## Per layer (Zebra model)",
+        f"## Per layer ({result.rows[1].label} model)",
         "",
         layers_markdown(baseline, model),
         "",
