@@ -1,4 +1,4 @@
-"""The ``zebra`` command line: train, eval, run, slim, prune, export, sweep and report.
+"""The ``zebra`` command line: train, eval, run, slim, prune, calibrate, export, sweep and report.
 
 Bad input is one line on stderr, never a traceback.
 """
@@ -21,6 +21,7 @@ from .engine import CheckpointError, ConfigError, TrainingError, evaluate, load_
 from .engine import distributed
 from .engine.config import PRESETS, parse_assignment
 from .engine.exporting import checkpoint_maps, export_checkpoint
+from .engine.posttraining import calibrate_checkpoint
 from .engine.run import new_run_dir, run_experiment
 from .engine.slimming import FLOWS, prune_checkpoint, run_slim
 from .engine.sweep import run_sweep
@@ -108,6 +109,13 @@ def _prune(args: argparse.Namespace) -> int:
     print(plan)
     if not args.dry_run:
         print(f"pruned checkpoint: {args.output} (evaluate with zebra eval, fine-tune with zebra train --init)")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    calibrate_checkpoint(args.checkpoint, args.out, args.budget, args.images, args.set, progress=not args.quiet)
+    print(f"report: {args.out / 'report.md'}; calibrated checkpoints: "
+          f"{', '.join(str(args.out / f'budget-{b:g}' / 'last.pt') for b in args.budget)}")
     return 0
 
 
@@ -211,6 +219,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting of the checkpoint's config")
     p.add_argument("--dry-run", action="store_true", help="print the plan only; write nothing")
     p.set_defaults(handler=_prune)
+
+    c = commands.add_parser(
+        "calibrate", help="Zebra on a trained model without training: per-layer thresholds for a top-1 budget",
+        description="Search per-layer thresholds on a few hundred training images (each layer's cost and bytes at "
+                    "each kept-block density, then the allocation of most saved bytes) for the largest Zebra+ZVC "
+                    "reduction within each top-1 budget; measure on the test split; write one prepared checkpoint "
+                    "per budget and report.md/report.json.")
+    c.add_argument("checkpoint", type=Path, help="a trained model's last.pt (e.g. a dense baseline)")
+    c.add_argument("--out", type=Path, required=True, help="the folder to write")
+    c.add_argument("--budget", type=float, nargs="+", default=[1.0], metavar="POINTS",
+                   help="top-1 points the model may lose on the calibration images (default 1; several: a front)")
+    c.add_argument("--images", type=int, default=512, help="training images to calibrate on (default 512)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the checkpoint's config, e.g. --set zebra.block_size=4")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(handler=_calibrate)
 
     x = commands.add_parser("export", help="artefacts for hardware tools: SCALE-Sim topology, densities, coded maps",
                             description="Write topology.csv (SCALE-Sim), density.yaml (per-layer element and block "

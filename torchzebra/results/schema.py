@@ -16,7 +16,7 @@ import torch
 from ..core import FORMATS
 from ..measure import TrafficReport
 
-KINDS = ("train", "run", "slim", "sweep")
+KINDS = ("train", "run", "slim", "sweep", "calibrate")
 
 
 @dataclass(frozen=True)

@@ -118,3 +118,14 @@ def slim_markdown(result: RunResult, flow: str) -> str:
         shapes_markdown(shown, result.reference),
         "",
     ])
+
+
+def allocation_markdown(rows: tuple[ModelRow, ...] | list[ModelRow]) -> str:
+    """Per layer, the density each calibrated row keeps (its ``settings["densities"]``)."""
+    calibrated = [row for row in rows if "densities" in row.settings]
+    sites = list(dict.fromkeys(site for row in calibrated for site in row.settings["densities"]))
+    titles = ["layer"] + [f"{row.label}: kept blocks %" for row in calibrated]
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for site in sites:
+        lines.append("| " + " | ".join([site] + [_pct(row.settings["densities"].get(site)) for row in calibrated]) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Per-layer density allocation and the no-training route (zebra calibrate)."""
+
+import json
+
+import pytest
+import torch
+
+import torchzebra as tz
+from torchzebra import allocation
+from torchzebra.cli import main
+from torchzebra.results import read_result
+
+TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=256",
+        "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "device=cpu", "--quiet"]
+
+
+@pytest.fixture
+def probe_data(residual_net):
+    """The residual net with its classifier fitted to its own outputs, so masking can change predictions."""
+    x = torch.randn(96, 1, 8, 8)
+    with torch.no_grad():
+        y = residual_net(x).argmax(1)
+    return tz.prepare(residual_net, tz.ZebraConfig(block_size=2)), x, y
+
+
+def test_allocate_trades_bytes_against_cost():
+    curve = allocation.LayerCurve("a", (0.2, 0.5, 1.0), (1.0, 0.1, 0.0), (20, 50, 100))
+    assert allocation.allocate([curve], 0.0, 100) == {"a": 0.2}  # bytes only
+    assert allocation.allocate([curve], 1e6, 100) == {"a": 1.0}  # cost only
+    assert allocation.allocate([curve], 1.0, 100) == {"a": 0.5}  # 0.5 + 0.1 beats 0.2 + 1.0 and 1.0 + 0
+
+
+def test_search_keeps_the_budget_on_its_images_and_saves_more_with_a_larger_one(probe_data):
+    model, x, y = probe_data
+    measured = allocation.profile(model, [(x, y)])
+    assert len(measured.curves) == len(tz.zebra_layers(model))
+    assert all(curve.bytes[-1] >= curve.bytes[0] for curve in measured.curves)  # density 1 keeps the most bytes
+    strict = allocation.search(model, budget_points=0.0, measured=measured)
+    loose = allocation.search(model, budget_points=100.0, measured=measured)
+    assert strict.drop_points <= 0 and strict.top1 == pytest.approx(strict.dense_top1)
+    assert loose.reduction > strict.reduction and min(loose.densities.values()) < 1.0
+    report = tz.measure(model, [(x, y)])  # the model keeps the last search's thresholds
+    assert report.reduction("zebra_zvc") == pytest.approx(loose.reduction)
+    thresholds = {site: layer.threshold.item() for site, layer in tz.zebra_layers(model)}
+    assert thresholds == pytest.approx(loose.thresholds)
+
+
+def test_search_refuses_what_it_cannot_use(residual_net):
+    with pytest.raises(ValueError, match="no active Zebra layer"):
+        allocation.search(tz.prepare(residual_net, tz.ZebraConfig(include=())), [(torch.randn(4, 1, 8, 8),
+                                                                                   torch.zeros(4, dtype=torch.long))])
+    with pytest.raises(ValueError, match="budget_points=-1 is invalid"):
+        allocation.search(tz.prepare(residual_net), [], budget_points=-1)
+
+
+def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys):
+    assert main(["train", *TINY, "--set", "train.epochs=1", "--run-dir", str(tmp_path / "dense")]) == 0
+    out = tmp_path / "calibrated"
+    assert main(["calibrate", str(tmp_path / "dense" / "last.pt"), "--out", str(out), "--budget", "0", "50",
+                 "--images", "64", "--quiet"]) == 0
+    result = read_result(out / "report.json")
+    assert result.kind == "calibrate" and [row.method for row in result.rows] == ["dense", *2 * ["zebra-calibrated"]]
+    dense, strict, loose = result.rows
+    assert dense.top1 == read_result(tmp_path / "dense" / "report.json").rows[0].top1  # threshold 0 is exact
+    assert loose.reduction["zebra_zvc"] > strict.reduction["zebra_zvc"] >= dense.reduction["zebra_zvc"]
+    assert set(loose.settings["densities"]) >= {"layer1.0.relu", "layer4.1.relu:1"}
+    capsys.readouterr()
+    assert main(["eval", str(out / "budget-50" / "last.pt"), "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["accuracy"] == pytest.approx(loose.top1)
+    assert main(["report", str(out), "--out", str(tmp_path / "report"), "--no-pictures"]) == 0
+    assert "Zebra calibrated, no training" in (tmp_path / "report" / "report.html").read_text()
