@@ -10,6 +10,7 @@ import yaml
 from torchzebra.engine import CheckpointError, ConfigError, load_checkpoint, load_config, load_trained, save_checkpoint, train
 from torchzebra.engine import trainer as trainer_module
 from torchzebra.engine.extensions import DensityCalibration, Extension, distillation_loss
+from torchzebra.data import DataSpec
 from torchzebra.results import read_result
 from torchzebra.models import build_model
 from torchzebra import zebra_layers
@@ -269,3 +270,13 @@ def test_distillation_loss_is_zero_for_the_teachers_own_logits_and_pulls_towards
     student = torch.zeros(1, 3, requires_grad=True)
     distillation_loss(student, teacher, 2.0).backward()
     assert student.grad[0, 0] < 0 < student.grad[0, 2]  # gradient descent raises the teacher's favourite class
+
+
+def test_every_zebra_config_field_is_set_from_the_config():
+    config = tiny_config("zebra.enabled=true", "zebra.weight={'layer1.*': 2.0}", "zebra.leaf_modules=['layer4']",
+                         "zebra.exclude=['stem.*']")
+    model = trainer_module.build_prepared_model(config, DataSpec("fashion-mnist", 10, 1, 32), True)
+    layers = dict(zebra_layers(model))
+    assert layers["layer1.0.relu"].weight == 2.0 and layers["layer2.0.relu"].weight == 1.0
+    assert not any(site.startswith("layer4") for site in layers)  # a leaf module is not instrumented
+    assert not layers["stem.2"].active and layers["layer1.0.relu"].active

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._io import atomic_write_text
-from .core import FORMATS, TrafficTally, validate_bits, validate_format
+from .core import COMPRESSED, FORMATS, TrafficTally, validate_bits, validate_format
 from .nn import eval_mode, model_device, zebra_layers
 
 
@@ -123,7 +123,8 @@ class TrafficReport:
         atomic_write_text(path, out.getvalue())
 
     def __str__(self) -> str:
-        header = ["layer", "shape", "blk", "reads", "density", "blk dens", "dense KB", "zvc", "zebra", "zebra+zvc"]
+        header = ["layer", "shape", "blk", "reads", "density", "blk dens", "dense KB"]
+        header += [fmt.replace("_", "+") for fmt in COMPRESSED]
         rows = [
             [
                 layer.name,
@@ -134,12 +135,12 @@ class TrafficReport:
                 f"{layer.block_density:.1%}",
                 f"{layer.bytes['dense'] / 1024:.1f}",
             ]
-            + [f"{layer.reduction(fmt):.1%}" for fmt in FORMATS[1:]]
+            + [f"{layer.reduction(fmt):.1%}" for fmt in COMPRESSED]
             for layer in self.layers
         ]
         rows.append(
             ["total", "", "", "", "", "", f"{self.total_bytes('dense') / 1024:.1f}"]
-            + [f"{self.reduction(fmt):.1%}" for fmt in FORMATS[1:]]
+            + [f"{self.reduction(fmt):.1%}" for fmt in COMPRESSED]
         )
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
