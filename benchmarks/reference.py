@@ -30,9 +30,9 @@ TARGET, BUDGET = 0.70, 1.0  # the published headline: 70 % less activation bandw
 CALIBRATION_BUDGETS = [0.25, 0.5, 1.0, 2.0]
 # Each lever alone and together, on top of the quick preset (seed 0), as sweep points.
 LEVERS = [
-    {"method": "zebra-scratch", "distill.weight": 0.0},  # the main job's recipe without distillation
-    {"method": "zebra", "distill.weight": 0.0},  # fine-tuned from the baseline instead of from scratch
-    {"method": "slim-zebra"},  # Slimming + Zebra with the main job's Zebra settings
+    {"method": "zebra-scratch", "distill.weight": 0.0},  # the main job without distillation
+    {"method": "zebra"},  # distillation while fine-tuning from the baseline instead of training from scratch
+    {"method": "slim-zebra"},  # Slimming + Zebra, fine-tuned with the main job's Zebra and distillation settings
 ]
 
 
@@ -62,9 +62,14 @@ def summary(entries: list[dict]) -> dict:
 
 
 def levers(run_dir: Path, overrides: list[str]) -> None:
-    config = load_config("quick", overrides=[*overrides, "seed=0", "sweep.methods=[zebra-scratch]",
+    """The levers as sweep points on seed 0, sharing the main job's seed-0 baseline (same settings)."""
+    folder = run_dir / "levers"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "baseline").exists():
+        (folder / "baseline").symlink_to((run_dir / "main-seed0" / "baseline").resolve(), target_is_directory=True)
+    config = load_config("quick", overrides=[*overrides, "seed=0", "sweep.methods=[]",
                                              f"sweep.points={json.dumps(LEVERS)}"])
-    run_sweep(config, run_dir / "levers", progress=False)
+    run_sweep(config, folder, progress=False)
 
 
 def calibration(run_dir: Path) -> None:

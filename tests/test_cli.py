@@ -60,7 +60,7 @@ def test_resume_uses_the_run_folders_config(tmp_path, capsys):
 
 def test_run_writes_side_by_side_report(tmp_path, capsys):
     args = ["run", *TINY, "--set", "train.epochs=1", "--set", "finetune.epochs=1", "--set", "zebra.threshold=0.3",
-            "--run-dir", str(tmp_path / "r")]
+            "--set", "run.method=zebra", "--set", "distill.weight=0", "--run-dir", str(tmp_path / "r")]
     assert main(args) == 0
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| dense baseline |" in report and "| Zebra |" in report and "## Per layer" in report

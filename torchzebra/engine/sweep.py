@@ -137,8 +137,9 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
 def _plan(config: RunConfig) -> list[tuple[str, dict[str, Any], RunConfig]]:
     """(method, point, the point's config) of every point of the sweep, each config validated."""
     unknown = sorted(set(config.sweep.methods) - set(SWEEP_METHODS))
-    if unknown or not config.sweep.methods:
-        raise ConfigError(f"sweep.methods={config.sweep.methods!r} is invalid: use some of {', '.join(SWEEP_METHODS)}")
+    if unknown or not (config.sweep.methods or config.sweep.points):
+        raise ConfigError(f"sweep.methods={config.sweep.methods!r} is invalid: use some of {', '.join(SWEEP_METHODS)} "
+                          "(or none, with sweep.points)")
     scopes = {key.split(":", 1)[0] for key in config.sweep.grid if ":" in key}
     if scopes - set(config.sweep.methods):
         raise ConfigError(f"sweep.grid names methods {sorted(scopes - set(config.sweep.methods))} that sweep.methods "
