@@ -41,7 +41,7 @@ class TrainingError(RuntimeError):
 class TrainResult:
     """What a training stage leaves: the trained (prepared) model, its final evaluation and its folder."""
 
-    model: nn.Module
+    model: nn.Module | None  # None for a finished stage read back from its folder without loading the model
     report: TrafficReport
     metrics: list[dict[str, Any]]
     run_dir: Path
