@@ -42,7 +42,11 @@ def main_job(run_dir: Path, seeds: list[int], overrides: list[str]) -> list[dict
     for seed in seeds:
         folder = run_dir / f"main-seed{seed}"
         config = load_config("quick", overrides=[*overrides, f"seed={seed}"])
-        result = run_experiment(config, folder, resume=True, progress=False)
+        done = folder / REPORT
+        # a finished main job is read, not resumed: resuming would re-time it as a few seconds of evaluation
+        result = read_result(done) if done.is_file() else run_experiment(config, folder, resume=True, progress=False)
+        if result.config != config.to_dict():
+            raise SystemExit(f"{folder} holds a main job with other settings: use another --run-dir")
         baseline, zebra = result.rows
         entries.append({"seed": seed, "method": zebra.method, "baseline_top1": baseline.top1, "zebra_top1": zebra.top1,
                         "zebra_zvc_reduction": zebra.reduction["zebra_zvc"],
