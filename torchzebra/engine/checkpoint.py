@@ -61,3 +61,10 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ori
                  if keys]
         raise CheckpointError(f"{origin} does not fit this model ({'; '.join(parts)}); check model.* settings")
     model.load_state_dict(state)
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Load a checkpoint's weights into a prepared model but keep the model's own Zebra thresholds (a fine-tune
+    or a calibration starts from the weights, not from the source's masks)."""
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("zebra.")}
+    load_model_state(model, {**own, **{k: v for k, v in state.items() if not k.startswith("zebra.")}}, origin)

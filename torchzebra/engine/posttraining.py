@@ -14,7 +14,7 @@ from .._io import atomic_write_text
 from ..data import DataSpec
 from ..results import CHECKPOINT, METHODS, RunResult, model_row
 from ..results.tables import allocation_markdown, rows_markdown
-from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import apply_override, from_dict
 from .run import publish, run_info
 from .trainer import build_data, build_prepared_model, evaluate, resolve_device
@@ -34,9 +34,7 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     config = from_dict(values)
     device = resolve_device(config.device)
     model = build_prepared_model(config, DataSpec(**payload["spec"]), True, payload.get("structure")).to(device)
-    own = {k: v for k, v in model.state_dict().items() if k.startswith("zebra.")}
-    load_model_state(model, {**own, **{k: v for k, v in payload["model"].items() if not k.startswith("zebra.")}},
-                     f"checkpoint {checkpoint}")
+    load_weights(model, payload["model"], f"checkpoint {checkpoint}")
     train_set, test_set, _ = build_data(dataclasses.replace(config, data=dataclasses.replace(config.data, augment=False)))
     dense = evaluate(model, test_set, config, device, progress)  # thresholds 0: exactly the unmasked model
     measured = allocation.profile(model, [_calibration_batch(train_set, images, config.seed)], bits=config.bits)

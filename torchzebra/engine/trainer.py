@@ -26,7 +26,7 @@ from ..models import build_model
 from ..nn import prepare
 from ..results import CHECKPOINT, REPORT, Machine, RunInfo, RunResult, model_row, write_result
 from . import distributed
-from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_model_state, load_weights, save_checkpoint
 from .config import ConfigError, OptimSection, RunConfig, apply_override, from_dict, same_settings, save_config
 from .extensions import Extension, TrainRun, zebra_extensions
 from .metrics import MetricsLog
@@ -194,9 +194,7 @@ def _start_model(config: RunConfig, spec: DataSpec, zebra: bool, source: dict[st
     torch.manual_seed(config.seed)  # the same initial weights for every run with this seed
     model = build_prepared_model(config, spec, zebra, source.get("structure") if source else None)
     if fine_tune_from is not None:
-        own = {k: v for k, v in model.state_dict().items() if k.startswith("zebra.")}
-        weights = {k: v for k, v in source["model"].items() if not k.startswith("zebra.")}
-        load_model_state(model, {**own, **weights}, fine_tune_from)
+        load_weights(model, source["model"], fine_tune_from)
     return model
 
 
