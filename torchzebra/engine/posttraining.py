@@ -15,9 +15,8 @@ from ..data import DataSpec
 from ..results import CHECKPOINT, METHODS, RunResult, model_row
 from ..results.tables import allocation_markdown, rows_markdown
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
-from .config import apply_override, from_dict
 from .run import publish, run_info
-from .trainer import build_data, build_prepared_model, evaluate, resolve_device
+from .trainer import build_data, build_prepared_model, checkpoint_config, evaluate, resolve_device
 
 
 def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[float] | tuple[float, ...] = (1.0,),
@@ -28,10 +27,7 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     ``out/report.json`` and ``report.md`` (rows: the model unmasked, then one per budget, on the test split)."""
     started, out = time.perf_counter(), Path(out)
     payload = load_checkpoint(checkpoint)
-    values = payload["config"]
-    for assignment in overrides:
-        values = apply_override(values, assignment)
-    config = from_dict(values)
+    config = checkpoint_config(payload, overrides)
     device = resolve_device(config.device)
     model = build_prepared_model(config, DataSpec(**payload["spec"]), True, payload.get("structure")).to(device)
     load_weights(model, payload["model"], f"checkpoint {checkpoint}")

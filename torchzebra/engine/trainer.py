@@ -348,13 +348,18 @@ def load_trained(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] 
     return rebuild(load_checkpoint(checkpoint), overrides, f"checkpoint {checkpoint}")
 
 
-def rebuild(payload: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
-            origin: str = "checkpoint") -> tuple[nn.Module, RunConfig]:
-    """``load_trained`` for a checkpoint already read with ``load_checkpoint``."""
+def checkpoint_config(payload: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The run config saved in a checkpoint, with ``section.key=value`` overrides applied and validated."""
     values = payload["config"]
     for assignment in overrides:
         values = apply_override(values, assignment)
-    config = from_dict(values)
+    return from_dict(values)
+
+
+def rebuild(payload: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
+            origin: str = "checkpoint") -> tuple[nn.Module, RunConfig]:
+    """``load_trained`` for a checkpoint already read with ``load_checkpoint``."""
+    config = checkpoint_config(payload, overrides)
     model = build_prepared_model(config, DataSpec(**payload["spec"]), payload["zebra"], payload.get("structure"))
     load_model_state(model, payload["model"], origin)
     return model.eval(), config
