@@ -117,6 +117,7 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
     print(f"[baseline] {base_config.train.epochs} epochs -> {run_dir / 'baseline'}", flush=True)
     baseline = _stage(base_config, run_dir / "baseline", progress, stage=base_config.train, zebra=False)
     rows = [_row(BASELINE, BASELINE, {}, baseline, baseline.report, baseline.seconds)]
+    teacher = None
     for index, (method, point, stage_config) in enumerate(plan, 1):
         name = point_name(method, point)
         print(f"[{index}/{len(plan)}] {name}", flush=True)
@@ -126,9 +127,10 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
             init, extra = _pruned(_stage_config(values, slim_settings), run_dir, progress)
         elif start == "scratch":
             stage, init = stage_config.train, None
-        teacher = load_trained(run_dir / "baseline" / CHECKPOINT)[0] if stage_config.distill.weight else None
+        if stage_config.distill.weight and teacher is None:
+            teacher = load_trained(run_dir / "baseline" / CHECKPOINT)[0]  # once, for every point that distils
         trained = _stage(stage_config, run_dir / "points" / name, progress, stage=stage, zebra=METHODS[method].zebra,
-                         init=init, extensions=distillation(stage_config, teacher) if teacher else [])
+                         init=init, extensions=distillation(stage_config, teacher))
         rows.append(_row(name, method, point, trained, baseline.report, trained.seconds + extra))
         _write(run_dir, config, rows, started)
     return _write(run_dir, config, rows, started)
