@@ -13,9 +13,10 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Reinstalled only when the declared dependencies change.
-$(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e '.[test]'
+# Reinstalled only when the declared ranges or the tested set change: pyproject.toml says what the package
+# runs on, constraints.txt pins the exact versions this repository tests (torch 2.14.1, torchvision 0.29.1).
+$(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,onnx,tensorboard]'
 	touch $(STAMP)
 
 $(FMNIST):

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,8 @@ from torchzebra.core import (
     validate_block_size,
     validate_score,
 )
+from torchzebra.core.blocks import block_keep
+from torchzebra.nn.layer import ZebraLayer
 
 block_sizes = st.one_of(st.integers(1, 9), st.just("map"))
 
@@ -117,3 +120,139 @@ def test_masked_gradient_is_the_expanded_mask(h, w, block):
     keep = block_mask(block_scores(x.detach(), block), 0.8)
     apply_block_mask(x, keep, block).sum().backward()
     assert torch.equal(x.grad, expand_blocks(keep, block, h, w).float())
+
+
+SCORES = ["mean", "max", "rms"]
+HALF_AND_SINGLE = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def bits(t):
+    """The raw bits of ``t``: equal bits mean the same value, sign of zero and NaN payload included."""
+    return t.view({4: torch.int32, 2: torch.int16}[t.element_size()])
+
+
+def reference_mask(x, block, score, threshold):
+    """The keep mask by the definition, in float64: pooled mean |x|, max |x| or RMS > threshold."""
+    h, w = x.shape[-2:]
+    kernel = (h, w) if block == "map" else (min(block, h), min(block, w))
+    magnitude = x.double().abs()
+    pooled = {
+        "mean": lambda: F.avg_pool2d(magnitude, kernel, kernel, ceil_mode=True),
+        "max": lambda: F.max_pool2d(magnitude, kernel, kernel, ceil_mode=True),
+        "rms": lambda: F.avg_pool2d(magnitude**2, kernel, kernel, ceil_mode=True).sqrt(),
+    }[score]()
+    return pooled > threshold, pooled
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    size=st.sampled_from([8, 32]), block=st.sampled_from([2, 4]), score=st.sampled_from(SCORES),
+    bad=st.sampled_from([float("nan"), float("inf"), float("-inf")]), threshold=st.sampled_from([0.0, 0.5, 2.0]),
+    row=st.integers(0, 31), col=st.integers(0, 31),
+)
+def test_nan_or_inf_is_kept_in_its_block_and_leaves_the_others_alone(size, block, score, bad, threshold, row, col):
+    # 8x8 maps have at most 16 blocks (the small-grid products), 32x32 maps 64 or 256
+    x = torch.randn(2, 3, size, size)
+    row, col = row % size, col % size
+    poisoned = x.clone()
+    poisoned[1, 2, row, col] = bad
+    layer = ZebraLayer("site", block_size=block, score=score, threshold=threshold)
+    clean, dirty = layer(x), layer(poisoned)
+    i, j = row // block, col // block
+    own = (1, 2, slice(i * block, (i + 1) * block), slice(j * block, (j + 1) * block))
+    assert bits(dirty[own]).equal(bits(poisoned[own]))  # kept, unchanged
+    dirty[own], clean[own] = 0.0, 0.0
+    assert bits(dirty).equal(bits(clean))
+    assert block_keep(poisoned, block, score, threshold)[1, 2, i, j]
+    scores, clean_scores = block_scores(poisoned, block, score), block_scores(x, block, score)
+    assert not torch.isfinite(scores[1, 2, i, j])
+    scores[1, 2, i, j] = clean_scores[1, 2, i, j]
+    assert torch.equal(scores, clean_scores)
+
+
+def test_one_inf_in_an_8x8_map_at_threshold_0_zeroes_nothing():
+    x = torch.ones(1, 1, 8, 8)
+    x[0, 0, 0, 0] = float("inf")
+    out = apply_block_mask(x, block_keep(x, 2, "mean", 0.0), 2)
+    assert bits(out).equal(bits(x))
+
+
+def test_a_nan_or_inf_score_is_kept_even_at_an_infinite_threshold():
+    scores = torch.tensor([float("inf"), float("nan"), 1.0, 0.0])
+    assert block_mask(scores, float("inf")).tolist() == [True, True, False, False]
+    assert block_mask(scores, torch.tensor(0.5)).tolist() == [True, True, True, False]
+
+
+def awkward_map(seed, shape, dtype, kind, sparsity):
+    """Finite values of ``dtype``: subnormals only, values around ``tiny`` or any exponent; zeros of both signs."""
+    g = torch.Generator().manual_seed(seed)
+    info = torch.finfo(dtype)
+    low = math.log2(info.tiny * info.eps)  # the exponent of the smallest subnormal
+    high = {"subnormal": math.log2(info.tiny), "tiny": math.log2(info.tiny) + 4, "wide": math.log2(info.max)}[kind]
+    exponent = low + (high - low) * torch.rand(shape, generator=g, dtype=torch.float64)
+    sign = torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0).double()
+    x = (sign * torch.exp2(exponent)).to(dtype)
+    zero = torch.rand(shape, generator=g) < sparsity
+    return torch.where(zero, sign.to(dtype) * 0.0, x)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**31), dtype=st.sampled_from(HALF_AND_SINGLE), score=st.sampled_from(SCORES),
+    block=st.sampled_from([1, 2, 3, 4, "map", 40]), h=st.integers(1, 11), w=st.integers(1, 11),
+    kind=st.sampled_from(["subnormal", "tiny", "wide"]), sparsity=st.sampled_from([0.0, 0.9, 0.99, 1.0]),
+    nonnegative=st.booleans(),
+)
+def test_threshold_zero_is_bit_exact_on_any_finite_input(seed, dtype, score, block, h, w, kind, sparsity, nonnegative):
+    x = awkward_map(seed, (2, 3, h, w), dtype, kind, sparsity)
+    x = x.abs() if nonnegative else x
+    keep = block_keep(x, block, score, 0.0, nonnegative)
+    assert torch.equal(keep, nonzero_blocks(x, block))  # threshold 0 keeps exactly the blocks with a non-zero
+    assert bits(apply_block_mask(x, keep, block)).equal(bits(x))
+    layer = ZebraLayer("site", block_size=block, score=score, nonnegative=nonnegative)
+    assert bits(layer(x)).equal(bits(x))
+
+
+def test_a_block_of_one_fp16_subnormal_survives_threshold_zero():
+    x = torch.zeros(1, 1, 8, 8, dtype=torch.float16)
+    x[0, 0, 5, 6] = torch.finfo(torch.float16).tiny / 1024  # the smallest fp16 subnormal; its block mean is 0
+    for score in SCORES:
+        assert bits(ZebraLayer("site", block_size=4, score=score)(x)).equal(bits(x))
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    seed=st.integers(0, 2**31), dtype=st.sampled_from(HALF_AND_SINGLE), score=st.sampled_from(SCORES),
+    block=st.sampled_from([1, 2, 3, 4, 8, "map", 40]), h=st.integers(1, 33), w=st.integers(1, 33),
+    threshold=st.floats(0.0, 1.5), channels_last=st.booleans(),
+)
+def test_masks_of_ordinary_inputs_match_the_float64_definition(seed, dtype, score, block, h, w, threshold, channels_last):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, h, w, generator=g).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected, pooled = reference_mask(x, block, score, threshold)
+    clear = (pooled - threshold).abs() > 1e-5 * max(threshold, 1e-3)  # blocks not tied with the threshold
+    keep = block_keep(x, block, score, torch.tensor(threshold))
+    assert torch.equal(keep[clear], expected[clear])
+    torch.testing.assert_close(block_scores(x, block, score), pooled.to(dtype))
+
+
+@pytest.mark.parametrize("score", SCORES)
+def test_the_layer_exports_and_compiles_without_graph_breaks(score):
+    # map sizes of no other test, so no helper tensor is cached yet when the tracers run
+    for block, shape in ((5, (2, 3, 10, 14)), (2, (2, 3, 10, 14)), (3, (2, 3, 6, 6))):
+        layer = ZebraLayer("site", block_size=block, score=score, threshold=0.5).eval()
+        exported = torch.export.export(layer, (torch.randn(shape),)).module()
+        torch._dynamo.reset()  # a fresh compile per layer, well under the recompile limit
+        compiled = torch.compile(layer, fullgraph=True, backend="eager")
+        x = torch.randn(shape)
+        assert torch.equal(exported(x), layer(x)) and torch.equal(compiled(x), layer(x))
+
+
+def test_autocast_does_not_round_the_block_sums():
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 5, 5], x[0, 0, 5, 6] = 1.0, 1.0 + 2**-7  # block sum 2.0078125: 2.0 once rounded to bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert block_keep(x, 4, "mean", 2.0 / 16).flatten().tolist() == [False, False, False, True]
+        assert block_scores(x, 4)[0, 0, 1, 1] == 2.0078125 / 16

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from torchzebra import cli
-from torchzebra.cli import main
+from torchzebra.cli import main, verbs
 
 TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=256",
         "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "device=cpu", "--quiet"]
@@ -23,6 +23,24 @@ def test_help_lists_every_verb():
     assert all(verb in result.stdout and verb in cli.__doc__ for verb in VERBS)
 
 
+def test_help_and_the_package_load_without_torch():
+    """``zebra --help`` is instant: neither the parser nor ``import torchzebra`` loads torch (heavy imports
+    happen inside the verbs that need them)."""
+    code = ("import sys, torchzebra, torchzebra.cli as c; c.build_parser(); "
+            "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_lazy_names_are_the_functions_even_after_their_submodules_load():
+    import torchzebra as tz
+    import torchzebra.calibrate  # noqa: F401  (binds the submodule to the package: the function must win)
+    import torchzebra.measure  # noqa: F401
+    assert callable(tz.measure) and callable(tz.calibrate) and tz.measure.__name__ == "measure"
+    assert {"prepare", "measure", "ZebraConfig"} <= set(tz.__all__) <= set(dir(tz))
+    with pytest.raises(AttributeError):
+        tz.not_a_name
+
+
 @pytest.mark.parametrize("command", VERBS)
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -33,7 +51,7 @@ def test_help(command, capsys):
 @pytest.mark.parametrize("nproc", [["--nproc", "2"], ["--nproc=2"]])
 def test_nproc_hands_over_to_torchrun(monkeypatch, nproc):
     commands = []
-    monkeypatch.setattr(cli.subprocess, "run", lambda command: commands.append(command) or subprocess.CompletedProcess(command, 0))
+    monkeypatch.setattr(verbs.subprocess, "run", lambda command: commands.append(command) or subprocess.CompletedProcess(command, 0))
     assert main(["train", *nproc, "--set", "device=cpu"]) == 0
     command = commands[0]
     assert "--nproc-per-node=2" in command and not any(arg.startswith("--nproc=") or arg == "--nproc" for arg in command)

@@ -245,7 +245,9 @@ def test_export_writes_topology_densities_and_streams(tmp_path, capsys):
     lines = (out / "topology.csv").read_text().splitlines()
     assert lines[0] == "Layer name,IFMAP Height,IFMAP Width,Filter Height,Filter Width,Channels,Num Filter,Strides,"
     assert lines[1] == "stem.0,34,34,3,3,1,4,1,"  # 32x32 input padded by 1, grey input
-    assert "layer2.0.shortcut.0,32,32,1,1,4,8,2," in lines and lines[-1] == "fc,1,1,1,1,32,10,1,"
+    # SCALE-Sim's ceil((H - R + S) / S) of the exported 31 gives PyTorch's 16 (32 would give 17)
+    assert "layer2.0.shortcut.0,31,31,1,1,4,8,2," in lines and lines[-1] == "fc,1,1,1,1,32,10,1,"
+    assert (out / "layout.csv").is_file() and len((out / "layers.csv").read_text().splitlines()) == len(lines)
     density = yaml.safe_load((out / "density.yaml").read_text())
     assert density["images"] == 64 and len(density["layers"]) == 17
     first = density["layers"][0]

@@ -1,4 +1,4 @@
-"""Bit and byte counts per format (DESIGN.md section 3): hand-computed cases and properties."""
+"""Bit and byte counts per format (docs/METHOD.md section 3): hand-computed cases and properties."""
 
 import pytest
 import torch

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .config import _resolve
-from .nn import eval_mode, model_device, zebra_layers
+from .nn import eval_mode, model_device, prepared_module, zebra_layers
 
 
 def validate_density(value: object, name: str) -> float:
@@ -29,13 +29,17 @@ def calibrate(model: nn.Module, batches: Iterable, density: float | Mapping[str,
     Batches are tensors or ``(inputs, labels)``; they are concatenated into one pass in eval mode.
     Returns the new thresholds by site name.
     """
+    model = prepared_module(model, "calibrate")  # a torch.compile wrapper's eager module
     targets = {}
     for site, layer in zebra_layers(model):
         value = _resolve(density, site, None)
         if value is not None and layer.active:
             targets[site] = validate_density(value, f"density for {site}")
     device = model_device(model)
-    inputs = torch.cat([(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]).to(device)
+    inputs = [(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]
+    if not inputs:
+        raise ValueError("calibrate() got no batches: give it a non-empty iterable of tensors or (inputs, labels)")
+    inputs = torch.cat(inputs).to(device)
     try:
         for site, layer in zebra_layers(model):
             layer.calibration_density = targets.get(site)

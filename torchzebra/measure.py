@@ -1,6 +1,6 @@
 """measure(): DRAM traffic of every instrumented map over a data set, and accuracy on the same pass.
 
-Traffic of a map is one write by its producer plus one read per consumer (DESIGN.md section 3); the
+Traffic of a map is one write by its producer plus one read per consumer (docs/METHOD.md section 3); the
 headline counts activation maps only. Reductions are ``1 - format bytes / dense bytes`` summed over
 every map of every image.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable
 
 import torch
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_write_text
 from .core import COMPRESSED, FORMATS, TrafficTally, validate_bits, validate_format
-from .nn import eval_mode, model_device, zebra_layers
+from .nn import eval_mode, model_device, prepared_module, zebra_layers
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class TrafficReport:
     bits: int
     images: int
     correct: int | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # call site -> why it is left unmasked and uncounted
 
     @property
     def accuracy(self) -> float | None:
@@ -94,6 +95,7 @@ class TrafficReport:
                 {**asdict(layer), "density": layer.density, "block_density": layer.block_density}
                 for layer in self.layers
             ],
+            "skipped": dict(self.skipped),
         }
 
     @classmethod
@@ -104,7 +106,7 @@ class TrafficReport:
                                   "shape": tuple(layer["shape"]) if layer["shape"] else None})
                   for layer in values["layers"]]
         correct = None if values["accuracy"] is None else round(values["accuracy"] * values["images"])
-        return cls(layers, values["bits"], values["images"], correct)
+        return cls(layers, values["bits"], values["images"], correct, dict(values.get("skipped", {})))
 
     def to_csv(self, path) -> None:
         """Write one row per layer (atomically: a failed write leaves no partial file)."""
@@ -149,7 +151,8 @@ class TrafficReport:
             f"Activation traffic, {self.images} images at {self.bits} bits{accuracy}; "
             "zvc/zebra/zebra+zvc columns: bandwidth reduction against dense"
         )
-        return "\n".join([title, line(header), *(line(r) for r in rows)])
+        skipped = [f"skipped {site}: {reason}" for site, reason in self.skipped.items()]
+        return "\n".join([title, line(header), *(line(r) for r in rows), *skipped])
 
 
 def _split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -175,6 +178,7 @@ def measure(
     reported. The model's mode is restored afterwards.
     """
     validate_bits(bits)
+    model = prepared_module(model, "measure")  # a torch.compile wrapper's eager module: the tallies run in Python
     layers = zebra_layers(model)
     device = model_device(model)
     for _, layer in layers:
@@ -192,11 +196,14 @@ def measure(
                     labelled = False
                 else:
                     correct += (outputs.argmax(1) == labels.to(device)).sum()
+        if not images:
+            raise ValueError("measure() got no batches: give it a non-empty iterable of tensors or (inputs, labels)")
         rows = [_layer_row(layer) for _, layer in layers if layer.tally.maps]
     finally:
         for _, layer in layers:
             layer.tally = None
-    return TrafficReport(rows, bits, images, int(correct) if labelled and images else None)
+    skipped = {site: layer.skipped for site, layer in layers if layer.skipped}
+    return TrafficReport(rows, bits, images, int(correct) if labelled and images else None, skipped)
 
 
 def _layer_row(layer) -> LayerTraffic:

@@ -1,8 +1,10 @@
 """A byte-exact activation codec: real streams in the dense, ZVC, Zebra and Zebra+ZVC formats whose
-payload sizes are exactly the traffic model's bytes (layout: docs/FORMAT.md)."""
+payload sizes are exactly the traffic model's bytes (layout: docs/FORMAT.md). Names load on first use."""
 
-from .quant import WIDTHS, Quantized, dequantize, quantize
-from .stream import MAX_ELEMENTS, StreamError, StreamInfo, decode, encode, fake_quantize, inspect
+from .._lazy import lazy_package
 
-__all__ = ["MAX_ELEMENTS", "WIDTHS", "Quantized", "StreamError", "StreamInfo", "decode", "dequantize", "encode",
-           "fake_quantize", "inspect", "quantize"]
+__all__ = lazy_package(__name__, {
+    "widths": ["WIDTHS", "validate_width"],
+    "quant": ["Quantized", "dequantize", "quantize"],
+    "stream": ["MAX_ELEMENTS", "StreamError", "StreamInfo", "decode", "encode", "fake_quantize", "inspect"],
+})

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-WIDTHS = (8, 16, 32)  # 8/16: integers with a scale; 32: IEEE float32, stored as is
-_TINY = float(torch.finfo(torch.float32).tiny)
-_ROUNDER = 1.5 * 2**23  # v + R - R rounds a float32 |v| <= 2**22 to the nearest integer, ties to even  # the smallest scale: level * scale never underflows to 0
+from .widths import WIDTHS, validate_width
+
+_TINY = float(torch.finfo(torch.float32).tiny)  # the smallest scale: level * scale never underflows to 0
+_ROUNDER = 1.5 * 2**23  # v + R - R rounds a float32 |v| <= 2**22 to the nearest integer, ties to even
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,6 @@ class Quantized:
     scale: np.ndarray  # float32, shape (1,) per tensor, (C,) per channel, (0,) at 32 bits
     signed: bool
     bits: int
-
-
-def validate_width(bits: object) -> int:
-    """The codec stores 8- or 16-bit integers or 32-bit floats."""
-    if bits not in WIDTHS or isinstance(bits, bool):
-        raise ValueError(f"bits={bits!r} is invalid for the codec: use 8 or 16 (integers with a scale) or 32 (float32)")
-    return int(bits)
 
 
 def level_dtype(bits: int, signed: bool) -> np.dtype:

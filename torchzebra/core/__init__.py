@@ -1,39 +1,16 @@
-"""Pure tensor functions: blocks, scores, masks, per-format bit counts and penalties. Imports nothing above."""
+"""Pure tensor functions: blocks, scores, masks, per-format bit counts and penalties. Imports nothing above.
 
-from .blocks import (
-    SCORES,
-    BlockSize,
-    apply_block_mask,
-    block_element_counts,
-    block_grid,
-    block_mask,
-    block_scores,
-    block_shape,
-    expand_blocks,
-    nonzero_blocks,
-    validate_block_size,
-    validate_score,
-)
-from .formats import (
-    COMPRESSED,
-    FORMAT_REGISTRY,
-    FORMATS,
-    Format,
-    MapCounts,
-    TrafficTally,
-    bits_to_bytes,
-    format_bits,
-    format_title,
-    map_bits,
-    map_counts,
-    validate_bits,
-    validate_format,
-)
-from .penalty import PENALTIES, block_penalty, validate_penalty
+Names load on first use: the format registry (``core.registry``) is torch-free, the rest needs torch.
+"""
 
-__all__ = [
-    "COMPRESSED", "FORMAT_REGISTRY", "FORMATS", "Format", "format_title", "PENALTIES", "SCORES", "BlockSize", "MapCounts", "TrafficTally", "apply_block_mask",
-    "bits_to_bytes", "block_element_counts", "block_grid", "block_mask", "block_penalty", "block_scores",
-    "block_shape", "expand_blocks", "format_bits", "map_bits", "map_counts", "nonzero_blocks",
-    "validate_bits", "validate_block_size", "validate_format", "validate_penalty", "validate_score",
-]
+from .._lazy import lazy_package
+
+__all__ = lazy_package(__name__, {
+    "blocks": ["SCORES", "BlockSize", "apply_block_mask", "block_element_counts", "block_grid", "block_mask",
+               "block_scores", "block_shape", "expand_blocks", "nonzero_blocks", "validate_block_size",
+               "validate_score"],
+    "registry": ["COMPRESSED", "FORMAT_REGISTRY", "FORMATS", "Format", "format_title", "validate_bits",
+                 "validate_format"],
+    "formats": ["MapCounts", "TrafficTally", "bits_to_bytes", "format_bits", "map_bits", "map_counts"],
+    "penalty": ["PENALTIES", "block_penalty", "validate_penalty"],
+})

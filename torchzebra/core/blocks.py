@@ -8,9 +8,10 @@ the map, or ``"map"``, makes the whole channel map one block.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from typing import Literal, Union
+from typing import Callable, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,18 @@ def block_grid(block_size: BlockSize, height: int, width: int) -> tuple[int, int
     return math.ceil(height / bh), math.ceil(width / bw)
 
 
-@functools.lru_cache(maxsize=256)
+def _tensor_cache(make: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``lru_cache`` for a maker of constant tensors, bypassed while tracing (a cached fake tensor would leak)."""
+    cached = functools.lru_cache(maxsize=256)(make)
+
+    @functools.wraps(make)
+    def call(*args, **kwargs) -> torch.Tensor:
+        return make(*args, **kwargs) if torch.compiler.is_compiling() else cached(*args, **kwargs)
+
+    return call
+
+
+@_tensor_cache
 def block_element_counts(
     block_size: BlockSize | tuple[int, int], height: int, width: int, device=None
 ) -> torch.Tensor:
@@ -68,58 +80,68 @@ def block_element_counts(
 
 
 _SMALL_GRID = 16  # up to this many blocks per map, masks are expanded with one small matrix product
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
-@functools.lru_cache(maxsize=256)
+@_tensor_cache
 def _indicator(length: int, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(length, ceil(length/size))`` 0/1 matrix: element i belongs to block i // size."""
     index = torch.arange(length, device=device)
     return (index[:, None] // size == torch.arange(math.ceil(length / size), device=device)[None, :]).to(dtype)
 
 
-@functools.lru_cache(maxsize=256)
+@_tensor_cache
 def _map_indicator(height: int, width: int, bh: int, bw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(Hb*Wb, H*W)`` 0/1 matrix: row k marks the elements of block k of one channel map."""
     return torch.kron(_indicator(height, bh, device, dtype), _indicator(width, bw, device, dtype)).t().contiguous()
 
 
-@functools.lru_cache(maxsize=256)
-def _map_averaging(height: int, width: int, bh: int, bw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``(H*W, Hb*Wb)`` matrix whose product with a flattened map gives each block's mean."""
-    indicator = _map_indicator(height, width, bh, bw, device, dtype)
-    return (indicator / indicator.sum(1, keepdim=True)).t().contiguous()
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context that turns autocast off on ``device`` (a no-op where autocast does not exist)."""
+    available = torch.amp.is_autocast_available(device.type)
+    return torch.autocast(device.type, enabled=False) if available else contextlib.nullcontext()
 
 
-class _BlockMean(torch.autograd.Function):
-    """avg_pool2d forward with a backward that expands instead of scattering (far faster on CPU)."""
+class _BlockSum(torch.autograd.Function):
+    """Block sums (see ``_block_sums``) whose backward expands the gradient (fast on CPU)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
-        ctx.geometry = (bh, bw, *x.shape[-2:])
-        # With ceil_mode and no padding, avg_pool2d divides partial border windows by their real size.
-        return F.avg_pool2d(x, (bh, bw), (bh, bw), ceil_mode=True)
+        n, c, height, width = x.shape
+        ctx.geometry = (bh, bw, height, width)
+        if height % bh or width % bw or not x.is_contiguous():
+            # With ceil_mode and no padding, a partial border window sums its real elements only.
+            return F.avg_pool2d(x, (bh, bw), (bh, bw), ceil_mode=True, divisor_override=1)
+        hb, wb = height // bh, width // bw
+        # Each row of ``runs`` is one block (or one block's column sums); it is summed by a product with a
+        # column of ones. A 0/1 block-indicator product would multiply an Inf by 0: NaN in every block.
+        runs = x.view(n * c * hb, bh * width) if wb == 1 else x.view(n * c * hb, bh, width).sum(1).view(-1, bw)
+        ones = _indicator(runs.shape[1], runs.shape[1], x.device, x.dtype)  # (length, 1), all ones
+        with _no_autocast(x.device):  # sum in the dtype of x, not in autocast's bfloat16
+            return (runs @ ones).view(n, c, hb, wb)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        bh, bw, height, width = ctx.geometry
-        counts = block_element_counts((bh, bw), height, width, device=grad.device).to(grad.dtype)
-        return _expand(grad / counts, bh, bw, height, width), None, None
+        return _expand(grad, *ctx.geometry), None, None
 
 
-def _pool(x: torch.Tensor, block: tuple[int, int], kind: str) -> torch.Tensor:
-    """Block max or mean of ``x`` (N, C, H, W) -> (N, C, Hb, Wb), by the fastest CPU route for the shape."""
-    n, c, height, width = x.shape
+def _block_sums(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """Sum of every block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb); each sum reads its own block only."""
+    return x if block == (1, 1) else _BlockSum.apply(x, *block)
+
+
+def _block_max(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """Block max of ``x`` (N, C, H, W) -> (N, C, Hb, Wb); NaN propagates within its block only."""
     if block == (1, 1):
         return x
-    hb, wb = math.ceil(height / block[0]), math.ceil(width / block[1])
-    if kind == "max":
-        if (hb, wb) == (1, 1):
-            return x.amax((-2, -1), keepdim=True)
-        return F.max_pool2d(x, block, block, ceil_mode=True)
-    if hb * wb <= _SMALL_GRID:  # few blocks per map: one matrix product with the block-averaging matrix
-        averaging = _map_averaging(height, width, *block, x.device, x.dtype)
-        return (x.reshape(n * c, height * width) @ averaging).view(n, c, hb, wb)
-    return _BlockMean.apply(x, *block)
+    if block == tuple(x.shape[-2:]):
+        return x.amax((-2, -1), keepdim=True)
+    return F.max_pool2d(x, block, block, ceil_mode=True)
+
+
+def _accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half types (no overflow or underflow of block sums), else the dtype of ``x``."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def block_scores(
@@ -127,18 +149,50 @@ def block_scores(
 ) -> torch.Tensor:
     """Score of every block of ``x`` (N, C, H, W): mean |x|, max |x| or RMS, shape ``(N, C, Hb, Wb)``.
 
-    ``nonnegative=True`` promises ``x >= 0`` (ReLU outputs) and skips the ``abs``.
+    ``nonnegative=True`` promises ``x >= 0`` (ReLU outputs) and skips the ``abs``. Half types are summed
+    in float32; a block's score reads that block only, so a NaN or Inf leaves the other scores alone.
     """
-    block = block_shape(block_size, x.shape[-2], x.shape[-1])
-    if score == "rms":
-        return _pool(x * x, block, "mean").sqrt()
-    magnitude = x if nonnegative else x.abs()
-    return _pool(magnitude, block, "max" if score == "max" else "mean")
+    height, width = x.shape[-2:]
+    block = block_shape(block_size, height, width)
+    if score == "max":
+        return _block_max(x if nonnegative else x.abs(), block)
+    wide = x.to(_accumulation_dtype(x))
+    values = wide * wide if score == "rms" else (wide if nonnegative else wide.abs())
+    means = _block_sums(values, block) / block_element_counts(block, height, width, device=x.device)
+    return (means.sqrt() if score == "rms" else means).to(x.dtype)
+
+
+def _above(values: torch.Tensor, limit: float | torch.Tensor) -> torch.Tensor:
+    """True where ``values > limit``, and where a value is NaN or +Inf (even against an infinite limit)."""
+    return values.le(torch.as_tensor(limit).clamp(max=_FLOAT32_MAX)).logical_not_()
 
 
 def block_mask(scores: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
-    """The dynamic mask: True where a block is kept (``score > threshold``)."""
-    return scores > threshold
+    """The dynamic mask: True where a block is kept (``score > threshold``, or a NaN or Inf score)."""
+    return _above(scores, threshold)
+
+
+def block_keep(
+    x: torch.Tensor, block_size: BlockSize, score: str, threshold: float | torch.Tensor, nonnegative: bool = False
+) -> torch.Tensor:
+    """The dynamic mask of ``x`` (N, C, H, W) by ``score``: True where a block's score is above ``threshold``.
+
+    Like ``block_mask(block_scores(...))``, but a mean or RMS is compared as a sum (sum |x| > threshold *
+    count), in at least float32, so no score underflows to 0: threshold 0 keeps exactly the blocks that
+    hold a non-zero value, subnormals included. A block with a NaN or Inf is kept.
+    """
+    x = x.detach()
+    height, width = x.shape[-2:]
+    block = block_shape(block_size, height, width)
+    magnitude = x if nonnegative else x.abs()
+    if score == "max":
+        return _above(_block_max(magnitude, block).to(_accumulation_dtype(x)), threshold)
+    magnitude = magnitude.to(_accumulation_dtype(x))
+    counts = block_element_counts(block, height, width, device=x.device)
+    keep = _above(_block_sums(magnitude, block), threshold * counts)
+    if score == "rms":  # RMS >= mean |x|, so the sum of |x| stays a valid test where x*x underflows to 0
+        keep = keep | _above(_block_sums(magnitude * magnitude, block), threshold * abs(threshold) * counts)
+    return keep
 
 
 def _block_rows(values: torch.Tensor, bw: int, width: int) -> torch.Tensor:
@@ -170,18 +224,23 @@ def expand_blocks(values: torch.Tensor, block_size: BlockSize, height: int, widt
 def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize, inplace: bool = False) -> torch.Tensor:
     """Zero the blocks of ``x`` where ``mask`` is False; kept blocks pass unchanged (bit for bit).
 
-    ``inplace=True`` overwrites ``x`` (only where autograd does not need it). With many blocks per map
-    the mask is broadcast over block rows, so no full-size mask is made.
+    A dropped block is multiplied by 0, so it must be finite (``block_keep`` never drops a NaN or Inf);
+    a zero keeps its sign. ``inplace=True`` overwrites ``x`` (only where autograd does not need it).
+    With one block per map, or many, the mask is broadcast (over the map, or over block rows), so no
+    full-size mask is made.
     """
     n, c, height, width = x.shape
     bh, bw = block_shape(block_size, height, width)
     hb, wb = mask.shape[-2:]
     keep = mask.to(x.dtype)
-    if hb * wb > _SMALL_GRID and height % bh == 0 and x.is_contiguous():
+    if hb * wb == 1:
+        full = keep
+    elif hb * wb > _SMALL_GRID and height % bh == 0 and x.is_contiguous():
         blocks = x.view(n, c, hb, bh, width)
         rows = _block_rows(keep, bw, width)
         return (blocks.mul_(rows) if inplace else blocks * rows).view(n, c, height, width)
-    full = _expand(keep, bh, bw, height, width)
+    else:
+        full = _expand(keep, bh, bw, height, width)
     return x.mul_(full) if inplace else x * full
 
 

@@ -1,4 +1,4 @@
-"""Bits on the DRAM bus for one activation map in each storage format (DESIGN.md section 3).
+"""Bits on the DRAM bus for one activation map in each storage format (docs/METHOD.md section 3).
 
 For one map (one image's ``C x H x W`` activation) with ``E`` elements, ``B`` blocks and data width
 ``q`` bits:
@@ -21,46 +21,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .blocks import BlockSize, block_element_counts, block_grid, block_scores
+from .registry import FORMATS, validate_bits
 
-
-
-@dataclass(frozen=True)
-class Format:
-    """One storage format of an activation map: its name in settings and files, its title in reports."""
-
-    name: str
-    title: str
-    compressed: bool
-
-
-# The one registry of formats: every table, plot and export takes names, titles and order from here.
-FORMAT_REGISTRY: dict[str, Format] = {f.name: f for f in (
-    Format("dense", "dense", False),
-    Format("zvc", "ZVC", True),
-    Format("zebra", "Zebra", True),
-    Format("zebra_zvc", "Zebra+ZVC", True),
-)}
-FORMATS = tuple(FORMAT_REGISTRY)
-COMPRESSED = tuple(name for name, f in FORMAT_REGISTRY.items() if f.compressed)
-
-
-def format_title(fmt: str) -> str:
-    """The title of a format in reports (``zebra_zvc`` -> ``Zebra+ZVC``)."""
-    return FORMAT_REGISTRY[validate_format(fmt)].title
-
-
-def validate_format(fmt: object) -> str:
-    """Return ``fmt`` if it names a storage format, else raise a ``ValueError`` listing them."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r} is invalid: use one of {', '.join(FORMATS)}")
-    return fmt  # type: ignore[return-value]
-
-
-def validate_bits(bits: object) -> int:
-    """Return the data width ``bits`` if it is an integer in 1..64, else raise a ``ValueError``."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 64:
-        raise ValueError(f"bits={bits!r} is invalid: use the data width in bits, an integer from 1 to 64 (e.g. 8 or 16)")
-    return bits
 
 
 def _as_batch(x: torch.Tensor) -> torch.Tensor:

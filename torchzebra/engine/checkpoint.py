@@ -1,10 +1,17 @@
-"""Checkpoints: written atomically (temp file + rename), read with ``torch.load(weights_only=True)``."""
+"""Checkpoints: written atomically (temp file + rename), read with ``torch.load(weights_only=True)``.
+
+Reading anything else (a directory, an empty, truncated or random file, another program's ``torch.save``)
+is a one-line ``CheckpointError`` that says why; "could run code" only when ``weights_only`` refused a
+pickled Python global.
+"""
 
 from __future__ import annotations
 
 import io
 import pickle
-import zipfile
+import re
+import reprlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +21,9 @@ from .._io import atomic_write_bytes
 
 FORMAT = "torchzebra-checkpoint"
 VERSION = 1
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+FIX = "give a last.pt written by zebra train, run, slim, prune or calibrate"
+UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)")
 
 
 class CheckpointError(ValueError):
@@ -30,23 +40,69 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by ``save_checkpoint``; anything else is a CheckpointError saying why."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} was refused by torch.load(weights_only=True): it holds Python objects other than tensors "
-            "and plain data, which could run code when loaded. Only load checkpoints written by torchzebra "
-            f"({str(error).splitlines()[0]})"
-        ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a torchzebra checkpoint (no '{FORMAT}' marker); train with zebra train")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, this torchzebra reads {VERSION}")
+    payload = _read(path, map_location)
+    marker = payload.get("format") if isinstance(payload, dict) else None
+    if not (isinstance(marker, str) and marker == FORMAT):
+        raise _unreadable(path, f"{_contents(payload)}, not a torchzebra checkpoint (no '{FORMAT}' marker)")
+    version = payload.get("version")
+    if not (isinstance(version, int) and version == VERSION):
+        raise CheckpointError(f"{path} has checkpoint version {reprlib.repr(version)}, this torchzebra reads "
+                              f"{VERSION}; read it with the torchzebra that wrote it, or train again")
     return payload
+
+
+def _unreadable(path: Path, reason: str, fix: str = FIX) -> CheckpointError:
+    """The one-line error for a file that is not a readable torchzebra checkpoint."""
+    return CheckpointError(f"{path} is not a readable torchzebra checkpoint: {reason}; {fix}")
+
+
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load(path, weights_only=True)``; every way a file can fail to load is a CheckpointError."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise _unreadable(path, "it is a directory", f"give the checkpoint file in it, e.g. {path / 'last.pt'}")
+    if not path.is_file():
+        raise _unreadable(path, "it is not a regular file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(ZIP_MAGIC))
+    except OSError as error:
+        raise _unreadable(path, f"cannot read it ({error.strerror})", "check that the file is readable") from error
+    if head != ZIP_MAGIC:
+        raise _unreadable(path, f"it is not a zip archive as torch.save writes (it starts with {head!r})" if head
+                          else "the file is empty")
+    try:
+        with warnings.catch_warnings():  # a damaged archive may warn (e.g. of an odd pickle protocol) before failing
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = UNSAFE_GLOBAL.search(str(error))
+        if unsafe is None:
+            raise _corrupt(path, error) from error
+        raise _unreadable(
+            path, f"it was refused by torch.load(weights_only=True): it holds the Python object {unsafe.group(1)}, "
+                  "not only tensors and plain data, and loading it could run code",
+            "load only checkpoints written by torchzebra from a source you trust") from error
+    except Exception as error:  # a damaged archive fails anywhere in the reader: KeyError, IndexError, struct.error ...
+        raise _corrupt(path, error) from error
+
+
+def _corrupt(path: Path, error: Exception) -> CheckpointError:
+    """The error for an archive that torch.load cannot read, with the first line of its reason."""
+    if isinstance(error, pickle.UnpicklingError) and isinstance(error.__context__, pickle.UnpicklingError):
+        error = error.__context__  # torch.load wraps the unpickler's reason in advice about weights_only=False
+    lines = str(error).splitlines() or [""]
+    detail = lines[0] if len(lines[0]) <= 120 else f"{lines[0][:117]}..."
+    return _unreadable(path, f"torch.load cannot read it, truncated or corrupt? ({type(error).__name__}: {detail})")
+
+
+def _contents(payload: Any) -> str:
+    """What a foreign ``torch.save`` file holds, in a few words."""
+    if not isinstance(payload, dict):
+        return f"it holds a {type(payload).__name__}"
+    tensors = bool(payload) and all(isinstance(value, torch.Tensor) for value in payload.values())
+    return f"it holds {'a state_dict' if tensors else 'a dict'} with keys {reprlib.repr(list(payload))}"
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:

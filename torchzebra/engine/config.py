@@ -20,9 +20,9 @@ import yaml
 from .._io import atomic_write_text
 from ..calibrate import validate_density
 from ..config import ZebraConfig
+from ..configs import PRESETS
 from ..data import DataSection
 
-PRESETS = ("quick", "paper")
 SCHEDULES = ("onecycle", "cosine", "constant")
 RUN_METHODS = ("zebra", "zebra-scratch")  # what `zebra run` can train beside the dense baseline
 
@@ -31,10 +31,16 @@ class ConfigError(ValueError):
     """A configuration file, preset or override is invalid; the message says which and how to fix it."""
 
 
+# model.options are the keyword arguments of the model's builder (e.g. width, stem of our resnet18). Like every
+# mapping they merge key by key as the preset, the config file and each --set are layered, except that
+# `options: {}` or `null` clears them, and a layer that changes model.name drops the options beneath it: they
+# were for another model (give the new model's options in the same file or in a later --set).
 @dataclass
 class ModelSection:
+    """The network: ``name`` is one of ``models.OWN`` or ``torchvision:<name>``, ``options`` its builder's arguments."""
+
     name: str = "resnet18"
-    options: dict[str, Any] = field(default_factory=dict)  # e.g. width, stem
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,6 +56,7 @@ class OptimSection:
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
+    tensorboard: bool = False  # also log every epoch to RUN_DIR/tensorboard (pip install 'torchzebra[tensorboard]')
 
 
 @dataclass(frozen=True)
@@ -245,10 +252,23 @@ def same_settings(saved: dict[str, Any], config: RunConfig) -> bool:
 
 
 def _merge(base: dict, update: dict) -> dict:
+    """``update`` on top of ``base``: mappings merge key by key, any other value replaces."""
     out = dict(base)
     for key, value in update.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def _layer(values: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``_merge`` of a config file or one override, with the model.options rules of the note above ModelSection."""
+    model, below = update.get("model"), values.get("model", {})
+    if isinstance(model, dict) and isinstance(below, dict):
+        clears = "options" in model and model["options"] in (None, {})
+        if clears or ("name" in model and model["name"] != below.get("name")):
+            values = {**values, "model": {**below, "options": {}}}
+        if clears:
+            update = {**update, "model": {**model, "options": {}}}
+    return _merge(values, update)
 
 
 def _read_yaml(text: str, origin: str) -> dict:
@@ -285,7 +305,7 @@ def with_value(values: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
-    return _merge(values, update)
+    return _layer(values, update)
 
 
 def apply_override(values: dict[str, Any], assignment: str) -> dict[str, Any]:
@@ -303,7 +323,7 @@ def load_config(preset_name: str | None = "quick", file: str | Path | None = Non
             text = path.read_text()
         except OSError as error:
             raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
-        values = _merge(values, _read_yaml(text, str(path)))
+        values = _layer(values, _read_yaml(text, str(path)))
     for assignment in overrides:
         values = apply_override(values, assignment)
     return from_dict(values)

@@ -12,7 +12,7 @@ from .. import codec
 from .._io import atomic_write_text
 from ..core import validate_format
 from ..data import DataSpec
-from ..export import capture_maps, conv_layers, density_yaml, export_maps, topology_csv
+from ..export import capture_maps, conv_layers, conv_maps_csv, density_yaml, export_maps, layout_csv, to_onnx, topology_csv
 from ..nn import zebra_layers
 from .checkpoint import load_checkpoint
 from .trainer import build_data, evaluate, example_inputs, load_trained, rebuild, resolve_device
@@ -21,13 +21,14 @@ from .trainer import build_data, evaluate, example_inputs, load_trained, rebuild
 def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[int] | tuple[int, ...] = (0, 1, 2, 3),
                       fmt: str = "zebra_zvc", bits: int | None = None, per_channel: bool = False,
                       overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict[str, Any]:
-    """Write ``topology.csv`` (SCALE-Sim), ``density.yaml`` (measured on the test split) and ``maps/``
+    """Write ``topology.csv``, ``layout.csv`` and ``layers.csv`` (SCALE-Sim), ``density.yaml`` (measured on the
+    test split) and ``maps/``
     (one codec stream per layer holding the test images ``images``) for ``checkpoint`` into ``folder``."""
     fmt = validate_format(fmt)
     payload = load_checkpoint(checkpoint)
     model, config = rebuild(payload, overrides, f"checkpoint {checkpoint}")
     bits = config.bits if bits is None else bits
-    codec.quant.validate_width(bits)
+    codec.validate_width(bits)
     _, test_set, _ = build_data(config)
     bad = [i for i in images if not isinstance(i, int) or not 0 <= i < len(test_set)]
     if bad or not images:
@@ -39,7 +40,9 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[i
     folder.mkdir(parents=True, exist_ok=True)
     layers = conv_layers(model, example_inputs(DataSpec(**payload["spec"])).to(device))
     atomic_write_text(folder / "topology.csv", topology_csv(layers))
+    atomic_write_text(folder / "layout.csv", layout_csv(layers))
     report = evaluate(model, test_set, dataclasses.replace(config, bits=bits), device, progress)
+    atomic_write_text(folder / "layers.csv", conv_maps_csv(layers, report))
     description = {"checkpoint": str(checkpoint), "model": config.model.name, "options": config.model.options,
                    "data": config.data.name, "bits": bits}
     atomic_write_text(folder / "density.yaml", density_yaml(report, description))
@@ -56,3 +59,10 @@ def checkpoint_maps(checkpoint: str | Path, images: int = 3) -> tuple[dict[str, 
     _, test_set, _ = build_data(config)
     batch = torch.stack([test_set[i][0] for i in range(min(images, len(test_set)))])
     return capture_maps(model, batch), {site: layer.block_size for site, layer in zebra_layers(model)}
+
+
+def onnx_checkpoint(checkpoint: str | Path, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Write the model of ``checkpoint`` (prepared, with its thresholds) to ONNX at ``path``; masks stay dynamic."""
+    payload = load_checkpoint(checkpoint)
+    model, _ = rebuild(payload, overrides, f"checkpoint {checkpoint}")
+    return to_onnx(model.cpu(), example_inputs(DataSpec(**payload["spec"])), path)

@@ -1,4 +1,4 @@
-"""Per-epoch metrics: ``metrics.csv`` and ``metrics.json`` rewritten atomically, TensorBoard when installed."""
+"""Per-epoch metrics: ``metrics.csv`` and ``metrics.json`` rewritten atomically, TensorBoard when asked for."""
 
 from __future__ import annotations
 
@@ -13,24 +13,16 @@ from .._io import atomic_write_text
 
 class MetricsLog:
     """Rows of per-epoch metrics, mirrored to files in ``run_dir`` after every epoch (when ``write``: only
-    the main process writes under torchrun)."""
+    the main process writes under torchrun), and to TensorBoard in ``run_dir/tensorboard`` when asked."""
 
-    def __init__(self, run_dir: Path, write: bool = True) -> None:
+    def __init__(self, run_dir: Path, write: bool = True, tensorboard: bool = False) -> None:
         self.run_dir = run_dir
         self.write = write
         self.rows: list[dict[str, Any]] = []
-        self._writer = None
-        if not write:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
+        self._writer = _summary_writer(run_dir / "tensorboard") if write and tensorboard else None
 
-            self._writer = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            pass
-
-    def append(self, row: dict[str, Any]) -> None:
-        """Add one epoch's row and rewrite the files."""
+    def append(self, row: dict[str, Any], kept_blocks: dict[str, float] | None = None) -> None:
+        """Add one epoch's row (and each layer's kept-block fraction, for TensorBoard) and rewrite the files."""
         self.rows.append(row)
         if not self.write:
             return
@@ -41,10 +33,22 @@ class MetricsLog:
         writer.writerows(self.rows)
         atomic_write_text(self.run_dir / "metrics.csv", out.getvalue())
         if self._writer is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    self._writer.add_scalar(key, value, row["epoch"])
+            scalars = {key: value for key, value in row.items() if isinstance(value, (int, float)) and key != "epoch"}
+            scalars.update({f"kept_blocks/{site}": value for site, value in (kept_blocks or {}).items()})
+            for tag, value in scalars.items():
+                self._writer.add_scalar(tag, value, row["epoch"])
+            self._writer.flush()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _summary_writer(folder: Path):
+    """TensorBoard's SummaryWriter on ``folder``; a clear error when the optional package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise ValueError("train.tensorboard: true needs the tensorboard package: pip install 'torchzebra[tensorboard]' "
+                         "(or set train.tensorboard: false; metrics.csv is written either way)") from error
+    return SummaryWriter(str(folder))

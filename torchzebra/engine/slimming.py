@@ -14,7 +14,7 @@ from .. import slim
 from ..cost import model_cost
 from ..data import DataSpec
 from ..measure import TrafficReport
-from ..results import CHECKPOINT, METHODS, RunResult, model_row
+from ..results import CHECKPOINT, METHODS, SLIM_FLOWS, RunResult, model_row
 from ..results.tables import slim_markdown
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig, save_config
@@ -23,7 +23,6 @@ from .run import publish, run_info, stage_row
 from .trainer import TrainResult, build_data, evaluate, example_inputs, rebuild, resolve_device, train
 
 # Each flow's fine-tuned methods (after sparsity training and pruning); `compare` trains the baseline and Zebra first.
-FLOWS = {"slim": ("slim",), "slim-zebra": ("slim-zebra",), "joint": ("slim-zebra",), "compare": ("slim", "slim-zebra")}
 FOLDERS = {"dense": "baseline", "zebra": "zebra", "slim-sparse": "sparse", "slim": "slim", "slim-zebra": "slim-zebra"}
 PRUNED = "pruned.pt"
 
@@ -82,14 +81,14 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     sparsity trained together, prune, fine-tune with Zebra. ``compare``: the dense baseline, Zebra
     fine-tuned from it, ``slim`` and ``slim-zebra`` (sharing one sparsity-trained model), side by side.
     """
-    if flow not in FLOWS:
-        raise ValueError(f"flow={flow!r} is unknown: use one of {', '.join(FLOWS)}")
+    if flow not in SLIM_FLOWS:
+        raise ValueError(f"flow={flow!r} is unknown: use one of {', '.join(SLIM_FLOWS)}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
     compare = flow == "compare"
-    stages = _Stages(config, run_dir, resume, progress, 2 * compare + 2 + len(FLOWS[flow]))
+    stages = _Stages(config, run_dir, resume, progress, 2 * compare + 2 + len(SLIM_FLOWS[flow]))
     trained: dict[str, TrainResult] = {}
     if compare:
         trained["dense"] = stages.train("dense", "dense baseline", stage=config.train, zebra=False)
@@ -104,7 +103,7 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     if not (resume and pruned_path.exists()):
         print(prune_checkpoint(run_dir / FOLDERS["slim-sparse"] / CHECKPOINT, pruned_path), flush=True)
     pruned = _evaluate_checkpoint(pruned_path, progress)
-    for method in FLOWS[flow]:
+    for method in SLIM_FLOWS[flow]:
         zebra = METHODS[method].zebra
         trained[method] = stages.train(method, f"fine-tune the pruned model{' with Zebra' if zebra else ''}",
                                        stage=config.finetune, zebra=zebra, init=pruned_path)

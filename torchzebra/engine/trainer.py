@@ -151,7 +151,7 @@ def train(
                    [*(zebra_extensions(config.zebra) if zebra else []), *extensions], progress)
     state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "spec": spec.__dict__,
              "extensions": _extension_settings(extensions), "structure": source.get("structure") if source else None}
-    log = _open_run_dir(run_dir, world)
+    log = _open_run_dir(run_dir, world, stage.tensorboard)
     start_epoch = _restore(run, source, state, log, checkpoint_path) if resuming else 0
     if world.main:
         save_config(config, run_dir / "config.yaml")
@@ -164,7 +164,7 @@ def train(
         row = _train_epoch(run, _loader(train_set, batch_size, config.data.workers, device, True, epoch_seed, world))
         report = evaluate(model, test_set, config, device, progress)
         row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in COMPRESSED})
-        log.append(row)
+        log.append(row, {layer.name: layer.block_density for layer in report.layers})
         if world.main:
             print(_epoch_line(row, stage.epochs), flush=True)
             _save(checkpoint_path, {**state, "epoch": epoch + 1, "model": model.state_dict(), "rng": _rng_state(),
@@ -222,13 +222,13 @@ def _extension_settings(extensions) -> dict[str, dict[str, Any]]:
     return {extension.name: extension.settings() for extension in extensions}
 
 
-def _open_run_dir(run_dir: Path, world: distributed.World) -> MetricsLog:
+def _open_run_dir(run_dir: Path, world: distributed.World, tensorboard: bool) -> MetricsLog:
     """Create the folder, drop temporary files of a process killed while writing, open the metrics log."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if world.main:  # a process killed while writing leaves a temporary file (never a half-written checkpoint)
         for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):
             stale.unlink(missing_ok=True)
-    return MetricsLog(run_dir, write=world.main)
+    return MetricsLog(run_dir, write=world.main, tensorboard=tensorboard)
 
 
 def _restore(run: TrainRun, source: dict[str, Any], state: dict[str, Any], log: MetricsLog, path: Path) -> int:

@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from ..core import FORMATS
 from ..measure import TrafficReport
 
 
@@ -13,7 +14,8 @@ def density_document(report: TrafficReport, description: dict[str, Any]) -> dict
     """A YAML-ready dict: what was measured, then one entry per activation map (call site).
 
     ``element_density`` is the fraction of non-zero values, ``block_density`` the fraction of blocks
-    holding one, ``density_in_nonzero_blocks`` the fraction of non-zeros inside those blocks. The
+    holding one, ``density_in_nonzero_blocks`` the fraction of non-zeros inside those blocks; ``bytes`` are
+    the map's bytes in every format, as ``TrafficReport`` counts them (every map: its write and every read). The
     ``sparseloop`` entry fills a ``problem.instance.densities`` tensor (this map is the ``Outputs`` of the
     layer that writes it and the ``Inputs`` of each layer that reads it).
     """
@@ -29,6 +31,7 @@ def density_document(report: TrafficReport, description: dict[str, Any]) -> dict
             "element_density": round(layer.density, 6),
             "block_density": round(layer.block_density, 6),
             "density_in_nonzero_blocks": round(layer.nonzero / in_blocks, 6) if in_blocks else 0.0,
+            "bytes": {fmt: layer.bytes[fmt] for fmt in FORMATS},
             "sparseloop": {"distribution": "hypergeometric", "density": round(layer.density, 6)},
         })
     return {**description, "images": report.images, "top1": report.accuracy, "layers": layers}

@@ -33,22 +33,31 @@ def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
                 return
 
 
+def _torchvision(name: str) -> Callable[..., nn.Module]:
+    """The builder of ``torchvision:<name>``: random init, ``classes`` outputs, first conv adapted to ``channels``."""
+    tv_name = name.split(":", 1)[1]
+    known = torchvision.models.list_models(module=torchvision.models)
+    if tv_name not in known:
+        raise ValueError(f"model {name!r} is unknown: torchvision classifiers are {', '.join(known)}")
+
+    def build(classes: int, channels: int, **options: Any) -> nn.Module:
+        model = torchvision.models.get_model(tv_name, weights=None, num_classes=classes, **options)
+        _adapt_first_conv(model, channels)
+        return model
+
+    return build
+
+
 def build_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
     """``name`` is one of ``OWN`` or ``torchvision:<name>`` (random init, first conv and classes adapted)."""
     if name.startswith("torchvision:"):
-        tv_name = name.split(":", 1)[1]
-        if tv_name not in torchvision.models.list_models(module=torchvision.models):
-            raise ValueError(f"model {name!r} is unknown: torchvision classifiers are "
-                             f"{', '.join(torchvision.models.list_models(module=torchvision.models))}")
-        try:
-            model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **options)
-        except TypeError as error:
-            raise ValueError(f"model {name!r} does not take these options {sorted(options)}: {error}") from error
-        _adapt_first_conv(model, in_channels)
-        return model
-    if name not in OWN:
+        builder = _torchvision(name)
+    elif name in OWN:
+        builder = OWN[name]
+    else:
         raise ValueError(f"model {name!r} is unknown: use one of {', '.join(OWN)} or torchvision:<name>")
     try:
-        return OWN[name](num_classes, in_channels, **options)
+        return builder(num_classes, in_channels, **options)
     except TypeError as error:
-        raise ValueError(f"model {name!r} does not take these options {sorted(options)}: {error}") from error
+        raise ValueError(f"model {name!r} does not take the option(s) {sorted(options)} ({error}): set model.options "
+                         "to arguments it takes, or clear them with model.options={}") from error

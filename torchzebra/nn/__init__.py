@@ -1,9 +1,9 @@
 """Modules: the ZebraLayer and prepare/remove, which insert it into any traceable CNN."""
 
 from .layer import ZebraLayer
-from .modes import eval_mode
-from .prepare import (PreparedState, is_prepared, model_device, plain_model, prepare, prepared_state, remove, set_masking,
-                      zebra_layers)
+from .modes import eval_mode, training_mode
+from .prepare import (PreparedState, is_prepared, model_device, plain_model, prepare, prepared_module, prepared_state,
+                      remove, set_masking, zebra_layers)
 
 __all__ = ["PreparedState", "ZebraLayer", "eval_mode", "is_prepared", "model_device", "plain_model", "prepare",
-           "prepared_state", "remove", "set_masking", "zebra_layers"]
+           "prepared_module", "prepared_state", "remove", "set_masking", "training_mode", "zebra_layers"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core import BlockSize, TrafficTally, apply_block_mask, block_mask, block_scores, validate_block_size, validate_score
+from ..core import BlockSize, TrafficTally, apply_block_mask, block_scores, validate_block_size, validate_score
+from ..core.blocks import block_keep
 
 
 def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -44,29 +45,46 @@ class ZebraLayer(nn.Module):
         self.active = active
         self.masking = True  # switched off by ``set_masking`` for exactness checks
         self.nonnegative = nonnegative
-        self.inplace = inplace  # overwrite the input when autograd does not need it (set by prepare)
+        self.inplace = inplace  # overwrite the input when autograd does not need it and nobody else reads it
         self.consumers = 1  # operations that read this map; prepare() counts them in the traced graph
         self.last_input: torch.Tensor | None = None
         self.tally: TrafficTally | None = None
         self.calibration_density: float | None = None  # set by ``calibrate`` for one pass
+        self.layout: str | None = "NCHW"  # "NHWC" after a permute to channels-last (ConvNeXt); prepare sets it
+        self.skipped: str | None = None  # why this site is left unmasked and uncounted, when it is
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
+        if x.dim() != 4 or self.skipped is not None:
             return x
+        if self.layout == "NHWC":  # mask and count the (N, C, H, W) view; hand back the caller's layout
+            return self._masked(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self._masked(x)
+
+    def _masked(self, x: torch.Tensor) -> torch.Tensor:
+        """The block mask of ``x`` (N, C, H, W) applied, the map counted while a tally is set."""
         keep_for_loss = self.training and torch.is_grad_enabled() and self.active
         self.last_input = x if keep_for_loss else None
         if self.active and self.masking:
-            scores = block_scores(x, self.block_size, self.score, self.nonnegative)
             if self.calibration_density is not None:
+                scores = block_scores(x, self.block_size, self.score, self.nonnegative)
                 self.threshold.fill_(_quantile(scores, 1.0 - self.calibration_density))
-            keep = block_mask(scores, self.threshold)
+            keep = block_keep(x, self.block_size, self.score, self.threshold, self.nonnegative)
             x = apply_block_mask(x, keep, self.block_size, inplace=self.inplace and not torch.is_grad_enabled())
         if self.tally is not None:
             self.tally.add(x.detach())
         return x
 
+    def __prepare_scriptable__(self) -> "ZebraLayer":
+        """torch.jit.script calls this first: refuse with what works instead of a TorchScript type error."""
+        raise RuntimeError(
+            "torch.jit.script cannot compile a model prepared by torchzebra (its layers keep Python state for "
+            "training and counting); use torch.jit.trace, torch.export, torch.compile, or ONNX through "
+            "torchzebra.export.to_onnx / torch.onnx.export(..., dynamo=True)"
+        )
+
     def extra_repr(self) -> str:
         return (
             f"site={self.site!r}, block_size={self.block_size!r}, score={self.score!r}, "
             f"threshold={self.threshold.item():g}, active={self.active}, consumers={self.consumers}"
+            + (f", layout={self.layout}" if self.layout != "NCHW" else "") + (", skipped" if self.skipped else "")
         )

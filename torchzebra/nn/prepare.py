@@ -8,7 +8,9 @@ found too. The traced graph also says how many operations read each map (its con
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections import Counter
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -18,9 +20,10 @@ from torch import fx, nn
 
 from ..config import ZebraConfig
 from .layer import ZebraLayer
+from .modes import training_mode
 
 CONTAINER = "zebra"  # the ModuleDict of a prepared model that holds its ZebraLayers
-_STATE = "zebra_state"  # GraphModule.meta key of the PreparedState (meta survives deepcopy)
+_STATE = "prepared_state"  # attribute of the ZebraLayer container: deepcopy, pickle and torch.save keep it
 
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -70,29 +73,158 @@ def _consumers(node: fx.Node) -> int:
 
 
 class _Tracer(fx.Tracer):
-    """An FX tracer that keeps the modules named by ``leaf_modules`` patterns opaque."""
+    """An FX tracer that keeps the modules named by ``leaf_patterns`` and the paths in ``whole`` opaque."""
 
-    def __init__(self, leaf_patterns: tuple[str, ...]) -> None:
-        super().__init__()
+    def __init__(self, leaf_patterns: tuple[str, ...] = (), whole: frozenset[str] = frozenset()) -> None:
+        super().__init__()  # defaults: GraphModule's unpickling re-creates its tracer class without arguments
         self.leaf_patterns = leaf_patterns
+        self.whole = whole
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if any(fnmatchcase(qualname, p) for p in self.leaf_patterns):
+        if qualname in self.whole or any(fnmatchcase(qualname, p) for p in self.leaf_patterns):
             return True
         return super().is_leaf_module(m, qualname)
 
 
-def _trace(model: nn.Module, config: ZebraConfig) -> fx.GraphModule:
-    tracer = _Tracer(config.leaf_modules)
+def _trace_graph(model: nn.Module, tracer: _Tracer, training: bool) -> fx.Graph:
+    """The graph of ``model`` traced with every submodule in train (or eval) mode; modes restored after."""
+    with training_mode(model, training):
+        try:
+            return tracer.trace(model)
+        except Exception as error:  # FX raises many types; all mean the same thing to the user
+            raise ValueError(
+                f"prepare() traces {type(model).__name__} with torch.fx and tracing failed: {error}. "
+                "Data-dependent control flow in forward() cannot be traced: name the submodule that has it in "
+                "ZebraConfig(leaf_modules=['its.name']) so it is kept whole (its activations are then not "
+                "instrumented)."
+            ) from error
+
+
+def _reads_training_flag(module: nn.Module) -> bool:
+    """True when the module's own ``forward`` reads a training flag (stochastic depth, functional dropout)."""
     try:
-        graph = tracer.trace(model)
-    except Exception as error:  # FX raises many types; all mean the same thing to the user
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return False
+    return re.search(r"\btraining\b", source) is not None
+
+
+def _activation_paths(graph: fx.Graph, modules: dict[str, nn.Module]) -> set[str]:
+    """Every module path that contains an activation call site, its ancestors included."""
+    paths = set()
+    for node in graph.nodes:
+        kind = _activation_kind(node, modules)
+        if kind is not None:
+            parts = kind[0].split(".")[:-1]
+            paths.update(".".join(parts[:i]) for i in range(len(parts) + 1))
+    return paths
+
+
+def _mode_dependent(a: fx.Graph, b: fx.Graph) -> list[str]:
+    """Module paths whose traced operations differ between two graphs of one model (empty when equal)."""
+    def signature(graph: fx.Graph) -> Counter:
+        return Counter((node.op, str(node.target), _enclosing(node), str(fx.node.map_arg((node.args, node.kwargs),
+                        lambda arg: arg.op))) for node in graph.nodes)
+    difference = (signature(a) - signature(b)) + (signature(b) - signature(a))
+    return sorted({path.rstrip(".") or "(top level)" for _, _, path, _ in difference})
+
+
+def _trace(model: nn.Module, config: ZebraConfig) -> fx.GraphModule:
+    """Trace ``model`` so that train/eval-dependent Python behaves as in the original model in both modes.
+
+    Submodules that read a training flag and hold no activation are kept whole (their own ``forward`` runs
+    and reads the flag at run time); a model whose graph still differs between the modes is refused.
+    """
+    first = _trace_graph(model, _Tracer(config.leaf_modules), model.training)
+    active = _activation_paths(first, dict(model.named_modules()))
+    whole = frozenset(name for name, module in model.named_modules()
+                      if name and name not in active and _reads_training_flag(module))
+    tracer = _Tracer(config.leaf_modules, whole)
+    graph = _trace_graph(model, tracer, model.training)
+    differing = _mode_dependent(graph, _trace_graph(model, _Tracer(config.leaf_modules, whole), not model.training))
+    if differing:
         raise ValueError(
-            f"prepare() traces {type(model).__name__} with torch.fx and tracing failed: {error}. "
-            "Data-dependent control flow in forward() cannot be traced: name the submodule that has it in "
-            "ZebraConfig(leaf_modules=['its.name']) so it is kept whole (its activations are then not instrumented)."
-        ) from error
+            f"{type(model).__name__}.forward() runs other operations in train and eval mode inside "
+            f"{', '.join(differing)}, which also call activations, so one traced graph cannot serve both modes. "
+            "Name that submodule in ZebraConfig(leaf_modules=[...]) to keep it whole (its activations are then "
+            "not instrumented), or move the mode-dependent part into a submodule of its own."
+        )
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+_IDENTITY = (0, 1, 2, 3)  # which logical dim (N, C, H, W) each dim of a 4-D tensor holds
+_LAYOUTS = {_IDENTITY: "NCHW", (0, 2, 3, 1): "NHWC"}
+_LAYOUT_KEEPING = (nn.Linear, nn.LayerNorm, nn.Identity, nn.Dropout, nn.AlphaDropout, *ACTIVATION_MODULES)
+_PERMUTES = {"permute", "transpose", "swapaxes", "swapdims"}
+_RESHAPES = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "movedim", "moveaxis",
+             "view_as", "reshape_as", "expand", "expand_as", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle"}
+
+
+def _op_name(node: fx.Node) -> str:
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+
+
+def _permuted(layout: tuple[int, ...] | None, node: fx.Node) -> tuple[int, ...] | None:
+    """The layout after a permute/transpose node, or None when it cannot be followed."""
+    dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) else node.args[1:]
+    dims = node.kwargs.get("dims", dims)
+    if layout is None or not all(isinstance(d, int) for d in dims):
+        return None
+    dims = [d % 4 for d in dims]
+    if _op_name(node) != "permute":  # transpose(a, b): swap two dims
+        if len(dims) != 2:
+            return None
+        order = list(range(4))
+        order[dims[0]], order[dims[1]] = order[dims[1]], order[dims[0]]
+        dims = order
+    return tuple(layout[d] for d in dims) if sorted(dims) == [0, 1, 2, 3] else None
+
+
+def _node_layout(node: fx.Node, inputs: list, modules: dict[str, nn.Module]) -> tuple[int, ...] | None:
+    """Which logical dim each dim of a node's 4-D output holds; None when unknown."""
+    name = _op_name(node)
+    if node.op != "call_module" and name in _PERMUTES:
+        return _permuted(inputs[0] if inputs else None, node)
+    if node.op != "call_module" and name in _RESHAPES:
+        return None
+    distinct = set(inputs)
+    if node.op == "call_module" and not isinstance(modules[node.target], _LAYOUT_KEEPING):
+        return _IDENTITY if distinct <= {_IDENTITY} else None  # a conv, pool or norm writes N, C, H, W
+    return distinct.pop() if len(distinct) == 1 else (_IDENTITY if not distinct else None)
+
+
+def _layouts(graph: fx.Graph, modules: dict[str, nn.Module]) -> dict[fx.Node, tuple[int, ...] | None]:
+    """Follow the dim order of every tensor from the N, C, H, W input through permutes and reshapes."""
+    layouts: dict[fx.Node, tuple[int, ...] | None] = {}
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            layouts[node] = _IDENTITY
+        elif node.op not in ("get_attr", "output"):
+            layouts[node] = _node_layout(node, [layouts[a] for a in node.all_input_nodes if a in layouts], modules)
+    return layouts
+
+
+def _aliases_shared_input(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """True when an activation works in place on a tensor that other operations also read."""
+    source = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    if node.op == "call_module":
+        in_place = getattr(modules[node.target], "inplace", False)
+    else:
+        in_place = _op_name(node).endswith("_") or node.kwargs.get("inplace", False)
+    return bool(in_place) and source is not None and len(source.users) > 1
+
+
+def _make_layer(node: fx.Node, site: str, config: ZebraConfig, nonnegative: bool,
+                layout: tuple[int, ...] | None) -> ZebraLayer:
+    """The ZebraLayer of one call site with its settings; an input of unknown dim order is left unmasked."""
+    settings = config.for_site(site)
+    layer = ZebraLayer(site, block_size=settings.block_size, score=config.score, threshold=settings.threshold,
+                       weight=settings.weight, active=settings.active, nonnegative=nonnegative)
+    layer.layout = _LAYOUTS.get(layout)
+    if layer.layout is None:
+        layer.skipped = ("the dim order of its input is unknown (after a reshape or an unusual permute), so its "
+                         "blocks cannot be told from its channels: left unmasked and not counted")
+    return layer
 
 
 def _unique_key(site: str, taken: set[str]) -> str:
@@ -120,6 +252,7 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
     gm.add_module(CONTAINER, container)
     seen: dict[str, int] = {}
     keys: set[str] = set()
+    layouts = _layouts(gm.graph, modules)
     for node in list(gm.graph.nodes):
         kind = _activation_kind(node, modules)
         if kind is None:
@@ -129,22 +262,13 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
         seen[base] = calls + 1
         site = base if calls == 0 else f"{base}:{calls}"
         key = _unique_key(site, keys)
-        settings = config.for_site(site)
-        layer = ZebraLayer(
-            site,
-            block_size=settings.block_size,
-            score=config.score,
-            threshold=settings.threshold,
-            weight=settings.weight,
-            active=settings.active,
-            nonnegative=nonnegative,
-            inplace=True,  # the activation's output is read by this layer alone
-        )
+        layer = _make_layer(node, site, config, nonnegative, layouts.get(node.args[0]) if node.args else None)
         container[key] = layer
         with gm.graph.inserting_after(node):
             masked = gm.graph.call_module(f"{CONTAINER}.{key}", (node,))
         node.replace_all_uses_with(masked, delete_user_cb=lambda user: user is not masked)
         layer.consumers = _consumers(masked)
+        layer.inplace = not _aliases_shared_input(node, modules)
     if not container:
         raise ValueError(
             f"{type(model).__name__} has no activation to instrument: prepare() looks for calls of "
@@ -155,7 +279,7 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
     container.to(model_device(model))
     gm.training = model.training  # the user's modules (shared with gm) keep their own modes
     container.train(model.training)
-    gm.meta[_STATE] = PreparedState(model, config)
+    setattr(container, _STATE, PreparedState(model, config))
     return gm
 
 
@@ -167,11 +291,24 @@ class PreparedState:
     config: ZebraConfig
 
 
+def prepared_module(model: nn.Module, caller: str = "this function") -> fx.GraphModule:
+    """The prepared model itself, or the one a ``torch.compile`` wrapper holds (same modules and weights);
+    any other model is a ``ValueError`` naming ``caller``."""
+    inner = _unwrapped(model)
+    if not is_prepared(inner):
+        raise ValueError(f"{caller}() takes a model returned by torchzebra.prepare() (or torch.compile of one); "
+                         "this one is not prepared")
+    return inner
+
+
 def prepared_state(model: nn.Module, caller: str = "this function") -> PreparedState:
-    """The state of a prepared model; any other model is a ``ValueError`` naming ``caller``."""
-    if not is_prepared(model):
-        raise ValueError(f"{caller}() takes a model returned by torchzebra.prepare(); this one is not prepared")
-    return model.meta[_STATE]
+    """The state of a prepared (possibly compiled) model; any other model is a ``ValueError`` naming ``caller``."""
+    return getattr(getattr(prepared_module(model, caller), CONTAINER), _STATE)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper runs, else the model itself."""
+    return getattr(model, "_orig_mod", model) if not isinstance(model, fx.GraphModule) else model
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -180,14 +317,15 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def is_prepared(model: nn.Module) -> bool:
-    """True for a model returned by ``prepare``."""
-    return isinstance(model, fx.GraphModule) and _STATE in model.meta
+    """True for a model returned by ``prepare``, or ``torch.compile`` of one."""
+    model = _unwrapped(model)
+    return isinstance(model, fx.GraphModule) and hasattr(getattr(model, CONTAINER, None), _STATE)
 
 
 def remove(model: nn.Module) -> nn.Module:
     """Return the plain model a prepared one was made from (same object, with the current weights)."""
     original = prepared_state(model, "remove").original
-    original.train(model.training)
+    original.training = model.training  # the submodules are shared and keep their own modes
     return original
 
 
@@ -198,8 +336,7 @@ def plain_model(model: nn.Module) -> nn.Module:
 
 def zebra_layers(model: nn.Module) -> list[tuple[str, ZebraLayer]]:
     """The (call-site name, layer) pairs of a prepared model, in execution order."""
-    prepared_state(model, "zebra_layers")
-    return [(layer.site, layer) for layer in getattr(model, CONTAINER).values()]
+    return [(layer.site, layer) for layer in getattr(prepared_module(model, "zebra_layers"), CONTAINER).values()]
 
 
 def set_masking(model: nn.Module, enabled: bool) -> None:

@@ -64,3 +64,6 @@ def method_title(name: str) -> str:
 def method_colour(name: str) -> str:
     """The colour of a method in plots."""
     return METHODS[name].colour if name in METHODS else OTHER_COLOUR
+
+# `zebra slim --flow`: which final methods each Network Slimming flow produces, in order.
+SLIM_FLOWS = {"slim": ("slim",), "slim-zebra": ("slim-zebra",), "joint": ("slim-zebra",), "compare": ("slim", "slim-zebra")}

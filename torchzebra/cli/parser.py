@@ -1,151 +1,14 @@
-"""The ``zebra`` command line: train, eval, run, slim, prune, calibrate, export, sweep and report.
-
-Bad input is one line on stderr, never a traceback.
-"""
+"""The argument parser of ``zebra``: torch-free, so ``zebra --help`` and every verb's ``--help`` are instant."""
 
 from __future__ import annotations
 
 import argparse
-import functools
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from ._io import atomic_write_text
-from .codec import WIDTHS
-from .core import FORMATS
-from .data import DatasetError
-from .engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
-from .engine import distributed
-from .engine.config import PRESETS, parse_assignment
-from .engine.exporting import checkpoint_maps, export_checkpoint
-from .engine.posttraining import calibrate_checkpoint
-from .engine.run import new_run_dir, run_experiment
-from .engine.slimming import FLOWS, prune_checkpoint, run_slim
-from .engine.sweep import run_sweep
-from .engine.trainer import build_data, resolve_device
-from .reports.html import build_report
-from .reports.summary import ReportError
-from .results import METHODS, SWEEP_METHODS
-
-
-def _config(args: argparse.Namespace):
-    """The preset + file + overrides; with --resume, the run folder's own saved config + overrides."""
-    if getattr(args, "resume", False):
-        if args.run_dir is None:
-            raise ConfigError("--resume needs --run-dir: the folder of the run to continue")
-        return load_config(None, args.run_dir / "config.yaml", args.set)
-    return load_config(args.preset, args.config, args.set)
-
-
-def _train(args: argparse.Namespace) -> int:
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _torchrun(args)
-    config = _config(args)
-    world, _ = distributed.setup(resolve_device(config.device))
-    run_dir = distributed.broadcast(args.run_dir or new_run_dir(), world)  # one folder for every rank
-    result = train(config, run_dir, init=args.init, resume=args.resume, progress=not args.quiet)
-    if world.main:
-        print(result.report)
-        print(f"run folder: {run_dir}")
-    return 0
-
-
-def _torchrun(args: argparse.Namespace) -> int:
-    """``zebra train --nproc N ...`` = ``torchrun --standalone --nproc-per-node N -m torchzebra.cli train ...``."""
-    argv = list(args.argv)
-    index = next(i for i, arg in enumerate(argv) if arg == "--nproc" or arg.startswith("--nproc="))
-    del argv[index:index + (1 if "=" in argv[index] else 2)]
-    if args.run_dir is None:
-        argv += ["--run-dir", str(new_run_dir())]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-               "-m", "torchzebra.cli", *argv]
-    return subprocess.run(command).returncode
-
-
-def _eval(args: argparse.Namespace) -> int:
-    model, config = load_trained(args.checkpoint, args.set)
-    world, device = distributed.setup(resolve_device(config.device))  # under torchrun: each rank a share
-    _, test_set, _ = build_data(config)
-    report = evaluate(model.to(device), test_set, config, device, progress=not args.quiet)
-    if not world.main:
-        return 0
-    print(report)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
-    if args.csv:
-        report.to_csv(args.csv)
-    return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    config = _config(args)
-    run_dir = args.run_dir or new_run_dir()
-    run_experiment(config, run_dir, resume=args.resume, progress=not args.quiet)
-    print(f"report: {Path(run_dir) / 'report.md'}")
-    return 0
-
-
-def _slim(args: argparse.Namespace) -> int:
-    config = _config(args)
-    run_dir = args.run_dir or new_run_dir()
-    run_slim(config, run_dir, args.flow, resume=args.resume, progress=not args.quiet)
-    print(f"report: {Path(run_dir) / 'report.md'}")
-    return 0
-
-
-def _prune(args: argparse.Namespace) -> int:
-    overrides = list(args.set)
-    for key in ("ratio", "min_channels"):
-        if getattr(args, key) is not None:
-            overrides.append(f"slim.{key}={getattr(args, key)}")
-    if args.exclude:
-        overrides.append(f"slim.exclude={json.dumps(args.exclude)}")
-    if args.output is None and not args.dry_run:
-        raise ConfigError("give --output FILE for the pruned checkpoint (or --dry-run to print the plan only)")
-    plan = prune_checkpoint(args.checkpoint, None if args.dry_run else args.output, overrides)
-    print(plan)
-    if not args.dry_run:
-        print(f"pruned checkpoint: {args.output} (evaluate with zebra eval, fine-tune with zebra train --init)")
-    return 0
-
-
-def _calibrate(args: argparse.Namespace) -> int:
-    calibrate_checkpoint(args.checkpoint, args.out, args.budget, args.images, args.set, progress=not args.quiet)
-    print(f"report: {args.out / 'report.md'}; calibrated checkpoints: "
-          f"{', '.join(str(args.out / f'budget-{b:g}' / 'last.pt') for b in args.budget)}")
-    return 0
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    overrides = list(args.set)
-    if args.grid:  # merged into any sweep.grid of the preset or file
-        overrides.append(f"sweep.grid={json.dumps(dict(parse_assignment(a) for a in args.grid))}")
-    if args.methods:
-        overrides.append(f"sweep.methods={json.dumps(args.methods)}")
-    config = load_config(args.preset, args.config, overrides)
-    run_dir = args.run_dir or new_run_dir()
-    result = run_sweep(config, run_dir, progress=not args.quiet)
-    print(f"{len(result.rows)} rows: {Path(run_dir) / 'sweep.csv'} and sweep.json")
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    capture = None if args.no_pictures else functools.partial(checkpoint_maps, images=args.images)
-    result = build_report(args.run_dirs, args.out, budget_points=args.budget, capture=capture)
-    print(f"{result['points']} points -> {args.out / 'report.html'} and report.md ({', '.join(result['figures'])})")
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    result = export_checkpoint(args.checkpoint, args.out, args.images, args.format, args.bits, args.per_channel,
-                               args.set, progress=not args.quiet)
-    print(f"wrote {args.out}/topology.csv ({result['topology']} layers, SCALE-Sim), {args.out}/density.yaml "
-          f"({result['layers']} activation maps), {args.out}/maps/ ({len(result['maps']['files'])} streams of "
-          f"{result['maps']['images']} images, {args.format}, {result['maps']['bits']}-bit)")
-    return 0
+from ..codec.widths import WIDTHS
+from ..configs import PRESETS
+from ..core.registry import FORMATS
+from ..results.methods import METHODS, SLIM_FLOWS, SWEEP_METHODS
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=int, default=1,
                    help="train with N processes (DistributedDataParallel; gloo on CPU, NCCL on GPU) through torchrun; "
                         "data.batch_size is the global batch")
-    t.set_defaults(handler=_train)
+    t.set_defaults(verb="train")
 
     e = commands.add_parser("eval", help="accuracy and per-layer traffic of a checkpoint on the test split",
                             description="Rebuild a trained model from its checkpoint and measure it.")
@@ -182,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", type=Path, help="also write the report as JSON here")
     e.add_argument("--csv", type=Path, help="also write the per-layer table as CSV here")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
-    e.set_defaults(handler=_eval)
+    e.set_defaults(verb="eval")
 
     r = commands.add_parser("run", help="the main job: dense baseline, Zebra fine-tune, side-by-side report",
                             description="Train the dense baseline, fine-tune it with Zebra using the same seed, "
@@ -191,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>)")
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in RUN_DIR, with its saved config (+ --set)")
-    r.set_defaults(handler=_run)
+    r.set_defaults(verb="run")
 
     s = commands.add_parser(
         "slim", help="Network Slimming: sparsity-train, prune, fine-tune (alone, with Zebra, or all four compared)",
@@ -200,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "joint: Zebra and BN sparsity trained together, prune, fine-tune with Zebra. compare: dense "
                     "baseline, Zebra, Slimming and Slimming+Zebra side by side (top-1, params, MACs, traffic).")
     _add_config_options(s)
-    s.add_argument("--flow", choices=FLOWS, default="slim", help="which flow to run (default slim)")
+    s.add_argument("--flow", choices=SLIM_FLOWS, default="slim", help="which flow to run (default slim)")
     s.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>)")
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in RUN_DIR, with its saved config (+ --set)")
-    s.set_defaults(handler=_slim)
+    s.set_defaults(verb="slim")
 
     p = commands.add_parser("prune", help="remove channels of a trained checkpoint (Network Slimming's rule)",
                             description="Plan with a global |gamma| threshold and a per-layer floor, remove the "
@@ -218,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the checkpoint's config")
     p.add_argument("--dry-run", action="store_true", help="print the plan only; write nothing")
-    p.set_defaults(handler=_prune)
+    p.set_defaults(verb="prune")
 
     c = commands.add_parser(
         "calibrate", help="Zebra on a trained model without training: per-layer thresholds for a top-1 budget",
@@ -234,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the checkpoint's config, e.g. --set zebra.block_size=4")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
-    c.set_defaults(handler=_calibrate)
+    c.set_defaults(verb="calibrate")
 
     x = commands.add_parser("export", help="artefacts for hardware tools: SCALE-Sim topology, densities, coded maps",
                             description="Write topology.csv (SCALE-Sim), density.yaml (per-layer element and block "
@@ -250,8 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--per-channel", action="store_true", help="one quantisation scale per channel")
     x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set data.root=/data --set data.test_subset=1000")
+    x.add_argument("--onnx", action="store_true",
+                   help="also write model.onnx: the prepared model with its dynamic masks (pip install "
+                        "'torchzebra[onnx]')")
     x.add_argument("--quiet", action="store_true", help="no progress bars")
-    x.set_defaults(handler=_export)
+    x.set_defaults(verb="export")
 
     w = commands.add_parser("sweep", help="a grid of fine-tunes (methods x settings) from one baseline, resumable",
                             description="Train the dense baseline once, then fine-tune every method at every grid "
@@ -265,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--methods", nargs="+", choices=SWEEP_METHODS,
                    help="; ".join(f"{name}: {METHODS[name].description}" for name in SWEEP_METHODS))
     w.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>); reuse it to continue")
-    w.set_defaults(handler=_sweep)
+    w.set_defaults(verb="sweep")
 
     o = commands.add_parser("report", help="runs -> one self-contained HTML page and a Markdown summary",
                             description="Accuracy against bandwidth reduction with every method's Pareto front, "
@@ -276,30 +142,5 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--images", type=int, default=3, help="test images drawn with their masks (default 3)")
     o.add_argument("--budget", type=float, default=1.0, help="accuracy budget in points of top-1 (default 1)")
     o.add_argument("--no-pictures", action="store_true", help="skip the activation-map pictures (no data needed)")
-    o.set_defaults(handler=_report)
+    o.set_defaults(verb="report")
     return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``zebra`` console script."""
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    args.argv = argv
-    try:
-        return args.handler(args)
-    except TrainingError as error:
-        print(f"zebra {args.command}: training stopped: {error}", file=sys.stderr)
-        return 1
-    except (ConfigError, DatasetError, CheckpointError, ReportError, ValueError, OSError) as error:
-        print(f"zebra {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"zebra {args.command}: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    finally:
-        distributed.teardown()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,175 @@
+"""prepare on real torchvision CNNs and with every PyTorch tool: modes, layouts, pickling, compile, exports."""
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import torchzebra as tz
+
+
+@pytest.fixture(scope="module", params=["efficientnet_b0", "convnext_tiny"])
+def torchvision_model(request):
+    """A torchvision CNN built in train mode, as users build them (stochastic depth on), at small input."""
+    torch.manual_seed(0)
+    return getattr(torchvision.models, request.param)(num_classes=10, stochastic_depth_prob=0.5)
+
+
+@pytest.mark.parametrize("prepare_in_train", [True, False])
+def test_train_and_eval_behave_as_in_the_original_whatever_the_mode_at_prepare(torchvision_model, prepare_in_train):
+    model = copy.deepcopy(torchvision_model).train(prepare_in_train)
+    prepared = tz.prepare(model, tz.ZebraConfig(block_size=2, threshold=0.0))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        prepared.eval()
+        assert torch.equal(prepared(x), prepared(x)) and torch.equal(prepared(x), tz.remove(prepared).eval()(x))
+        prepared.train()
+        torch.manual_seed(1)
+        ours = prepared(x)
+        torch.manual_seed(1)
+        theirs = tz.remove(prepared).train()(x)
+        torch.manual_seed(2)
+        assert torch.equal(ours, theirs) and not torch.equal(ours, prepared.train()(x))  # stochastic depth is on
+
+
+def test_channels_last_activations_are_tiled_per_channel():
+    class ChannelsLast(nn.Module):  # ConvNeXt's pattern: permute, Linear over channels, GELU, permute back
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Linear(6, 6)
+
+        def forward(self, x):
+            return F.gelu(self.fc(self.conv(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+
+    class SameInNCHW(ChannelsLast):
+        def forward(self, x):
+            return F.gelu(self.fc(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+
+    config = tz.ZebraConfig(block_size=2, threshold=0.3)
+    ours, reference = tz.prepare(ChannelsLast().eval(), config), tz.prepare(SameInNCHW().eval(), config)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 8, 10)
+    assert [layer.layout for _, layer in tz.zebra_layers(ours)] == ["NHWC"]
+    assert torch.equal(ours(x) == 0, reference(x) == 0)  # the same blocks zeroed
+    torch.testing.assert_close(ours(x), reference(x))  # GELU's kernels on the two layouts differ in the last bit
+    report = tz.measure(ours, [x])
+    assert report.layers[0].shape == (6, 8, 10) and report.layers[0].bytes == tz.measure(reference, [x]).layers[0].bytes
+
+
+def test_convnext_maps_are_counted_channels_first(torchvision_model):
+    prepared = tz.prepare(copy.deepcopy(torchvision_model).eval(), tz.ZebraConfig(block_size=2))
+    report = tz.measure(prepared, [torch.randn(1, 3, 32, 32)])
+    if isinstance(torchvision_model, torchvision.models.ConvNeXt):
+        assert {layer.layout for _, layer in tz.zebra_layers(prepared)} == {"NHWC"}
+        assert report.layers[0].shape == (384, 8, 8)  # 4 x 96 channels on the 8x8 map of a 32x32 input
+
+
+def test_an_input_of_unknown_dim_order_is_left_unmasked_and_listed():
+    class Reshaped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return torch.relu(y.reshape(y.shape[0], 2, 2, -1))
+
+    prepared = tz.prepare(Reshaped().eval(), tz.ZebraConfig(block_size=2, threshold=100.0))
+    (site, layer), = tz.zebra_layers(prepared)
+    x = torch.randn(2, 1, 8, 8)
+    assert layer.skipped and torch.equal(prepared(x), tz.remove(prepared)(x))
+    report = tz.measure(prepared, [x])
+    assert report.layers == [] and site in report.skipped and "skipped" in str(report)
+
+
+def test_prepare_and_remove_leave_every_module_mode_as_found():
+    model = torchvision.models.resnet18(num_classes=10).train()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()  # frozen statistics
+    prepared = tz.prepare(model)
+    frozen = [m for m in prepared.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(frozen) == 20 and not any(m.training for m in frozen) and prepared.training
+    assert not any(m.training for m in tz.remove(prepared).modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_a_module_that_branches_on_the_mode_around_an_activation_is_refused():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            x = torch.relu(self.conv(x))
+            return x * 2 if self.training else x
+
+    with pytest.raises(ValueError, match="train and eval mode"):
+        tz.prepare(Branchy())
+
+
+@pytest.mark.parametrize("roundtrip", [
+    lambda m: pickle.loads(pickle.dumps(m)),
+    lambda m: pickle.loads(pickle.dumps(copy.deepcopy(m))),
+    lambda m: torch.load(_saved(m), weights_only=False),
+])
+def test_a_whole_prepared_model_survives_pickle_and_torch_save(residual_net, roundtrip):
+    prepared = tz.prepare(residual_net, tz.ZebraConfig(block_size=2, threshold=0.2))
+    x = torch.randn(2, 1, 8, 8)
+    loaded = roundtrip(prepared)
+    assert tz.is_prepared(loaded) and torch.equal(loaded(x), prepared(x))
+    assert [s for s, _ in tz.zebra_layers(loaded)] == [s for s, _ in tz.zebra_layers(prepared)]
+    plain = tz.remove(loaded)
+    assert not tz.is_prepared(plain) and torch.equal(plain.conv1.weight, residual_net.conv1.weight)
+
+
+def _saved(model):
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_every_public_function_accepts_a_compiled_prepared_model(residual_net):
+    prepared = tz.prepare(residual_net.train(), tz.ZebraConfig(block_size=2))
+    compiled = torch.compile(prepared, backend="eager")  # the wrapper is what matters here, not the backend
+    x = torch.randn(4, 1, 8, 8)
+    compiled(x)
+    assert tz.is_prepared(compiled) and len(tz.zebra_layers(compiled)) == 2
+    assert tz.zero_block_loss(compiled).item() > 0
+    assert set(tz.calibrate(compiled, [x], 0.5)) == {"relu", "relu:1"}
+    assert tz.measure(compiled, [x]).images == 4
+    tz.set_masking(compiled, False)
+    assert tz.remove(compiled) is residual_net
+
+
+def test_jit_script_is_refused_with_what_works(residual_net):
+    with pytest.raises(RuntimeError, match="torch.jit.trace"):
+        torch.jit.script(tz.prepare(residual_net))
+
+
+def test_in_place_activations_read_twice_give_the_same_outputs_with_and_without_grad():
+    class ReadTwice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return torch.relu_(h) + h
+
+    prepared = tz.prepare(ReadTwice().eval(), tz.ZebraConfig(block_size=2, threshold=0.3))
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        without = prepared(x)
+    assert torch.equal(without, prepared(x))
+
+
+@pytest.mark.parametrize("call", [lambda m: tz.measure(m, []), lambda m: tz.calibrate(m, [], 0.5)])
+def test_empty_data_is_a_clear_error(residual_net, call):
+    with pytest.raises(ValueError, match="got no batches"):
+        call(tz.prepare(residual_net))

@@ -1,0 +1,168 @@
+"""What each ``zebra`` verb does; imported only after the arguments parse (it loads torch and the engine)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .._io import atomic_write_text
+from ..data import DatasetError
+from ..engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
+from ..engine import distributed
+from ..engine.config import parse_assignment
+from ..engine.exporting import checkpoint_maps, export_checkpoint, onnx_checkpoint
+from ..engine.posttraining import calibrate_checkpoint
+from ..engine.run import new_run_dir, run_experiment
+from ..engine.slimming import prune_checkpoint, run_slim
+from ..engine.sweep import run_sweep
+from ..engine.trainer import build_data, resolve_device
+from ..reports.html import build_report
+from ..reports.summary import ReportError
+
+
+def _config(args: argparse.Namespace):
+    """The preset + file + overrides; with --resume, the run folder's own saved config + overrides."""
+    if getattr(args, "resume", False):
+        if args.run_dir is None:
+            raise ConfigError("--resume needs --run-dir: the folder of the run to continue")
+        return load_config(None, args.run_dir / "config.yaml", args.set)
+    return load_config(args.preset, args.config, args.set)
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _torchrun(args)
+    config = _config(args)
+    world, _ = distributed.setup(resolve_device(config.device))
+    run_dir = distributed.broadcast(args.run_dir or new_run_dir(), world)  # one folder for every rank
+    result = train(config, run_dir, init=args.init, resume=args.resume, progress=not args.quiet)
+    if world.main:
+        print(result.report)
+        print(f"run folder: {run_dir}")
+    return 0
+
+
+def _torchrun(args: argparse.Namespace) -> int:
+    """``zebra train --nproc N ...`` = ``torchrun --standalone --nproc-per-node N -m torchzebra.cli train ...``."""
+    argv = list(args.argv)
+    index = next(i for i, arg in enumerate(argv) if arg == "--nproc" or arg.startswith("--nproc="))
+    del argv[index:index + (1 if "=" in argv[index] else 2)]
+    if args.run_dir is None:
+        argv += ["--run-dir", str(new_run_dir())]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "torchzebra.cli", *argv]
+    return subprocess.run(command).returncode
+
+
+def _eval(args: argparse.Namespace) -> int:
+    model, config = load_trained(args.checkpoint, args.set)
+    world, device = distributed.setup(resolve_device(config.device))  # under torchrun: each rank a share
+    _, test_set, _ = build_data(config)
+    report = evaluate(model.to(device), test_set, config, device, progress=not args.quiet)
+    if not world.main:
+        return 0
+    print(report)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
+    if args.csv:
+        report.to_csv(args.csv)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    run_dir = Path(args.run_dir or new_run_dir())
+    run_experiment(config, run_dir, resume=args.resume, progress=not args.quiet)
+    build_report([run_dir], run_dir / "report", capture=functools.partial(checkpoint_maps, images=3))
+    print(f"report: {run_dir / 'report.md'}")
+    print(f"HTML report (Pareto front, per-layer traffic, zebra-stripe maps): {run_dir / 'report' / 'report.html'}")
+    return 0
+
+
+def _slim(args: argparse.Namespace) -> int:
+    config = _config(args)
+    run_dir = args.run_dir or new_run_dir()
+    run_slim(config, run_dir, args.flow, resume=args.resume, progress=not args.quiet)
+    print(f"report: {Path(run_dir) / 'report.md'}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    overrides = list(args.set)
+    for key in ("ratio", "min_channels"):
+        if getattr(args, key) is not None:
+            overrides.append(f"slim.{key}={getattr(args, key)}")
+    if args.exclude:
+        overrides.append(f"slim.exclude={json.dumps(args.exclude)}")
+    if args.output is None and not args.dry_run:
+        raise ConfigError("give --output FILE for the pruned checkpoint (or --dry-run to print the plan only)")
+    plan = prune_checkpoint(args.checkpoint, None if args.dry_run else args.output, overrides)
+    print(plan)
+    if not args.dry_run:
+        print(f"pruned checkpoint: {args.output} (evaluate with zebra eval, fine-tune with zebra train --init)")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    calibrate_checkpoint(args.checkpoint, args.out, args.budget, args.images, args.set, progress=not args.quiet)
+    print(f"report: {args.out / 'report.md'}; calibrated checkpoints: "
+          f"{', '.join(str(args.out / f'budget-{b:g}' / 'last.pt') for b in args.budget)}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    overrides = list(args.set)
+    if args.grid:  # merged into any sweep.grid of the preset or file
+        overrides.append(f"sweep.grid={json.dumps(dict(parse_assignment(a) for a in args.grid))}")
+    if args.methods:
+        overrides.append(f"sweep.methods={json.dumps(args.methods)}")
+    config = load_config(args.preset, args.config, overrides)
+    run_dir = args.run_dir or new_run_dir()
+    result = run_sweep(config, run_dir, progress=not args.quiet)
+    print(f"{len(result.rows)} rows: {Path(run_dir) / 'sweep.csv'} and sweep.json")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    capture = None if args.no_pictures else functools.partial(checkpoint_maps, images=args.images)
+    result = build_report(args.run_dirs, args.out, budget_points=args.budget, capture=capture)
+    print(f"{result['points']} points -> {args.out / 'report.html'} and report.md ({', '.join(result['figures'])})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    result = export_checkpoint(args.checkpoint, args.out, args.images, args.format, args.bits, args.per_channel,
+                               args.set, progress=not args.quiet)
+    print(f"wrote {args.out}/topology.csv, layout.csv and layers.csv ({result['topology']} layers, SCALE-Sim), "
+          f"{args.out}/density.yaml ({result['layers']} activation maps), {args.out}/maps/ "
+          f"({len(result['maps']['files'])} streams of {result['maps']['images']} images, {args.format}, "
+          f"{result['maps']['bits']}-bit)")
+    if args.onnx:
+        print(f"wrote {onnx_checkpoint(args.checkpoint, args.out / 'model.onnx', args.set)} (masks computed per input)")
+    return 0
+
+
+VERBS = {"train": _train, "eval": _eval, "run": _run, "slim": _slim, "prune": _prune, "calibrate": _calibrate,
+         "export": _export, "sweep": _sweep, "report": _report}
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the verb of parsed ``args``; bad input is one line on stderr and an exit code, never a traceback."""
+    try:
+        return VERBS[args.verb](args)
+    except TrainingError as error:
+        print(f"zebra {args.command}: training stopped: {error}", file=sys.stderr)
+        return 1
+    except (ConfigError, DatasetError, CheckpointError, ReportError, ValueError, OSError) as error:
+        print(f"zebra {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"zebra {args.command}: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    finally:
+        distributed.teardown()

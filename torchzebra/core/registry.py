@@ -1,0 +1,44 @@
+"""The storage formats and data widths by name: torch-free, so the command line can list them instantly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Format:
+    """One storage format of an activation map: its name in settings and files, its title in reports."""
+
+    name: str
+    title: str
+    compressed: bool
+
+
+# The one registry of formats: every table, plot and export takes names, titles and order from here.
+FORMAT_REGISTRY: dict[str, Format] = {f.name: f for f in (
+    Format("dense", "dense", False),
+    Format("zvc", "ZVC", True),
+    Format("zebra", "Zebra", True),
+    Format("zebra_zvc", "Zebra+ZVC", True),
+)}
+FORMATS = tuple(FORMAT_REGISTRY)
+COMPRESSED = tuple(name for name, f in FORMAT_REGISTRY.items() if f.compressed)
+
+
+def format_title(fmt: str) -> str:
+    """The title of a format in reports (``zebra_zvc`` -> ``Zebra+ZVC``)."""
+    return FORMAT_REGISTRY[validate_format(fmt)].title
+
+
+def validate_format(fmt: object) -> str:
+    """Return ``fmt`` if it names a storage format, else raise a ``ValueError`` listing them."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r} is invalid: use one of {', '.join(FORMATS)}")
+    return fmt  # type: ignore[return-value]
+
+
+def validate_bits(bits: object) -> int:
+    """Return the data width ``bits`` if it is an integer in 1..64, else raise a ``ValueError``."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 64:
+        raise ValueError(f"bits={bits!r} is invalid: use the data width in bits, an integer from 1 to 64 (e.g. 8 or 16)")
+    return bits
