@@ -1,11 +1,15 @@
-"""Time of a training step and an inference pass of resnet18, with and without Zebra.
+"""Time of a training step and an inference pass of resnet18, with and without Zebra; and exact counting.
 
-CIFAR-size input (3x32x32), batch 64, CPU: torchvision's resnet18 (7x7 stride-2 stem, so maps of 16x16
-down to 1x1) and the project's CIFAR-stem ResNet-18 (maps of 32x32 down to 4x4). The baseline and the
-Zebra model are timed alternately in the same run; the script prints medians and their ratios.
-Goals: training step <= 1.10x, inference <= 1.05x.
+CIFAR-size input (3x32x32), batch 64 by default: torchvision's resnet18 (7x7 stride-2 stem, so maps of
+16x16 down to 1x1) and the project's CIFAR-stem ResNet-18 (maps of 32x32 down to 4x4). The baseline and the
+Zebra model are timed alternately in the same run; the script prints one line per (model, eager or
+compiled, phase) with the medians, their ratio and the goal. With ``--compile`` both models are compiled
+(``torch.compile``) and compared with each other. Phases: ``train`` (a step with the penalty), ``infer``
+(a forward under no_grad) and ``measure`` (``tz.measure``'s exact counting, against plain inference).
+Goals: train <= 1.10x, inference <= 1.05x; counting >= 25 % of inference throughput.
 
     .venv/bin/python benchmarks/overhead.py [--models torchvision cifar] [--repeats 15] [--threads N]
+        [--device cpu|cuda] [--compile] [--batch-size 64] [--size 32] [--precision fp32|bf16] [--channels-last]
 """
 
 from __future__ import annotations
@@ -26,43 +30,71 @@ MODELS = {
     "torchvision": lambda: torchvision.models.resnet18(num_classes=10),
     "cifar": lambda: ResNet18(num_classes=10, in_channels=3, width=64, stem="cifar"),
 }
+GOALS = {"train": 1.10, "infer": 1.05}
 
 
-def train_step(model: nn.Module, optimizer, x, y, lam: float | None) -> None:
+def train_step(model: nn.Module, optimizer, x, y, lam: float | None, autocast: bool) -> None:
     optimizer.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(model(x), y)
-    if lam is not None:
-        loss = loss + lam * tz.zero_block_loss(model)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = nn.functional.cross_entropy(model(x), y)
+        if lam is not None:
+            loss = loss + lam * tz.zero_block_loss(model)
     loss.backward()
     optimizer.step()
 
 
-def timed(fn) -> float:
+def timed(fn, device: torch.device) -> float:
+    """Seconds of ``fn()``, synchronising the device before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
-def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> dict[tuple[str, str], float]:
+def _phase_call(phase: str, name: str, model, optimizer, x, y, args):
+    if phase == "train":
+        return lambda: train_step(model, optimizer, x, y, 1e-2 if name == "zebra" else None, args.precision == "bf16")
+    if phase == "measure":
+        return lambda: tz.measure(model, [x])  # exact counting of every map (runs the eager module)
+
+    def infer():
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            model(x)
+    return infer
+
+
+def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict[tuple[str, str], float]:
     """Median seconds per (phase, model) with baseline and Zebra runs alternating."""
-    zebra = tz.prepare(copy.deepcopy(base), tz.ZebraConfig(block_size=4, threshold=0.05))
+    zebra = tz.prepare(copy.deepcopy(base), tz.ZebraConfig(block_size=4, threshold=0.05, penalty="group_lasso"))
     models = {"baseline": base, "zebra": zebra}
+    runners = {k: torch.compile(m) if args.compile else m for k, m in models.items()}
     optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
-    lams = {"baseline": None, "zebra": 1e-2}
     results: dict[tuple[str, str], list[float]] = {}
-    for phase in ("infer", "train"):
+    for phase in ("infer", "train", "measure"):
         for model in models.values():
             model.train(phase == "train")
-        for repeat in range(repeats + 2):  # two warm-up rounds; the order alternates to cancel order bias
-            for name, model in (list(models.items()) if repeat % 2 else list(models.items())[::-1]):
-                if phase == "train":
-                    t = timed(lambda: train_step(model, optimizers[name], x, y, lams[name]))
-                else:
-                    with torch.no_grad():
-                        t = timed(lambda: model(x))
+        pairs = [("baseline", "infer"), ("zebra", "measure")] if phase == "measure" else [(k, phase) for k in models]
+        for repeat in range(args.repeats + 2):  # two warm-up rounds; the order alternates to cancel order bias
+            for name, how in (pairs if repeat % 2 else pairs[::-1]):
+                t = timed(_phase_call(how, name, runners[name], optimizers[name], x, y, args), x.device)
                 if repeat >= 2:
                     results.setdefault((phase, name), []).append(t)
     return {key: statistics.median(times) for key, times in results.items()}
+
+
+def _report(name: str, mode: str, medians: dict[tuple[str, str], float], batch: int) -> None:
+    for phase in ("train", "infer"):
+        base_t, zebra_t = medians[(phase, "baseline")], medians[(phase, "zebra")]
+        ratio, goal = zebra_t / base_t, GOALS[phase]
+        print(f"resnet18 {name:11s} {mode:8s} {phase:7s} baseline {base_t * 1e3:8.2f} ms  zebra {zebra_t * 1e3:8.2f} ms"
+              f"  ratio {ratio:.3f}x  (goal <= {goal:.2f}x: {'meets' if ratio <= goal else 'misses'})")
+    infer_t, count_t = medians[("measure", "baseline")], medians[("measure", "zebra")]
+    share = infer_t / count_t
+    print(f"resnet18 {name:11s} {mode:8s} measure  inference {batch / infer_t:9.0f} img/s  counting "
+          f"{batch / count_t:9.0f} img/s  = {share:.0%} of inference  (goal >= 25%: {'meets' if share >= .25 else 'misses'})")
 
 
 def main() -> None:
@@ -70,20 +102,25 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["torchvision", "cifar"])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32, help="input height and width (default 32)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action="store_true", help="compare compiled Zebra with the compiled baseline")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
+    parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"input {args.batch_size}x3x32x32, CPU, {args.threads} threads, median of {args.repeats} alternating "
-          "runs; Zebra: block 4, mean score, threshold 0.05, group-lasso penalty with lambda 1e-2")
+    device = torch.device(args.device)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    print(f"input {args.batch_size}x3x{args.size}x{args.size}, {device}, {args.threads} threads, {args.precision}, "
+          f"{'channels_last' if args.channels_last else 'contiguous'}, median of {args.repeats} alternating runs; "
+          "Zebra: block 4, mean score, threshold 0.05, group-lasso penalty with lambda 1e-2")
     for name in args.models:
         torch.manual_seed(0)
-        x, y = torch.randn(args.batch_size, 3, 32, 32), torch.randint(0, 10, (args.batch_size,))
-        medians = compare(MODELS[name](), x, y, args.repeats)
-        for phase, goal in (("train", 1.10), ("infer", 1.05)):
-            base_t, zebra_t = medians[(phase, "baseline")], medians[(phase, "zebra")]
-            ratio = zebra_t / base_t
-            print(f"resnet18 {name:11s} {phase:5s}  baseline {base_t * 1e3:7.1f} ms  zebra {zebra_t * 1e3:7.1f} ms  "
-                  f"ratio {ratio:.3f}x  (goal <= {goal:.2f}x: {'meets' if ratio <= goal else 'misses'})")
+        x = torch.randn(args.batch_size, 3, args.size, args.size, device=device).contiguous(memory_format=layout)
+        y = torch.randint(0, 10, (args.batch_size,), device=device)
+        model = MODELS[name]().to(device, memory_format=layout)
+        _report(name, "compiled" if args.compile else "eager", compare(model, x, y, args), args.batch_size)
 
 
 if __name__ == "__main__":

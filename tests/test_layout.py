@@ -103,3 +103,13 @@ def test_functions_stay_small(limit):
         if (limit == "lines" and lines > MAX_LINES) or (limit == "parameters" and parameters > MAX_PARAMETERS):
             too_big.append(f"{path}:{node.lineno} {node.name} ({lines} lines, {parameters} parameters)")
     assert not too_big, too_big
+
+
+def test_nothing_refers_to_files_outside_the_repository():
+    """The repository carries its own spec (docs/METHOD.md): no pointer to the developers' shared folder."""
+    root = PACKAGE.parent
+    texts = [root / "README.md", *(root / "docs").glob("*.md"), *PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.yaml"),
+             *(root / "benchmarks").glob("*.py")]
+    outside = "../" + "shared"  # split so that this file does not match itself
+    assert not [str(p) for p in texts if outside in p.read_text() or "DESIGN" + ".md" in p.read_text()]
+    assert (root / "docs" / "METHOD.md").is_file()

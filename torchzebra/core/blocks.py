@@ -80,7 +80,6 @@ def block_element_counts(
 
 
 _SMALL_GRID = 16  # up to this many blocks per map, masks are expanded with one small matrix product
-_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 @_tensor_cache
@@ -164,7 +163,8 @@ def block_scores(
 
 def _above(values: torch.Tensor, limit: float | torch.Tensor) -> torch.Tensor:
     """True where ``values > limit``, and where a value is NaN or +Inf (even against an infinite limit)."""
-    return values.le(torch.as_tensor(limit).clamp(max=_FLOAT32_MAX)).logical_not_()
+    finite_limit = torch.as_tensor(limit, dtype=values.dtype).clamp(max=torch.finfo(values.dtype).max)
+    return values.le(finite_limit).logical_not_()
 
 
 def block_mask(scores: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
@@ -188,7 +188,7 @@ def block_keep(
     if score == "max":
         return _above(_block_max(magnitude, block).to(_accumulation_dtype(x)), threshold)
     magnitude = magnitude.to(_accumulation_dtype(x))
-    counts = block_element_counts(block, height, width, device=x.device)
+    counts = block_element_counts(block, height, width, device=x.device).to(magnitude.dtype)
     keep = _above(_block_sums(magnitude, block), threshold * counts)
     if score == "rms":  # RMS >= mean |x|, so the sum of |x| stays a valid test where x*x underflows to 0
         keep = keep | _above(_block_sums(magnitude * magnitude, block), threshold * abs(threshold) * counts)

@@ -57,6 +57,7 @@ class OptimSection:
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
     tensorboard: bool = False  # also log every epoch to RUN_DIR/tensorboard (pip install 'torchzebra[tensorboard]')
+    compile: bool | None = None  # torch.compile the training forward/backward; null: on a GPU only (see docs/PERFORMANCE.md)
 
 
 @dataclass(frozen=True)

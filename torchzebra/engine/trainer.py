@@ -206,7 +206,7 @@ def _steps_per_epoch(train_set, batch_size: int, stage: OptimSection, world: dis
 
 def _new_run(config: RunConfig, stage: OptimSection, model: nn.Module, world: distributed.World,
              device: torch.device, steps_per_epoch: int, extensions: list[Extension], progress: bool) -> TrainRun:
-    """The optimiser, schedule and (under torchrun) DistributedDataParallel wrapper of a stage."""
+    """The optimiser, schedule, (under torchrun) DistributedDataParallel wrapper and compilation of a stage."""
     optimizer = build_optimizer(model, stage)
     scheduler = build_scheduler(optimizer, stage, stage.epochs * steps_per_epoch)
     trained = model
@@ -214,6 +214,8 @@ def _new_run(config: RunConfig, stage: OptimSection, model: nn.Module, world: di
         if stage.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if stage.compile or (stage.compile is None and device.type == "cuda"):
+        trained = torch.compile(trained)  # the training step only: counting and calibration run the eager model
     return TrainRun(model, trained, optimizer, scheduler, nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing),
                     config, stage, device, world, steps_per_epoch, extensions, progress and world.main)
 
