@@ -113,3 +113,125 @@ def test_subsets_are_seeded(tmp_path):
     a, _, _ = build_datasets(DataSection("fashion-mnist", root, train_subset=5, augment=False))
     b, _, _ = build_datasets(DataSection("fashion-mnist", root, train_subset=5, augment=False))
     assert len(a) == 5 and a.indices == b.indices
+
+
+# data.loader: batches made on the device (here the CPU) against the DataLoader path they replace.
+
+def _batches(dataset, loader, shuffle=True, seed=3, world=None, batch_size=4, **settings):
+    from torchzebra.engine.trainer import _loader
+
+    return list(_loader(dataset, batch_size, DataSection(loader=loader, **settings), torch.device("cpu"), shuffle,
+                        seed, world))
+
+
+def _fashion(tmp_path, augment, **settings):
+    return build_datasets(DataSection("fashion-mnist", fashion_mnist_tree(tmp_path, 50, 30), augment=augment,
+                                      **settings))
+
+
+def test_loader_auto_is_workers_on_cpu_and_typos_are_refused(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from torchzebra.data import loader_kind
+    from torchzebra.engine import ConfigError, load_config
+    from torchzebra.engine.trainer import _loader
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (loader_kind("auto", cpu), loader_kind("auto", cuda), loader_kind("workers", cuda)) == (
+        "workers", "device", "workers")
+    train, _, _ = _fashion(tmp_path, True)
+    loader = _loader(train, 4, DataSection(), cpu, True, 0)  # the default, auto: today's DataLoader on a CPU
+    assert isinstance(loader, DataLoader) and not loader.persistent_workers and not loader.pin_memory
+    assert load_config("quick").data.loader == "auto"
+    with pytest.raises(ConfigError, match="data.loader='gpu' is invalid: expected 'auto' or 'workers' or 'device'"):
+        load_config("quick", overrides=["data.loader=gpu"])
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_device_batches_are_the_dataloader_s_samples_on_every_rank(tmp_path, ranks):
+    from torchzebra.engine.distributed import World
+
+    train, _, _ = _fashion(tmp_path, False, train_subset=47)  # a Subset: positions map through its indices
+    for rank in range(ranks):
+        world = World(rank, ranks)
+        workers, device = _batches(train, "workers", world=world), _batches(train, "device", world=world)
+        assert len(device) == len(workers) == 47 // ranks // 4
+        for (a, x), (b, y) in zip(workers, device):  # without augmentation: equal, in the same order
+            assert torch.equal(a, b) and torch.equal(x, y)
+
+
+def test_device_eval_batches_equal_the_dataloader_s_exactly(tmp_path):
+    from torchzebra.engine.distributed import World, shard
+
+    _, test, _ = _fashion(tmp_path, True)
+    cifar_tree(tmp_path / "cifar")
+    _, resized, _ = build_datasets(DataSection("cifar10", tmp_path / "cifar", size=36))  # resize + centre crop
+    for dataset in (test, shard(test, World(1, 2)), resized):
+        workers, device = _batches(dataset, "workers", False), _batches(dataset, "device", False)
+        assert len(workers) == len(device) and len(device[-1][1]) == len(workers[-1][1])
+        for (a, x), (b, y) in zip(workers, device):
+            assert b.dtype == torch.float32 and torch.equal(a, b) and torch.equal(x, y)
+
+
+def _crops(image, pad, fill):
+    """Every zero-padded random crop of ``image``, flipped or not (``fill``: the normalised zero)."""
+    size = image.shape[-1]
+    padded = torch.nn.functional.pad(image, (pad,) * 4, value=fill)
+    crops = [padded[:, i:i + size, j:j + size] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
+    return crops + [crop.flip(-1) for crop in crops]
+
+
+def test_device_augmentation_crops_and_flips_each_image_and_repeats_for_a_seed(tmp_path):
+    from torchvision.transforms.v2 import functional as TF
+
+    from torchzebra.data import fashion_mnist
+
+    train, _, _ = _fashion(tmp_path, True)
+    plain, _, _ = _fashion(tmp_path, False)
+    fill = TF.normalize(torch.zeros(1, 1, 1), fashion_mnist.MEAN, fashion_mnist.STD).item()
+    augmented, reference = _batches(train, "device"), _batches(plain, "workers")
+    assert len(augmented) == len(reference) == 12
+    for (images, labels), (originals, expected) in zip(augmented, reference):
+        assert images.shape == (4, 1, 32, 32) and images.dtype == torch.float32 and torch.equal(labels, expected)
+        for image, original in zip(images, originals):
+            assert any(torch.equal(image, crop) for crop in _crops(original, 2, fill))
+    shifted = torch.cat([images for images, _ in augmented]) != torch.cat([images for images, _ in reference])
+    assert shifted.any()  # augmentation happened
+    again, other = _batches(train, "device"), _batches(train, "device", seed=4)
+    assert all(torch.equal(a, b) and torch.equal(x, y) for (a, x), (b, y) in zip(augmented, again))
+    assert not torch.equal(augmented[0][0], other[0][0])
+
+
+def test_synthetic_batches_are_generated_on_the_device_per_seed():
+    data = Synthetic(30, (3, 8, 8), 5, seed=1)
+    batches, again, other = _batches(data, "device"), _batches(data, "device"), _batches(data, "device", seed=4)
+    assert len(batches) == len(_batches(data, "workers")) == 7
+    for (images, labels), (same, same_labels) in zip(batches, again):
+        assert images.shape == (4, 3, 8, 8) and images.dtype == torch.float32 and 0 <= images.min() <= images.max() < 1
+        assert labels.dtype == torch.int64 and 0 <= labels.min() <= labels.max() < 5
+        assert torch.equal(images, same) and torch.equal(labels, same_labels)
+    assert not torch.equal(batches[0][0], other[0][0])
+
+
+def test_image_files_keep_a_dataloader_with_persistent_workers(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from torchzebra.engine.trainer import _loader
+
+    image_folder_tree(tmp_path)
+    train, _, _ = build_datasets(DataSection("imagefolder", tmp_path, size=32))
+    section = DataSection("imagefolder", tmp_path, size=32, loader="device", workers=1)
+    loader = _loader(train, 2, section, torch.device("cpu"), True, 0)
+    assert isinstance(loader, DataLoader) and loader.persistent_workers and loader.prefetch_factor == 4
+    assert [len(labels) for _, labels in loader] == [2, 2, 2]
+
+
+def test_training_with_the_device_loader_runs_end_to_end(tmp_path):
+    from torchzebra.engine import load_config, train
+
+    config = load_config("quick", overrides=[
+        "model.options={stem: cifar, width: 4}", "data.train_subset=512", "data.test_subset=128",
+        "data.batch_size=32", "data.loader=device", "train.epochs=1", "train.lr=0.1", "device=cpu"])
+    result = train(config, tmp_path / "run", progress=False)
+    assert [row["epoch"] for row in result.metrics] == [1] and result.metrics[0]["images_per_s"] > 0
+    assert result.report.images == 128 and result.report.accuracy > 0.15  # ten classes: chance is 0.1

@@ -69,3 +69,13 @@ def test_tensorboard_logs_loss_accuracy_reduction_and_each_layer(tmp_path):
     assert any(tag.startswith("kept_blocks/layer1.0.relu") for tag in tags)
     assert (tmp_path / "run" / "metrics.csv").is_file()  # the CSV stays
     assert np.isfinite(events.Scalars("train_loss")[0].value)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    from torchzebra.engine.metrics import MetricsLog
+
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # as if not installed
+    with pytest.raises(ValueError, match=r"pip install 'torchzebra\[tensorboard\]'"):
+        MetricsLog(tmp_path, tensorboard=True)
+    MetricsLog(tmp_path).append({"epoch": 1, "train_loss": 1.0})  # without it: the CSV only
+    assert (tmp_path / "metrics.csv").is_file()

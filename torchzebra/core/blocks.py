@@ -65,7 +65,7 @@ def _tensor_cache(make: Callable[..., torch.Tensor]) -> Callable[..., torch.Tens
 
 @_tensor_cache
 def block_element_counts(
-    block_size: BlockSize | tuple[int, int], height: int, width: int, device=None
+    block_size: BlockSize | tuple[int, int], height: int, width: int, device=None, dtype: torch.dtype = torch.int64
 ) -> torch.Tensor:
     """Element count of every block of one channel map, shape ``(Hb, Wb)``; partial blocks hold fewer.
 
@@ -76,7 +76,7 @@ def block_element_counts(
     cols = torch.full((math.ceil(width / bw),), bw, dtype=torch.int64, device=device)
     rows[-1] = height - bh * (rows.numel() - 1)
     cols[-1] = width - bw * (cols.numel() - 1)
-    return rows[:, None] * cols[None, :]
+    return (rows[:, None] * cols[None, :]).to(dtype)
 
 
 _SMALL_GRID = 16  # up to this many blocks per map, masks are expanded with one small matrix product
@@ -96,28 +96,38 @@ def _map_indicator(height: int, width: int, bh: int, bw: int, device: torch.devi
 
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """A context that turns autocast off on ``device`` (a no-op where autocast does not exist)."""
-    available = torch.amp.is_autocast_available(device.type)
-    return torch.autocast(device.type, enabled=False) if available else contextlib.nullcontext()
+    """A context that turns autocast off on ``device`` while it is on there."""
+    on = torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)
+    return torch.autocast(device.type, enabled=False) if on else contextlib.nullcontext()
+
+
+def _sum_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
+    """Sum of every ``bh x bw`` block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb), each from its own block only."""
+    n, c, height, width = x.shape
+    if not x.is_contiguous():  # e.g. channels-last: avg_pool2d has a kernel for it
+        return F.avg_pool2d(x, (bh, bw), (bh, bw), ceil_mode=True, divisor_override=1)
+    hb, wb = math.ceil(height / bh), math.ceil(width / bw)
+    if height % bh == 0 and wb == 1:  # each block is a run of bh * width elements
+        runs = x.view(n * c * hb, bh * width)
+    else:  # each block's column sums: row k of every block row added in turn (on CPU far faster than a sum)
+        runs = x[:, :, ::bh].clone(memory_format=torch.contiguous_format)
+        for k in range(1, bh):
+            runs[:, :, : math.ceil((height - k) / bh)].add_(x[:, :, k::bh])  # a partial block row has fewer
+        runs = (F.pad(runs, (0, wb * bw - width)) if width % bw else runs).view(-1, bw)
+    # A product with a column of ones sums each run. A 0/1 block-indicator product would multiply an
+    # Inf by 0 and put NaN in every block of its map.
+    ones = _indicator(runs.shape[1], runs.shape[1], x.device, x.dtype)  # (length, 1), all ones
+    with _no_autocast(x.device):  # sum in the dtype of x, not in autocast's bfloat16
+        return (runs @ ones).view(n, c, hb, wb)
 
 
 class _BlockSum(torch.autograd.Function):
-    """Block sums (see ``_block_sums``) whose backward expands the gradient (fast on CPU)."""
+    """``_sum_blocks`` with a backward that expands the gradient (fast on CPU)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
-        n, c, height, width = x.shape
-        ctx.geometry = (bh, bw, height, width)
-        if height % bh or width % bw or not x.is_contiguous():
-            # With ceil_mode and no padding, a partial border window sums its real elements only.
-            return F.avg_pool2d(x, (bh, bw), (bh, bw), ceil_mode=True, divisor_override=1)
-        hb, wb = height // bh, width // bw
-        # Each row of ``runs`` is one block (or one block's column sums); it is summed by a product with a
-        # column of ones. A 0/1 block-indicator product would multiply an Inf by 0: NaN in every block.
-        runs = x.view(n * c * hb, bh * width) if wb == 1 else x.view(n * c * hb, bh, width).sum(1).view(-1, bw)
-        ones = _indicator(runs.shape[1], runs.shape[1], x.device, x.dtype)  # (length, 1), all ones
-        with _no_autocast(x.device):  # sum in the dtype of x, not in autocast's bfloat16
-            return (runs @ ones).view(n, c, hb, wb)
+        ctx.geometry = (bh, bw, *x.shape[-2:])
+        return _sum_blocks(x, bh, bw)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -125,8 +135,10 @@ class _BlockSum(torch.autograd.Function):
 
 
 def _block_sums(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
-    """Sum of every block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb); each sum reads its own block only."""
-    return x if block == (1, 1) else _BlockSum.apply(x, *block)
+    """Sum of every block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb), differentiable; each from its own block."""
+    if block == (1, 1):
+        return x
+    return _BlockSum.apply(x, *block) if x.requires_grad else _sum_blocks(x, *block)
 
 
 def _block_max(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
@@ -157,7 +169,7 @@ def block_scores(
         return _block_max(x if nonnegative else x.abs(), block)
     wide = x.to(_accumulation_dtype(x))
     values = wide * wide if score == "rms" else (wide if nonnegative else wide.abs())
-    means = _block_sums(values, block) / block_element_counts(block, height, width, device=x.device)
+    means = _block_sums(values, block) / block_element_counts(block, height, width, x.device, values.dtype)
     return (means.sqrt() if score == "rms" else means).to(x.dtype)
 
 
@@ -188,7 +200,7 @@ def block_keep(
     if score == "max":
         return _above(_block_max(magnitude, block).to(_accumulation_dtype(x)), threshold)
     magnitude = magnitude.to(_accumulation_dtype(x))
-    counts = block_element_counts(block, height, width, device=x.device).to(magnitude.dtype)
+    counts = block_element_counts(block, height, width, x.device, magnitude.dtype)
     keep = _above(_block_sums(magnitude, block), threshold * counts)
     if score == "rms":  # RMS >= mean |x|, so the sum of |x| stays a valid test where x*x underflows to 0
         keep = keep | _above(_block_sums(magnitude * magnitude, block), threshold * abs(threshold) * counts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -39,6 +40,8 @@ class DataSection:
     batch_size: int = 128
     eval_batch_size: int = 512
     workers: int = 0
+    loader: Literal["auto", "workers", "device"] = "auto"  # device: in-memory and synthetic batches made on the
+    # device (one gather, per-batch augmentation); workers: a DataLoader; auto: device on CUDA, else workers
     augment: bool = True
     train_subset: int | None = None
     test_subset: int | None = None

@@ -19,3 +19,10 @@ class Synthetic(Dataset):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         image = torch.rand(self.shape, generator=generator)
         return image, torch.randint(self.classes, (), generator=generator)
+
+    def batch(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` random images and labels made at once on ``generator``'s device: fresh draws of the same
+        distribution, not the items ``__getitem__`` returns."""
+        device = generator.device
+        images = torch.rand((count, *self.shape), generator=generator, device=device)
+        return images, torch.randint(self.classes, (count,), generator=generator, device=device)

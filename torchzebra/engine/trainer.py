@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .. import slim
 from ..core import COMPRESSED
-from ..data import DataSpec, build_datasets
+from ..data import DataSection, DataSpec, DeviceBatches, batch_maker, build_datasets, loader_kind
 from ..measure import TrafficReport, measure
 from ..models import build_model
 from ..nn import prepare
@@ -80,26 +80,33 @@ def build_prepared_model(config: RunConfig, spec: DataSpec, zebra: bool, structu
     return prepare(model, config.zebra.layer_config(zebra))
 
 
-def _loader(dataset, batch_size: int, workers: int, device: torch.device, shuffle: bool, seed: int,
-            world: distributed.World | None = None) -> DataLoader:
-    """Shuffled (training) or in-order loader; under torchrun the training data is split across ranks."""
+def _loader(dataset, batch_size: int, data: DataSection, device: torch.device, shuffle: bool, seed: int,
+            world: distributed.World | None = None) -> DataLoader | DeviceBatches:
+    """Shuffled (training) or in-order batches; under torchrun the training data is split across ranks.
+    ``data.loader`` picks a DataLoader (``workers``) or batches made on the device (``device``: in-memory and
+    synthetic sets; any other set keeps a DataLoader, with persistent workers); ``auto`` is device on CUDA only."""
     sampler = None
     if shuffle and world is not None and world.size > 1:
         sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=True, seed=seed, drop_last=True)
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=workers,
-        generator=torch.Generator().manual_seed(seed) if shuffle and sampler is None else None,
-        pin_memory=device.type == "cuda", drop_last=shuffle and len(dataset) > batch_size,
-        persistent_workers=False,
-    )
+    order = dict(batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                 generator=torch.Generator().manual_seed(seed) if shuffle and sampler is None else None,
+                 drop_last=shuffle and len(dataset) > batch_size)
+    on_device = loader_kind(data.loader, device) == "device"
+    make = batch_maker(dataset, device) if on_device else None
+    if make is not None:  # the same index batches as the DataLoader below, each gathered and augmented on the device
+        rank = world.rank if world is not None else 0
+        return DeviceBatches(make, DataLoader(range(len(dataset)), **order), device, seed * 1_000_003 + rank)
+    keep_workers = on_device and data.workers > 0
+    return DataLoader(dataset, num_workers=data.workers, pin_memory=device.type == "cuda",
+                      persistent_workers=keep_workers, prefetch_factor=4 if keep_workers else None, **order)
 
 
 def evaluate(model: nn.Module, dataset, config: RunConfig, device: torch.device, progress: bool = True) -> TrafficReport:
     """Accuracy and traffic of ``model`` (prepared) on ``dataset`` in one pass; under torchrun each rank
     measures its share and the counts are summed, so the report equals a single process's."""
     world = distributed.current()
-    loader = _loader(distributed.shard(dataset, world), config.data.eval_batch_size, config.data.workers, device,
-                     False, 0)
+    loader = _loader(distributed.shard(dataset, world), config.data.eval_batch_size, config.data, device, False, 0,
+                     world)
     report = measure(model, loader, bits=config.bits, progress=progress and world.main)
     return distributed.reduce_report(report, world, device)
 
@@ -161,7 +168,7 @@ def train(
         run.epoch = epoch
         epoch_seed = config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
-        row = _train_epoch(run, _loader(train_set, batch_size, config.data.workers, device, True, epoch_seed, world))
+        row = _train_epoch(run, _loader(train_set, batch_size, config.data, device, True, epoch_seed, world))
         report = evaluate(model, test_set, config, device, progress)
         row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in COMPRESSED})
         log.append(row, {layer.name: layer.block_density for layer in report.layers})
