@@ -80,6 +80,17 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         train(tiny_config("train.epochs=1", "train.lr=0.2"), tmp_path / "run", resume=True, progress=False)
 
 
+def test_resume_a_checkpoint_saved_before_settings_were_added(tmp_path):
+    """A run saved by an earlier version (no train.tensorboard / train.compile yet) resumes: new settings
+    take their defaults; a changed setting is still refused."""
+    train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+    payload = load_checkpoint(tmp_path / "run" / "last.pt")
+    for removed in ("tensorboard", "compile"):
+        del payload["stage"][removed], payload["config"]["train"][removed]
+    save_checkpoint(tmp_path / "run" / "last.pt", payload)
+    assert train(tiny_config("train.epochs=1"), tmp_path / "run", resume=True, progress=False).report.images == 256
+
+
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / "last.pt").read_bytes()

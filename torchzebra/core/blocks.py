@@ -104,9 +104,10 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def _sum_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
     """Sum of every ``bh x bw`` block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb), each from its own block only."""
     n, c, height, width = x.shape
-    if not x.is_contiguous():  # e.g. channels-last: avg_pool2d has a kernel for it
-        return F.avg_pool2d(x, (bh, bw), (bh, bw), ceil_mode=True, divisor_override=1)
     hb, wb = math.ceil(height / bh), math.ceil(width / bw)
+    partial = height % bh or width % bw
+    if not x.is_contiguous() or (partial and hb * wb <= _SMALL_GRID):  # where avg_pool2d is the fastest
+        return F.avg_pool2d(x, (bh, bw), (bh, bw), ceil_mode=True, divisor_override=1)
     if height % bh == 0 and wb == 1:  # each block is a run of bh * width elements
         runs = x.view(n * c * hb, bh * width)
     else:  # each block's column sums: row k of every block row added in turn (on CPU far faster than a sum)

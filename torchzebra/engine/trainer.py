@@ -244,7 +244,7 @@ def _restore(run: TrainRun, source: dict[str, Any], state: dict[str, Any], log: 
     """Continue exactly where the checkpoint stopped; a checkpoint of other settings is refused. Returns the epoch."""
     saved_extensions = source.get("extensions", {"bn_sparsity": {"s": source["sparsity"]}} if source.get("sparsity")
                                   else {})  # checkpoints of earlier versions stored the Slimming weight alone
-    if (not same_settings(source["config"], run.config) or source["stage"] != state["stage"]
+    if (not same_settings(source["config"], run.config) or _saved_stage(source["stage"]) != state["stage"]
             or source["zebra"] != state["zebra"] or saved_extensions != state["extensions"]):
         raise CheckpointError(f"{path} was written by a run with other settings; resume needs the same config")
     load_model_state(run.model, source["model"], f"checkpoint {path}")
@@ -257,6 +257,14 @@ def _restore(run: TrainRun, source: dict[str, Any], state: dict[str, Any], log: 
 
 def _stage_dict(stage: OptimSection) -> dict[str, Any]:
     return {k: getattr(stage, k) for k in stage.__dataclass_fields__}
+
+
+def _saved_stage(values: dict[str, Any]) -> dict[str, Any] | None:
+    """A stage's settings as an earlier version saved them (settings added since take defaults); None if foreign."""
+    try:
+        return _stage_dict(OptimSection(**values))
+    except TypeError:
+        return None
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
