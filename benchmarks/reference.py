@@ -30,8 +30,8 @@ TARGET, BUDGET = 0.70, 1.0  # the published headline: 70 % less activation bandw
 CALIBRATION_BUDGETS = [0.25, 0.5, 1.0, 2.0]
 # Each lever alone and together, on top of the quick preset (seed 0), as sweep points.
 LEVERS = [
-    {"method": "zebra-scratch", "distill.weight": 0.0},  # the main job without distillation
-    {"method": "zebra"},  # distillation while fine-tuning from the baseline instead of training from scratch
+    {"method": "zebra", "distill.weight": 0.0},  # the main job without distillation
+    {"method": "zebra-scratch"},  # distilled, but from random weights instead of the baseline's
     {"method": "slim-zebra"},  # Slimming + Zebra, fine-tuned with the main job's Zebra and distillation settings
 ]
 

@@ -146,12 +146,12 @@ def reference_mask(x, block, score, threshold):
 
 @settings(max_examples=80, deadline=None)
 @given(
-    size=st.sampled_from([8, 32]), block=st.sampled_from([2, 4]), score=st.sampled_from(SCORES),
+    size=st.sampled_from([8, 15, 32]), block=st.sampled_from([2, 4]), score=st.sampled_from(SCORES),
     bad=st.sampled_from([float("nan"), float("inf"), float("-inf")]), threshold=st.sampled_from([0.0, 0.5, 2.0]),
     row=st.integers(0, 31), col=st.integers(0, 31),
 )
 def test_nan_or_inf_is_kept_in_its_block_and_leaves_the_others_alone(size, block, score, bad, threshold, row, col):
-    # 8x8 maps have at most 16 blocks (the small-grid products), 32x32 maps 64 or 256
+    # 8x8 maps have at most 16 blocks (the small-grid products), 32x32 maps 64 or 256, 15x15 partial ones
     x = torch.randn(2, 3, size, size)
     row, col = row % size, col % size
     poisoned = x.clone()

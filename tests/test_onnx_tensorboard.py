@@ -79,3 +79,15 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch)
         MetricsLog(tmp_path, tensorboard=True)
     MetricsLog(tmp_path).append({"epoch": 1, "train_loss": 1.0})  # without it: the CSV only
     assert (tmp_path / "metrics.csv").is_file()
+
+
+def test_the_legacy_onnx_exporter_works_too(tmp_path):
+    """torch.onnx.export(..., dynamo=False) on ResNet-18 (maps of at most 16 blocks: no aten::kron)."""
+    torch.manual_seed(0)
+    model = tz.prepare(torchvision.models.resnet18(num_classes=10).eval(), tz.ZebraConfig(block_size=2, threshold=0.3))
+    first, second = torch.randn(2, 3, 32, 32), 3 * torch.randn(2, 3, 32, 32)
+    torch.onnx.export(model, (first,), str(tmp_path / "legacy.onnx"), dynamo=False)
+    session = ort.InferenceSession(str(tmp_path / "legacy.onnx"))
+    for x in (first, second):
+        got, want = _run(session, x), model(x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

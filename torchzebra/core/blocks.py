@@ -92,7 +92,9 @@ def _indicator(length: int, size: int, device: torch.device, dtype: torch.dtype)
 @_tensor_cache
 def _map_indicator(height: int, width: int, bh: int, bw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(Hb*Wb, H*W)`` 0/1 matrix: row k marks the elements of block k of one channel map."""
-    return torch.kron(_indicator(height, bh, device, dtype), _indicator(width, bw, device, dtype)).t().contiguous()
+    rows, cols = _indicator(height, bh, device, dtype), _indicator(width, bw, device, dtype)
+    # the Kronecker product of the two, as a broadcast product (ONNX's legacy exporter has no aten::kron)
+    return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(height * width, -1).t().contiguous()
 
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:

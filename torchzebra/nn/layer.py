@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core import BlockSize, TrafficTally, apply_block_mask, block_scores, validate_block_size, validate_score
-from ..core.blocks import block_keep
+from ..core import BlockSize, TrafficTally, apply_block_mask, block_keep, block_scores, validate_block_size, validate_score
 
 
 def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
