@@ -32,7 +32,6 @@ CALIBRATION_BUDGETS = [0.25, 0.5, 1.0, 2.0]
 LEVERS = [
     {"method": "zebra", "distill.weight": 0.0},  # the main job without distillation
     {"method": "zebra-scratch"},  # distilled, but from random weights instead of the baseline's
-    {"method": "slim-zebra"},  # Slimming + Zebra, fine-tuned with the main job's Zebra and distillation settings
 ]
 
 
