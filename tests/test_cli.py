@@ -85,12 +85,15 @@ def test_run_writes_side_by_side_report(tmp_path, capsys):
     assert (tmp_path / "r" / "report.json").is_file() and (tmp_path / "r" / "zebra" / "last.pt").is_file()
 
 
-def test_run_from_scratch_distilled_from_the_baseline(tmp_path):
+def test_run_from_scratch_distilled_from_the_baseline(tmp_path, capsys):
     args = ["run", *TINY, "--set", "train.epochs=1", "--set", "run.method=zebra-scratch", "--set", "distill.weight=1",
             "--set", "zebra.density=0.5", "--run-dir", str(tmp_path / "r")]
     assert main(args) == 0
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| Zebra from scratch |" in report and "distilled from the baseline (weight 1" in report
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]  # the run's own HTML report, printed last
+    assert last_line.endswith(str(tmp_path / "r" / "report" / "report.html"))
+    assert "<img" in (tmp_path / "r" / "report" / "report.html").read_text()
     checkpoint = torch.load(tmp_path / "r" / "zebra" / "last.pt", weights_only=True)
     assert checkpoint["extensions"] == {"distillation": {"weight": 1.0, "temperature": 4.0}}
     assert checkpoint["stage"]["epochs"] == 1 and checkpoint["stage"]["lr"] == 0.1  # the baseline's recipe
