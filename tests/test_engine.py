@@ -82,7 +82,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def test_resume_a_checkpoint_saved_before_settings_were_added(tmp_path):
     """A run saved by an earlier version (no train.tensorboard / train.compile yet) resumes: new settings
-    take their defaults; a changed setting is still refused."""
+    take their defaults (a changed setting is refused: test_resume_with_other_settings_is_refused)."""
     train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
     payload = load_checkpoint(tmp_path / "run" / "last.pt")
     for removed in ("tensorboard", "compile"):

@@ -141,6 +141,7 @@ def _trace(model: nn.Module, config: ZebraConfig) -> fx.GraphModule:
                       if name and name not in active and _reads_training_flag(module))
     tracer = _Tracer(config.leaf_modules, whole)
     graph = _trace_graph(model, tracer, model.training)
+    # a fresh tracer: one that has traced keeps per-call state (module call counts) and names nodes differently
     differing = _mode_dependent(graph, _trace_graph(model, _Tracer(config.leaf_modules, whole), not model.training))
     if differing:
         raise ValueError(
