@@ -1,6 +1,7 @@
 """Block tiling, scores, masks and their expansion, against loop-based references."""
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from torchzebra.core import (
     validate_block_size,
     validate_score,
 )
+from torchzebra.core import blocks
 from torchzebra.core.blocks import block_keep
 from torchzebra.nn.layer import ZebraLayer
 
@@ -58,6 +60,42 @@ def test_mask_zeroes_exactly_the_low_blocks(h, w, block):
         original = next(p for a, b, p in reference_blocks(x, block) if (a, b) == (i, j))
         assert torch.equal(part[kept], original[kept])
         assert torch.all(part[~kept] == 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 11), w=st.integers(1, 11), c=st.integers(2, 5), block=block_sizes, inplace=st.booleans())
+def test_a_channels_last_map_is_masked_in_its_own_layout(h, w, c, block, inplace):
+    x = torch.randn(2, c, h, w)
+    keep = block_mask(block_scores(x, block), 0.7)
+    want = apply_block_mask(x, keep, block)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    got = apply_block_mask(cl, keep, block, inplace=inplace)
+    assert bits(got).equal(bits(want)) and got.is_contiguous(memory_format=torch.channels_last)
+    assert not inplace or got.data_ptr() == cl.data_ptr()
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 11), w=st.integers(1, 11), block=block_sizes, score=st.sampled_from(["mean", "max", "rms"]),
+       channels_last=st.booleans(), inplace=st.booleans())
+def test_the_gpu_and_compiled_formulation_equals_the_cpu_one(h, w, block, score, channels_last, inplace):
+    """The plain block views used on GPUs and under torch.compile give the CPU path's masks, outputs and
+    gradients (the sums are added in another order, so scores agree to rounding)."""
+    x = torch.randn(2, 3, h, w).relu()
+    x[0, 1] = 0  # exact-zero blocks: threshold 0 must keep exactly the others on both paths
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for plain in (False, True):
+        with mock.patch.object(blocks, "_plain_views", lambda _: plain):
+            leaf = (x + 1).requires_grad_(True)  # no all-zero block, where the RMS has no gradient
+            scores = block_scores(leaf, block, score)
+            scores.square().sum().backward()
+            keep = block_keep(x, block, score, 0.0)
+            results.append((scores.detach(), leaf.grad, keep, apply_block_mask(x.clone(), keep, block, inplace=inplace)))
+    (s_cpu, g_cpu, k_cpu, out_cpu), (s_plain, g_plain, k_plain, out_plain) = results
+    torch.testing.assert_close(s_plain, s_cpu)
+    torch.testing.assert_close(g_plain, g_cpu)
+    assert torch.equal(k_plain, k_cpu) and bits(out_plain).equal(bits(out_cpu))
 
 
 def test_partial_border_blocks_7x7():

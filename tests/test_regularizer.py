@@ -35,13 +35,17 @@ def test_loss_needs_a_training_forward(residual_net):
         tz.zero_block_loss(prepared)
 
 
-def test_loss_weights_layers_and_skips_inactive(residual_net):
+@pytest.mark.parametrize("kind", ["group_lasso", "l1", "l2"])
+def test_loss_weights_layers_and_skips_inactive(residual_net, kind):
     x = torch.randn(2, 1, 8, 8)
-    full = tz.prepare(residual_net).train()
+    full = tz.prepare(residual_net, tz.ZebraConfig(penalty=kind)).train()
+    inputs = []  # each layer's unmasked activation, as it entered the layer
+    for _, layer in tz.zebra_layers(full):
+        layer.register_forward_hook(lambda module, args, out: inputs.append(args[0].detach()))
     full(x)
-    one = tz.prepare(residual_net, tz.ZebraConfig(exclude=["relu:1"], weight={"relu": 3.0})).train()
+    one = tz.prepare(residual_net, tz.ZebraConfig(penalty=kind, exclude=["relu:1"], weight={"relu": 3.0})).train()
     one(x)
-    terms = [block_penalty(layer.last_input, 4) for _, layer in tz.zebra_layers(full)]
+    terms = [block_penalty(unmasked, 4, kind) for unmasked in inputs]
     torch.testing.assert_close(tz.zero_block_loss(full), terms[0] + terms[1])
     torch.testing.assert_close(tz.zero_block_loss(one), 3 * terms[0])
 

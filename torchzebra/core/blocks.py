@@ -103,8 +103,25 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, enabled=False) if on else contextlib.nullcontext()
 
 
+def _plain_views(x: torch.Tensor) -> bool:
+    """Whether to use plain reductions and broadcasts over block views: what torch.compile fuses with the op
+    that wrote ``x``, and one kernel each on a GPU. The CPU's eager kernels are faster with the paths below."""
+    return torch.compiler.is_compiling() or x.device.type != "cpu"
+
+
+def _padded_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
+    """``x`` (N, C, H, W) zero-padded to whole blocks and viewed as (N, C, Hb, bh, Wb, bw)."""
+    n, c, height, width = x.shape
+    hb, wb = math.ceil(height / bh), math.ceil(width / bw)
+    if height % bh or width % bw:
+        x = F.pad(x, (0, wb * bw - width, 0, hb * bh - height))
+    return x.reshape(n, c, hb, bh, wb, bw)
+
+
 def _sum_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
     """Sum of every ``bh x bw`` block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb), each from its own block only."""
+    if _plain_views(x):
+        return _padded_blocks(x, bh, bw).sum((3, 5))
     n, c, height, width = x.shape
     hb, wb = math.ceil(height / bh), math.ceil(width / bw)
     partial = height % bh or width % bw
@@ -141,7 +158,9 @@ def _block_sums(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     """Sum of every block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb), differentiable; each from its own block."""
     if block == (1, 1):
         return x
-    return _BlockSum.apply(x, *block) if x.requires_grad else _sum_blocks(x, *block)
+    if x.requires_grad and not _plain_views(x):  # else autograd of the view's sum is as good
+        return _BlockSum.apply(x, *block)
+    return _sum_blocks(x, *block)
 
 
 def _block_max(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
@@ -236,13 +255,19 @@ def expand_blocks(values: torch.Tensor, block_size: BlockSize, height: int, widt
     return _expand(values, *block_shape(block_size, height, width), height, width)
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """True when ``x`` (N, C, H, W) is laid out as N, H, W, C (and not also plainly contiguous, as when C is 1)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize, inplace: bool = False) -> torch.Tensor:
     """Zero the blocks of ``x`` where ``mask`` is False; kept blocks pass unchanged (bit for bit).
 
     A dropped block is multiplied by 0, so it must be finite (``block_keep`` never drops a NaN or Inf);
     a zero keeps its sign. ``inplace=True`` overwrites ``x`` (only where autograd does not need it).
-    With one block per map, or many, the mask is broadcast (over the map, or over block rows), so no
-    full-size mask is made.
+    The per-block mask is broadcast (over the map, over block rows, or over the blocks of a view in the
+    layout of ``x``, channels_last included, which the output keeps), so no full-size mask is made where
+    the blocks tile the map.
     """
     n, c, height, width = x.shape
     bh, bw = block_shape(block_size, height, width)
@@ -250,6 +275,16 @@ def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize,
     keep = mask.to(x.dtype)
     if hb * wb == 1:
         full = keep
+    elif height % bh == 0 and width % bw == 0 and (_plain_views(x) or _channels_last(x)):
+        blocks = x.unflatten(3, (wb, bw)).unflatten(2, (hb, bh))  # (N, C, Hb, bh, Wb, bw), a view in any layout
+        per_block = keep[:, :, :, None, :, None]
+        if inplace:
+            blocks.mul_(per_block)
+            return x
+        return (blocks * per_block).flatten(4).flatten(2, 3)  # the product keeps the layout of x: still a view
+    elif _plain_views(x):  # partial blocks: a broadcast the compiler folds into the multiply
+        full = keep[:, :, :, None, :, None].expand(n, c, hb, bh, wb, bw).reshape(n, c, hb * bh, wb * bw)
+        full = full[:, :, :height, :width]
     elif hb * wb > _SMALL_GRID and height % bh == 0 and x.is_contiguous():
         blocks = x.view(n, c, hb, bh, width)
         rows = _block_rows(keep, bw, width)

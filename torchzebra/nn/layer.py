@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core import BlockSize, TrafficTally, apply_block_mask, block_keep, block_scores, validate_block_size, validate_score
+from ..core import (BlockSize, TrafficTally, apply_block_mask, block_keep, block_penalty, block_scores, validate_block_size,
+                    validate_penalty, validate_score)
 
 
 def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -19,9 +20,11 @@ class ZebraLayer(nn.Module):
     """Zeroes the blocks of an activation map whose score is at most the layer's threshold.
 
     One instance per call site, with its own threshold (a buffer, so it is saved and loaded with the
-    model). In training with grad enabled it keeps the unmasked activation of the last forward for
-    ``zero_block_loss``; while ``tally`` is set it counts the traffic of every map it outputs. Inputs
-    that are not 4-D maps (a classifier's ReLU) pass through unchanged and are never counted.
+    model). In training with grad enabled it computes the zero-block penalty of the unmasked activation
+    in the same forward (``last_penalty``, a scalar that ``zero_block_loss`` sums: a compiled model fuses
+    it with the mask and hands back one number per layer, not the map); while ``tally`` is set it counts
+    the traffic of every map it outputs. Inputs that are not 4-D maps (a classifier's ReLU) pass through
+    unchanged and are never counted.
     """
 
     def __init__(
@@ -30,23 +33,24 @@ class ZebraLayer(nn.Module):
         block_size: BlockSize = 4,
         score: str = "mean",
         threshold: float = 0.0,
+        penalty: str = "group_lasso",
         weight: float = 1.0,
         active: bool = True,
         nonnegative: bool = False,
-        inplace: bool = False,
     ) -> None:
         super().__init__()
         self.site = site
         self.block_size = validate_block_size(block_size)
         self.score = validate_score(score)
+        self.penalty = validate_penalty(penalty)
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.weight = weight
         self.active = active
         self.masking = True  # switched off by ``set_masking`` for exactness checks
         self.nonnegative = nonnegative
-        self.inplace = inplace  # overwrite the input when autograd does not need it and nobody else reads it
+        self.inplace = False  # prepare() sets it where nobody else reads the input: overwritten when autograd does not need it
         self.consumers = 1  # operations that read this map; prepare() counts them in the traced graph
-        self.last_input: torch.Tensor | None = None
+        self.last_penalty: torch.Tensor | None = None
         self.tally: TrafficTally | None = None
         self.calibration_density: float | None = None  # set by ``calibrate`` for one pass
         self.layout: str | None = "NCHW"  # "NHWC" after a permute to channels-last (ConvNeXt); prepare sets it
@@ -61,8 +65,8 @@ class ZebraLayer(nn.Module):
 
     def _masked(self, x: torch.Tensor) -> torch.Tensor:
         """The block mask of ``x`` (N, C, H, W) applied, the map counted while a tally is set."""
-        keep_for_loss = self.training and torch.is_grad_enabled() and self.active
-        self.last_input = x if keep_for_loss else None
+        with_loss = self.training and torch.is_grad_enabled() and self.active
+        self.last_penalty = block_penalty(x, self.block_size, self.penalty) if with_loss else None
         if self.active and self.masking:
             if self.calibration_density is not None:
                 scores = block_scores(x, self.block_size, self.score, self.nonnegative)

@@ -220,7 +220,7 @@ def _make_layer(node: fx.Node, site: str, config: ZebraConfig, nonnegative: bool
     """The ZebraLayer of one call site with its settings; an input of unknown dim order is left unmasked."""
     settings = config.for_site(site)
     layer = ZebraLayer(site, block_size=settings.block_size, score=config.score, threshold=settings.threshold,
-                       weight=settings.weight, active=settings.active, nonnegative=nonnegative)
+                       penalty=config.penalty, weight=settings.weight, active=settings.active, nonnegative=nonnegative)
     layer.layout = _LAYOUTS.get(layout)
     if layer.layout is None:
         layer.skipped = ("the dim order of its input is unknown (after a reshape or an unusual permute), so its "

@@ -37,7 +37,7 @@ def prune(
     remove_channels(groups, {g.layers[0]: g.removed for g in plan.groups})
     if is_prepared(pruned):
         for _, layer in zebra_layers(pruned):
-            layer.last_input = None
+            layer.last_penalty = None
     return pruned
 
 
