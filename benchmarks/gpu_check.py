@@ -1,4 +1,4 @@
-"""Issue 14's GPU check in one run (under 8 minutes on one H100): what Zebra costs on a GPU, eager and compiled.
+"""The GPU performance check in one run (under 8 minutes on one H100): what Zebra costs on a GPU, eager and compiled.
 
 1. `overhead.py`'s comparison at batch 256 for the table of docs/PERFORMANCE.md: torchvision resnet18 at 64x64
    and the CIFAR-stem ResNet-18 (width 64) at 32x32, each in bf16 autocast + channels_last and in fp32, eager;
@@ -6,12 +6,13 @@
    (`tz.measure`) throughput against inference.
 2. The `paper` preset on synthetic 64x64 data, 2 epochs of 100 steps, without and with Zebra (the engine's own
    loop: device-side batches, compile as the preset sets it); images/s of the second epoch, against the
-   model's own training throughput on a batch that is already on the device (from step 1, same precision).
+   training throughput of torchvision's resnet18 (the same network) on a batch already on the device (step 1,
+   bf16 + channels_last, compiled like the preset).
 
 It prints a markdown table and writes it to ``--out`` (default ``$OUT/gpu_check.md`` where ``$OUT`` is set,
 else ``runs/gpu_check.md``).
 
-    python benchmarks/gpu_check.py [--repeats 10] [--steps 100] [--device cuda] [--out FILE]
+    python benchmarks/gpu_check.py [--repeats 10] [--steps 100] [--device cuda] [--out FILE] [--eager-only]
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ ROWS = [("torchvision", 64, "bf16", True, True), ("torchvision", 64, "fp32", Fal
 GPU_GOALS = {"train": 1.15, "infer": 1.10}  # compiled or fused Zebra on a GPU (issue 14)
 
 
-def overhead_rows(args: argparse.Namespace) -> tuple[list[str], dict[str, float]]:
-    """One table row per (model, precision, eager or compiled); and the baselines' training img/s per precision."""
+def overhead_rows(args: argparse.Namespace) -> tuple[list[str], dict[tuple[str, bool], float]]:
+    """One table row per (model, precision, eager or compiled); and torchvision's baseline training img/s per
+    (precision, compiled)."""
     lines, own_train = [], {}
     for model, size, precision, channels_last, also_compiled in ROWS:
-        for compiled in (False, True) if also_compiled else (False,):
+        for compiled in (False, True) if also_compiled and not args.eager_only else (False,):
             options = argparse.Namespace(compile=compiled, repeats=args.repeats, precision=precision)
             layout = torch.channels_last if channels_last else torch.contiguous_format
             torch.manual_seed(0)
@@ -62,18 +64,18 @@ def overhead_rows(args: argparse.Namespace) -> tuple[list[str], dict[str, float]
                 f"({'meets' if infer_ratio <= goals['infer'] else 'misses'} <= {goals['infer']:.2f}) | "
                 f"{rate[('measure', 'zebra')]:,.0f} ({rate[('measure', 'zebra')] / rate[('measure', 'baseline')]:.0%}) |")
             print(lines[-1], f"[{time.perf_counter() - started:.0f} s]", flush=True)
-            if model == "torchvision" and size == 64 and not compiled:
-                own_train[precision] = rate[("train", "baseline")]
+            if model == "torchvision":
+                own_train[(precision, compiled)] = rate[("train", "baseline")]
     return lines, own_train
 
 
-def paper_rows(args: argparse.Namespace, own_train: dict[str, float]) -> list[str]:
+def paper_rows(args: argparse.Namespace, own_train: dict[tuple[str, bool], float]) -> list[str]:
     """The paper preset's own training loop on synthetic data, without and with Zebra."""
     lines = []
     overrides = ["data.name=synthetic", "data.size=64", f"data.length={args.batch_size * args.steps}",
                  "data.test_subset=1024", "train.epochs=2", f"train.max_steps={args.steps}",
                  f"data.batch_size={args.batch_size}", f"device={args.device}"]
-    own = own_train.get("bf16")
+    own = own_train.get(("bf16", True), own_train.get(("bf16", False)))  # the preset: bf16, channels_last, compiled
     for zebra in (False, True):
         config = load_config("paper", overrides=[*overrides, f"zebra.enabled={str(zebra).lower()}"])
         with tempfile.TemporaryDirectory() as folder:
@@ -91,6 +93,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch of the paper-preset run")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--eager-only", action="store_true", help="skip the compiled rows (a quick dry run)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs")) / "gpu_check.md")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -32,6 +32,12 @@ CALIBRATION_BUDGETS = [0.25, 0.5, 1.0, 2.0]
 LEVERS = [
     {"method": "zebra", "distill.weight": 0.0},  # the main job without distillation
     {"method": "zebra-scratch"},  # distilled, but from random weights instead of the baseline's
+    # fewer kept blocks (15 % / 11 % of the early maps', 30 % / 25 % of layer3/4's), retrained twice as long
+    {"method": "zebra", "zebra.density": {"layer3.*": 0.3, "layer4.*": 0.3, "*": 0.15}, "finetune.epochs": 6},
+    {"method": "zebra", "zebra.density": {"layer3.*": 0.25, "layer4.*": 0.25, "*": 0.11}, "finetune.epochs": 6},
+    # controls: the dense baseline retrained with the same recipes and no masks (what the extra epochs alone give)
+    {"method": "dense-retrained"},
+    {"method": "dense-retrained", "finetune.epochs": 6},
 ]
 
 

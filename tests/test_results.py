@@ -80,6 +80,6 @@ def test_a_result_file_that_is_not_ours_is_one_clear_error(tmp_path, capsys, tex
 
 
 def test_one_registry_of_methods():
-    assert set(SWEEP_METHODS) == {"zebra", "zebra-scratch", "l1", "slim", "slim-zebra"}
+    assert set(SWEEP_METHODS) == {"zebra", "zebra-scratch", "dense-retrained", "l1", "slim", "slim-zebra"}
     assert all(m.start in ("scratch", "baseline", "pruned") for m in METHODS.values())
     assert len({m.title for m in METHODS.values()}) == len(METHODS) and len({m.colour for m in METHODS.values()}) == len(METHODS)

@@ -8,10 +8,13 @@ import subprocess
 import pytest
 import yaml
 
+import torchzebra as tz
 from torchzebra.cli import main
+from torchzebra.engine import load_trained
 from torchzebra.engine import sweep as sweep_module
 from torchzebra.engine.config import ConfigError
 from torchzebra.reports.summary import Point, best_within, pareto_front
+from torchzebra.results import CHECKPOINT
 
 TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=256",
         "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "train.epochs=1",
@@ -37,7 +40,7 @@ def test_pareto_front_and_budget():
 def swept(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("sweep") / "run"
     args = ["sweep", *TINY, "--grid", "zebra.block_size=[2, map]", "--grid", "l1:zebra.lam=[0.05]",
-            "--set", "sweep.points=[{method: zebra, zebra.lam: 0.05}]", "--methods", "zebra", "l1", "slim-zebra",
+            "--set", "sweep.points=[{method: zebra, zebra.lam: 0.05}, {method: dense-retrained}]", "--methods", "zebra", "l1", "slim-zebra",
             "--run-dir", str(run_dir)]
     assert main(args) == 0
     return run_dir, args
@@ -49,14 +52,16 @@ def test_sweep_rows_and_resume(swept, monkeypatch):
     assert [row["label"] for row in rows] == [
         "dense", "zebra,zebra.block_size=2", "zebra,zebra.block_size=map",
         "l1,zebra.lam=0.05",  # l1 fixes its block size; its lam axis is its own
-        "slim-zebra,zebra.block_size=2", "slim-zebra,zebra.block_size=map", "zebra,zebra.lam=0.05"]
+        "slim-zebra,zebra.block_size=2", "slim-zebra,zebra.block_size=map", "zebra,zebra.lam=0.05", "dense-retrained"]
     for row in rows:
         assert 0 <= row["top1"] <= 1 and set(row["reduction"]) == {"dense", "zvc", "zebra", "zebra_zvc"}
         layers = {layer["name"]: layer for layer in row["traffic"]["layers"]}
         assert "layer1.0.relu" in layers and 0 <= layers["layer1.0.relu"]["block_density"] <= 1
-    assert rows[-2]["reduction"]["dense"] > 0.05  # the slimmed model's smaller maps
+    assert rows[-3]["reduction"]["dense"] > 0.05  # the slimmed model's smaller maps
+    control, _ = load_trained(run_dir / "points" / "dense-retrained" / CHECKPOINT)  # retrained without masks
+    assert rows[-1]["method"] == "dense-retrained" and not any(layer.active for _, layer in tz.zebra_layers(control))
     csv_lines = (run_dir / "sweep.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("point,method,zebra.block_size,zebra.lam,top1") and len(csv_lines) == 8
+    assert csv_lines[0].startswith("point,method,zebra.block_size,zebra.lam,top1") and len(csv_lines) == 9
 
     def no_training(*_args, **_kwargs):
         raise AssertionError("a finished point was trained again")
@@ -67,6 +72,12 @@ def test_sweep_rows_and_resume(swept, monkeypatch):
     changed = {**yaml.safe_load((run_dir / "config.yaml").read_text()), "seed": 7}
     with pytest.raises(ConfigError, match="trained with other settings"):
         sweep_module.run_sweep(sweep_module.from_dict(changed), run_dir, progress=False)
+
+
+def test_a_point_is_labelled_as_written_and_stored_under_a_safe_folder_name():
+    point = {"zebra.density": {"layer3.*": 0.3, "*": 0.15}, "finetune.epochs": 6}
+    assert sweep_module.point_label("zebra", point) == "zebra,zebra.density={layer3.*: 0.3, *: 0.15},finetune.epochs=6"
+    assert sweep_module.point_name("zebra", point) == "zebra,zebra.density=__layer3.___0.3,____0.15_,finetune.epochs=6"
 
 
 def test_sweep_rejects_bad_grids(tmp_path, capsys):

@@ -104,8 +104,10 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def _plain_views(x: torch.Tensor) -> bool:
-    """Whether to use plain reductions and broadcasts over block views: what torch.compile fuses with the op
-    that wrote ``x``, and one kernel each on a GPU. The CPU's eager kernels are faster with the paths below."""
+    """Whether to use plain reductions and broadcasts over block views: on a GPU (one kernel each) and under
+    torch.compile (which fuses them with the op that wrote ``x``; on the CPU a compiled ResNet-18 step costs
+    less with them than with the eager CPU paths below, see docs/PERFORMANCE.md). Eager CPU code keeps the
+    row sums and small matrix products below, which beat these views there."""
     return torch.compiler.is_compiling() or x.device.type != "cpu"
 
 

@@ -41,6 +41,15 @@ def point_name(method: str, point: dict[str, Any]) -> str:
     return re.sub(r"[^\w.=,+-]", "_", text)
 
 
+def point_label(method: str, point: dict[str, Any]) -> str:
+    """What reports call the point: its folder name, but mappings as written (``{layer3.*: 0.3, *: 0.15}``)."""
+    def text(value: Any) -> str:
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{key}: {_text(item)}" for key, item in value.items()) + "}"
+        return _text(value)
+    return ",".join([method] + [f"{key}={text(value)}" for key, value in point.items()])
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
@@ -131,7 +140,7 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
             teacher = load_trained(run_dir / "baseline" / CHECKPOINT)[0]  # once, for every point that distils
         trained = _stage(stage_config, run_dir / "points" / name, progress, stage=stage, zebra=METHODS[method].zebra,
                          init=init, extensions=distillation(stage_config, teacher))
-        rows.append(_row(name, method, point, trained, baseline.report, trained.seconds + extra))
+        rows.append(_row(point_label(method, point), method, point, trained, baseline.report, trained.seconds + extra))
         _write(run_dir, config, rows, started)
     return _write(run_dir, config, rows, started)
 

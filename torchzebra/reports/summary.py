@@ -90,7 +90,7 @@ def points_markdown(points: list[Point]) -> str:
     titles = ["method", "point", "top-1 %", "drop (points)"] + [f"{format_title(f)} %" for f in COMPRESSED]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for p in points:
-        cells = [method_title(p.method), p.label, f"{p.top1 * 100:.2f}", f"{p.drop:+.2f}"]
+        cells = [method_title(p.method), f"`{p.label}`", f"{p.top1 * 100:.2f}", f"{p.drop:+.2f}"]
         cells += [f"{p.reduction[fmt] * 100:.2f}" for fmt in COMPRESSED]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -105,7 +105,7 @@ def budget_markdown(points: list[Point], budget_points: float = 1.0) -> str:
         if method in best:
             p = best[method]
             lines.append(f"| {method_title(method)} | {p.best_reduction * 100:.2f} % | {format_title(p.best_format)} "
-                         f"| {p.top1 * 100:.2f} | {p.label} |")
+                         f"| {p.top1 * 100:.2f} | `{p.label}` |")
         elif any(p.method == method for p in points):
             lines.append(f"| {method_title(method)} | none within the budget | | | |")
     return "\n".join(lines)

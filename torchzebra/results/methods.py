@@ -42,6 +42,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("zebra", "Zebra", "#d62728", "baseline", True, "Zebra fine-tuned from the baseline"),
     Method("zebra-scratch", "Zebra from scratch", "#ff7f0e", "scratch", True,
            "Zebra trained from scratch with the baseline's recipe"),
+    Method("dense-retrained", "dense, retrained (control)", "#7f7f7f", "baseline", False,
+           "the dense baseline trained again with the fine-tune recipe and no masks: what the extra epochs alone give"),
     Method("slim", "Slimming", "#2ca02c", "pruned", False, "Network Slimming: sparsity-train, prune, fine-tune"),
     Method("slim-zebra", "Slimming+Zebra", "#9467bd", "pruned", True, "the Slimming-pruned model fine-tuned with Zebra"),
     Method("zebra-calibrated", "Zebra calibrated, no training", "#e377c2", "baseline", True,
