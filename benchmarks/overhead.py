@@ -10,6 +10,7 @@ Goals: train <= 1.10x, inference <= 1.05x; counting >= 25 % of inference through
 
     .venv/bin/python benchmarks/overhead.py [--models torchvision cifar] [--repeats 15] [--threads N]
         [--device cpu|cuda] [--compile] [--batch-size 64] [--size 32] [--precision fp32|bf16] [--channels-last]
+        [--profile]
 """
 
 from __future__ import annotations
@@ -85,6 +86,23 @@ def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict[tup
     return {key: statistics.median(times) for key, times in results.items()}
 
 
+def profile_inference(base: nn.Module, x: torch.Tensor, args) -> None:
+    """Print the kernels that one inference of each model spends its time in (``--profile``), 3 batches."""
+    zebra = tz.prepare(copy.deepcopy(base), tz.ZebraConfig(block_size=4, threshold=0.05, penalty="group_lasso"))
+    for name, model in (("baseline", base.eval()), ("zebra", zebra.eval())):
+        runner = torch.compile(model) if args.compile else model
+        infer = _phase_call("infer", name, runner, None, x, None, args)
+        for _ in range(2):
+            infer()  # compiled and warm before the profile
+        activities = [torch.profiler.ProfilerActivity.CPU] + (
+            [torch.profiler.ProfilerActivity.CUDA] if x.device.type == "cuda" else [])
+        with torch.profiler.profile(activities=activities) as profiler:
+            for _ in range(3):
+                timed(infer, x.device)
+        key = "self_cuda_time_total" if x.device.type == "cuda" else "self_cpu_time_total"
+        print(f"{name}, 3 inferences:\n{profiler.key_averages().table(sort_by=key, row_limit=8, max_name_column_width=70)}")
+
+
 def _report(name: str, mode: str, medians: dict[tuple[str, str], float], batch: int) -> None:
     for phase in ("train", "infer"):
         base_t, zebra_t = medians[(phase, "baseline")], medians[(phase, "zebra")]
@@ -108,6 +126,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="compare compiled Zebra with the compiled baseline")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="also print where one inference spends its time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -121,6 +140,8 @@ def main() -> None:
         y = torch.randint(0, 10, (args.batch_size,), device=device)
         model = MODELS[name]().to(device, memory_format=layout)
         _report(name, "compiled" if args.compile else "eager", compare(model, x, y, args), args.batch_size)
+        if args.profile:
+            profile_inference(model, x, args)
 
 
 if __name__ == "__main__":
