@@ -38,6 +38,8 @@ LEVERS = [
     # fewer kept blocks (15 % / 11 % of the early maps', 30 % / 25 % of layer3/4's), retrained twice as long
     {"method": "zebra", "zebra.density": {"layer3.*": 0.3, "layer4.*": 0.3, "*": 0.15}, "finetune.epochs": 6},
     {"method": "zebra", "zebra.density": {"layer3.*": 0.25, "layer4.*": 0.25, "*": 0.11}, "finetune.epochs": 6},
+    # Network Slimming (40 % of the channels removed) and the 81.8 % recipe on the pruned model
+    {"method": "slim-zebra", "zebra.density": {"layer3.*": 0.3, "layer4.*": 0.3, "*": 0.15}, "finetune.epochs": 6},
     # controls: the dense baseline retrained with the same recipes and no masks (what the extra epochs alone give)
     {"method": "dense-retrained"},
     {"method": "dense-retrained", "finetune.epochs": 6},
@@ -141,9 +143,10 @@ def markdown(document: dict, points: list[Point], run_dir: Path) -> str:
 
 
 def _finetune_epochs(point: Point) -> int | None:
-    """The fine-tune epochs a point retrained the baseline for (from its folder's config), if it did."""
+    """The fine-tune epochs a point retrained the baseline (or the Slimming-pruned model, itself trained as
+    long as the baseline) for, from its folder's config."""
     config = point.folder / "config.yaml" if point.folder else None
-    if config is None or not config.is_file() or METHODS[point.method].start != "baseline":
+    if config is None or not config.is_file() or METHODS[point.method].start not in ("baseline", "pruned"):
         return None
     return yaml.safe_load(config.read_text())["finetune"]["epochs"]
 
