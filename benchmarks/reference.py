@@ -134,7 +134,7 @@ def markdown(document: dict, points: list[Point], run_dir: Path) -> str:
         "| seed | baseline top-1 % | Zebra top-1 % | drop (points) | ZVC of the baseline % | Zebra+ZVC % | wall min |",
         "|---|---|---|---|---|---|---|", rows, "",
         "## Best within the budget, every method (seed 0)", "",
-        (f"Best: {best['label']} ({best['method']}) saves {best['reduction'] * 100:.1f} % ({best['format']}) at "
+        (f"Best: `{best['label']}` ({best['method']}) saves {best['reduction'] * 100:.1f} % ({best['format']}) at "
          f"{best['top1_drop_points']:+.2f} points." if best else "No method stayed within the budget."), "",
         budget_markdown(points, BUDGET), "", *controls_markdown(points, document["best_against_control"]), "## Every point", "", points_markdown(points), "",
         f"`zebra report {run_dir}/main-seed0 {run_dir}/levers {run_dir}/calibrate --out DIR` draws the Pareto fronts.",
