@@ -17,7 +17,7 @@ from torch import fx, nn
 from ..core import FORMATS
 from ..measure import TrafficReport
 from ..nn import ZebraLayer, eval_mode, is_prepared, plain_model, prepared_module
-from ..nn.prepare import ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES
+from ..nn.activations import ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES
 
 HEADER = ["Layer name", "IFMAP Height", "IFMAP Width", "Filter Height", "Filter Width", "Channels", "Num Filter",
           "Strides"]

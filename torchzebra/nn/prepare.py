@@ -15,28 +15,18 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from ..config import ZebraConfig
+from .activations import (ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES, NONNEGATIVE_FUNCTIONS,
+                          NONNEGATIVE_MODULES)
+from .dimorder import layout_name, op_name, tensor_layouts
 from .layer import ZebraLayer
 from .modes import training_mode
 
 CONTAINER = "zebra"  # the ModuleDict of a prepared model that holds its ZebraLayers
 _STATE = "prepared_state"  # attribute of the ZebraLayer container: deepcopy, pickle and torch.save keep it
 
-ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Hardswish, nn.Hardtanh,
-)
-NONNEGATIVE_MODULES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
-ACTIVATION_FUNCTIONS = {
-    F.relu: "relu", F.relu_: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu6: "relu6",
-    F.leaky_relu: "leaky_relu", F.elu: "elu", F.celu: "celu", F.selu: "selu", F.gelu: "gelu",
-    F.silu: "silu", F.mish: "mish", F.hardswish: "hardswish", F.hardtanh: "hardtanh",
-}
-NONNEGATIVE_FUNCTIONS = {F.relu, F.relu_, torch.relu, torch.relu_, F.relu6}
-ACTIVATION_METHODS = {"relu": True, "relu_": True}  # method name -> output is non-negative
 _METADATA_READS = {"size", "dim", "numel", "shape", "dtype", "device"}
 
 
@@ -153,65 +143,13 @@ def _trace(model: nn.Module, config: ZebraConfig) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
-_IDENTITY = (0, 1, 2, 3)  # which logical dim (N, C, H, W) each dim of a 4-D tensor holds
-_LAYOUTS = {_IDENTITY: "NCHW", (0, 2, 3, 1): "NHWC"}
-_LAYOUT_KEEPING = (nn.Linear, nn.LayerNorm, nn.Identity, nn.Dropout, nn.AlphaDropout, *ACTIVATION_MODULES)
-_PERMUTES = {"permute", "transpose", "swapaxes", "swapdims"}
-_RESHAPES = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "movedim", "moveaxis",
-             "view_as", "reshape_as", "expand", "expand_as", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle"}
-
-
-def _op_name(node: fx.Node) -> str:
-    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-
-
-def _permuted(layout: tuple[int, ...] | None, node: fx.Node) -> tuple[int, ...] | None:
-    """The layout after a permute/transpose node, or None when it cannot be followed."""
-    dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) else node.args[1:]
-    dims = node.kwargs.get("dims", dims)
-    if layout is None or not all(isinstance(d, int) for d in dims):
-        return None
-    dims = [d % 4 for d in dims]
-    if _op_name(node) != "permute":  # transpose(a, b): swap two dims
-        if len(dims) != 2:
-            return None
-        order = list(range(4))
-        order[dims[0]], order[dims[1]] = order[dims[1]], order[dims[0]]
-        dims = order
-    return tuple(layout[d] for d in dims) if sorted(dims) == [0, 1, 2, 3] else None
-
-
-def _node_layout(node: fx.Node, inputs: list, modules: dict[str, nn.Module]) -> tuple[int, ...] | None:
-    """Which logical dim each dim of a node's 4-D output holds; None when unknown."""
-    name = _op_name(node)
-    if node.op != "call_module" and name in _PERMUTES:
-        return _permuted(inputs[0] if inputs else None, node)
-    if node.op != "call_module" and name in _RESHAPES:
-        return None
-    distinct = set(inputs)
-    if node.op == "call_module" and not isinstance(modules[node.target], _LAYOUT_KEEPING):
-        return _IDENTITY if distinct <= {_IDENTITY} else None  # a conv, pool or norm writes N, C, H, W
-    return distinct.pop() if len(distinct) == 1 else (_IDENTITY if not distinct else None)
-
-
-def _layouts(graph: fx.Graph, modules: dict[str, nn.Module]) -> dict[fx.Node, tuple[int, ...] | None]:
-    """Follow the dim order of every tensor from the N, C, H, W input through permutes and reshapes."""
-    layouts: dict[fx.Node, tuple[int, ...] | None] = {}
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            layouts[node] = _IDENTITY
-        elif node.op not in ("get_attr", "output"):
-            layouts[node] = _node_layout(node, [layouts[a] for a in node.all_input_nodes if a in layouts], modules)
-    return layouts
-
-
 def _aliases_shared_input(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """True when an activation works in place on a tensor that other operations also read."""
     source = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     if node.op == "call_module":
         in_place = getattr(modules[node.target], "inplace", False)
     else:
-        in_place = _op_name(node).endswith("_") or node.kwargs.get("inplace", False)
+        in_place = op_name(node).endswith("_") or node.kwargs.get("inplace", False)
     return bool(in_place) and source is not None and len(source.users) > 1
 
 
@@ -221,7 +159,7 @@ def _make_layer(node: fx.Node, site: str, config: ZebraConfig, nonnegative: bool
     settings = config.for_site(site)
     layer = ZebraLayer(site, block_size=settings.block_size, score=config.score, threshold=settings.threshold,
                        penalty=config.penalty, weight=settings.weight, active=settings.active, nonnegative=nonnegative)
-    layer.layout = _LAYOUTS.get(layout)
+    layer.layout = layout_name(layout)
     if layer.layout is None:
         layer.skipped = ("the dim order of its input is unknown (after a reshape or an unusual permute), so its "
                          "blocks cannot be told from its channels: left unmasked and not counted")
@@ -253,7 +191,7 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
     gm.add_module(CONTAINER, container)
     seen: dict[str, int] = {}
     keys: set[str] = set()
-    layouts = _layouts(gm.graph, modules)
+    layouts = tensor_layouts(gm.graph, modules)
     for node in list(gm.graph.nodes):
         kind = _activation_kind(node, modules)
         if kind is None:
