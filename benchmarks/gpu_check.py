@@ -45,11 +45,7 @@ def overhead_rows(args: argparse.Namespace) -> tuple[list[str], dict[tuple[str, 
     for model, size, precision, channels_last, also_compiled in ROWS:
         for compiled in (False, True) if also_compiled and not args.eager_only else (False,):
             options = argparse.Namespace(compile=compiled, repeats=args.repeats, precision=precision)
-            layout = torch.channels_last if channels_last else torch.contiguous_format
-            torch.manual_seed(0)
-            x = torch.randn(args.batch_size, 3, size, size, device=args.device).contiguous(memory_format=layout)
-            y = torch.randint(0, 10, (args.batch_size,), device=args.device)
-            base = overhead.MODELS[model]().to(args.device, memory_format=layout)
+            x, y, base = overhead.setup(model, args.batch_size, size, args.device, channels_last)
             started = time.perf_counter()
             t = overhead.compare(base, x, y, options)
             rate = {key: args.batch_size / seconds for key, seconds in t.items()}

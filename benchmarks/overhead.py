@@ -67,9 +67,23 @@ def _phase_call(phase: str, name: str, model, optimizer, x, y, args):
     return infer
 
 
+def setup(name: str, batch: int, size: int, device: torch.device | str, channels_last: bool):
+    """A seeded random batch (inputs, labels) and a fresh model ``name``, in the chosen memory layout."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=layout)
+    y = torch.randint(0, 10, (batch,), device=device)
+    return x, y, MODELS[name]().to(device, memory_format=layout)
+
+
+def zebra_twin(base: nn.Module) -> nn.Module:
+    """A prepared copy of ``base`` with the settings every figure of this script uses."""
+    return tz.prepare(copy.deepcopy(base), tz.ZebraConfig(block_size=4, threshold=0.05, penalty="group_lasso"))
+
+
 def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict[tuple[str, str], float]:
     """Median seconds per (phase, model) with baseline and Zebra runs alternating."""
-    zebra = tz.prepare(copy.deepcopy(base), tz.ZebraConfig(block_size=4, threshold=0.05, penalty="group_lasso"))
+    zebra = zebra_twin(base)
     models = {"baseline": base, "zebra": zebra}
     runners = {k: torch.compile(m) if args.compile else m for k, m in models.items()}
     optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
@@ -88,8 +102,7 @@ def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict[tup
 
 def profile_inference(base: nn.Module, x: torch.Tensor, args) -> None:
     """Print the kernels that one inference of each model spends its time in (``--profile``), 3 batches."""
-    zebra = tz.prepare(copy.deepcopy(base), tz.ZebraConfig(block_size=4, threshold=0.05, penalty="group_lasso"))
-    for name, model in (("baseline", base.eval()), ("zebra", zebra.eval())):
+    for name, model in (("baseline", base.eval()), ("zebra", zebra_twin(base).eval())):
         runner = torch.compile(model) if args.compile else model
         infer = _phase_call("infer", name, runner, None, x, None, args)
         for _ in range(2):
@@ -130,15 +143,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    layout = torch.channels_last if args.channels_last else torch.contiguous_format
     print(f"input {args.batch_size}x3x{args.size}x{args.size}, {device}, {args.threads} threads, {args.precision}, "
           f"{'channels_last' if args.channels_last else 'contiguous'}, median of {args.repeats} alternating runs; "
           "Zebra: block 4, mean score, threshold 0.05, group-lasso penalty with lambda 1e-2")
     for name in args.models:
-        torch.manual_seed(0)
-        x = torch.randn(args.batch_size, 3, args.size, args.size, device=device).contiguous(memory_format=layout)
-        y = torch.randint(0, 10, (args.batch_size,), device=device)
-        model = MODELS[name]().to(device, memory_format=layout)
+        x, y, model = setup(name, args.batch_size, args.size, device, args.channels_last)
         _report(name, "compiled" if args.compile else "eager", compare(model, x, y, args), args.batch_size)
         if args.profile:
             profile_inference(model, x, args)
