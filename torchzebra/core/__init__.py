@@ -12,5 +12,6 @@ __all__ = lazy_package(__name__, {
     "registry": ["COMPRESSED", "FORMAT_REGISTRY", "FORMATS", "Format", "format_title", "validate_bits",
                  "validate_format"],
     "formats": ["MapCounts", "TrafficTally", "bits_to_bytes", "format_bits", "map_bits", "map_counts"],
-    "penalty": ["PENALTIES", "block_penalty", "validate_penalty"],
+    "penalty": ["PENALTIES", "block_penalty", "penalty_from_moments", "validate_penalty"],
+    "fused": ["fused_kernels", "masked_activation"],
 })

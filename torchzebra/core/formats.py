@@ -44,16 +44,25 @@ class MapCounts:
     nonzero_block_elements: torch.Tensor  # nzbe: elements inside those blocks
 
 
-def map_counts(x: torch.Tensor, block_size: BlockSize) -> MapCounts:
-    """Count elements, non-zeros, blocks and non-zero blocks of each map of ``x`` ((C,H,W) or (N,C,H,W))."""
+def block_nonzero_counts(x: torch.Tensor, block_size: BlockSize) -> torch.Tensor:
+    """Non-zero elements of every block of ``x`` (N, C, H, W), shape ``(N, C, Hb, Wb)``, int64."""
+    height, width = x.shape[-2:]
+    # One pass: the fraction of non-zeros in every block, times the block's size, is its non-zero count.
+    occupancy = block_scores((x != 0).to(torch.float32), block_size, "mean", nonnegative=True)
+    return torch.round(occupancy * block_element_counts(block_size, height, width, device=x.device)).to(torch.int64)
+
+
+def map_counts(x: torch.Tensor, block_size: BlockSize, per_block: torch.Tensor | None = None) -> MapCounts:
+    """Count elements, non-zeros, blocks and non-zero blocks of each map of ``x`` ((C,H,W) or (N,C,H,W)).
+
+    ``per_block``: the blocks' non-zero counts where they are known already (the fused kernels count them).
+    """
     x = _as_batch(x)
     _, channels, height, width = x.shape
     hb, wb = block_grid(block_size, height, width)
-    # One pass: the fraction of non-zeros in every block, times the block's size, is its non-zero count.
-    occupancy = block_scores((x != 0).to(torch.float32), block_size, "mean", nonnegative=True)
-    sizes = block_element_counts(block_size, height, width, device=x.device)
-    per_block = torch.round(occupancy * sizes).to(torch.int64)
+    per_block = block_nonzero_counts(x, block_size) if per_block is None else per_block.to(torch.int64)
     occupied = per_block > 0
+    sizes = block_element_counts(block_size, height, width, device=x.device)
     return MapCounts(
         elements=channels * height * width,
         blocks=channels * hb * wb,
@@ -103,11 +112,11 @@ class TrafficTally:
     nonzero_block_elements: torch.Tensor | int = 0
     map_bytes: dict[str, torch.Tensor | int] = field(default_factory=lambda: dict.fromkeys(FORMATS, 0))
 
-    def add(self, x: torch.Tensor) -> None:
-        """Count the maps of ``x`` ((N, C, H, W)) into the totals."""
+    def add(self, x: torch.Tensor, per_block: torch.Tensor | None = None) -> None:
+        """Count the maps of ``x`` ((N, C, H, W)) into the totals (``per_block``: see ``map_counts``)."""
         shape = tuple(x.shape[1:])
         self.shape = shape if self.maps == 0 or shape == self.shape else None
-        counts = map_counts(x, self.block_size)
+        counts = map_counts(x, self.block_size, per_block)
         n = x.shape[0]
         self.maps += n
         self.elements += n * counts.elements

@@ -34,7 +34,12 @@ def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_las
         if x.shape[-2] % bh == 0 and x.shape[-1] % bw == 0:  # equal blocks: the mean of block means is the mean
             return x.abs().mean()
         return block_scores(x, block_size, "mean").mean()
-    mean_square = block_scores(x * x, block_size, "mean", nonnegative=True)
-    if kind == "l2":
-        return mean_square.mean()
-    return (mean_square + _EPS).sqrt().mean()
+    return penalty_from_moments(block_scores(x * x, block_size, "mean", nonnegative=True), kind)
+
+
+def penalty_from_moments(moments: torch.Tensor, kind: str) -> torch.Tensor:
+    """The penalty from every block's moment: its mean |x| for ``l1``, its mean x*x for ``l2`` and ``group_lasso``
+    (the fused kernels hand back these moments; one formula for both paths)."""
+    if kind == "group_lasso":
+        return (moments + _EPS).sqrt().mean()
+    return moments.mean()

@@ -7,6 +7,8 @@ from torch import nn
 
 from ..core import (BlockSize, TrafficTally, apply_block_mask, block_keep, block_penalty, block_scores, validate_block_size,
                     validate_penalty, validate_score)
+from ..core import fused
+from ..core.penalty import penalty_from_moments
 
 
 def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -65,16 +67,24 @@ class ZebraLayer(nn.Module):
 
     def _masked(self, x: torch.Tensor) -> torch.Tensor:
         """The block mask of ``x`` (N, C, H, W) applied, the map counted while a tally is set."""
-        with_loss = self.training and torch.is_grad_enabled() and self.active
-        self.last_penalty = block_penalty(x, self.block_size, self.penalty) if with_loss else None
-        if self.active and self.masking:
-            if self.calibration_density is not None:
-                scores = block_scores(x, self.block_size, self.score, self.nonnegative)
-                self.threshold.fill_(_quantile(scores, 1.0 - self.calibration_density))
-            keep = block_keep(x, self.block_size, self.score, self.threshold, self.nonnegative)
-            x = apply_block_mask(x, keep, self.block_size, inplace=self.inplace and not torch.is_grad_enabled())
+        penalty = self.penalty if self.training and torch.is_grad_enabled() and self.active else None
+        inplace = self.inplace and not torch.is_grad_enabled()
+        masking = self.active and self.masking
+        per_block = None  # the masked blocks' non-zero counts, where the fused kernel counted them
+        if masking and self.calibration_density is None and fused.usable(x, self.block_size):
+            x, moments, per_block = fused.masked_activation(
+                x, self.block_size, self.score, self.threshold, self.nonnegative, penalty, self.tally is not None, inplace)
+            self.last_penalty = penalty_from_moments(moments, penalty) if penalty else None
+        else:
+            self.last_penalty = block_penalty(x, self.block_size, penalty) if penalty else None
+            if masking:
+                if self.calibration_density is not None:
+                    scores = block_scores(x, self.block_size, self.score, self.nonnegative)
+                    self.threshold.fill_(_quantile(scores, 1.0 - self.calibration_density))
+                keep = block_keep(x, self.block_size, self.score, self.threshold, self.nonnegative)
+                x = apply_block_mask(x, keep, self.block_size, inplace=inplace)
         if self.tally is not None:
-            self.tally.add(x.detach())
+            self.tally.add(x.detach(), per_block)
         return x
 
     def __prepare_scriptable__(self) -> "ZebraLayer":

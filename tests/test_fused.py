@@ -1,0 +1,135 @@
+"""The fused Triton kernels against the PyTorch reference: masks, masked outputs and block counts bit for bit,
+penalties and gradients to rounding, in every dtype and layout. Without a GPU they run in Triton's interpreter
+(``TRITON_INTERPRET=1``, set here before the kernels are first imported); on a GPU, on the GPU."""
+
+import copy
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torchzebra as tz  # noqa: E402
+from torchzebra.core import apply_block_mask, block_keep, block_penalty, fused, fused_kernels, masked_activation  # noqa: E402
+from torchzebra.core.formats import block_nonzero_counts  # noqa: E402
+from torchzebra.core.penalty import penalty_from_moments  # noqa: E402
+
+pytest.importorskip("triton", reason="the fused kernels need Triton (torch's CUDA builds install it)")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit (Inf and the sign of zero included), NaN where the other has NaN (payloads aside)."""
+    def bits(x):
+        return torch.where(x.isnan(), 0, x).contiguous().view({2: torch.int16, 4: torch.int32}[x.element_size()])
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(bits(a), bits(b))
+
+
+def dyadic_map(shape, dtype, channels_last, specials=False, generator=None) -> torch.Tensor:
+    """Multiples of 1/8 in [-2, 2] (block sums exact in any order and dtype), a third of the channels all zero,
+    optionally a NaN, an Inf and a -0.0."""
+    x = torch.randint(-16, 17, shape, generator=generator).float() / 8
+    x[:, ::3] = 0
+    if specials and x.numel() >= 3:
+        flat = x.view(-1)
+        flat[0], flat[x.numel() // 2], flat[-1] = float("nan"), float("inf"), -0.0
+    x = x.to(DEVICE, DTYPES[dtype])
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 5), h=st.integers(1, 11), w=st.integers(1, 11),
+       block=st.one_of(st.integers(1, 5), st.just("map")), score=st.sampled_from(["mean", "max", "rms"]),
+       dtype=st.sampled_from(sorted(DTYPES)), channels_last=st.booleans(), nonnegative=st.booleans(),
+       threshold=st.sampled_from([0.0, 0.3, 1.0]), specials=st.booleans(), seed=st.integers(0, 2**16))
+def test_fused_forward_equals_the_reference(n, c, h, w, block, score, dtype, channels_last, nonnegative, threshold,
+                                            specials, seed):
+    x = dyadic_map((n, c, h, w), dtype, channels_last, specials, torch.Generator().manual_seed(seed))
+    if nonnegative:
+        x = x.abs()
+    keep = block_keep(x, block, score, torch.tensor(threshold), nonnegative)
+    want = apply_block_mask(x, keep, block)
+    got = masked_activation(x, block, score, torch.tensor(threshold), nonnegative, count=True)
+    assert same(got.output, want) and got.output.stride() == x.stride()
+    assert torch.equal(got.nonzero.long(), block_nonzero_counts(want, block))
+
+
+@pytest.mark.parametrize("penalty", ["group_lasso", "l1", "l2"])
+@pytest.mark.parametrize("dtype, score", [("float32", "mean"), ("float32", "rms"), ("bfloat16", "max")])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_penalty_and_gradients_equal_the_reference(penalty, dtype, score, channels_last):
+    x = dyadic_map((2, 4, 7, 9), dtype, channels_last) + 0.0625  # no all-zero block: the group lasso has a gradient there
+    upstream = torch.randn(x.shape).to(x)
+    results = []
+    for fused_path in (False, True):
+        leaf = x.clone().requires_grad_(True)
+        if fused_path:
+            out, moments, _ = masked_activation(leaf, 3, score, torch.tensor(0.3), penalty=penalty)
+            value = penalty_from_moments(moments, penalty)
+        else:
+            out = apply_block_mask(leaf, block_keep(leaf, 3, score, torch.tensor(0.3)), 3)
+            value = block_penalty(leaf, 3, penalty)
+        ((out * upstream).float().sum() + 10 * value.float()).backward()
+        results.append((out.detach(), value.float().detach(), leaf.grad))
+    (want, want_value, want_grad), (got, got_value, got_grad) = results
+    assert same(got, want)
+    tolerance = {} if dtype == "float32" else {"rtol": 2e-2, "atol": 2e-2}  # the reference squares in bfloat16
+    torch.testing.assert_close(got_value, want_value, **tolerance)
+    torch.testing.assert_close(got_grad, want_grad, **tolerance)
+
+
+def test_fused_inplace_overwrites_the_input():
+    x = dyadic_map((2, 3, 8, 8), "float32", False)
+    want = apply_block_mask(x, block_keep(x, 4, "mean", 0.3), 4)
+    got = masked_activation(x, 4, "mean", torch.tensor(0.3), inplace=True).output
+    assert got.data_ptr() == x.data_ptr() and torch.equal(x, want)
+
+
+def test_usable_only_where_the_kernels_help():
+    x = torch.ones(2, 3, 8, 8)
+    assert not fused.usable(x, 4)  # CPU maps take the plain PyTorch path
+    if torch.cuda.is_available():
+        gpu = x.cuda()
+        assert fused.usable(gpu, 4) and not fused.usable(gpu.double(), 4) and not fused.usable(gpu[0, 0], 4)
+        assert not fused.usable(torch.ones(1, 1, 200, 200, device="cuda"), "map")  # one block row too large
+        with fused_kernels(False):
+            assert not fused.usable(gpu, 4)
+    with pytest.raises(ValueError, match="cannot take this map"):
+        masked_activation(torch.ones(1, 1, 200, 200), "map", "mean", torch.tensor(0.0))
+
+
+@pytest.fixture
+def fused_calls(monkeypatch) -> list:
+    """Let layers take the fused path on this machine's device too (the interpreter, without a GPU); the list
+    gets one entry per fused call."""
+    calls, real = [], fused.masked_activation
+    monkeypatch.setattr(fused, "usable", lambda x, block_size: fused._enabled and x.dim() == 4)
+    monkeypatch.setattr(fused, "masked_activation", lambda *args, **kwargs: calls.append(args[0].shape) or real(*args, **kwargs))
+    return calls
+
+
+def test_a_prepared_model_trains_and_counts_the_same_through_the_kernels(residual_net, fused_calls):
+    config = tz.ZebraConfig(block_size=2, threshold=0.2, penalty="group_lasso")
+    model = tz.prepare(residual_net.to(DEVICE).train(), config)
+    x = torch.randn(3, 1, 8, 8, device=DEVICE)
+    results = []
+    for enabled in (False, True):
+        twin = copy.deepcopy(model)
+        with fused_kernels(enabled):
+            out = twin(x)
+            loss = out.square().mean() + 0.1 * tz.zero_block_loss(twin)
+            loss.backward()
+            report = tz.measure(twin, [x])
+        results.append((out.detach(), loss.detach(), [p.grad for p in twin.parameters()], report.layers))
+    (want, want_loss, want_grads, want_rows), (got, got_loss, got_grads, got_rows) = results
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_loss, want_loss)
+    for g_got, g_want in zip(got_grads, want_grads):
+        torch.testing.assert_close(g_got, g_want)
+    assert got_rows == want_rows
+    assert len(fused_calls) == 4  # two layers, in training and in counting; none while the kernels were off

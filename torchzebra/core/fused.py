@@ -1,0 +1,158 @@
+"""The masked activation in one pass over the map: Triton kernels for the eager GPU path, forward and backward.
+
+``masked_activation`` computes what ``block_keep`` and ``apply_block_mask`` compute, and on request the
+per-block moment of the zero-block penalty and the non-zero count of every masked block (for counting),
+reading each element of the map once and writing it once. Its backward is one more pass: the gradient times
+the kept-block mask, plus the penalty's gradient. The PyTorch functions in ``blocks.py`` and ``penalty.py``
+stay the reference the tests compare this with (on the CPU through Triton's interpreter, ``TRITON_INTERPRET=1``).
+A program holds a tile of (channels, one block row, the map's width), so a channel's blocks never straddle two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+import math
+from types import ModuleType
+from typing import Iterator, NamedTuple
+
+import torch
+
+from .blocks import BlockSize, block_shape
+
+
+SCORE_CODES = {"mean": 0, "max": 1, "rms": 2}
+MOMENT_CODES = {None: 0, "l1": 1, "l2": 2, "group_lasso": 2}  # the penalty's block mean of |x| (1) or of x*x (2)
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_TILE = 4096  # elements of one program's tile, at most (more channels per program when a block row is small)
+_MAX_ROW_TILE = 16384  # the largest block row (padded to powers of two) one program takes; larger maps go the plain way
+_enabled = True
+
+
+@functools.cache
+def _kernels() -> ModuleType | None:
+    """The Triton kernels, imported on first use; None without Triton (torch's CUDA builds bring it)."""
+    if importlib.util.find_spec("triton") is None:
+        return None
+    return importlib.import_module(".triton_kernels", __package__)
+
+
+def _power_of_two(value: int) -> int:
+    """The smallest power of two >= ``value``."""
+    return 1 << (value - 1).bit_length()
+
+
+@contextlib.contextmanager
+def fused_kernels(enabled: bool) -> Iterator[None]:
+    """Turn the fused kernels on or off within the block (on by default), e.g. to time or check the reference path."""
+    global _enabled
+    previous, _enabled = _enabled, enabled
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+class _Tiling(NamedTuple):
+    bh: int
+    bw: int
+    hb: int
+    wb: int
+    channels: int  # CT: channels per program
+    rows: int  # BH: block rows, padded
+    blocks: int  # WB: blocks along the width, padded
+    cols: int  # BW: block columns, padded
+
+
+def _tiling(x: torch.Tensor, block_size: BlockSize) -> _Tiling | None:
+    """How programs tile ``x`` (N, C, H, W) with powers of two; None when one block row is too large for a program."""
+    channels, height, width = x.shape[1:]
+    bh, bw = block_shape(block_size, height, width)
+    hb, wb = math.ceil(height / bh), math.ceil(width / bw)
+    rows, blocks, cols = (_power_of_two(v) for v in (bh, wb, bw))
+    row_tile = rows * blocks * cols
+    if row_tile > _MAX_ROW_TILE:
+        return None
+    per_program = min(max(1, _TILE // row_tile), _power_of_two(channels))
+    return _Tiling(bh, bw, hb, wb, per_program, rows, blocks, cols)
+
+
+def usable(x: torch.Tensor, block_size: BlockSize) -> bool:
+    """Whether the layer takes the fused path for ``x``: an eager 4-D CUDA map of a half or single type whose
+    block row fits one program, with Triton installed and the kernels not turned off."""
+    return (_enabled and x.is_cuda and x.dim() == 4 and x.dtype in _DTYPES and x.numel() > 0
+            and not torch.compiler.is_compiling() and _tiling(x, block_size) is not None and _kernels() is not None)
+
+
+def _launch_grid(x: torch.Tensor, tiling: _Tiling) -> tuple[int, int]:
+    return x.shape[0] * tiling.hb, -(-x.shape[1] // tiling.channels)
+
+
+def _meta(tiling: _Tiling) -> dict[str, int]:
+    return {"CT": tiling.channels, "BH": tiling.rows, "WB": tiling.blocks, "BW": tiling.cols}
+
+
+class _MaskedActivation(torch.autograd.Function):
+    """Forward: the masked map, the penalty's block moments and the masked blocks' non-zero counts; backward:
+    gradient x kept-block mask + the moments' gradient (the mask itself has none, as in ``block_keep``)."""
+
+    @staticmethod
+    def forward(ctx, x, threshold, block_size, score, nonnegative, moment, count, inplace):
+        tiling = _tiling(x, block_size)
+        n, channels, height, width = x.shape
+        out = x if inplace else torch.empty_like(x)
+        blocks = (n, channels, tiling.hb, tiling.wb)
+        keep = torch.empty(blocks, dtype=torch.int8, device=x.device)
+        moments = torch.empty(blocks if moment else (0,), dtype=torch.float32, device=x.device)
+        nonzero = torch.empty(blocks if count else (0,), dtype=torch.int32, device=x.device)
+        _kernels().forward_kernel[_launch_grid(x, tiling)](
+            x, out, threshold.detach().to(device=x.device, dtype=torch.float32), keep, moments, nonzero,
+            channels, height, width, tiling.bh, tiling.bw, tiling.wb, *x.stride(), *out.stride(), **_meta(tiling),
+            SCORE=SCORE_CODES[score], NONNEGATIVE=nonnegative, MOMENT=moment, COUNT=count)
+        ctx.tiling, ctx.moment = tiling, moment
+        ctx.save_for_backward(keep, x if moment else None)
+        ctx.mark_non_differentiable(nonzero)
+        return out, moments, nonzero
+
+    @staticmethod
+    def backward(ctx, grad, moment_grad, _nonzero_grad):
+        keep, x = ctx.saved_tensors
+        tiling, moment = ctx.tiling, ctx.moment
+        out = torch.empty_like(grad)
+        if moment:
+            moment_grad = moment_grad.contiguous()  # a mean's gradient arrives expanded (stride 0)
+        else:
+            x, moment_grad = grad, keep  # unread placeholders
+        _kernels().backward_kernel[_launch_grid(grad, tiling)](
+            grad, x, keep, moment_grad, out, *grad.shape[1:], tiling.bh, tiling.bw, tiling.wb,
+            *grad.stride(), *x.stride(), *out.stride(), **_meta(tiling), MOMENT=moment)
+        return out, None, None, None, None, None, None, None
+
+
+class FusedResult(NamedTuple):
+    output: torch.Tensor  # the masked map
+    moments: torch.Tensor | None  # the penalty's block moments (N, C, Hb, Wb), float32, differentiable
+    nonzero: torch.Tensor | None  # non-zero elements of every masked block (N, C, Hb, Wb), int32
+
+
+def masked_activation(
+    x: torch.Tensor,
+    block_size: BlockSize,
+    score: str,
+    threshold: torch.Tensor,
+    nonnegative: bool = False,
+    penalty: str | None = None,
+    count: bool = False,
+    inplace: bool = False,
+) -> FusedResult:
+    """``apply_block_mask(x, block_keep(x, ...))`` in one pass; with ``penalty`` also the block moments that
+    ``penalty_from_moments`` turns into the zero-block penalty, with ``count`` the masked blocks' non-zeros.
+    ``x`` must be a map ``usable`` accepts (or any map under ``TRITON_INTERPRET=1``)."""
+    if _kernels() is None or _tiling(x, block_size) is None:
+        raise ValueError(f"the fused kernels cannot take this map ({tuple(x.shape)}, block {block_size!r}): "
+                         "check usable(x, block_size) first")
+    out, moments, nonzero = _MaskedActivation.apply(
+        x, torch.as_tensor(threshold), block_size, score, nonnegative, MOMENT_CODES[penalty], count, inplace)
+    return FusedResult(out, moments if penalty else None, nonzero if count else None)

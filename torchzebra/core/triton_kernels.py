@@ -1,0 +1,87 @@
+"""Triton kernels of the fused masked activation (see ``fused.py``, which launches them); imported on first use,
+so that ``TRITON_INTERPRET=1`` set before then runs them on the CPU."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def tile_indices(C, H, W, bh, bw, WBN, CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr):
+    """Channel, row and column of every tile element (CT, BH, WB, BW), which lie in the map, and the block
+    index, block validity and element count of every block (CT, WB) of this program's block row."""
+    i = tl.program_id(0) % ((H + bh - 1) // bh)
+    c = tl.program_id(1) * CT + tl.arange(0, CT)
+    r = tl.arange(0, BH)
+    j = tl.arange(0, WB)
+    k = tl.arange(0, BW)
+    h = i * bh + r
+    w = j[:, None] * bw + k[None, :]  # (WB, BW)
+    inside = ((c < C)[:, None, None, None] & ((r < bh) & (h < H))[None, :, None, None]
+              & ((k[None, :] < bw) & (w < W))[None, None, :, :])
+    hb = (H + bh - 1) // bh
+    block_ok = (c < C)[:, None] & (j < WBN)[None, :]
+    block_index = (c[:, None] * hb + i) * WBN + j[None, :]
+    count = tl.maximum(tl.minimum(bh, H - i * bh) * tl.minimum(bw, W - j * bw), 1).to(tl.float32)[None, :]  # 1 past the map
+    return c[:, None, None, None], h[None, :, None, None], w[None, None, :, :], inside, block_ok, block_index, count
+
+@triton.jit
+def signed_zero(x):
+    """``x * 0`` for finite ``x`` (a dropped block holds no NaN or Inf): a zero with the sign of x, as PyTorch's
+    multiply by 0 gives, taken from the sign bit so that it holds in the interpreter's emulated bfloat16 too."""
+    if x.dtype.primitive_bitwidth == 16:
+        return (x.to(tl.int16, bitcast=True) & -32768).to(x.dtype, bitcast=True)
+    return (x.to(tl.int32, bitcast=True) & -2147483648).to(x.dtype, bitcast=True)
+
+
+@triton.jit
+def forward_kernel(x_ptr, out_ptr, threshold_ptr, keep_ptr, moment_ptr, nonzero_ptr,
+                    C, H, W, bh, bw, WBN, sxn, sxc, sxh, sxw, son, soc, soh, sow,
+                    CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr,
+                    SCORE: tl.constexpr, NONNEGATIVE: tl.constexpr, MOMENT: tl.constexpr, COUNT: tl.constexpr):
+    n = tl.program_id(0) // ((H + bh - 1) // bh)
+    c, h, w, inside, block_ok, block_index, count = tile_indices(C, H, W, bh, bw, WBN, CT, BH, WB, BW)
+    x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=inside, other=0.0)
+    wide = x.to(tl.float32)
+    magnitude = wide if NONNEGATIVE else tl.abs(wide)
+    threshold = tl.load(threshold_ptr).to(tl.float32)
+    largest = 3.4028234663852886e38  # a finite limit: a +Inf score is kept even against an infinite threshold
+    if SCORE == 1:
+        score = tl.max(tl.max(magnitude, axis=3), axis=1)
+        has_nan = tl.max(tl.max((wide != wide).to(tl.int32), axis=3), axis=1) > 0
+        limit = tl.minimum(threshold, largest)
+        keep = (score > limit) | has_nan
+    else:  # sums against threshold x count, as block_keep compares them
+        total = tl.sum(tl.sum(magnitude, axis=3), axis=1)
+        limit = tl.minimum(threshold * count, largest)
+        keep = (total > limit) | (total != total)
+        if SCORE == 2:
+            squares = tl.sum(tl.sum(magnitude * magnitude, axis=3), axis=1)
+            square_limit = tl.minimum(threshold * tl.abs(threshold) * count, largest)
+            keep = keep | (squares > square_limit) | (squares != squares)
+    out = tl.where(keep[:, None, :, None], x, signed_zero(x))
+    tl.store(out_ptr + n * son + c * soc + h * soh + w * sow, out, mask=inside)
+    block_offset = n * C * ((H + bh - 1) // bh) * WBN + block_index
+    tl.store(keep_ptr + block_offset, keep.to(tl.int8), mask=block_ok)
+    if MOMENT != 0:
+        part = tl.abs(wide) if MOMENT == 1 else wide * wide
+        tl.store(moment_ptr + block_offset, tl.sum(tl.sum(part, axis=3), axis=1) / count, mask=block_ok)
+    if COUNT:
+        nonzero = tl.sum(tl.sum(((out != 0) & inside).to(tl.int32), axis=3), axis=1)
+        tl.store(nonzero_ptr + block_offset, nonzero, mask=block_ok)
+
+@triton.jit
+def backward_kernel(grad_ptr, x_ptr, keep_ptr, moment_grad_ptr, out_ptr,
+                     C, H, W, bh, bw, WBN, sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw, son, soc, soh, sow,
+                     CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr, MOMENT: tl.constexpr):
+    n = tl.program_id(0) // ((H + bh - 1) // bh)
+    c, h, w, inside, block_ok, block_index, count = tile_indices(C, H, W, bh, bw, WBN, CT, BH, WB, BW)
+    block_offset = n * C * ((H + bh - 1) // bh) * WBN + block_index
+    grad = tl.load(grad_ptr + n * sgn + c * sgc + h * sgh + w * sgw, mask=inside, other=0.0)
+    keep = tl.load(keep_ptr + block_offset, mask=block_ok, other=0) != 0
+    result = tl.where(keep[:, None, :, None], grad, grad * 0.0)  # as autograd multiplies by the 0/1 mask
+    if MOMENT != 0:
+        x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=inside, other=0.0).to(tl.float32)
+        per_element = tl.load(moment_grad_ptr + block_offset, mask=block_ok, other=0.0) / count
+        slope = 2.0 * x if MOMENT == 2 else (x > 0).to(tl.float32) - (x < 0).to(tl.float32)
+        result = (result.to(tl.float32) + slope * per_element[:, None, :, None]).to(grad.dtype)
+    tl.store(out_ptr + n * son + c * soc + h * soh + w * sow, result, mask=inside)
