@@ -1,22 +1,18 @@
 """The fused Triton kernels against the PyTorch reference: masks, masked outputs and block counts bit for bit,
 penalties and gradients to rounding, in every dtype and layout. Without a GPU they run in Triton's interpreter
-(``TRITON_INTERPRET=1``, set here before the kernels are first imported); on a GPU, on the GPU."""
+(``TRITON_INTERPRET=1``, set by conftest.py before Triton is imported); on a GPU, on the GPU."""
 
 import copy
-import os
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import torchzebra as tz  # noqa: E402
-from torchzebra.core import apply_block_mask, block_keep, block_penalty, fused, fused_kernels, masked_activation  # noqa: E402
-from torchzebra.core.formats import block_nonzero_counts  # noqa: E402
-from torchzebra.core.penalty import penalty_from_moments  # noqa: E402
+import torchzebra as tz
+from torchzebra.core import apply_block_mask, block_keep, block_penalty, fused, fused_kernels, masked_activation
+from torchzebra.core.formats import block_nonzero_counts
+from torchzebra.core.penalty import penalty_from_moments
 
 pytest.importorskip("triton", reason="the fused kernels need Triton (torch's CUDA builds install it)")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -96,6 +96,8 @@ def test_functions_stay_small(limit):
     for path, node in _functions():
         if (Path(path).name, node.name) in ARGPARSE_BUILDERS:
             continue
+        if limit == "parameters" and any(ast.unparse(d) == "triton.jit" for d in node.decorator_list):
+            continue  # a Triton kernel's arguments are its pointers, sizes and strides: no struct can carry them
         args = node.args
         parameters = len(args.posonlyargs + args.args + args.kwonlyargs) + bool(args.vararg) + bool(args.kwarg)
         parameters -= bool(args.args and args.args[0].arg in ("self", "cls"))

@@ -94,25 +94,36 @@ def _meta(tiling: _Tiling) -> dict[str, int]:
     return {"CT": tiling.channels, "BH": tiling.rows, "WB": tiling.blocks, "BW": tiling.cols}
 
 
+class _Options(NamedTuple):
+    """What one fused call computes, besides the masked map."""
+
+    block_size: BlockSize
+    score: str
+    nonnegative: bool
+    moment: int  # MOMENT_CODES: 0 none, 1 block mean |x|, 2 block mean x*x
+    count: bool
+    inplace: bool
+
+
 class _MaskedActivation(torch.autograd.Function):
     """Forward: the masked map, the penalty's block moments and the masked blocks' non-zero counts; backward:
     gradient x kept-block mask + the moments' gradient (the mask itself has none, as in ``block_keep``)."""
 
     @staticmethod
-    def forward(ctx, x, threshold, block_size, score, nonnegative, moment, count, inplace):
-        tiling = _tiling(x, block_size)
+    def forward(ctx, x: torch.Tensor, threshold: torch.Tensor, options: _Options):
+        tiling = _tiling(x, options.block_size)
         n, channels, height, width = x.shape
-        out = x if inplace else torch.empty_like(x)
+        out = x if options.inplace else torch.empty_like(x)
         blocks = (n, channels, tiling.hb, tiling.wb)
         keep = torch.empty(blocks, dtype=torch.int8, device=x.device)
-        moments = torch.empty(blocks if moment else (0,), dtype=torch.float32, device=x.device)
-        nonzero = torch.empty(blocks if count else (0,), dtype=torch.int32, device=x.device)
+        moments = torch.empty(blocks if options.moment else (0,), dtype=torch.float32, device=x.device)
+        nonzero = torch.empty(blocks if options.count else (0,), dtype=torch.int32, device=x.device)
         _kernels().forward_kernel[_launch_grid(x, tiling)](
             x, out, threshold.detach().to(device=x.device, dtype=torch.float32), keep, moments, nonzero,
             channels, height, width, tiling.bh, tiling.bw, tiling.wb, *x.stride(), *out.stride(), **_meta(tiling),
-            SCORE=SCORE_CODES[score], NONNEGATIVE=nonnegative, MOMENT=moment, COUNT=count)
-        ctx.tiling, ctx.moment = tiling, moment
-        ctx.save_for_backward(keep, x if moment else None)
+            SCORE=SCORE_CODES[options.score], NONNEGATIVE=options.nonnegative, MOMENT=options.moment, COUNT=options.count)
+        ctx.tiling, ctx.moment = tiling, options.moment
+        ctx.save_for_backward(keep, x if options.moment else None)
         ctx.mark_non_differentiable(nonzero)
         return out, moments, nonzero
 
@@ -128,7 +139,7 @@ class _MaskedActivation(torch.autograd.Function):
         _kernels().backward_kernel[_launch_grid(grad, tiling)](
             grad, x, keep, moment_grad, out, *grad.shape[1:], tiling.bh, tiling.bw, tiling.wb,
             *grad.stride(), *x.stride(), *out.stride(), **_meta(tiling), MOMENT=moment)
-        return out, None, None, None, None, None, None, None
+        return out, None, None
 
 
 class FusedResult(NamedTuple):
@@ -153,6 +164,6 @@ def masked_activation(
     if _kernels() is None or _tiling(x, block_size) is None:
         raise ValueError(f"the fused kernels cannot take this map ({tuple(x.shape)}, block {block_size!r}): "
                          "check usable(x, block_size) first")
-    out, moments, nonzero = _MaskedActivation.apply(
-        x, torch.as_tensor(threshold), block_size, score, nonnegative, MOMENT_CODES[penalty], count, inplace)
+    options = _Options(block_size, score, nonnegative, MOMENT_CODES[penalty], count, inplace)
+    out, moments, nonzero = _MaskedActivation.apply(x, torch.as_tensor(threshold), options)
     return FusedResult(out, moments if penalty else None, nonzero if count else None)
