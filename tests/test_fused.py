@@ -95,8 +95,11 @@ def test_usable_only_where_the_kernels_help():
         assert not fused.usable(torch.ones(1, 1, 200, 200, device="cuda"), "map")  # one block row too large
         with fused_kernels(False):
             assert not fused.usable(gpu, 4)
-    with pytest.raises(ValueError, match="cannot take this map"):
-        masked_activation(torch.ones(1, 1, 200, 200), "map", "mean", torch.tensor(0.0))
+    for unfit in (torch.ones(1, 1, 200, 200), torch.ones(0, 3, 8, 8), torch.ones(3, 8, 8)):
+        with pytest.raises(ValueError, match="cannot take this map"):
+            masked_activation(unfit, "map", "mean", torch.tensor(0.0))
+    with pytest.raises(ValueError, match="under torch.no_grad"):
+        masked_activation(torch.ones(1, 1, 4, 4, requires_grad=True), 2, "mean", torch.tensor(0.0), inplace=True)
 
 
 @pytest.fixture

@@ -275,16 +275,17 @@ def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize,
     bh, bw = block_shape(block_size, height, width)
     hb, wb = mask.shape[-2:]
     keep = mask.to(x.dtype)
+    compiling = torch.compiler.is_compiling()  # no 6-D product: inductor would write it contiguous, then copy it
     if hb * wb == 1:
         full = keep
-    elif height % bh == 0 and width % bw == 0 and (_plain_views(x) or _channels_last(x)):
+    elif height % bh == 0 and width % bw == 0 and not compiling and (_plain_views(x) or _channels_last(x)):
         blocks = x.unflatten(3, (wb, bw)).unflatten(2, (hb, bh))  # (N, C, Hb, bh, Wb, bw), a view in any layout
         per_block = keep[:, :, :, None, :, None]
         if inplace:
             blocks.mul_(per_block)
             return x
         return (blocks * per_block).flatten(4).flatten(2, 3)  # the product keeps the layout of x: still a view
-    elif _plain_views(x):  # partial blocks: a broadcast the compiler folds into the multiply
+    elif _plain_views(x):  # a broadcast the compiler folds into a 4-D multiply, written in the layout it chose for x
         full = keep[:, :, :, None, :, None].expand(n, c, hb, bh, wb, bw).reshape(n, c, hb * bh, wb * bw)
         full = full[:, :, :height, :width]
     elif hb * wb > _SMALL_GRID and height % bh == 0 and x.is_contiguous():

@@ -81,17 +81,23 @@ def _tiling(x: torch.Tensor, block_size: BlockSize) -> _Tiling | None:
 
 def usable(x: torch.Tensor, block_size: BlockSize) -> bool:
     """Whether the layer takes the fused path for ``x``: an eager 4-D CUDA map of a half or single type whose
-    block row fits one program, with Triton installed and the kernels not turned off."""
-    return (_enabled and x.is_cuda and x.dim() == 4 and x.dtype in _DTYPES and x.numel() > 0
-            and not torch.compiler.is_compiling() and _tiling(x, block_size) is not None and _kernels() is not None)
+    block row fits one program, with Triton installed and the kernels not turned off; never while tracing or
+    exporting (torch.compile, torch.export, torch.jit.trace record the PyTorch ops instead)."""
+    return (_enabled and type(x) is torch.Tensor and x.is_cuda and x.dim() == 4 and x.dtype in _DTYPES
+            and 0 < x.numel() < 2**31 and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and _tiling(x, block_size) is not None and _kernels() is not None)
 
 
 def _launch_grid(x: torch.Tensor, tiling: _Tiling) -> tuple[int, int]:
+    """Programs: one per (image, block row) along the first axis, per group of channels along the second."""
     return x.shape[0] * tiling.hb, -(-x.shape[1] // tiling.channels)
 
 
 def _meta(tiling: _Tiling) -> dict[str, int]:
-    return {"CT": tiling.channels, "BH": tiling.rows, "WB": tiling.blocks, "BW": tiling.cols}
+    """The tile's constexpr sizes, and enough warps that a thread holds at most 16 elements of it."""
+    elements = tiling.channels * tiling.rows * tiling.blocks * tiling.cols
+    return {"CT": tiling.channels, "BH": tiling.rows, "WB": tiling.blocks, "BW": tiling.cols,
+            "num_warps": min(16, max(4, elements // 512))}
 
 
 class _Options(NamedTuple):
@@ -161,9 +167,11 @@ def masked_activation(
     """``apply_block_mask(x, block_keep(x, ...))`` in one pass; with ``penalty`` also the block moments that
     ``penalty_from_moments`` turns into the zero-block penalty, with ``count`` the masked blocks' non-zeros.
     ``x`` must be a map ``usable`` accepts (or any map under ``TRITON_INTERPRET=1``)."""
-    if _kernels() is None or _tiling(x, block_size) is None:
+    if x.dim() != 4 or x.numel() == 0 or _kernels() is None or _tiling(x, block_size) is None:
         raise ValueError(f"the fused kernels cannot take this map ({tuple(x.shape)}, block {block_size!r}): "
                          "check usable(x, block_size) first")
+    if inplace and torch.is_grad_enabled() and x.requires_grad:
+        raise ValueError("inplace=True overwrites the map autograd needs: use it under torch.no_grad() only")
     options = _Options(block_size, score, nonnegative, MOMENT_CODES[penalty], count, inplace)
     out, moments, nonzero = _MaskedActivation.apply(x, torch.as_tensor(threshold), options)
     return FusedResult(out, moments if penalty else None, nonzero if count else None)
