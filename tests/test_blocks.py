@@ -14,6 +14,7 @@ from torchzebra.core import (
     block_element_counts,
     block_grid,
     block_mask,
+    block_nonzero_counts,
     block_scores,
     block_shape,
     expand_blocks,
@@ -47,6 +48,21 @@ def test_scores_match_per_block_reference(h, w, block, score):
         flat = part.abs().flatten(2)
         expected = {"mean": flat.mean(-1), "max": flat.amax(-1), "rms": flat.pow(2).mean(-1).sqrt()}[score]
         torch.testing.assert_close(scores[..., i, j], expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 11), w=st.integers(1, 11), block=block_sizes, plain=st.booleans(), channels_last=st.booleans())
+def test_nonzero_counts_match_per_block_reference(h, w, block, plain, channels_last):
+    """Integer counts over the block view (GPU, compiled) and float sums of 0/1 (eager CPU) count the same."""
+    x = torch.randn(2, 3, h, w).relu()
+    x[0, 1] = 0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with mock.patch.object(blocks, "_plain_views", lambda _: plain):
+        counts = block_nonzero_counts(x, block)
+    assert counts.dtype == torch.int64 and counts.shape[-2:] == block_grid(block, h, w)
+    for i, j, part in reference_blocks(x, block):
+        assert torch.equal(counts[..., i, j], (part != 0).flatten(2).sum(-1))
 
 
 @settings(max_examples=60, deadline=None)

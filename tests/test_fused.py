@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchzebra as tz
-from torchzebra.core import apply_block_mask, block_keep, block_penalty, fused, fused_kernels, masked_activation
-from torchzebra.core.formats import block_nonzero_counts
+from torchzebra.core import (apply_block_mask, block_keep, block_nonzero_counts, block_penalty, fused, fused_kernels,
+                             masked_activation)
 from torchzebra.core.penalty import penalty_from_moments
 
 pytest.importorskip("triton", reason="the fused kernels need Triton (torch's CUDA builds install it)")

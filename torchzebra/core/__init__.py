@@ -7,7 +7,8 @@ from .._lazy import lazy_package
 
 __all__ = lazy_package(__name__, {
     "blocks": ["SCORES", "BlockSize", "apply_block_mask", "block_element_counts", "block_grid", "block_mask",
-               "block_keep", "block_scores", "block_shape", "expand_blocks", "nonzero_blocks", "validate_block_size",
+               "block_keep", "block_nonzero_counts", "block_scores", "block_shape", "expand_blocks", "nonzero_blocks",
+               "validate_block_size",
                "validate_score"],
     "registry": ["COMPRESSED", "FORMAT_REGISTRY", "FORMATS", "Format", "format_title", "validate_bits",
                  "validate_format"],

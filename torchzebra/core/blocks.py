@@ -297,6 +297,19 @@ def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize,
     return x.mul_(full) if inplace else x * full
 
 
+def block_nonzero_counts(x: torch.Tensor, block_size: BlockSize) -> torch.Tensor:
+    """Non-zero elements of every block of ``x`` (N, C, H, W), shape ``(N, C, Hb, Wb)``, int64.
+
+    An integer reduction of the 0/1 map over the block view on GPUs and under torch.compile (one byte per
+    element read); on the CPU float sums of 0/1 by the eager paths above, which are faster there and exact.
+    """
+    block = block_shape(block_size, *x.shape[-2:])
+    nonzero = x.detach() != 0
+    if _plain_views(x):
+        return _padded_blocks(nonzero, *block).sum((3, 5), dtype=torch.int64)
+    return _block_sums(nonzero.to(torch.float32), block).to(torch.int64)
+
+
 def nonzero_blocks(x: torch.Tensor, block_size: BlockSize) -> torch.Tensor:
     """True for every block of ``x`` that holds at least one non-zero element, shape ``(N, C, Hb, Wb)``."""
-    return block_scores((x != 0).to(torch.float32), block_size, "mean", nonnegative=True) > 0
+    return block_nonzero_counts(x, block_size) > 0

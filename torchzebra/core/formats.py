@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .blocks import BlockSize, block_element_counts, block_grid, block_scores
+from .blocks import BlockSize, block_element_counts, block_grid, block_nonzero_counts
 from .registry import FORMATS, validate_bits
 
 
@@ -42,14 +42,6 @@ class MapCounts:
     nonzero: torch.Tensor  # nnz
     nonzero_blocks: torch.Tensor  # blocks holding at least one non-zero element
     nonzero_block_elements: torch.Tensor  # nzbe: elements inside those blocks
-
-
-def block_nonzero_counts(x: torch.Tensor, block_size: BlockSize) -> torch.Tensor:
-    """Non-zero elements of every block of ``x`` (N, C, H, W), shape ``(N, C, Hb, Wb)``, int64."""
-    height, width = x.shape[-2:]
-    # One pass: the fraction of non-zeros in every block, times the block's size, is its non-zero count.
-    occupancy = block_scores((x != 0).to(torch.float32), block_size, "mean", nonnegative=True)
-    return torch.round(occupancy * block_element_counts(block_size, height, width, device=x.device)).to(torch.int64)
 
 
 def map_counts(x: torch.Tensor, block_size: BlockSize, per_block: torch.Tensor | None = None) -> MapCounts:
