@@ -3,6 +3,11 @@ penalties and gradients to rounding, in every dtype and layout. Without a GPU th
 (``TRITON_INTERPRET=1``, set by conftest.py before Triton is imported); on a GPU, on the GPU."""
 
 import copy
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +137,13 @@ def test_a_prepared_model_trains_and_counts_the_same_through_the_kernels(residua
         torch.testing.assert_close(g_got, g_want)
     assert got_rows == want_rows
     assert len(fused_calls) == 4  # two layers, in training and in counting; none while the kernels were off
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="Triton's NVIDIA backend is not installed")
+def test_the_kernels_compile_for_an_h100():
+    """What the interpreter cannot show: every kernel variant compiles for sm_90 (through ptxas), GPU or not."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("compile_kernels.py")
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("compiled") == 36

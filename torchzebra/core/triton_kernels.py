@@ -28,9 +28,11 @@ def tile_indices(C, H, W, bh, bw, WBN, CT: tl.constexpr, BH: tl.constexpr, WB: t
 def signed_zero(x):
     """``x * 0`` for finite ``x`` (a dropped block holds no NaN or Inf): a zero with the sign of x, as PyTorch's
     multiply by 0 gives, taken from the sign bit so that it holds in the interpreter's emulated bfloat16 too."""
-    if x.dtype.primitive_bitwidth == 16:
-        return (x.to(tl.int16, bitcast=True) & -32768).to(x.dtype, bitcast=True)
-    return (x.to(tl.int32, bitcast=True) & -2147483648).to(x.dtype, bitcast=True)
+    if x.dtype.primitive_bitwidth == 16:  # a compile-time branch: one return after it (Triton compiles every return)
+        sign = x.to(tl.int16, bitcast=True) & -32768
+    else:
+        sign = x.to(tl.int32, bitcast=True) & -2147483648
+    return sign.to(x.dtype, bitcast=True)
 
 
 @triton.jit
