@@ -29,7 +29,7 @@ def signature(kernel, dtype: str, constants: dict) -> dict:
 
 def main() -> None:
     target = GPUTarget("cuda", 90, 32)
-    tiles = [dict(CT=16, BH=4, WB=8, BW=4), dict(CT=1, BH=8, WB=1, BW=8)]  # many channels; one whole-map block
+    tiles = [dict(CT=16, BH=4, WB=8, BW=4, bh=4, bw=4), dict(CT=1, BH=8, WB=1, BW=8, bh=7, bw=7)]  # 4x4 blocks; a 7x7 map
     for dtype, tile in itertools.product(("bf16", "fp16", "fp32"), tiles):
         variants = [(triton_kernels.forward_kernel, dict(SCORE=score, NONNEGATIVE=score == 0, MOMENT=moment, COUNT=count))
                     for score, (moment, count) in zip((0, 1, 2), ((2, True), (0, False), (1, True)))]

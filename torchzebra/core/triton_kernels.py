@@ -6,7 +6,8 @@ import triton.language as tl
 
 
 @triton.jit
-def tile_indices(C, H, W, bh, bw, WBN, CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr):
+def tile_indices(C, H, W, bh: tl.constexpr, bw: tl.constexpr, WBN,
+                 CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr):
     """Channel, row and column of every tile element (CT, BH, WB, BW), which lie in the map, and the block
     index, block validity and element count of every block (CT, WB) of this program's block row."""
     i = tl.program_id(0) % ((H + bh - 1) // bh)
@@ -24,6 +25,7 @@ def tile_indices(C, H, W, bh, bw, WBN, CT: tl.constexpr, BH: tl.constexpr, WB: t
     count = tl.maximum(tl.minimum(bh, H - i * bh) * tl.minimum(bw, W - j * bw), 1).to(tl.float32)[None, :]  # 1 past the map
     return c[:, None, None, None], h[None, :, None, None], w[None, None, :, :], inside, block_ok, block_index, count
 
+
 @triton.jit
 def signed_zero(x):
     """``x * 0`` for finite ``x`` (a dropped block holds no NaN or Inf): a zero with the sign of x, as PyTorch's
@@ -37,9 +39,9 @@ def signed_zero(x):
 
 @triton.jit
 def forward_kernel(x_ptr, out_ptr, threshold_ptr, keep_ptr, moment_ptr, nonzero_ptr,
-                    C, H, W, bh, bw, WBN, sxn, sxc, sxh, sxw, son, soc, soh, sow,
-                    CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr,
-                    SCORE: tl.constexpr, NONNEGATIVE: tl.constexpr, MOMENT: tl.constexpr, COUNT: tl.constexpr):
+                   C, H, W, bh: tl.constexpr, bw: tl.constexpr, WBN, sxn, sxc, sxh, sxw, son, soc, soh, sow,
+                   CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr,
+                   SCORE: tl.constexpr, NONNEGATIVE: tl.constexpr, MOMENT: tl.constexpr, COUNT: tl.constexpr):
     n = tl.program_id(0) // ((H + bh - 1) // bh)
     c, h, w, inside, block_ok, block_index, count = tile_indices(C, H, W, bh, bw, WBN, CT, BH, WB, BW)
     x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=inside, other=0.0)
@@ -71,10 +73,12 @@ def forward_kernel(x_ptr, out_ptr, threshold_ptr, keep_ptr, moment_ptr, nonzero_
         nonzero = tl.sum(tl.sum(((out != 0) & inside).to(tl.int32), axis=3), axis=1)
         tl.store(nonzero_ptr + block_offset, nonzero, mask=block_ok)
 
+
 @triton.jit
 def backward_kernel(grad_ptr, x_ptr, keep_ptr, moment_grad_ptr, out_ptr,
-                     C, H, W, bh, bw, WBN, sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw, son, soc, soh, sow,
-                     CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr, MOMENT: tl.constexpr):
+                    C, H, W, bh: tl.constexpr, bw: tl.constexpr, WBN, sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
+                    son, soc, soh, sow,
+                    CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr, MOMENT: tl.constexpr):
     n = tl.program_id(0) // ((H + bh - 1) // bh)
     c, h, w, inside, block_ok, block_index, count = tile_indices(C, H, W, bh, bw, WBN, CT, BH, WB, BW)
     block_offset = n * C * ((H + bh - 1) // bh) * WBN + block_index
