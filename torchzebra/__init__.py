@@ -15,6 +15,6 @@ __all__ = lazy_package(__name__, {
     "calibrate": ["calibrate"],
     "config": ["ZebraConfig"],
     "measure": ["LayerTraffic", "TrafficReport", "measure"],
-    "nn": ["ZebraLayer", "eval_mode", "is_prepared", "plain_model", "prepare", "remove", "set_masking", "zebra_layers"],
+    "nn": ["ZebraLayer", "eval_mode", "is_prepared", "plain_model", "prepare", "remove", "set_masking", "set_penalty", "zebra_layers"],
     "regularizer": ["zero_block_loss"],
 })

@@ -19,6 +19,7 @@ def zero_block_loss(model: nn.Module) -> torch.Tensor:
     if not terms:
         raise RuntimeError(
             "zero_block_loss() found no activations: call it after a forward pass in training mode "
-            "(model.train()) with grad enabled, and with at least one active Zebra layer"
+            "(model.train()) with grad enabled, and with at least one active Zebra layer whose penalty is on "
+            "(set_penalty(model, True); the engine turns it off in steps where lambda is 0)"
         )
     return torch.stack(terms).sum()

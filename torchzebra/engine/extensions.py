@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import slim
 from ..calibrate import calibrate
+from ..nn import set_penalty
 from ..regularizer import zero_block_loss
 from .config import OptimSection, RunConfig, ZebraSection
 from .distributed import World
@@ -111,8 +112,11 @@ class ZeroBlockPenalty(Extension):
         ramp = min(1.0, (step + 1) / section.warmup_steps) if section.warmup_steps else 1.0
         return base * ramp
 
-    def extra_loss(self, run, inputs, outputs, labels):
+    def before_forward(self, run: TrainRun, inputs: torch.Tensor) -> None:
         self.lam = self.weight(run.epoch, run.global_step)
+        set_penalty(run.model, self.lam != 0)  # no penalty computed in a step that would multiply it by 0
+
+    def extra_loss(self, run, inputs, outputs, labels):
         return self.lam * zero_block_loss(run.model) if self.lam else None
 
     def epoch_end(self, run: TrainRun, row: dict[str, Any]) -> None:

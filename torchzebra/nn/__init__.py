@@ -3,7 +3,7 @@
 from .layer import ZebraLayer
 from .modes import eval_mode, training_mode
 from .prepare import (PreparedState, is_prepared, model_device, plain_model, prepare, prepared_module, prepared_state,
-                      remove, set_masking, zebra_layers)
+                      remove, set_masking, set_penalty, zebra_layers)
 
 __all__ = ["PreparedState", "ZebraLayer", "eval_mode", "is_prepared", "model_device", "plain_model", "prepare",
-           "prepared_module", "prepared_state", "remove", "set_masking", "training_mode", "zebra_layers"]
+           "prepared_module", "prepared_state", "remove", "set_masking", "set_penalty", "training_mode", "zebra_layers"]

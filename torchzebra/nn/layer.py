@@ -49,6 +49,7 @@ class ZebraLayer(nn.Module):
         self.weight = weight
         self.active = active
         self.masking = True  # switched off by ``set_masking`` for exactness checks
+        self.penalized = True  # computes ``last_penalty`` in training; ``set_penalty`` switches it off
         self.nonnegative = nonnegative
         self.inplace = False  # prepare() sets it where nobody else reads the input: overwritten when autograd does not need it
         self.consumers = 1  # operations that read this map; prepare() counts them in the traced graph
@@ -67,7 +68,7 @@ class ZebraLayer(nn.Module):
 
     def _masked(self, x: torch.Tensor) -> torch.Tensor:
         """The block mask of ``x`` (N, C, H, W) applied, the map counted while a tally is set."""
-        penalty = self.penalty if self.training and torch.is_grad_enabled() and self.active else None
+        penalty = self.penalty if self.training and torch.is_grad_enabled() and self.active and self.penalized else None
         inplace = self.inplace and not torch.is_grad_enabled()
         masking = self.active and self.masking
         per_block = None  # the masked blocks' non-zero counts, where the fused kernel counted them

@@ -282,3 +282,10 @@ def set_masking(model: nn.Module, enabled: bool) -> None:
     """Switch the block masks of every layer on or off (off: the model computes the original outputs)."""
     for _, layer in zebra_layers(model):
         layer.masking = enabled
+
+
+def set_penalty(model: nn.Module, enabled: bool) -> None:
+    """Switch the penalty each layer computes in training on or off (off where nothing adds it to the loss,
+    as with a zero lambda: ``zero_block_loss`` then finds no terms)."""
+    for _, layer in zebra_layers(model):
+        layer.penalized = enabled
