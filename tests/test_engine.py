@@ -210,7 +210,8 @@ def test_density_ramp_is_cubic_from_one_to_target():
 
 
 def test_no_penalty_is_computed_in_steps_where_lambda_is_zero(residual_net):
-    """lam_epochs [0, 0.1]: the layers compute no penalty in the first epoch (nothing would use it), then do."""
+    """lam_epochs [0, 0.1]: the layers compute no penalty in the first epoch's steps (nothing would use it),
+    then do; every epoch ends with the penalty on, so a trained model hands back penalties like a prepared one."""
     penalty = ZeroBlockPenalty(tiny_config("zebra.lam_epochs=[0, 0.1]").zebra)
     model = tz.prepare(residual_net).train()
     for epoch, wanted in ((0, False), (1, True)):
@@ -220,6 +221,8 @@ def test_no_penalty_is_computed_in_steps_where_lambda_is_zero(residual_net):
         assert all((layer.last_penalty is not None) == wanted for _, layer in zebra_layers(model))
         term = penalty.extra_loss(run, None, None, None)
         assert (term is not None) == wanted and penalty.lam == (0.1 if wanted else 0.0)
+        penalty.epoch_end(run, {})  # the model is handed back with its penalty on
+        assert all(layer.penalized for _, layer in zebra_layers(model))
 
 
 def test_training_with_calibrated_density_prunes_to_the_target(tmp_path):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -47,48 +48,72 @@ def dyadic_map(shape, dtype, channels_last, specials=False, generator=None) -> t
 @given(n=st.integers(1, 2), c=st.integers(1, 5), h=st.integers(1, 11), w=st.integers(1, 11),
        block=st.one_of(st.integers(1, 5), st.just("map")), score=st.sampled_from(["mean", "max", "rms"]),
        dtype=st.sampled_from(sorted(DTYPES)), channels_last=st.booleans(), nonnegative=st.booleans(),
-       threshold=st.sampled_from([0.0, 0.3, 1.0]), specials=st.booleans(), seed=st.integers(0, 2**16))
+       threshold=st.sampled_from([0.0, 0.3, 1.0, -1.0, float("inf"), -float("inf")]), specials=st.booleans(),
+       tile=st.sampled_from([16, 4096]), seed=st.integers(0, 2**16))
 def test_fused_forward_equals_the_reference(n, c, h, w, block, score, dtype, channels_last, nonnegative, threshold,
-                                            specials, seed):
+                                            specials, tile, seed):
+    """tile 16: a program takes fewer channels than the map has (several programs per block row)."""
     x = dyadic_map((n, c, h, w), dtype, channels_last, specials, torch.Generator().manual_seed(seed))
     if nonnegative:
         x = x.abs()
     keep = block_keep(x, block, score, torch.tensor(threshold), nonnegative)
     want = apply_block_mask(x, keep, block)
-    got = masked_activation(x, block, score, torch.tensor(threshold), nonnegative, count=True)
+    with mock.patch.object(fused, "_TILE", tile):
+        got = masked_activation(x, block, score, torch.tensor(threshold), nonnegative, count=True)
     assert same(got.output, want) and got.output.stride() == x.stride()
     assert torch.equal(got.nonzero.long(), block_nonzero_counts(want, block))
 
 
+CASES = [("float32", "mean", (2, 4, 7, 9), 3, False), ("float32", "rms", (2, 4, 8, 8), 4, False),
+         ("bfloat16", "max", (2, 4, 7, 9), 3, True), ("float16", "mean", (2, 3, 5, 6), "map", True)]
+
+
 @pytest.mark.parametrize("penalty", ["group_lasso", "l1", "l2"])
-@pytest.mark.parametrize("dtype, score", [("float32", "mean"), ("float32", "rms"), ("bfloat16", "max")])
+@pytest.mark.parametrize("dtype, score, shape, block, nonnegative", CASES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fused_penalty_and_gradients_equal_the_reference(penalty, dtype, score, channels_last):
-    x = dyadic_map((2, 4, 7, 9), dtype, channels_last) + 0.0625  # no all-zero block: the group lasso has a gradient there
-    upstream = torch.randn(x.shape).to(x)
+@pytest.mark.parametrize("upstream", ["dense", "expanded"])
+def test_fused_penalty_and_gradients_equal_the_reference(penalty, dtype, score, shape, block, nonnegative,
+                                                         channels_last, upstream):
+    """All-zero blocks included; "expanded": the output's gradient arrives with stride 0 (``out.sum()``)."""
+    x = dyadic_map(shape, dtype, channels_last)
+    x = x.abs() if nonnegative else x
+    weights = torch.randn(x.shape).to(x)
     results = []
     for fused_path in (False, True):
         leaf = x.clone().requires_grad_(True)
         if fused_path:
-            out, moments, _ = masked_activation(leaf, 3, score, torch.tensor(0.3), penalty=penalty)
+            with mock.patch.object(fused, "_TILE", 16):
+                out, moments, _ = masked_activation(leaf, block, score, torch.tensor(0.3), nonnegative, penalty=penalty)
             value = penalty_from_moments(moments, penalty)
         else:
-            out = apply_block_mask(leaf, block_keep(leaf, 3, score, torch.tensor(0.3)), 3)
-            value = block_penalty(leaf, 3, penalty)
-        ((out * upstream).float().sum() + 10 * value.float()).backward()
+            out = apply_block_mask(leaf, block_keep(leaf, block, score, torch.tensor(0.3), nonnegative), block)
+            value = block_penalty(leaf, block, penalty)
+        task = out.sum().float() if upstream == "expanded" else (out * weights).float().sum()
+        (task + 10 * value.float()).backward()
         results.append((out.detach(), value.float().detach(), leaf.grad))
     (want, want_value, want_grad), (got, got_value, got_grad) = results
-    assert same(got, want)
-    tolerance = {} if dtype == "float32" else {"rtol": 2e-2, "atol": 2e-2}  # the reference squares in bfloat16
+    assert same(got, want) and torch.isfinite(got_grad).all()
+    tolerance = {} if dtype == "float32" else {"rtol": 2e-2, "atol": 2e-2}  # the reference rounds twice
     torch.testing.assert_close(got_value, want_value, **tolerance)
     torch.testing.assert_close(got_grad, want_grad, **tolerance)
 
 
-def test_fused_inplace_overwrites_the_input():
-    x = dyadic_map((2, 3, 8, 8), "float32", False)
+@pytest.mark.parametrize("dtype, channels_last", [("float32", False), ("bfloat16", True)])
+def test_fused_inplace_overwrites_the_input(dtype, channels_last):
+    x = dyadic_map((2, 3, 8, 8), dtype, channels_last)
     want = apply_block_mask(x, block_keep(x, 4, "mean", 0.3), 4)
-    got = masked_activation(x, 4, "mean", torch.tensor(0.3), inplace=True).output
-    assert got.data_ptr() == x.data_ptr() and torch.equal(x, want)
+    with torch.no_grad():
+        got = masked_activation(x, 4, "mean", torch.tensor(0.3), inplace=True).output
+    assert got is x and same(x, want)
+
+
+def test_the_kernels_refuse_second_derivatives():
+    """The kernel's gradient has no graph of its own: double backward is refused, never silently wrong."""
+    leaf = dyadic_map((1, 2, 4, 4), "float32", False).requires_grad_(True)
+    out = masked_activation(leaf, 2, "mean", torch.tensor(0.0)).output
+    (grad,) = torch.autograd.grad(out.square().sum(), leaf, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward|does not require grad"):
+        grad.sum().backward()
 
 
 def test_usable_only_where_the_kernels_help():
@@ -141,9 +166,20 @@ def test_a_prepared_model_trains_and_counts_the_same_through_the_kernels(residua
 
 @pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="Triton's NVIDIA backend is not installed")
 def test_the_kernels_compile_for_an_h100():
-    """What the interpreter cannot show: every kernel variant compiles for sm_90 (through ptxas), GPU or not."""
+    """What the interpreter cannot show: the kernels compile for sm_90 (through ptxas) as typical maps would launch
+    them, GPU or not."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("compile_kernels.py")
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("compiled") == 36
+    assert done.stdout.count("compiled") == 90  # 3 dtypes x 5 maps x 3 option sets, forward and backward
+
+
+def test_a_calibration_pass_takes_the_reference_path(residual_net, fused_calls):
+    """Calibration sets thresholds from the scores' quantile, which the kernels do not compute."""
+    model = tz.prepare(residual_net.to(DEVICE).eval())
+    for _, layer in tz.zebra_layers(model):
+        layer.calibration_density = 0.5
+    with torch.no_grad():
+        model(torch.randn(2, 1, 8, 8, device=DEVICE))
+    assert fused_calls == [] and all(layer.threshold > 0 for _, layer in tz.zebra_layers(model))

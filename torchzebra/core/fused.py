@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Iterator, NamedTuple
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 from .blocks import BlockSize, block_shape
 
@@ -81,11 +82,22 @@ def _tiling(x: torch.Tensor, block_size: BlockSize) -> _Tiling | None:
 
 def usable(x: torch.Tensor, block_size: BlockSize) -> bool:
     """Whether the layer takes the fused path for ``x``: an eager 4-D CUDA map of a half or single type whose
-    block row fits one program, with Triton installed and the kernels not turned off; never while tracing or
-    exporting (torch.compile, torch.export, torch.jit.trace record the PyTorch ops instead)."""
-    return (_enabled and type(x) is torch.Tensor and x.is_cuda and x.dim() == 4 and x.dtype in _DTYPES
-            and 0 < x.numel() < 2**31 and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+    block row fits one program, with Triton installed and the kernels not turned off; never while tracing,
+    exporting or under torch.func transforms and forward-mode AD (they record or differentiate PyTorch ops)."""
+    return (_enabled and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and type(x) is torch.Tensor and x.is_cuda and x.dim() == 4 and x.dtype in _DTYPES and x.numel() > 0
+            and not torch._C._are_functorch_transforms_active() and forward_ad._current_level < 0
             and _tiling(x, block_size) is not None and _kernels() is not None)
+
+
+def _on_device(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the one ``x`` is on."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+def _geometry(tiling: _Tiling) -> tuple[int, int, int, int]:
+    """The block grid and block shape arguments every kernel takes after (C, H, W): bh, bw, Hb, Wb."""
+    return tiling.bh, tiling.bw, tiling.hb, tiling.wb
 
 
 def _launch_grid(x: torch.Tensor, tiling: _Tiling) -> tuple[int, int]:
@@ -94,7 +106,8 @@ def _launch_grid(x: torch.Tensor, tiling: _Tiling) -> tuple[int, int]:
 
 
 def _meta(tiling: _Tiling) -> dict[str, int]:
-    """The tile's constexpr sizes, and enough warps that a thread holds at most 16 elements of it."""
+    """The tile's constexpr sizes, and warps by tile size: 16 elements per thread, up to 16 warps (32 for the
+    largest tiles)."""
     elements = tiling.channels * tiling.rows * tiling.blocks * tiling.cols
     return {"CT": tiling.channels, "BH": tiling.rows, "WB": tiling.blocks, "BW": tiling.cols,
             "num_warps": min(16, max(4, elements // 512))}
@@ -103,12 +116,43 @@ def _meta(tiling: _Tiling) -> dict[str, int]:
 class _Options(NamedTuple):
     """What one fused call computes, besides the masked map."""
 
-    block_size: BlockSize
+    tiling: _Tiling
     score: str
     nonnegative: bool
     moment: int  # MOMENT_CODES: 0 none, 1 block mean |x|, 2 block mean x*x
     count: bool
-    inplace: bool
+
+
+def forward_launch(x: torch.Tensor, out: torch.Tensor, threshold: torch.Tensor, options: _Options):
+    """The forward kernel's grid, arguments and compile-time options for ``x`` written to ``out``, with the
+    keep, moment and count buffers they fill (also what ``tests/compile_kernels.py`` compiles)."""
+    tiling = options.tiling
+    n, channels, height, width = x.shape
+    blocks = (n, channels, tiling.hb, tiling.wb)
+    keep = torch.empty(blocks, dtype=torch.int8, device=x.device)
+    moments = torch.empty(blocks if options.moment else (0,), dtype=torch.float32, device=x.device)
+    nonzero = torch.empty(blocks if options.count else (0,), dtype=torch.int32, device=x.device)
+    args = (x, out, threshold, keep, moments, nonzero, channels, height, width, *_geometry(tiling), *x.stride(),
+            *out.stride())
+    constants = {**_meta(tiling), "SCORE": SCORE_CODES[options.score], "NONNEGATIVE": options.nonnegative,
+                 "MOMENT": options.moment, "COUNT": options.count}
+    return _launch_grid(x, tiling), args, constants, (keep, moments, nonzero)
+
+
+def backward_launch(grad: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, moment_grad: torch.Tensor,
+                    out: torch.Tensor, tiling: _Tiling, moment: int):
+    """The backward kernel's grid, arguments and compile-time options."""
+    args = (grad, x, keep, moment_grad, out, *grad.shape[1:], *_geometry(tiling), *grad.stride(), *x.stride(),
+            *out.stride())
+    return _launch_grid(grad, tiling), args, {**_meta(tiling), "MOMENT": moment}
+
+
+def _forward(x: torch.Tensor, out: torch.Tensor, threshold: torch.Tensor, options: _Options):
+    """Run the forward kernel; the keep, moment and count buffers it filled."""
+    grid, args, constants, buffers = forward_launch(x, out, threshold.detach().to(x.device, torch.float32), options)
+    with _on_device(x):
+        _kernels().forward_kernel[grid](*args, **constants)
+    return buffers
 
 
 class _MaskedActivation(torch.autograd.Function):
@@ -117,34 +161,26 @@ class _MaskedActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, threshold: torch.Tensor, options: _Options):
-        tiling = _tiling(x, options.block_size)
-        n, channels, height, width = x.shape
-        out = x if options.inplace else torch.empty_like(x)
-        blocks = (n, channels, tiling.hb, tiling.wb)
-        keep = torch.empty(blocks, dtype=torch.int8, device=x.device)
-        moments = torch.empty(blocks if options.moment else (0,), dtype=torch.float32, device=x.device)
-        nonzero = torch.empty(blocks if options.count else (0,), dtype=torch.int32, device=x.device)
-        _kernels().forward_kernel[_launch_grid(x, tiling)](
-            x, out, threshold.detach().to(device=x.device, dtype=torch.float32), keep, moments, nonzero,
-            channels, height, width, tiling.bh, tiling.bw, tiling.wb, *x.stride(), *out.stride(), **_meta(tiling),
-            SCORE=SCORE_CODES[options.score], NONNEGATIVE=options.nonnegative, MOMENT=options.moment, COUNT=options.count)
-        ctx.tiling, ctx.moment = tiling, options.moment
+        out = torch.empty_like(x)
+        keep, moments, nonzero = _forward(x, out, threshold, options)
+        ctx.tiling, ctx.moment = options.tiling, options.moment
+        ctx.layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         ctx.save_for_backward(keep, x if options.moment else None)
-        ctx.mark_non_differentiable(nonzero)
+        ctx.mark_non_differentiable(*([nonzero] if options.moment else [moments, nonzero]))
         return out, moments, nonzero
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the kernel's gradient has no graph: refuse double backward
     def backward(ctx, grad, moment_grad, _nonzero_grad):
         keep, x = ctx.saved_tensors
-        tiling, moment = ctx.tiling, ctx.moment
-        out = torch.empty_like(grad)
-        if moment:
+        out = torch.empty_like(grad, memory_format=ctx.layout)  # an expanded gradient gets the map's layout
+        if ctx.moment:
             moment_grad = moment_grad.contiguous()  # a mean's gradient arrives expanded (stride 0)
         else:
             x, moment_grad = grad, keep  # unread placeholders
-        _kernels().backward_kernel[_launch_grid(grad, tiling)](
-            grad, x, keep, moment_grad, out, *grad.shape[1:], tiling.bh, tiling.bw, tiling.wb,
-            *grad.stride(), *x.stride(), *out.stride(), **_meta(tiling), MOMENT=moment)
+        grid, args, constants = backward_launch(grad, x, keep, moment_grad, out, ctx.tiling, ctx.moment)
+        with _on_device(grad):
+            _kernels().backward_kernel[grid](*args, **constants)
         return out, None, None
 
 
@@ -167,11 +203,17 @@ def masked_activation(
     """``apply_block_mask(x, block_keep(x, ...))`` in one pass; with ``penalty`` also the block moments that
     ``penalty_from_moments`` turns into the zero-block penalty, with ``count`` the masked blocks' non-zeros.
     ``x`` must be a map ``usable`` accepts (or any map under ``TRITON_INTERPRET=1``)."""
-    if x.dim() != 4 or x.numel() == 0 or _kernels() is None or _tiling(x, block_size) is None:
+    tiling = _tiling(x, block_size) if x.dim() == 4 and x.numel() > 0 and _kernels() is not None else None
+    if tiling is None:
         raise ValueError(f"the fused kernels cannot take this map ({tuple(x.shape)}, block {block_size!r}): "
                          "check usable(x, block_size) first")
-    if inplace and torch.is_grad_enabled() and x.requires_grad:
-        raise ValueError("inplace=True overwrites the map autograd needs: use it under torch.no_grad() only")
-    options = _Options(block_size, score, nonnegative, MOMENT_CODES[penalty], count, inplace)
-    out, moments, nonzero = _MaskedActivation.apply(x, torch.as_tensor(threshold), options)
+    options = _Options(tiling, score, nonnegative, MOMENT_CODES[penalty], count)
+    threshold = torch.as_tensor(threshold)
+    if inplace:  # no autograd: the kernel writes over x (each program reads its strip before writing it)
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise ValueError("inplace=True overwrites the map autograd needs: use it under torch.no_grad() only")
+        _, moments, nonzero = _forward(x, x, threshold, options)
+        out = x
+    else:
+        out, moments, nonzero = _MaskedActivation.apply(x, threshold, options)
     return FusedResult(out, moments if penalty else None, nonzero if count else None)

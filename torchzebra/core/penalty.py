@@ -34,7 +34,8 @@ def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_las
         if x.shape[-2] % bh == 0 and x.shape[-1] % bw == 0:  # equal blocks: the mean of block means is the mean
             return x.abs().mean()
         return block_scores(x, block_size, "mean").mean()
-    return penalty_from_moments(block_scores(x * x, block_size, "mean", nonnegative=True), kind)
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))  # in float16 x*x overflows and 1e-12 rounds to 0
+    return penalty_from_moments(block_scores(wide * wide, block_size, "mean", nonnegative=True), kind)
 
 
 def penalty_from_moments(moments: torch.Tensor, kind: str) -> torch.Tensor:

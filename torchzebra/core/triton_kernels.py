@@ -6,11 +6,13 @@ import triton.language as tl
 
 
 @triton.jit
-def tile_indices(C, H, W, bh: tl.constexpr, bw: tl.constexpr, WBN,
+def tile_indices(C, H, W, bh: tl.constexpr, bw: tl.constexpr, HBN, WBN,
                  CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr):
-    """Channel, row and column of every tile element (CT, BH, WB, BW), which lie in the map, and the block
-    index, block validity and element count of every block (CT, WB) of this program's block row."""
-    i = tl.program_id(0) % ((H + bh - 1) // bh)
+    """The image (int64, so that offsets past 2**31 elements stay right); channel, row and column of every tile
+    element (CT, BH, WB, BW) and which lie in the map; the offset, validity and element count of every block
+    (CT, WB) of this program's block row in the (N, C, Hb, Wb) block tensors."""
+    n = (tl.program_id(0) // HBN).to(tl.int64)
+    i = tl.program_id(0) % HBN
     c = tl.program_id(1) * CT + tl.arange(0, CT)
     r = tl.arange(0, BH)
     j = tl.arange(0, WB)
@@ -19,11 +21,10 @@ def tile_indices(C, H, W, bh: tl.constexpr, bw: tl.constexpr, WBN,
     w = j[:, None] * bw + k[None, :]  # (WB, BW)
     inside = ((c < C)[:, None, None, None] & ((r < bh) & (h < H))[None, :, None, None]
               & ((k[None, :] < bw) & (w < W))[None, None, :, :])
-    hb = (H + bh - 1) // bh
     block_ok = (c < C)[:, None] & (j < WBN)[None, :]
-    block_index = (c[:, None] * hb + i) * WBN + j[None, :]
+    block_offset = n * C * HBN * WBN + (c[:, None] * HBN + i) * WBN + j[None, :]
     count = tl.maximum(tl.minimum(bh, H - i * bh) * tl.minimum(bw, W - j * bw), 1).to(tl.float32)[None, :]  # 1 past the map
-    return c[:, None, None, None], h[None, :, None, None], w[None, None, :, :], inside, block_ok, block_index, count
+    return n, c[:, None, None, None], h[None, :, None, None], w[None, None, :, :], inside, block_ok, block_offset, count
 
 
 @triton.jit
@@ -39,18 +40,17 @@ def signed_zero(x):
 
 @triton.jit
 def forward_kernel(x_ptr, out_ptr, threshold_ptr, keep_ptr, moment_ptr, nonzero_ptr,
-                   C, H, W, bh: tl.constexpr, bw: tl.constexpr, WBN, sxn, sxc, sxh, sxw, son, soc, soh, sow,
+                   C, H, W, bh: tl.constexpr, bw: tl.constexpr, HBN, WBN, sxn, sxc, sxh, sxw, son, soc, soh, sow,
                    CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr,
                    SCORE: tl.constexpr, NONNEGATIVE: tl.constexpr, MOMENT: tl.constexpr, COUNT: tl.constexpr):
-    n = tl.program_id(0) // ((H + bh - 1) // bh)
-    c, h, w, inside, block_ok, block_index, count = tile_indices(C, H, W, bh, bw, WBN, CT, BH, WB, BW)
+    n, c, h, w, inside, block_ok, block_offset, count = tile_indices(C, H, W, bh, bw, HBN, WBN, CT, BH, WB, BW)
     x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=inside, other=0.0)
     wide = x.to(tl.float32)
     magnitude = wide if NONNEGATIVE else tl.abs(wide)
     threshold = tl.load(threshold_ptr).to(tl.float32)
     largest = 3.4028234663852886e38  # a finite limit: a +Inf score is kept even against an infinite threshold
     if SCORE == 1:
-        score = tl.max(tl.max(magnitude, axis=3), axis=1)
+        score = tl.max(tl.max(tl.where(inside, magnitude, -float("inf")), axis=3), axis=1)  # padding: never the max
         has_nan = tl.max(tl.max((wide != wide).to(tl.int32), axis=3), axis=1) > 0
         limit = tl.minimum(threshold, largest)
         keep = (score > limit) | has_nan
@@ -64,7 +64,6 @@ def forward_kernel(x_ptr, out_ptr, threshold_ptr, keep_ptr, moment_ptr, nonzero_
             keep = keep | (squares > square_limit) | (squares != squares)
     out = tl.where(keep[:, None, :, None], x, signed_zero(x))
     tl.store(out_ptr + n * son + c * soc + h * soh + w * sow, out, mask=inside)
-    block_offset = n * C * ((H + bh - 1) // bh) * WBN + block_index
     tl.store(keep_ptr + block_offset, keep.to(tl.int8), mask=block_ok)
     if MOMENT != 0:
         part = tl.abs(wide) if MOMENT == 1 else wide * wide
@@ -76,12 +75,10 @@ def forward_kernel(x_ptr, out_ptr, threshold_ptr, keep_ptr, moment_ptr, nonzero_
 
 @triton.jit
 def backward_kernel(grad_ptr, x_ptr, keep_ptr, moment_grad_ptr, out_ptr,
-                    C, H, W, bh: tl.constexpr, bw: tl.constexpr, WBN, sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
+                    C, H, W, bh: tl.constexpr, bw: tl.constexpr, HBN, WBN, sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
                     son, soc, soh, sow,
                     CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr, MOMENT: tl.constexpr):
-    n = tl.program_id(0) // ((H + bh - 1) // bh)
-    c, h, w, inside, block_ok, block_index, count = tile_indices(C, H, W, bh, bw, WBN, CT, BH, WB, BW)
-    block_offset = n * C * ((H + bh - 1) // bh) * WBN + block_index
+    n, c, h, w, inside, block_ok, block_offset, count = tile_indices(C, H, W, bh, bw, HBN, WBN, CT, BH, WB, BW)
     grad = tl.load(grad_ptr + n * sgn + c * sgc + h * sgh + w * sgw, mask=inside, other=0.0)
     keep = tl.load(keep_ptr + block_offset, mask=block_ok, other=0) != 0
     result = tl.where(keep[:, None, :, None], grad, grad * 0.0)  # as autograd multiplies by the 0/1 mask

@@ -113,14 +113,15 @@ class ZeroBlockPenalty(Extension):
         return base * ramp
 
     def before_forward(self, run: TrainRun, inputs: torch.Tensor) -> None:
-        self.lam = self.weight(run.epoch, run.global_step)
-        set_penalty(run.model, self.lam != 0)  # no penalty computed in a step that would multiply it by 0
+        set_penalty(run.model, self.weight(run.epoch, run.global_step) != 0)  # none where it would count 0 times
 
     def extra_loss(self, run, inputs, outputs, labels):
+        self.lam = self.weight(run.epoch, run.global_step)
         return self.lam * zero_block_loss(run.model) if self.lam else None
 
     def epoch_end(self, run: TrainRun, row: dict[str, Any]) -> None:
         row["lam"] = self.lam
+        set_penalty(run.model, True)  # the trained model hands back penalties again, as a prepared one does
 
 
 class BnSparsity(Extension):

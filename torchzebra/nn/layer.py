@@ -20,11 +20,12 @@ class ZebraLayer(nn.Module):
     """Zeroes the blocks of an activation map whose score is at most the layer's threshold.
 
     One instance per call site, with its own threshold (a buffer, so it is saved and loaded with the
-    model). In training with grad enabled it computes the zero-block penalty of the unmasked activation
-    in the same forward (``last_penalty``, a scalar that ``zero_block_loss`` sums: a compiled model fuses
-    it with the mask and hands back one number per layer, not the map); while ``tally`` is set it counts
-    the traffic of every map it outputs. Inputs that are not 4-D maps (a classifier's ReLU) pass through
-    unchanged and are never counted.
+    model). In training with grad enabled (and ``penalized``, which ``set_penalty`` turns off) it computes
+    the zero-block penalty of the unmasked activation in the same forward (``last_penalty``, a scalar that
+    ``zero_block_loss`` sums: a compiled model fuses it with the mask and hands back one number per layer,
+    not the map); on a GPU in eager mode the fused Triton kernels do all of it in one pass over the map
+    (``core/fused.py``); while ``tally`` is set it counts the traffic of every map it outputs. Inputs that
+    are not 4-D maps (a classifier's ReLU) pass through unchanged and are never counted.
     """
 
     def __init__(
