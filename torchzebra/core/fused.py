@@ -185,6 +185,8 @@ class _MaskedActivation(torch.autograd.Function):
 
 
 class FusedResult(NamedTuple):
+    """What ``masked_activation`` returns; the optional parts are None where they were not asked for."""
+
     output: torch.Tensor  # the masked map
     moments: torch.Tensor | None  # the penalty's block moments (N, C, Hb, Wb), float32, differentiable
     nonzero: torch.Tensor | None  # non-zero elements of every masked block (N, C, Hb, Wb), int32
