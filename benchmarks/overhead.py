@@ -8,7 +8,7 @@ compiled, phase) with the medians, their ratio and the goal. With ``--compile`` 
 (a forward under no_grad) and ``measure`` (``tz.measure``'s exact counting, against plain inference).
 Goals: train <= 1.10x, inference <= 1.05x; counting >= 25 % of inference throughput.
 
-    .venv/bin/python benchmarks/overhead.py [--models torchvision cifar] [--repeats 15] [--threads N]
+    .venv/bin/python benchmarks/overhead.py [--models torchvision cifar] [--repeats 25] [--threads N]
         [--device cpu|cuda] [--compile] [--batch-size 64] [--size 32] [--precision fp32|bf16] [--channels-last]
         [--profile]
 """
@@ -131,7 +131,7 @@ def _report(name: str, mode: str, medians: dict[tuple[str, str], float], batch: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["torchvision", "cifar"])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=25, help="timed runs per phase and model (single compiled calls vary by +-15 %% on 2 cores)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=32, help="input height and width (default 32)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
