@@ -10,18 +10,21 @@
    throughput of torchvision's resnet18 (the same network) on a batch already on the device (step 1, bf16 +
    channels_last, in the same mode).
 
-Measurements run most wanted first, each caught on its own, and none starts after ``--budget-s`` seconds. The
-markdown table is rewritten after every one to ``--out`` (default ``$OUT/gpu_check.md`` where ``$OUT`` is set,
-else ``runs/gpu_check.md``), so a run cut short keeps what it measured.
+First it runs tests/test_fused.py (the kernels against the PyTorch reference; on a GPU their first real
+launches) and puts its summary in the table's header (``--no-tests`` skips it). Measurements run most wanted
+first, each caught on its own, and none starts after ``--budget-s`` seconds from the start (tests included).
+The markdown table is rewritten after every one to ``--out`` (default ``$OUT/gpu_check.md`` where ``$OUT`` is
+set, else ``runs/gpu_check.md``), so a run cut short keeps what it measured.
 
     python benchmarks/gpu_check.py [--repeats 10] [--steps 100] [--device cuda] [--out FILE] [--eager-only]
-        [--budget-s 480]
+        [--budget-s 480] [--no-tests]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,6 +80,20 @@ def paper_row(args: argparse.Namespace, zebra: bool, compiled: bool, own: float 
             f"{'compiled' if compiled else 'eager'} | {rate:,.0f} img/s | {versus} |")
 
 
+def kernel_tests(timeout_s: float) -> str:
+    """Run tests/test_fused.py here (on a GPU: the kernels' first real launches); its summary line."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-p", "no:cacheprovider", "tests/test_fused.py"],
+                              cwd=root, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"tests/test_fused.py: stopped after {timeout_s:.0f} s"
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode:
+        print(done.stdout[-4000:], done.stderr[-2000:], flush=True)
+    return f"tests/test_fused.py: {lines[-1] if lines else 'no output'} (exit {done.returncode})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
@@ -86,14 +103,17 @@ def main() -> None:
     parser.add_argument("--eager-only", action="store_true", help="skip the compiled rows (a quick dry run)")
     parser.add_argument("--budget-s", type=float, default=480, help="start no new measurement after this many seconds")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs")) / "gpu_check.md")
+    parser.add_argument("--no-tests", action="store_true", help="skip running tests/test_fused.py first")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_check.py needs a CUDA GPU (or --device cpu for a dry run of the script)")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     started = time.perf_counter()
+    tests = "tests not run" if args.no_tests else kernel_tests(timeout_s=180)
+    print(tests, f"[{time.perf_counter() - started:.0f} s]", flush=True)
     overhead_lines = [f"`python benchmarks/gpu_check.py` on {name}, torch {torch.__version__}, batch {args.batch_size}, "
                       f"{time.strftime('%Y-%m-%d')}; median of {args.repeats} alternating runs; Zebra block 4, mean score, "
-                      "group-lasso penalty 1e-2.", "",
+                      f"group-lasso penalty 1e-2. {tests}.", "",
                       "| model, input | precision, layout | mode | train: base / Zebra img/s | ratio | "
                       "inference: base / Zebra img/s | ratio | counting img/s (share of inference) |",
                       "|---|---|---|---|---|---|---|---|"]
