@@ -48,7 +48,7 @@ def dyadic_map(shape, dtype, channels_last, specials=False, generator=None) -> t
 @given(n=st.integers(1, 2), c=st.integers(1, 5), h=st.integers(1, 11), w=st.integers(1, 11),
        block=st.one_of(st.integers(1, 5), st.just("map")), score=st.sampled_from(["mean", "max", "rms"]),
        dtype=st.sampled_from(sorted(DTYPES)), channels_last=st.booleans(), nonnegative=st.booleans(),
-       threshold=st.sampled_from([0.0, 0.3, 1.0, -1.0, float("inf"), -float("inf")]), specials=st.booleans(),
+       threshold=st.sampled_from([0.0, 0.3, 1.0, -1.0, float("inf"), -float("inf"), float("nan")]), specials=st.booleans(),
        tile=st.sampled_from([16, 4096]), seed=st.integers(0, 2**16))
 def test_fused_forward_equals_the_reference(n, c, h, w, block, score, dtype, channels_last, nonnegative, threshold,
                                             specials, tile, seed):

@@ -48,20 +48,20 @@ def forward_kernel(x_ptr, out_ptr, threshold_ptr, keep_ptr, moment_ptr, nonzero_
     wide = x.to(tl.float32)
     magnitude = wide if NONNEGATIVE else tl.abs(wide)
     threshold = tl.load(threshold_ptr).to(tl.float32)
-    largest = 3.4028234663852886e38  # a finite limit: a +Inf score is kept even against an infinite threshold
+    # kept: not (value <= limit), as block_keep tests it, so a NaN value or a NaN threshold keeps the block; the
+    # limit is clipped to the largest float, so a +Inf value is kept even against an infinite threshold
+    largest = 3.4028234663852886e38
     if SCORE == 1:
         score = tl.max(tl.max(tl.where(inside, magnitude, -float("inf")), axis=3), axis=1)  # padding: never the max
         has_nan = tl.max(tl.max((wide != wide).to(tl.int32), axis=3), axis=1) > 0
-        limit = tl.minimum(threshold, largest)
-        keep = (score > limit) | has_nan
+        keep = ~(score <= tl.minimum(threshold, largest, propagate_nan=tl.PropagateNan.ALL)) | has_nan
     else:  # sums against threshold x count, as block_keep compares them
         total = tl.sum(tl.sum(magnitude, axis=3), axis=1)
-        limit = tl.minimum(threshold * count, largest)
-        keep = (total > limit) | (total != total)
+        keep = ~(total <= tl.minimum(threshold * count, largest, propagate_nan=tl.PropagateNan.ALL))
         if SCORE == 2:
             squares = tl.sum(tl.sum(magnitude * magnitude, axis=3), axis=1)
-            square_limit = tl.minimum(threshold * tl.abs(threshold) * count, largest)
-            keep = keep | (squares > square_limit) | (squares != squares)
+            square_limit = tl.minimum(threshold * tl.abs(threshold) * count, largest, propagate_nan=tl.PropagateNan.ALL)
+            keep = keep | ~(squares <= square_limit)
     out = tl.where(keep[:, None, :, None], x, signed_zero(x))
     tl.store(out_ptr + n * son + c * soc + h * soh + w * sow, out, mask=inside)
     tl.store(keep_ptr + block_offset, keep.to(tl.int8), mask=block_ok)
