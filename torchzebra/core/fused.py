@@ -14,14 +14,13 @@ import contextlib
 import functools
 import importlib
 import importlib.util
-import math
 from types import ModuleType
 from typing import Iterator, NamedTuple
 
 import torch
 import torch.autograd.forward_ad as forward_ad
 
-from .blocks import BlockSize, block_shape
+from .blocks import BlockSize, block_grid, block_shape
 
 
 SCORE_CODES = {"mean": 0, "max": 1, "rms": 2}
@@ -71,7 +70,7 @@ def _tiling(x: torch.Tensor, block_size: BlockSize) -> _Tiling | None:
     """How programs tile ``x`` (N, C, H, W) with powers of two; None when one block row is too large for a program."""
     channels, height, width = x.shape[1:]
     bh, bw = block_shape(block_size, height, width)
-    hb, wb = math.ceil(height / bh), math.ceil(width / bw)
+    hb, wb = block_grid(block_size, height, width)
     rows, blocks, cols = (_power_of_two(v) for v in (bh, wb, bw))
     row_tile = rows * blocks * cols
     if row_tile > _MAX_ROW_TILE:
