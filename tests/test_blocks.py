@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from torchzebra.core import (
     apply_block_mask,
@@ -310,3 +312,65 @@ def test_autocast_does_not_round_the_block_sums():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert block_keep(x, 4, "mean", 2.0 / 16).flatten().tolist() == [False, False, False, True]
         assert block_scores(x, 4)[0, 0, 1, 1] == 2.0078125 / 16
+
+
+class _NewFullSizeTensors(TorchDispatchMode):
+    """Records the op that made each new storage as large as ``like``, a full-size temporary: (op name, storage)."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        super().__init__()
+        self.like, self.found = like, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            storage = t.untyped_storage().data_ptr() if isinstance(t, torch.Tensor) else None
+            if storage is not None and t.numel() >= self.like.numel() and storage not in (
+                    self.like.untyped_storage().data_ptr(), *(ptr for _, ptr in self.found)):
+                self.found.append((func.__name__, storage))
+        return out
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["eager-cpu", "block-views"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape, block", [((4, 8, 32, 32), 4), ((4, 8, 16, 16), 4), ((4, 8, 15, 17), 4),
+                                          ((4, 8, 7, 7), 4), ((4, 8, 16, 16), "map")])
+def test_the_block_sums_of_a_relu_map_copy_it_only_where_documented(plain, dtype, channels_last, shape, block):
+    """Block views (GPUs, torch.compile) sum a half map in float32 inside the reduction and copy it only to pad
+    partial blocks; the eager CPU paths cast a half map whole to float32 first (faster there). Either way the
+    mask equals the one of the float32 map."""
+    x = torch.relu(torch.randn(shape)).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with mock.patch.object(blocks, "_plain_views", lambda _: plain), _NewFullSizeTensors(x) as ops:
+        keep = block_keep(x, block, "mean", 0.5, nonnegative=True)
+    partial = any(size % b for size, b in zip(shape[-2:], block_shape(block, *shape[-2:])))
+    expected = (["constant_pad_nd.default"] if partial else []) if plain else (
+        [] if dtype == torch.float32 else ["_to_copy.default"])
+    assert [op for op, _ in ops.found] == expected
+    counts = block_element_counts(block, *shape[-2:], dtype=torch.float32)
+    block_hw = block_shape(block, *shape[-2:])
+    assert torch.equal(keep, blocks._above(blocks._block_sums(x.float().contiguous(), block_hw), 0.5 * counts))
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["eager-cpu", "block-views"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape, block, channels_last", [((4, 8, 32, 32), 4, False), ((4, 8, 32, 32), 4, True),
+                                                         ((4, 8, 16, 16), 4, True), ((4, 8, 16, 16), "map", False)])
+def test_a_mask_takes_no_full_size_temporary_where_the_blocks_tile_the_map(plain, dtype, shape, block, channels_last):
+    """Channels_last maps whose blocks tile them, contiguous maps of more than 16 blocks and whole-map blocks are
+    masked through a broadcast: the output is the one new full-size tensor, and in place there is none."""
+    x = torch.relu(torch.randn(shape)).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    keep = block_keep(x, block, "mean", 0.5, nonnegative=True)
+    target = x.clone()
+    with mock.patch.object(blocks, "_plain_views", lambda _: plain):
+        with _NewFullSizeTensors(x) as ops:
+            out = apply_block_mask(x, keep, block)
+        with _NewFullSizeTensors(target) as inplace_ops:
+            apply_block_mask(target, keep, block, inplace=True)
+    assert [ptr for _, ptr in ops.found] == [out.untyped_storage().data_ptr()]
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert inplace_ops.found == [] and torch.equal(target, out)

@@ -120,10 +120,17 @@ def _padded_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
     return x.reshape(n, c, hb, bh, wb, bw)
 
 
-def _sum_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
-    """Sum of every ``bh x bw`` block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb), each from its own block only."""
+def _sum_blocks(x: torch.Tensor, bh: int, bw: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Sum of every ``bh x bw`` block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb) in ``dtype`` (default: that of
+    ``x``), each from its own block only.
+
+    Block views (GPUs, torch.compile) cast inside the reduction, with no full-size copy of ``x`` in ``dtype``.
+    The eager CPU paths cast ``x`` whole first: mixed-dtype row sums measured slower there (bf16 resnet18).
+    """
+    dtype = dtype or x.dtype
     if _plain_views(x):
-        return _padded_blocks(x, bh, bw).sum((3, 5))
+        return _padded_blocks(x, bh, bw).sum((3, 5), dtype=dtype)
+    x = x.to(dtype)
     n, c, height, width = x.shape
     hb, wb = math.ceil(height / bh), math.ceil(width / bw)
     partial = height % bh or width % bw
@@ -138,8 +145,8 @@ def _sum_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
         runs = (F.pad(runs, (0, wb * bw - width)) if width % bw else runs).view(-1, bw)
     # A product with a column of ones sums each run. A 0/1 block-indicator product would multiply an
     # Inf by 0 and put NaN in every block of its map.
-    ones = _indicator(runs.shape[1], runs.shape[1], x.device, x.dtype)  # (length, 1), all ones
-    with _no_autocast(x.device):  # sum in the dtype of x, not in autocast's bfloat16
+    ones = _indicator(runs.shape[1], runs.shape[1], x.device, dtype)  # (length, 1), all ones
+    with _no_autocast(x.device):  # sum in dtype, not in autocast's bfloat16
         return (runs @ ones).view(n, c, hb, wb)
 
 
@@ -156,13 +163,14 @@ class _BlockSum(torch.autograd.Function):
         return _expand(grad, *ctx.geometry), None, None
 
 
-def _block_sums(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
-    """Sum of every block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb), differentiable; each from its own block."""
+def _block_sums(x: torch.Tensor, block: tuple[int, int], dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Sum of every block of ``x`` (N, C, H, W) -> (N, C, Hb, Wb) in ``dtype`` (default: that of ``x``),
+    differentiable; each from its own block."""
     if block == (1, 1):
-        return x
+        return x.to(dtype or x.dtype)
     if x.requires_grad and not _plain_views(x):  # else autograd of the view's sum is as good
-        return _BlockSum.apply(x, *block)
-    return _sum_blocks(x, *block)
+        return _BlockSum.apply(x.to(dtype or x.dtype), *block)
+    return _sum_blocks(x, *block, dtype)
 
 
 def _block_max(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
@@ -191,9 +199,13 @@ def block_scores(
     block = block_shape(block_size, height, width)
     if score == "max":
         return _block_max(x if nonnegative else x.abs(), block)
-    wide = x.to(_accumulation_dtype(x))
-    values = wide * wide if score == "rms" else (wide if nonnegative else wide.abs())
-    means = _block_sums(values, block) / block_element_counts(block, height, width, x.device, values.dtype)
+    wide = _accumulation_dtype(x)
+    if score == "rms":
+        values = x.to(wide)
+        values = values * values
+    else:
+        values = x if nonnegative else x.abs()
+    means = _block_sums(values, block, wide) / block_element_counts(block, height, width, x.device, wide)
     return (means.sqrt() if score == "rms" else means).to(x.dtype)
 
 
@@ -223,10 +235,11 @@ def block_keep(
     magnitude = x if nonnegative else x.abs()
     if score == "max":
         return _above(_block_max(magnitude, block).to(_accumulation_dtype(x)), threshold)
-    magnitude = magnitude.to(_accumulation_dtype(x))
-    counts = block_element_counts(block, height, width, x.device, magnitude.dtype)
-    keep = _above(_block_sums(magnitude, block), threshold * counts)
+    wide = _accumulation_dtype(x)
+    counts = block_element_counts(block, height, width, x.device, wide)
+    keep = _above(_block_sums(magnitude, block, wide), threshold * counts)  # no full-size copy of a half map
     if score == "rms":  # RMS >= mean |x|, so the sum of |x| stays a valid test where x*x underflows to 0
+        magnitude = magnitude.to(wide)
         keep = keep | _above(_block_sums(magnitude * magnitude, block), threshold * abs(threshold) * counts)
     return keep
 
@@ -269,7 +282,8 @@ def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize,
     a zero keeps its sign. ``inplace=True`` overwrites ``x`` (only where autograd does not need it).
     The per-block mask is broadcast (over the map, over block rows, or over the blocks of a view in the
     layout of ``x``, channels_last included, which the output keeps), so no full-size mask is made where
-    the blocks tile the map.
+    the blocks tile the map; except on the eager CPU path, where a contiguous map of at most 16 blocks, and a
+    map with partial border blocks, are multiplied by the mask expanded in full (faster there).
     """
     n, c, height, width = x.shape
     bh, bw = block_shape(block_size, height, width)
