@@ -12,8 +12,10 @@ from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 import torchzebra as tz
 from torchzebra.core import (apply_block_mask, block_keep, block_nonzero_counts, block_penalty, fused, fused_kernels,
@@ -107,6 +109,15 @@ def test_fused_inplace_overwrites_the_input(dtype, channels_last):
     assert got is x and same(x, want)
 
 
+def test_fused_inplace_refuses_a_map_whose_elements_share_memory():
+    """As PyTorch's in-place ops do: an expanded view would be written by several programs at once."""
+    expanded = dyadic_map((1, 3, 1, 8), "float32", False).expand(2, 3, 8, 8)
+    with torch.no_grad(), pytest.raises(ValueError, match="share memory.*clone"):
+        masked_activation(expanded, 4, "mean", torch.tensor(0.3), inplace=True)
+    assert not fused._may_overlap(dyadic_map((2, 3, 8, 8), "float32", True)[:, 1:, ::2, 1:])  # a sliced view: fine
+    assert fused._may_overlap(torch.ones(3, 1).expand(3, 4).unsqueeze(0).unsqueeze(0))
+
+
 def test_the_kernels_refuse_second_derivatives():
     """The kernel's gradient has no graph of its own: double backward is refused, never silently wrong."""
     leaf = dyadic_map((1, 2, 4, 4), "float32", False).requires_grad_(True)
@@ -135,10 +146,10 @@ def test_usable_only_where_the_kernels_help():
 @pytest.fixture
 def fused_calls(monkeypatch) -> list:
     """Let layers take the fused path on this machine's device too (the interpreter, without a GPU); the list
-    gets one entry per fused call."""
+    gets each fused call's map."""
     calls, real = [], fused.masked_activation
     monkeypatch.setattr(fused, "usable", lambda x, block_size: fused._enabled and x.dim() == 4)
-    monkeypatch.setattr(fused, "masked_activation", lambda *args, **kwargs: calls.append(args[0].shape) or real(*args, **kwargs))
+    monkeypatch.setattr(fused, "masked_activation", lambda *args, **kwargs: calls.append(args[0]) or real(*args, **kwargs))
     return calls
 
 
@@ -162,6 +173,38 @@ def test_a_prepared_model_trains_and_counts_the_same_through_the_kernels(residua
         torch.testing.assert_close(g_got, g_want)
     assert got_rows == want_rows
     assert len(fused_calls) == 4  # two layers, in training and in counting; none while the kernels were off
+
+
+def test_an_nhwc_site_takes_the_kernels_in_its_own_layout(fused_calls):
+    """ConvNeXt's pattern (Linear over channels on an N, H, W, C map): the layer hands the kernels a channels_last
+    view, and outputs, the penalty and gradients are those of the reference path."""
+    class ChannelsLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Linear(6, 6)
+
+        def forward(self, x):
+            return F.relu(self.fc(self.conv(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+
+    model = tz.prepare(ChannelsLast().to(DEVICE).train(), tz.ZebraConfig(block_size=2, threshold=0.2, penalty="l1"))
+    assert [layer.layout for _, layer in tz.zebra_layers(model)] == ["NHWC"]
+    x = torch.randn(2, 3, 8, 10, device=DEVICE)
+    results = []
+    for enabled in (False, True):
+        twin = copy.deepcopy(model)
+        with fused_kernels(enabled):
+            out = twin(x)
+            loss = out.square().mean() + 0.1 * tz.zero_block_loss(twin)
+            loss.backward()
+        results.append((out.detach(), loss.detach(), [p.grad for p in twin.parameters()]))
+    (want, want_loss, want_grads), (got, got_loss, got_grads) = results
+    # one call, on a channels-first view of the N, H, W, C map, only while the kernels were on
+    assert [(tuple(m.shape), m.is_contiguous(memory_format=torch.channels_last)) for m in fused_calls] == [((2, 6, 8, 10), True)]
+    assert torch.equal(got == 0, want == 0) and (got == 0).any() and (got != 0).any()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_loss, want_loss)
+    for g_got, g_want in zip(got_grads, want_grads):
+        torch.testing.assert_close(g_got, g_want)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="Triton's NVIDIA backend is not installed")

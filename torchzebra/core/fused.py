@@ -89,6 +89,17 @@ def usable(x: torch.Tensor, block_size: BlockSize) -> bool:
             and _tiling(x, block_size) is not None and _kernels() is not None)
 
 
+def _may_overlap(x: torch.Tensor) -> bool:
+    """Whether two elements of ``x`` may share memory: each stride, smallest first, must step past the span of
+    the smaller ones (true of every dense layout and of sliced views; an expanded view fails it)."""
+    span = 0
+    for stride, size in sorted((stride, size) for size, stride in zip(x.shape, x.stride()) if size > 1):
+        if stride <= span:
+            return True
+        span += stride * (size - 1)
+    return False
+
+
 def _on_device(x: torch.Tensor) -> contextlib.AbstractContextManager:
     """Triton launches on the current CUDA device: make it the one ``x`` is on."""
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
@@ -213,6 +224,9 @@ def masked_activation(
     if inplace:  # no autograd: the kernel writes over x (each program reads its strip before writing it)
         if torch.is_grad_enabled() and x.requires_grad:
             raise ValueError("inplace=True overwrites the map autograd needs: use it under torch.no_grad() only")
+        if _may_overlap(x):
+            raise ValueError(f"inplace=True cannot write a map whose elements share memory (strides {x.stride()}, "
+                             "an expanded view): clone() it first, as PyTorch's in-place ops require")
         _, moments, nonzero = _forward(x, x, threshold, options)
         out = x
     else:
