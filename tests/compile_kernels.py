@@ -25,7 +25,8 @@ TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", t
 MAPS = [((256, 64, 32, 32), 4, torch.contiguous_format), ((256, 64, 32, 32), 4, torch.channels_last),
         ((256, 512, 2, 2), 4, torch.channels_last), ((8, 3, 7, 7), 3, torch.contiguous_format),
         ((2, 8, 100, 100), "map", torch.contiguous_format)]  # (shape, block, layout)
-OPTIONS = [("mean", True, 2, True), ("max", False, 0, False), ("rms", False, 1, True)]  # score, nonneg, moment, count
+OPTIONS = [("mean", True, 2, True), ("max", False, 0, False), ("rms", False, 1, True),
+           ("mean", True, 1, False)]  # score, nonnegative, moment, count
 
 
 def compile_launch(kernel, args: tuple, constants: dict) -> None:
@@ -57,7 +58,7 @@ def main() -> None:
             compile_launch(triton_kernels.forward_kernel, args, constants)
             print("forward", dtype, shape, block, score, "compiled", flush=True)
             grad = torch.empty((), dtype=dtype, device="meta").expand(shape) if moment else torch.empty_like(x)
-            _, args, constants = fused.backward_launch(grad, x, keep, moments, torch.empty_like(x), tiling, moment)
+            _, args, constants = fused.backward_launch(grad, x, keep, moments, torch.empty_like(x), options)
             compile_launch(triton_kernels.backward_kernel, args, constants)
             print("backward", dtype, shape, block, moment, "compiled", flush=True)
 

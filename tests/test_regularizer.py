@@ -6,6 +6,7 @@ from torch import nn
 
 import torchzebra as tz
 from torchzebra.core import block_penalty, nonzero_blocks
+from torchzebra.nn.activations import NONNEGATIVE_FUNCTIONS, NONNEGATIVE_MODULES
 
 
 @pytest.mark.parametrize("kind", ["group_lasso", "l1", "l2"])
@@ -79,3 +80,22 @@ def test_calibrate_reaches_target_block_density_per_layer(residual_net):
     assert report.layers[1].block_density > 0.5  # excluded: not calibrated, not masked
     with pytest.raises(ValueError, match="density for relu=1.5 is invalid"):
         tz.calibrate(prepared, [x], density=1.5)
+
+
+@pytest.mark.parametrize("activation", [*(cls() for cls in NONNEGATIVE_MODULES), *sorted(NONNEGATIVE_FUNCTIONS, key=str)],
+                         ids=str)
+@pytest.mark.parametrize("shape, block", [((2, 3, 8, 8), 2), ((2, 3, 7, 9), 4)])
+def test_the_l1_penalty_of_a_nonnegative_map_skips_abs_with_the_same_parameter_gradients(activation, shape, block):
+    """For every activation prepare marks non-negative, mean x in place of mean |x| changes the map's gradient at
+    exact zeros only, where the activation's own backward discards it."""
+    pre = torch.randn(shape, dtype=torch.float64) * 4
+    pre[0, 0] = 0  # exact zeros at the kink (and values past ReLU6's top)
+    results = []
+    for nonnegative in (False, True):
+        scale = torch.ones(1, shape[1], 1, 1, dtype=torch.float64, requires_grad=True)
+        x = activation(pre * scale)
+        value = block_penalty(x, block, "l1", nonnegative)
+        value.backward()
+        results.append((value.detach(), scale.grad))
+    (want, want_grad), (got, got_grad) = results
+    assert torch.equal(got, want) and torch.equal(got_grad, want_grad) and want_grad.abs().sum() > 0

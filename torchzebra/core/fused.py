@@ -149,12 +149,18 @@ def forward_launch(x: torch.Tensor, out: torch.Tensor, threshold: torch.Tensor, 
     return _launch_grid(x, tiling), args, constants, (keep, moments, nonzero)
 
 
+def _reads_map(options: _Options) -> bool:
+    """Whether the backward reads the map: for the moments' gradient, except the block mean of a map >= 0 (slope 1)."""
+    return options.moment == 2 or (options.moment == 1 and not options.nonnegative)
+
+
 def backward_launch(grad: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, moment_grad: torch.Tensor,
-                    out: torch.Tensor, tiling: _Tiling, moment: int):
+                    out: torch.Tensor, options: _Options):
     """The backward kernel's grid, arguments and compile-time options."""
-    args = (grad, x, keep, moment_grad, out, *grad.shape[1:], *_geometry(tiling), *grad.stride(), *x.stride(),
-            *out.stride())
-    return _launch_grid(grad, tiling), args, {**_meta(tiling), "MOMENT": moment}
+    args = (grad, x, keep, moment_grad, out, *grad.shape[1:], *_geometry(options.tiling), *grad.stride(),
+            *x.stride(), *out.stride())
+    constants = {**_meta(options.tiling), "MOMENT": options.moment, "NONNEGATIVE": options.nonnegative}
+    return _launch_grid(grad, options.tiling), args, constants
 
 
 def _forward(x: torch.Tensor, out: torch.Tensor, threshold: torch.Tensor, options: _Options):
@@ -173,9 +179,9 @@ class _MaskedActivation(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, threshold: torch.Tensor, options: _Options):
         out = torch.empty_like(x)
         keep, moments, nonzero = _forward(x, out, threshold, options)
-        ctx.tiling, ctx.moment = options.tiling, options.moment
+        ctx.options = options
         ctx.layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        ctx.save_for_backward(keep, x if options.moment else None)
+        ctx.save_for_backward(keep, x if _reads_map(options) else None)
         ctx.mark_non_differentiable(*([nonzero] if options.moment else [moments, nonzero]))
         return out, moments, nonzero
 
@@ -184,11 +190,9 @@ class _MaskedActivation(torch.autograd.Function):
     def backward(ctx, grad, moment_grad, _nonzero_grad):
         keep, x = ctx.saved_tensors
         out = torch.empty_like(grad, memory_format=ctx.layout)  # an expanded gradient gets the map's layout
-        if ctx.moment:
-            moment_grad = moment_grad.contiguous()  # a mean's gradient arrives expanded (stride 0)
-        else:
-            x, moment_grad = grad, keep  # unread placeholders
-        grid, args, constants = backward_launch(grad, x, keep, moment_grad, out, ctx.tiling, ctx.moment)
+        # a mean's gradient arrives expanded (stride 0); keep and grad stand in for what the kernel does not read
+        moment_grad = moment_grad.contiguous() if ctx.options.moment else keep
+        grid, args, constants = backward_launch(grad, grad if x is None else x, keep, moment_grad, out, ctx.options)
         with _on_device(grad):
             _kernels().backward_kernel[grid](*args, **constants)
         return out, None, None

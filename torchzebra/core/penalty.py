@@ -26,14 +26,19 @@ def validate_penalty(kind: object) -> str:
     return kind  # type: ignore[return-value]
 
 
-def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_lasso") -> torch.Tensor:
-    """The zero-block penalty of ``x`` (N, C, H, W) as a scalar tensor (see module docstring)."""
+def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_lasso", nonnegative: bool = False) -> torch.Tensor:
+    """The zero-block penalty of ``x`` (N, C, H, W) as a scalar tensor (see module docstring).
+
+    ``nonnegative=True`` promises ``x >= 0`` (a ReLU's output): ``l1`` then takes ``x`` for ``|x|`` and skips
+    the ``abs`` and its backward. Its gradient at an exact zero is then 1/n instead of 0, which the ReLU's own
+    backward discards, so parameters get the same gradients.
+    """
     validate_penalty(kind)
     if kind == "l1":
         bh, bw = block_shape(block_size, x.shape[-2], x.shape[-1])
         if x.shape[-2] % bh == 0 and x.shape[-1] % bw == 0:  # equal blocks: the mean of block means is the mean
-            return x.abs().mean()
-        return block_scores(x, block_size, "mean").mean()
+            return (x if nonnegative else x.abs()).mean()
+        return block_scores(x, block_size, "mean", nonnegative).mean()
     wide = x.to(torch.promote_types(x.dtype, torch.float32))  # in float16 x*x overflows and 1e-12 rounds to 0
     return penalty_from_moments(block_scores(wide * wide, block_size, "mean", nonnegative=True), kind)
 

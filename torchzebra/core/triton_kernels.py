@@ -66,7 +66,7 @@ def forward_kernel(x_ptr, out_ptr, threshold_ptr, keep_ptr, moment_ptr, nonzero_
     tl.store(out_ptr + n * son + c * soc + h * soh + w * sow, out, mask=inside)
     tl.store(keep_ptr + block_offset, keep.to(tl.int8), mask=block_ok)
     if MOMENT != 0:
-        part = tl.abs(wide) if MOMENT == 1 else wide * wide
+        part = magnitude if MOMENT == 1 else wide * wide
         tl.store(moment_ptr + block_offset, tl.sum(tl.sum(part, axis=3), axis=1) / count, mask=block_ok)
     if COUNT:
         nonzero = tl.sum(tl.sum(((out != 0) & inside).to(tl.int32), axis=3), axis=1)
@@ -77,14 +77,18 @@ def forward_kernel(x_ptr, out_ptr, threshold_ptr, keep_ptr, moment_ptr, nonzero_
 def backward_kernel(grad_ptr, x_ptr, keep_ptr, moment_grad_ptr, out_ptr,
                     C, H, W, bh: tl.constexpr, bw: tl.constexpr, HBN, WBN, sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
                     son, soc, soh, sow,
-                    CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr, MOMENT: tl.constexpr):
+                    CT: tl.constexpr, BH: tl.constexpr, WB: tl.constexpr, BW: tl.constexpr, MOMENT: tl.constexpr,
+                    NONNEGATIVE: tl.constexpr):
     n, c, h, w, inside, block_ok, block_offset, count = tile_indices(C, H, W, bh, bw, HBN, WBN, CT, BH, WB, BW)
     grad = tl.load(grad_ptr + n * sgn + c * sgc + h * sgh + w * sgw, mask=inside, other=0.0)
     keep = tl.load(keep_ptr + block_offset, mask=block_ok, other=0) != 0
     result = tl.where(keep[:, None, :, None], grad, grad * 0.0)  # as autograd multiplies by the 0/1 mask
     if MOMENT != 0:
-        x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=inside, other=0.0).to(tl.float32)
         per_element = tl.load(moment_grad_ptr + block_offset, mask=block_ok, other=0.0) / count
-        slope = 2.0 * x if MOMENT == 2 else (x > 0).to(tl.float32) - (x < 0).to(tl.float32)
+        if MOMENT == 1 and NONNEGATIVE:  # the block mean of x >= 0: a slope of 1, and x is not read
+            slope = tl.full((CT, BH, WB, BW), 1.0, tl.float32)
+        else:
+            x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=inside, other=0.0).to(tl.float32)
+            slope = 2.0 * x if MOMENT == 2 else (x > 0).to(tl.float32) - (x < 0).to(tl.float32)
         result = (result.to(tl.float32) + slope * per_element[:, None, :, None]).to(grad.dtype)
     tl.store(out_ptr + n * son + c * soc + h * soh + w * sow, result, mask=inside)

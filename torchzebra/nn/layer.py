@@ -76,7 +76,7 @@ class ZebraLayer(nn.Module):
                 x, self.block_size, self.score, self.threshold, self.nonnegative, penalty, self.tally is not None, inplace)
             self.last_penalty = penalty_from_moments(moments, penalty) if penalty else None
         else:
-            self.last_penalty = block_penalty(x, self.block_size, penalty) if penalty else None
+            self.last_penalty = block_penalty(x, self.block_size, penalty, self.nonnegative) if penalty else None
             if masking:
                 if self.calibration_density is not None:
                     scores = block_scores(x, self.block_size, self.score, self.nonnegative)
