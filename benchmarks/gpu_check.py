@@ -51,7 +51,8 @@ MODE_NAMES = {"fused": "eager, fused kernels", "reference": "eager, PyTorch ops"
 def overhead_row(args: argparse.Namespace, row: tuple, mode: str) -> tuple[str, float]:
     """One table row: (model, precision) in ``mode``; and the baseline's training img/s."""
     model, size, precision, channels_last = row
-    options = argparse.Namespace(compile=mode == "compiled", repeats=args.repeats, precision=precision)
+    options = argparse.Namespace(compile=mode == "compiled", repeats=args.repeats, precision=precision, block_size=4,
+                                 penalty="group_lasso")
     x, y, base = overhead.setup(model, args.batch_size, size, args.device, channels_last)
     with fused_kernels(mode != "reference"):
         t = overhead.compare(base, x, y, options)

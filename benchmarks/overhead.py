@@ -1,7 +1,8 @@
 """Time of a training step and an inference pass of resnet18, with and without Zebra; and exact counting.
 
 CIFAR-size input (3x32x32), batch 64 by default: torchvision's resnet18 (7x7 stride-2 stem, so maps of
-16x16 down to 1x1) and the project's CIFAR-stem ResNet-18 (maps of 32x32 down to 4x4). The baseline and the
+16x16 down to 1x1) and the project's CIFAR-stem ResNet-18 (maps of 32x32 down to 4x4), width 64, or 16
+(``cifar16``, the ``quick`` preset's model). The baseline and the
 Zebra model are timed alternately in the same run; the script prints one line per (model, eager or
 compiled, phase) with the medians, their ratio and the goal. With ``--compile`` both models are compiled
 (``torch.compile``) and compared with each other. Phases: ``train`` (a step with the penalty), ``infer``
@@ -10,7 +11,7 @@ Goals: train <= 1.10x, inference <= 1.05x; counting >= 25 % of inference through
 
     .venv/bin/python benchmarks/overhead.py [--models torchvision cifar] [--repeats 25] [--threads N]
         [--device cpu|cuda] [--compile] [--batch-size 64] [--size 32] [--precision fp32|bf16] [--channels-last]
-        [--profile]
+        [--block-size 4] [--penalty group_lasso|l1|l2] [--profile]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torchzebra.models import ResNet18
 MODELS = {
     "torchvision": lambda: torchvision.models.resnet18(num_classes=10),
     "cifar": lambda: ResNet18(num_classes=10, in_channels=3, width=64, stem="cifar"),
+    "cifar16": lambda: ResNet18(num_classes=10, in_channels=3, width=16, stem="cifar"),  # the `quick` preset's width
 }
 GOALS = {"train": 1.10, "infer": 1.05}
 
@@ -76,14 +78,14 @@ def setup(name: str, batch: int, size: int, device: torch.device | str, channels
     return x, y, MODELS[name]().to(device, memory_format=layout)
 
 
-def zebra_twin(base: nn.Module) -> nn.Module:
-    """A prepared copy of ``base`` with the settings every figure of this script uses."""
-    return tz.prepare(copy.deepcopy(base), tz.ZebraConfig(block_size=4, threshold=0.05, penalty="group_lasso"))
+def zebra_twin(base: nn.Module, block_size: int = 4, penalty: str = "group_lasso") -> nn.Module:
+    """A prepared copy of ``base`` with this script's settings (by default those of every figure it printed so far)."""
+    return tz.prepare(copy.deepcopy(base), tz.ZebraConfig(block_size=block_size, threshold=0.05, penalty=penalty))
 
 
 def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict[tuple[str, str], float]:
     """Median seconds per (phase, model) with baseline and Zebra runs alternating."""
-    zebra = zebra_twin(base)
+    zebra = zebra_twin(base, args.block_size, args.penalty)
     models = {"baseline": base, "zebra": zebra}
     runners = {k: torch.compile(m) if args.compile else m for k, m in models.items()}
     optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
@@ -102,7 +104,7 @@ def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict[tup
 
 def profile_inference(base: nn.Module, x: torch.Tensor, args) -> None:
     """Print the kernels that one inference of each model spends its time in (``--profile``), 3 batches."""
-    for name, model in (("baseline", base.eval()), ("zebra", zebra_twin(base).eval())):
+    for name, model in (("baseline", base.eval()), ("zebra", zebra_twin(base, args.block_size, args.penalty).eval())):
         runner = torch.compile(model) if args.compile else model
         infer = _phase_call("infer", name, runner, None, x, None, args)
         for _ in range(2):
@@ -139,13 +141,15 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="compare compiled Zebra with the compiled baseline")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--block-size", type=int, default=4)
+    parser.add_argument("--penalty", choices=["group_lasso", "l1", "l2"], default="group_lasso")
     parser.add_argument("--profile", action="store_true", help="also print where one inference spends its time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"input {args.batch_size}x3x{args.size}x{args.size}, {device}, {args.threads} threads, {args.precision}, "
           f"{'channels_last' if args.channels_last else 'contiguous'}, median of {args.repeats} alternating runs; "
-          "Zebra: block 4, mean score, threshold 0.05, group-lasso penalty with lambda 1e-2")
+          f"Zebra: block {args.block_size}, mean score, threshold 0.05, {args.penalty} penalty with lambda 1e-2")
     for name in args.models:
         x, y, model = setup(name, args.batch_size, args.size, device, args.channels_last)
         _report(name, "compiled" if args.compile else "eager", compare(model, x, y, args), args.batch_size)

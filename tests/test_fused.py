@@ -153,10 +153,9 @@ def fused_calls(monkeypatch) -> list:
     return calls
 
 
-def test_a_prepared_model_trains_and_counts_the_same_through_the_kernels(residual_net, fused_calls):
-    config = tz.ZebraConfig(block_size=2, threshold=0.2, penalty="group_lasso")
-    model = tz.prepare(residual_net.to(DEVICE).train(), config)
-    x = torch.randn(3, 1, 8, 8, device=DEVICE)
+def assert_same_step_through_the_kernels(model: nn.Module, x: torch.Tensor, count: bool = False):
+    """A training step of two copies of ``model``, the kernels off then on (and with ``count`` a ``tz.measure``):
+    outputs, losses, gradients (and counted rows) agree; the two outputs, with the kernels and without."""
     results = []
     for enabled in (False, True):
         twin = copy.deepcopy(model)
@@ -164,14 +163,21 @@ def test_a_prepared_model_trains_and_counts_the_same_through_the_kernels(residua
             out = twin(x)
             loss = out.square().mean() + 0.1 * tz.zero_block_loss(twin)
             loss.backward()
-            report = tz.measure(twin, [x])
-        results.append((out.detach(), loss.detach(), [p.grad for p in twin.parameters()], report.layers))
+            rows = tz.measure(twin, [x]).layers if count else None
+        results.append((out.detach(), loss.detach(), [p.grad for p in twin.parameters()], rows))
     (want, want_loss, want_grads, want_rows), (got, got_loss, got_grads, got_rows) = results
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_loss, want_loss)
     for g_got, g_want in zip(got_grads, want_grads):
         torch.testing.assert_close(g_got, g_want)
     assert got_rows == want_rows
+    return got, want
+
+
+def test_a_prepared_model_trains_and_counts_the_same_through_the_kernels(residual_net, fused_calls):
+    config = tz.ZebraConfig(block_size=2, threshold=0.2, penalty="group_lasso")
+    model = tz.prepare(residual_net.to(DEVICE).train(), config)
+    assert_same_step_through_the_kernels(model, torch.randn(3, 1, 8, 8, device=DEVICE), count=True)
     assert len(fused_calls) == 4  # two layers, in training and in counting; none while the kernels were off
 
 
@@ -188,23 +194,10 @@ def test_an_nhwc_site_takes_the_kernels_in_its_own_layout(fused_calls):
 
     model = tz.prepare(ChannelsLast().to(DEVICE).train(), tz.ZebraConfig(block_size=2, threshold=0.2, penalty="l1"))
     assert [layer.layout for _, layer in tz.zebra_layers(model)] == ["NHWC"]
-    x = torch.randn(2, 3, 8, 10, device=DEVICE)
-    results = []
-    for enabled in (False, True):
-        twin = copy.deepcopy(model)
-        with fused_kernels(enabled):
-            out = twin(x)
-            loss = out.square().mean() + 0.1 * tz.zero_block_loss(twin)
-            loss.backward()
-        results.append((out.detach(), loss.detach(), [p.grad for p in twin.parameters()]))
-    (want, want_loss, want_grads), (got, got_loss, got_grads) = results
+    got, want = assert_same_step_through_the_kernels(model, torch.randn(2, 3, 8, 10, device=DEVICE))
     # one call, on a channels-first view of the N, H, W, C map, only while the kernels were on
     assert [(tuple(m.shape), m.is_contiguous(memory_format=torch.channels_last)) for m in fused_calls] == [((2, 6, 8, 10), True)]
     assert torch.equal(got == 0, want == 0) and (got == 0).any() and (got != 0).any()
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(got_loss, want_loss)
-    for g_got, g_want in zip(got_grads, want_grads):
-        torch.testing.assert_close(g_got, g_want)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="Triton's NVIDIA backend is not installed")
