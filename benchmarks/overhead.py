@@ -11,7 +11,7 @@ Goals: train <= 1.10x, inference <= 1.05x; counting >= 25 % of inference through
 
     .venv/bin/python benchmarks/overhead.py [--models torchvision cifar] [--repeats 25] [--threads N]
         [--device cpu|cuda] [--compile] [--batch-size 64] [--size 32] [--precision fp32|bf16] [--channels-last]
-        [--block-size 4] [--penalty group_lasso|l1|l2] [--profile]
+        [--block-size 4] [--penalty group_lasso|l1|l2] [--keep-freed-memory] [--profile]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torchvision
 from torch import nn
 
 import torchzebra as tz
+from torchzebra.engine import keep_freed_memory
 from torchzebra.models import ResNet18
 
 MODELS = {
@@ -144,10 +145,15 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=4)
     parser.add_argument("--penalty", choices=["group_lasso", "l1", "l2"], default="group_lasso")
     parser.add_argument("--profile", action="store_true", help="also print where one inference spends its time")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc's malloc keeps freed memory, as the zebra command sets it (engine.keep_freed_memory)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory: this C library has no glibc mallopt")
     device = torch.device(args.device)
     print(f"input {args.batch_size}x3x{args.size}x{args.size}, {device}, {args.threads} threads, {args.precision}, "
+          f"{'malloc keeps freed memory, ' if args.keep_freed_memory else ''}"
           f"{'channels_last' if args.channels_last else 'contiguous'}, median of {args.repeats} alternating runs; "
           f"Zebra: block {args.block_size}, mean score, threshold 0.05, {args.penalty} penalty with lambda 1e-2")
     for name in args.models:

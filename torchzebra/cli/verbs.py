@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .._io import atomic_write_text
 from ..data import DatasetError
-from ..engine import CheckpointError, ConfigError, TrainingError, evaluate, load_config, load_trained, train
+from ..engine import (CheckpointError, ConfigError, TrainingError, evaluate, keep_freed_memory, load_config,
+                      load_trained, train)
 from ..engine import distributed
 from ..engine.config import parse_assignment
 from ..engine.exporting import checkpoint_maps, export_checkpoint, onnx_checkpoint
@@ -153,6 +154,7 @@ VERBS = {"train": _train, "eval": _eval, "run": _run, "slim": _slim, "prune": _p
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the verb of parsed ``args``; bad input is one line on stderr and an exit code, never a traceback."""
+    keep_freed_memory()  # batch after batch of large tensors: no page faults for each one (docs/PERFORMANCE.md)
     try:
         return VERBS[args.verb](args)
     except TrainingError as error:

@@ -104,11 +104,12 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def _plain_views(x: torch.Tensor) -> bool:
-    """Whether to use plain reductions and broadcasts over block views: on a GPU (one kernel each) and under
+    """Whether to use plain reductions and broadcasts over block views: on a GPU (one kernel each), under
     torch.compile (which fuses them with the op that wrote ``x``; on the CPU a compiled ResNet-18 step costs
-    less with them than with the eager CPU paths below, see docs/PERFORMANCE.md). Eager CPU code keeps the
-    row sums and small matrix products below, which beat these views there."""
-    return torch.compiler.is_compiling() or x.device.type != "cpu"
+    less with them than with the eager CPU paths below, see docs/PERFORMANCE.md) and while torch.jit.trace
+    records the ops (for ONNX's legacy exporter: no strided in-place writes in the graph). Eager CPU code keeps
+    the strided sums and row-by-row products below, which beat these views there."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or x.device.type != "cpu"
 
 
 def _padded_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
@@ -136,18 +137,30 @@ def _sum_blocks(x: torch.Tensor, bh: int, bw: int, dtype: torch.dtype | None = N
     partial = height % bh or width % bw
     if not x.is_contiguous() or (partial and hb * wb <= _SMALL_GRID):  # where avg_pool2d is the fastest
         return F.avg_pool2d(x, (bh, bw), (bh, bw), ceil_mode=True, divisor_override=1)
-    if height % bh == 0 and wb == 1:  # each block is a run of bh * width elements
-        runs = x.view(n * c * hb, bh * width)
-    else:  # each block's column sums: row k of every block row added in turn (on CPU far faster than a sum)
-        runs = x[:, :, ::bh].clone(memory_format=torch.contiguous_format)
-        for k in range(1, bh):
-            runs[:, :, : math.ceil((height - k) / bh)].add_(x[:, :, k::bh])  # a partial block row has fewer
-        runs = (F.pad(runs, (0, wb * bw - width)) if width % bw else runs).view(-1, bw)
-    # A product with a column of ones sums each run. A 0/1 block-indicator product would multiply an
-    # Inf by 0 and put NaN in every block of its map.
-    ones = _indicator(runs.shape[1], runs.shape[1], x.device, dtype)  # (length, 1), all ones
-    with _no_autocast(x.device):  # sum in dtype, not in autocast's bfloat16
-        return (runs @ ones).view(n, c, hb, wb)
+    if height % bh == 0 and wb == 1:  # each block is a run of bh * width elements: one matrix-vector product
+        ones = _indicator(bh * width, bh * width, x.device, dtype)  # (length, 1), all ones
+        with _no_autocast(x.device):  # sum in dtype, not in autocast's bfloat16
+            return (x.view(n * c * hb, bh * width) @ ones).view(n, c, hb, wb)
+    return _strided_sums(_strided_sums(x, 2, bh), 3, bw)  # each block's column sums, then their sums
+
+
+def _strided_sums(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:
+    """Sums of every ``step`` consecutive entries of ``x`` along ``dim`` (the last group may be shorter): offset k
+    of every group added in turn, in strided adds, which the CPU runs several times faster than a reduction or
+    a matrix product over a short axis. An Inf stays in its own group."""
+    def offset(k: int) -> torch.Tensor:
+        return x[(slice(None),) * dim + (slice(k, None, step),)]
+
+    if step == 1:
+        return x
+    if offset(1).shape[dim] == offset(0).shape[dim]:
+        total, start = offset(0) + offset(1), 2
+    else:
+        total, start = offset(0).clone(memory_format=torch.contiguous_format), 1
+    for k in range(start, step):
+        piece = offset(k)  # a partial last group lacks the higher offsets
+        total.narrow(dim, 0, piece.shape[dim]).add_(piece)
+    return total
 
 
 class _BlockSum(torch.autograd.Function):
@@ -251,6 +264,32 @@ def _block_rows(values: torch.Tensor, bw: int, width: int) -> torch.Tensor:
     return rows.view(n, c, hb, 1, width)
 
 
+def _mask_rows(x: torch.Tensor, rows: torch.Tensor, bh: int, out: torch.Tensor) -> torch.Tensor:
+    """``out`` = ``x`` (N, C, H, W, contiguous) times ``rows`` (N, C, Hb, W), each row of ``rows`` repeated over
+    the ``bh`` rows of its block row; one multiply per row offset, as a broadcast over ``bh`` runs several times
+    slower on the CPU (short inner loops)."""
+    n, c, height, width = x.shape
+    source, target = x.view(n, c, height // bh, bh, width), out.view(n, c, height // bh, bh, width)
+    for k in range(bh):
+        torch.mul(source[:, :, :, k], rows, out=target[:, :, :, k])
+    return out
+
+
+class _RowMask(torch.autograd.Function):
+    """``_mask_rows`` into a new map, differentiable: the gradient is masked the same way."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rows: torch.Tensor, bh: int) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.bh = bh
+        return _mask_rows(x, rows, bh, torch.empty_like(x))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        return _RowMask.apply(grad.contiguous(), rows, ctx.bh), None, None
+
+
 def _expand(values: torch.Tensor, bh: int, bw: int, height: int, width: int) -> torch.Tensor:
     """(N, C, Hb, Wb) floating -> (N, C, H, W), by matrix products (fast on CPU, exact for 0/1 values)."""
     n, c, hb, wb = values.shape
@@ -303,9 +342,8 @@ def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize,
         full = keep[:, :, :, None, :, None].expand(n, c, hb, bh, wb, bw).reshape(n, c, hb * bh, wb * bw)
         full = full[:, :, :height, :width]
     elif hb * wb > _SMALL_GRID and height % bh == 0 and x.is_contiguous():
-        blocks = x.view(n, c, hb, bh, width)
-        rows = _block_rows(keep, bw, width)
-        return (blocks.mul_(rows) if inplace else blocks * rows).view(n, c, height, width)
+        rows = _block_rows(keep, bw, width)[:, :, :, 0]
+        return _mask_rows(x, rows, bh, x) if inplace else _RowMask.apply(x, rows, bh)
     else:
         full = _expand(keep, bh, bw, height, width)
     return x.mul_(full) if inplace else x * full
