@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from torchzebra._io import atomic_write_text
+from torchzebra.engine import keep_freed_memory
 from torchzebra.engine.config import load_config
 from torchzebra.engine.posttraining import calibrate_checkpoint
 from torchzebra.engine.run import run_experiment
@@ -198,6 +199,7 @@ def main() -> None:
     parser.add_argument("--levers", choices=["all", "none"], default="all")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    keep_freed_memory()  # as the zebra command does: the main job's wall time is make run's
     started = time.perf_counter()
     entries = main_job(args.run_dir, args.seeds, args.set)
     if args.levers == "all":

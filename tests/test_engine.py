@@ -5,12 +5,14 @@ import subprocess
 import sys
 from collections import Counter
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 import torch
 import yaml
 
-from torchzebra.engine import CheckpointError, ConfigError, load_checkpoint, load_config, load_trained, save_checkpoint, train
+from torchzebra.engine import (CheckpointError, ConfigError, keep_freed_memory, load_checkpoint, load_config, load_trained,
+                               save_checkpoint, train)
 from torchzebra.engine import trainer as trainer_module
 from torchzebra.engine.extensions import DensityCalibration, Extension, ZeroBlockPenalty, distillation_loss
 from torchzebra.data import DataSpec
@@ -338,3 +340,12 @@ def test_keep_freed_memory_spares_the_page_faults_of_every_new_batch():
         pytest.skip("no glibc mallopt in this C library")
     default_faults, kept_faults = [int(count) for count in runs["default"][1:]], [int(count) for count in runs["keep"][1:]]
     assert min(default_faults[-3:]) > 0 and kept_faults[-3:] == [0, 0, 0], (default_faults, kept_faults)
+
+
+@pytest.mark.parametrize("name, value", [("MALLOC_TRIM_THRESHOLD_", "131072"),
+                                         ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")])
+def test_malloc_settings_in_the_environment_win(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with mock.patch("ctypes.CDLL") as libc:
+        assert keep_freed_memory() is False
+    libc.assert_not_called()
