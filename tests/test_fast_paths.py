@@ -43,3 +43,33 @@ def test_train_compile_setting_compiles_the_training_step_only(tmp_path, monkeyp
     result = train(config, tmp_path / "run", zebra=True, progress=False)
     assert len(compiled) == 1 and tz.is_prepared(compiled[0]) and result.report.images == 32
     assert not isinstance(result.model, torch._dynamo.eval_frame.OptimizedModule)  # saved and measured eagerly
+
+
+@pytest.mark.parametrize("size, block", [(10, 2), (9, 2)])  # 25 blocks per map: the eager CPU row paths
+def test_torch_func_transforms_see_the_same_model(residual_net, size, block):
+    """torch.func's grad, vmap and jvp run a prepared model (the layers take plain ops under transforms) and give
+    autograd's gradients, per-sample gradients and directional derivatives."""
+    from torch.func import functional_call, grad, jvp, vmap
+
+    model = tz.prepare(residual_net.train(), tz.ZebraConfig(block_size=block, threshold=0.2, penalty="group_lasso"))
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    x = torch.randn(3, 1, size, size)
+
+    def loss(p, inputs):
+        return functional_call(model, p, (inputs,)).square().mean() + 0.1 * tz.zero_block_loss(model)
+
+    model.zero_grad()
+    loss(dict(model.named_parameters()), x).backward()
+    for name, g in grad(loss)(params, x).items():
+        torch.testing.assert_close(g, dict(model.named_parameters())[name].grad)
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(params, x[:, None])
+    model.zero_grad()
+    loss(dict(model.named_parameters()), x[1:2]).backward()
+    for name, g in per_sample.items():
+        torch.testing.assert_close(g[1], dict(model.named_parameters())[name].grad)
+    model.eval()
+    tangent, cotangent = torch.randn_like(x), torch.randn(3, 3)
+    _, forward = jvp(lambda inputs: functional_call(model, params, (inputs,)), (x,), (tangent,))
+    leaf = x.clone().requires_grad_(True)
+    (backward,) = torch.autograd.grad(functional_call(model, params, (leaf,)), leaf, cotangent)
+    torch.testing.assert_close((forward * cotangent).sum(), (backward * tangent).sum())

@@ -14,6 +14,7 @@ import math
 from typing import Callable, Literal, Union
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
 BlockSize = Union[int, Literal["map"]]
@@ -103,13 +104,22 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, enabled=False) if on else contextlib.nullcontext()
 
 
+def recorded_or_transformed() -> bool:
+    """Whether PyTorch records or transforms the ops rather than just running them: torch.compile, torch.export,
+    torch.jit.trace, torch.func transforms, forward-mode AD. There, custom autograd Functions, in-place writes
+    into strided views and Triton kernels give way to plain PyTorch ops."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._are_functorch_transforms_active()
+            or forward_ad._current_level >= 0)
+
+
 def _plain_views(x: torch.Tensor) -> bool:
     """Whether to use plain reductions and broadcasts over block views: on a GPU (one kernel each), under
     torch.compile (which fuses them with the op that wrote ``x``; on the CPU a compiled ResNet-18 step costs
-    less with them than with the eager CPU paths below, see docs/PERFORMANCE.md) and while torch.jit.trace
-    records the ops (for ONNX's legacy exporter: no strided in-place writes in the graph). Eager CPU code keeps
-    the strided sums and row-by-row products below, which beat these views there."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or x.device.type != "cpu"
+    less with them than with the eager CPU paths below, see docs/PERFORMANCE.md), and wherever else the ops are
+    recorded or transformed (ONNX's legacy exporter mishandles strided in-place writes; torch.func and
+    forward-mode AD refuse the custom autograd Functions). Eager CPU code keeps the strided sums and row-by-row
+    products below, which beat these views there."""
+    return recorded_or_transformed() or x.device.type != "cpu"
 
 
 def _padded_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:

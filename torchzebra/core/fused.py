@@ -18,9 +18,8 @@ from types import ModuleType
 from typing import Iterator, NamedTuple
 
 import torch
-import torch.autograd.forward_ad as forward_ad
 
-from .blocks import BlockSize, block_grid, block_shape
+from .blocks import BlockSize, block_grid, block_shape, recorded_or_transformed
 
 
 SCORE_CODES = {"mean": 0, "max": 1, "rms": 2}
@@ -83,9 +82,8 @@ def usable(x: torch.Tensor, block_size: BlockSize) -> bool:
     """Whether the layer takes the fused path for ``x``: an eager 4-D CUDA map of a half or single type whose
     block row fits one program, with Triton installed and the kernels not turned off; never while tracing,
     exporting or under torch.func transforms and forward-mode AD (they record or differentiate PyTorch ops)."""
-    return (_enabled and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+    return (_enabled and not recorded_or_transformed()
             and type(x) is torch.Tensor and x.is_cuda and x.dim() == 4 and x.dtype in _DTYPES and x.numel() > 0
-            and not torch._C._are_functorch_transforms_active() and forward_ad._current_level < 0
             and _tiling(x, block_size) is not None and _kernels() is not None)
 
 
