@@ -205,7 +205,7 @@ def _block_max(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     return F.max_pool2d(x, block, block, ceil_mode=True)
 
 
-def _accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
     """float32 for half types (no overflow or underflow of block sums), else the dtype of ``x``."""
     return torch.promote_types(x.dtype, torch.float32)
 
@@ -222,7 +222,7 @@ def block_scores(
     block = block_shape(block_size, height, width)
     if score == "max":
         return _block_max(x if nonnegative else x.abs(), block)
-    wide = _accumulation_dtype(x)
+    wide = accumulation_dtype(x)
     if score == "rms":
         values = x.to(wide)
         values = values * values
@@ -255,12 +255,11 @@ def block_keep(
     x = x.detach()
     height, width = x.shape[-2:]
     block = block_shape(block_size, height, width)
-    magnitude = x if nonnegative else x.abs()
+    magnitude, wide = (x if nonnegative else x.abs()), accumulation_dtype(x)
     if score == "max":
-        return _above(_block_max(magnitude, block).to(_accumulation_dtype(x)), threshold)
-    wide = _accumulation_dtype(x)
+        return _above(_block_max(magnitude, block).to(wide), threshold)
     counts = block_element_counts(block, height, width, x.device, wide)
-    keep = _above(_block_sums(magnitude, block, wide), threshold * counts)  # no full-size copy of a half map
+    keep = _above(_block_sums(magnitude, block, wide), threshold * counts)  # summed in wide (see _sum_blocks)
     if score == "rms":  # RMS >= mean |x|, so the sum of |x| stays a valid test where x*x underflows to 0
         magnitude = magnitude.to(wide)
         keep = keep | _above(_block_sums(magnitude * magnitude, block), threshold * abs(threshold) * counts)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import BlockSize, block_scores, block_shape
+from .blocks import BlockSize, accumulation_dtype, block_scores, block_shape
 
 PENALTIES = ("group_lasso", "l1", "l2")
 _EPS = 1e-12  # keeps the gradient of sqrt finite (zero) at an all-zero block
@@ -39,7 +39,7 @@ def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_las
         if x.shape[-2] % bh == 0 and x.shape[-1] % bw == 0:  # equal blocks: the mean of block means is the mean
             return (x if nonnegative else x.abs()).mean()
         return block_scores(x, block_size, "mean", nonnegative).mean()
-    wide = x.to(torch.promote_types(x.dtype, torch.float32))  # in float16 x*x overflows and 1e-12 rounds to 0
+    wide = x.to(accumulation_dtype(x))  # in float16 x*x overflows and 1e-12 rounds to 0
     return penalty_from_moments(block_scores(wide * wide, block_size, "mean", nonnegative=True), kind)
 
 
