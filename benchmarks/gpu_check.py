@@ -51,8 +51,8 @@ MODE_NAMES = {"fused": "eager, fused kernels", "reference": "eager, PyTorch ops"
 def overhead_row(args: argparse.Namespace, row: tuple, mode: str) -> tuple[str, float]:
     """One table row: (model, precision) in ``mode``; and the baseline's training img/s."""
     model, size, precision, channels_last = row
-    options = argparse.Namespace(compile=mode == "compiled", repeats=args.repeats, precision=precision, block_size=4,
-                                 penalty="group_lasso")
+    options = argparse.Namespace(compile=mode == "compiled", repeats=args.repeats, precision=precision,
+                                 block_size=overhead.BLOCK_SIZE, penalty=overhead.PENALTY)
     x, y, base = overhead.setup(model, args.batch_size, size, args.device, channels_last)
     with fused_kernels(mode != "reference"):
         t = overhead.compare(base, x, y, options)
@@ -113,8 +113,8 @@ def main() -> None:
     tests = "tests not run" if args.no_tests else kernel_tests(timeout_s=180)
     print(tests, f"[{time.perf_counter() - started:.0f} s]", flush=True)
     overhead_lines = [f"`python benchmarks/gpu_check.py` on {name}, torch {torch.__version__}, batch {args.batch_size}, "
-                      f"{time.strftime('%Y-%m-%d')}; median of {args.repeats} alternating runs; Zebra block 4, mean score, "
-                      f"group-lasso penalty 1e-2. {tests}.", "",
+                      f"{time.strftime('%Y-%m-%d')}; median of {args.repeats} alternating runs; Zebra block "
+                      f"{overhead.BLOCK_SIZE}, mean score, {overhead.PENALTY} penalty 1e-2. {tests}.", "",
                       "| model, input | precision, layout | mode | train: base / Zebra img/s | ratio | "
                       "inference: base / Zebra img/s | ratio | counting img/s (share of inference) |",
                       "|---|---|---|---|---|---|---|---|"]

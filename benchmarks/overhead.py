@@ -35,6 +35,7 @@ MODELS = {
     "cifar16": lambda: ResNet18(num_classes=10, in_channels=3, width=16, stem="cifar"),  # the `quick` preset's width
 }
 GOALS = {"train": 1.10, "infer": 1.05}
+BLOCK_SIZE, PENALTY = 4, "group_lasso"  # the Zebra settings of every figure this script printed before --block-size
 
 
 def train_step(model: nn.Module, optimizer, x, y, lam: float | None, autocast: bool) -> None:
@@ -79,8 +80,8 @@ def setup(name: str, batch: int, size: int, device: torch.device | str, channels
     return x, y, MODELS[name]().to(device, memory_format=layout)
 
 
-def zebra_twin(base: nn.Module, block_size: int = 4, penalty: str = "group_lasso") -> nn.Module:
-    """A prepared copy of ``base`` with this script's settings (by default those of every figure it printed so far)."""
+def zebra_twin(base: nn.Module, block_size: int = BLOCK_SIZE, penalty: str = PENALTY) -> nn.Module:
+    """A prepared copy of ``base`` with this script's settings."""
     return tz.prepare(copy.deepcopy(base), tz.ZebraConfig(block_size=block_size, threshold=0.05, penalty=penalty))
 
 
@@ -142,8 +143,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="compare compiled Zebra with the compiled baseline")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--block-size", type=int, default=4)
-    parser.add_argument("--penalty", choices=["group_lasso", "l1", "l2"], default="group_lasso")
+    parser.add_argument("--block-size", type=int, default=BLOCK_SIZE)
+    parser.add_argument("--penalty", choices=["group_lasso", "l1", "l2"], default=PENALTY)
     parser.add_argument("--profile", action="store_true", help="also print where one inference spends its time")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="glibc's malloc keeps freed memory, as the zebra command sets it (engine.keep_freed_memory)")
