@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.nn import functional as F
 
 from ..core import FORMATS
 from ..measure import TrafficReport
@@ -57,6 +58,8 @@ class ConvLayer:
     depthwise: bool = False
     reads: str = "none"  # activation site of the map it reads, "input" (the network's) or "none"
     writes: str = "none"  # activation site of the map it writes (after BN, residual sum, activation) or "none"
+    fused_reads: tuple[str, ...] = ()  # sites its fused operations read: a residual sum's other operand, or the
+    # map a pooling op in front of it reduces (an accelerator reads them while it runs this row)
 
     @property
     def scalesim_name(self) -> str:
@@ -137,6 +140,9 @@ class _Runner(fx.Interpreter):
 _SAME_DATA_MODULES = (nn.Identity, nn.Dropout, nn.Flatten)
 _SAME_DATA_FUNCTIONS = {torch.flatten, torch.reshape}
 _SAME_DATA_METHODS = {"flatten", "view", "reshape", "contiguous"}
+_POOLING_MODULES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)
+_POOLING_FUNCTIONS = {F.adaptive_avg_pool2d, F.avg_pool2d, F.adaptive_max_pool2d, F.max_pool2d, torch.mean}
+_POOLING_METHODS = {"mean"}
 _FUSED_MODULES = (nn.modules.batchnorm._BatchNorm, nn.Identity, nn.Dropout, *ACTIVATION_MODULES)
 _FUSED_FUNCTIONS = {operator.add, operator.iadd, torch.add, *ACTIVATION_FUNCTIONS}
 _FUSED_METHODS = {"add", "add_", *ACTIVATION_METHODS}
@@ -179,12 +185,38 @@ def _written_site(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return "none"
 
 
-def _links(runner: _Runner | None, module: nn.Module) -> dict[str, str]:
+def _pooled_site(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """The site whose map ``node`` holds after pooling and reshapes (``none`` if no pooling op is on the way)."""
+    pooled = False
+    while not _site(node, modules) and node.op != "placeholder":
+        pooling = _is_call(node, modules, _POOLING_MODULES, _POOLING_FUNCTIONS, _POOLING_METHODS)
+        if not (pooling or _is_call(node, modules, _SAME_DATA_MODULES, _SAME_DATA_FUNCTIONS, _SAME_DATA_METHODS)):
+            return "none"
+        pooled, node = pooled or pooling, node.args[0]
+    return _site(node, modules) or "none" if pooled else "none"
+
+
+def _fused_reads(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, ...]:
+    """Sites read by the operations fused with ``node``: the pooled map in front of it, and the other operand
+    of every residual sum in its fusable output chain."""
+    sites = [_pooled_site(node.args[0], modules)]
+    while len(node.users) == 1 and not _site(node, modules):
+        user = next(iter(node.users))
+        if not _is_call(user, modules, _FUSED_MODULES, _FUSED_FUNCTIONS, _FUSED_METHODS):
+            break
+        sites += [_read_site(arg, modules) for arg in user.args if isinstance(arg, fx.Node) and arg is not node]
+        node = user
+    return tuple(site for site in sites if site not in ("none", "input"))
+
+
+def _links(runner: _Runner | None, module: nn.Module) -> dict[str, Any]:
     """The maps the traced call of ``module`` now running reads and writes (none inside a leaf module)."""
     node = runner.node if runner else None
     if node is None or node.op != "call_module" or runner.submodules.get(node.target) is not module:
         return {}
-    return {"reads": _read_site(node.args[0], runner.submodules), "writes": _written_site(node, runner.submodules)}
+    modules = runner.submodules
+    return {"reads": _read_site(node.args[0], modules), "writes": _written_site(node, modules),
+            "fused_reads": _fused_reads(node, modules)}
 
 
 @torch.no_grad()

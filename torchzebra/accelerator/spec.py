@@ -1,0 +1,133 @@
+"""Accelerator descriptions: small YAML files (shipped presets or the user's own), validated on reading.
+
+Torch-free, so the command line can list the presets instantly. Every bad value is one ``AcceleratorError``
+line naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATAFLOWS = ("os", "ws", "is")  # output, weight and input stationary, as SCALE-Sim names them
+PRESETS = ("eyeriss", "tpu-v1", "mobile-npu")  # YAML files in this package's presets/ folder
+BUFFERS = ("ifmap", "filter", "ofmap")
+REQUIRED = ("array", "dataflow", "clock_ghz", "dram_gbps", "sram_kb", "pj_per_mac", "pj_per_dram_bit")
+KNOWN = (*REQUIRED, "weight_bits")
+
+
+class AcceleratorError(ValueError):
+    """An accelerator description is missing, unreadable or invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """A systolic-array accelerator: ``rows x cols`` MACs, a dataflow, a clock, a DRAM link, three on-chip
+    buffers and energy per operation. ``dram_gbps`` is in gigabytes (1e9 bytes) per second."""
+
+    name: str
+    rows: int
+    cols: int
+    dataflow: str
+    clock_ghz: float
+    dram_gbps: float
+    sram_kb: dict[str, float]
+    pj_per_mac: float
+    pj_per_dram_bit: float
+    weight_bits: int | None = None  # None: the traffic report's bit width
+
+    @property
+    def bytes_per_cycle(self) -> float:
+        """DRAM bytes moved per clock cycle: (GB/s) / (G cycles/s)."""
+        return self.dram_gbps / self.clock_ghz
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """The array's peak MACs per cycle."""
+        return self.rows * self.cols
+
+    def buffer_bytes(self, buffer: str) -> float:
+        """Capacity of the ``ifmap``, ``filter`` or ``ofmap`` buffer in bytes (1 kB = 1024 bytes)."""
+        return self.sram_kb[buffer] * 1024
+
+    def to_dict(self) -> dict[str, Any]:
+        """The description as its YAML keys (plus the name)."""
+        return {"name": self.name, "array": [self.rows, self.cols], "dataflow": self.dataflow,
+                "clock_ghz": self.clock_ghz, "dram_gbps": self.dram_gbps, "sram_kb": dict(self.sram_kb),
+                "pj_per_mac": self.pj_per_mac, "pj_per_dram_bit": self.pj_per_dram_bit,
+                "weight_bits": self.weight_bits}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(ok: bool, origin: str, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise AcceleratorError(f"{origin}: {key}={value!r} is invalid: expected {expected}")
+
+
+def from_dict(values: Any, name: str, origin: str | None = None) -> Accelerator:
+    """An ``Accelerator`` named ``name`` from the keys of its YAML file; anything wrong is an AcceleratorError."""
+    origin = origin or f"accelerator {name}"
+    if not isinstance(values, dict):
+        raise AcceleratorError(f"{origin} must hold a mapping of settings, got {type(values).__name__}")
+    unknown = sorted(set(values) - set(KNOWN))
+    if unknown:
+        raise AcceleratorError(f"{origin}: unknown setting(s) {unknown}: known settings are {sorted(KNOWN)}")
+    missing = [key for key in REQUIRED if key not in values]
+    if missing:
+        raise AcceleratorError(f"{origin}: missing setting(s) {missing}: every description gives {list(REQUIRED)}")
+    array = values["array"]
+    _check(isinstance(array, list) and len(array) == 2 and all(_integer(v) and v > 0 for v in array), origin,
+           "array", array, "[rows, cols], two integers > 0")
+    _check(values["dataflow"] in DATAFLOWS, origin, "dataflow", values["dataflow"], " or ".join(DATAFLOWS))
+    for key in ("clock_ghz", "dram_gbps"):
+        _check(_number(values[key]) and values[key] > 0, origin, key, values[key], "a number > 0")
+    for key in ("pj_per_mac", "pj_per_dram_bit"):
+        _check(_number(values[key]) and values[key] >= 0, origin, key, values[key], "a number >= 0")
+    sram = values["sram_kb"]
+    _check(isinstance(sram, dict) and sorted(sram) == sorted(BUFFERS)
+           and all(_number(v) and v >= 0 for v in sram.values()), origin, "sram_kb", sram,
+           "{ifmap: KB, filter: KB, ofmap: KB}, numbers >= 0")
+    bits = values.get("weight_bits")
+    _check(bits is None or (_integer(bits) and 1 <= bits <= 64), origin, "weight_bits", bits,
+           "an integer from 1 to 64, or null (the report's bit width)")
+    return Accelerator(name, array[0], array[1], values["dataflow"], float(values["clock_ghz"]),
+                       float(values["dram_gbps"]), {b: float(sram[b]) for b in BUFFERS}, float(values["pj_per_mac"]),
+                       float(values["pj_per_dram_bit"]), bits)
+
+
+def _parse(text: str, name: str, origin: str) -> Accelerator:
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise AcceleratorError(f"{origin} is not valid YAML: {' '.join(str(error).split())}") from error
+    return from_dict(values, name, origin)
+
+
+def load_accelerator(source: str | Path | Accelerator) -> Accelerator:
+    """A shipped preset by name (``eyeriss``, ``tpu-v1``, ``mobile-npu``) or a YAML file (named by its stem)."""
+    if isinstance(source, Accelerator):
+        return source
+    if str(source) in PRESETS:
+        text = resources.files("torchzebra.accelerator").joinpath("presets", f"{source}.yaml").read_text()
+        return _parse(text, str(source), f"preset {source}")
+    path = Path(source)
+    if not path.is_file():
+        raise AcceleratorError(f"accelerator {str(source)!r} is neither a preset ({', '.join(PRESETS)}) nor a "
+                               "readable YAML file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise AcceleratorError(f"cannot read accelerator file {path}: {error}") from error
+    return _parse(text, path.stem, str(path))
