@@ -14,7 +14,7 @@ TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_s
         "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "device=cpu", "--quiet"]
 
 
-VERBS = ["train", "eval", "run", "slim", "prune", "calibrate", "export", "sweep", "report"]
+VERBS = ["train", "eval", "run", "slim", "prune", "calibrate", "export", "estimate", "sweep", "report"]
 
 
 def test_help_lists_every_verb():

@@ -9,7 +9,8 @@ without torch).
 from .._lazy import lazy_package
 
 __all__ = lazy_package(__name__, {
-    "spec": ["DATAFLOWS", "PRESETS", "Accelerator", "AcceleratorError", "load_accelerator"],
+    "spec": ["DATAFLOWS", "PRESETS", "Accelerator", "AcceleratorError", "load_accelerator",
+             "load_accelerators"],
     "systolic": ["Gemm", "compute_cycles"],
     "work": ["LayerWork", "layer_work"],
     "estimate": ["AcceleratorEstimate", "Cost", "Estimate", "LayerEstimate", "estimate", "estimate_layers"],

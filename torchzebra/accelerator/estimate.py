@@ -21,7 +21,7 @@ from ..core import FORMATS
 from ..export import conv_layers
 from ..export.scalesim import ConvLayer
 from ..measure import TrafficReport
-from .spec import PRESETS, Accelerator, AcceleratorError, load_accelerator
+from .spec import PRESETS, Accelerator, load_accelerators
 from .systolic import compute_cycles
 from .work import LayerWork, layer_work
 
@@ -140,13 +140,8 @@ def estimate_layers(layers: list[ConvLayer], report: TrafficReport,
                     accelerators: Iterable[str | Accelerator] = PRESETS, on_chip: bool = False) -> Estimate:
     """The estimate of topology rows (``export.conv_layers``) whose maps ``report`` measured, on each accelerator
     (a preset name, a YAML path or an ``Accelerator``); ``on_chip`` keeps the maps that fit in its buffers."""
-    specs = [load_accelerator(source) for source in accelerators]
-    names = [spec.name for spec in specs]
-    if not specs or len(set(names)) < len(names):
-        raise AcceleratorError(f"accelerators {names} are invalid: give at least one, each name (a preset or a file's "
-                               "stem) once")
     results = {}
-    for spec in specs:
+    for spec in load_accelerators(accelerators):
         work = layer_work(layers, report, spec if on_chip else None)
         results[spec.name] = AcceleratorEstimate(spec, [layer_cost(w, spec, report.bits) for w in work])
     return Estimate(results, report.images, report.bits, on_chip)

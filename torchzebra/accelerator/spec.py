@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -131,3 +131,13 @@ def load_accelerator(source: str | Path | Accelerator) -> Accelerator:
     except (OSError, UnicodeDecodeError) as error:
         raise AcceleratorError(f"cannot read accelerator file {path}: {error}") from error
     return _parse(text, path.stem, str(path))
+
+
+def load_accelerators(sources: Iterable[str | Path | Accelerator]) -> list[Accelerator]:
+    """Every description of ``sources`` (see ``load_accelerator``), at least one, each name once."""
+    accelerators = [load_accelerator(source) for source in sources]
+    names = [a.name for a in accelerators]
+    if not accelerators or len(set(names)) < len(names):
+        raise AcceleratorError(f"accelerators {names} are invalid: give at least one, each name (a preset or a "
+                               "file's stem) once")
+    return accelerators

@@ -1,4 +1,5 @@
-"""The ``zebra`` command line: train, eval, run, slim, prune, calibrate, export, sweep and report.
+"""The ``zebra`` command line: train, eval, run, slim, prune, calibrate, export, estimate, sweep and
+report.
 
 Bad input is one line on stderr, never a traceback. The parser (``parser.py``) is torch-free, so help is
 instant; the verbs (``verbs.py``) load torch and the engine once the arguments parse.

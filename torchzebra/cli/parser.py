@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
 from ..codec.widths import WIDTHS
 from ..configs import PRESETS
 from ..core.registry import FORMATS
@@ -18,6 +19,27 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set train.epochs=5 --set zebra.lam=0.05 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_estimate_parser(commands) -> None:
+    """``zebra estimate``: a checkpoint's measured traffic as cycles, stalls and energy on accelerators."""
+    a = commands.add_parser(
+        "estimate", help="cycles, stalls and DRAM energy of a checkpoint's measured traffic on accelerators",
+        description="Measure a checkpoint on its test split, then estimate per conv/linear layer and format "
+                    "(dense, zvc, zebra, zebra_zvc) the compute cycles of a systolic array (SCALE-Sim's analytical "
+                    "runtime), the DRAM bytes and memory cycles, stalls and energy; see docs/ACCELERATORS.md.")
+    a.add_argument("checkpoint", type=Path, help="a last.pt written by zebra train, run, slim, prune or calibrate")
+    a.add_argument("--accelerator", action="append", metavar="NAME|FILE.yaml",
+                   help=f"a preset ({', '.join(ACCELERATOR_PRESETS)}) or a YAML description (repeatable; default: "
+                        "every preset)")
+    a.add_argument("--images", type=int, help="measure this many test images (default: the whole test split)")
+    a.add_argument("--on-chip", action="store_true",
+                   help="keep a map on chip (no DRAM write or read) when one copy fits in the ifmap and ofmap buffers")
+    a.add_argument("--json", type=Path, help="also write the estimate as JSON here")
+    a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the checkpoint's config, e.g. --set data.root=/data")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.set_defaults(verb="estimate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'torchzebra[onnx]')")
     x.add_argument("--quiet", action="store_true", help="no progress bars")
     x.set_defaults(verb="export")
+
+    _add_estimate_parser(commands)
 
     w = commands.add_parser("sweep", help="a grid of fine-tunes (methods x settings) from one baseline, resumable",
                             description="Train the dense baseline once, then fine-tune every method at every grid "

@@ -16,6 +16,8 @@ from ..engine import (CheckpointError, ConfigError, TrainingError, evaluate, kee
                       load_trained, train)
 from ..engine import distributed
 from ..engine.config import parse_assignment
+from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
+from ..engine.estimating import estimate_checkpoint, write_estimate
 from ..engine.exporting import checkpoint_maps, export_checkpoint, onnx_checkpoint
 from ..engine.posttraining import calibrate_checkpoint
 from ..engine.run import new_run_dir, run_experiment
@@ -148,7 +150,16 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-VERBS = {"train": _train, "eval": _eval, "run": _run, "slim": _slim, "prune": _prune, "calibrate": _calibrate,
+def _estimate(args: argparse.Namespace) -> int:
+    result = estimate_checkpoint(args.checkpoint, args.accelerator or ACCELERATOR_PRESETS, args.images, args.on_chip,
+                                 args.set, progress=not args.quiet)
+    print(result)
+    if args.json:
+        write_estimate(args.json, result)
+    return 0
+
+
+VERBS = {"estimate": _estimate, "train": _train, "eval": _eval, "run": _run, "slim": _slim, "prune": _prune, "calibrate": _calibrate,
          "export": _export, "sweep": _sweep, "report": _report}
 
 
