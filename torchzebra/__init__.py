@@ -2,7 +2,8 @@
 
 ``prepare`` instruments a CNN so that blocks of its activation maps whose score is at most a per-layer
 threshold are zeroed; ``zero_block_loss`` trains the network to put its information in few blocks;
-``measure`` counts the DRAM traffic of every map in dense, ZVC, Zebra and Zebra+ZVC formats.
+``measure`` counts the DRAM traffic of every map in dense, ZVC, Zebra and Zebra+ZVC formats; ``estimate``
+turns it into cycles, stalls and energy on an accelerator.
 Names load on first use (``import torchzebra`` alone does not import torch).
 """
 
@@ -11,6 +12,7 @@ from ._lazy import lazy_package
 __version__ = "0.1.0"
 
 __all__ = lazy_package(__name__, {
+    "accelerator": ["estimate"],
     "core": ["FORMATS"],
     "calibrate": ["calibrate"],
     "config": ["ZebraConfig"],
