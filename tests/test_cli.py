@@ -1,5 +1,6 @@
 """The zebra CLI: help, overrides, the train -> eval path and one-line errors."""
 
+import json
 import subprocess
 import sys
 
@@ -83,6 +84,9 @@ def test_run_writes_side_by_side_report(tmp_path, capsys):
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| dense baseline |" in report and "| Zebra |" in report and "## Per layer" in report
     assert (tmp_path / "r" / "report.json").is_file() and (tmp_path / "r" / "zebra" / "last.pt").is_file()
+    estimate = json.loads((tmp_path / "r" / "estimate.json").read_text())  # one line per preset, and the JSON
+    out = capsys.readouterr().out
+    assert all(f"{name}: zebra_zvc speed-up" in out for name in estimate["accelerators"]) and len(estimate["accelerators"]) == 3
 
 
 def test_run_from_scratch_distilled_from_the_baseline(tmp_path, capsys):

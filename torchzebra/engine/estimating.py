@@ -43,6 +43,17 @@ def estimate_checkpoint(checkpoint: str | Path, accelerators: Iterable[str | Acc
     return model_estimate(model, DataSpec(**payload["spec"]), report, accelerators, on_chip)
 
 
+def run_estimate(run_dir: str | Path, checkpoint: str | Path, report: TrafficReport) -> Estimate:
+    """The estimate of a run's trained ``checkpoint`` from its final ``report`` on every preset: written to
+    ``run_dir/estimate.json``, one line per preset printed (what ``zebra run`` does last)."""
+    payload = load_checkpoint(checkpoint)
+    model, _ = rebuild(payload, (), f"checkpoint {checkpoint}")
+    result = model_estimate(model, DataSpec(**payload["spec"]), report)
+    write_estimate(Path(run_dir) / ESTIMATE, result)
+    print("\n".join(["Accelerator estimate (docs/ACCELERATORS.md), per image:", *estimate_lines(result)]), flush=True)
+    return result
+
+
 def write_estimate(path: str | Path, result: Estimate) -> None:
     """``result`` as JSON at ``path`` (atomically)."""
     atomic_write_text(path, json.dumps(result.to_dict(), indent=2))

@@ -13,6 +13,7 @@ from ..results import CHECKPOINT, METHODS, REPORT, Machine, ModelRow, RunInfo, R
 from ..results.tables import run_markdown
 from ..nn import plain_model
 from .config import RunConfig, save_config
+from .estimating import run_estimate
 from .extensions import distillation
 from .trainer import TrainResult, resolve_device, train
 
@@ -65,4 +66,6 @@ def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False,
                   resume=resume, extensions=distillation(config, plain_model(baseline.model)), progress=progress)
     rows = (stage_row("dense", baseline, baseline.report), stage_row(method.name, zebra, baseline.report))
     result = RunResult("run", run_info("zebra run", config, started), config.to_dict(), rows[0].label, rows)
-    return publish(run_dir, result, run_markdown(result))
+    publish(run_dir, result, run_markdown(result))
+    run_estimate(run_dir, run_dir / "zebra" / CHECKPOINT, zebra.report)  # estimate.json: the presets' cycles
+    return result
