@@ -1,5 +1,6 @@
 """Run the real SCALE-Sim 3.0.0 on torchzebra's export of a ResNet-18 and print, per layer, its cycles and DRAM
-words beside the bytes of the maps the layer reads and writes in every format (per image and access).
+words beside the bytes of the maps the layer reads and writes in every format (per image and access), and
+beside the compute cycles of torchzebra's analytical runtime (``torchzebra.accelerator.systolic``).
 
 The model is a trained checkpoint (``--checkpoint``, measured on its test split) or an untrained ResNet-18
 (CIFAR stem, width 16; the default) or MobileNet-V2 (width 0.25, depthwise convs) with Zebra thresholds on
@@ -9,12 +10,15 @@ Not part of the test suite.
 
     .venv/bin/python benchmarks/scalesim_check.py [--checkpoint runs/X/zebra/last.pt | --model mobilenet_v2]
                                                   [--images 16] [--out DIR] [--venv DIR] [--array 32] [--sram-kb 64]
+                                                  [--dataflow os|ws|is] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,11 +29,14 @@ import torch
 import torchvision
 
 import torchzebra as tz
+from torchzebra.accelerator.systolic import compute_cycles
+from torchzebra.accelerator.work import gemm_of
 from torchzebra.core import FORMATS
 from torchzebra.export import ConvLayer, conv_layers, conv_maps_csv, layout_csv, topology_csv
 from torchzebra.models import ResNet18
 
 REQUIREMENTS = ["scalesim==3.0.0", "numpy<2.4"]
+VENV = Path(tempfile.gettempdir()) / "torchzebra-scalesim-venv"
 CONFIG = """[general]
 run_name = zebra
 
@@ -38,15 +45,15 @@ InterfaceBandwidth = CALC
 UseRamulatorTrace = False
 
 [architecture_presets]
-ArrayHeight = {array}
-ArrayWidth = {array}
+ArrayHeight = {rows}
+ArrayWidth = {cols}
 IfmapSramSzkB = {sram}
 FilterSramSzkB = {sram}
 OfmapSramSzkB = {sram}
 IfmapOffset = 0
 FilterOffset = 10000000
 OfmapOffset = 20000000
-Dataflow = os
+Dataflow = {dataflow}
 ReadRequestBuffer = 32
 WriteRequestBuffer = 32
 
@@ -92,9 +99,9 @@ def scalesim_python(folder: Path) -> Path:
     return python
 
 
-def run_scalesim(python: Path, out: Path, array: int, sram_kb: int) -> Path:
-    """Run SCALE-Sim on ``out``'s topology and layout; return its report folder."""
-    (out / "scale.cfg").write_text(CONFIG.format(array=array, sram=sram_kb))
+def run_scalesim(python: Path, out: Path, array: tuple[int, int], sram_kb: int, dataflow: str = "os") -> Path:
+    """Run SCALE-Sim on ``out``'s topology and layout with a ``rows x cols`` array; return its report folder."""
+    (out / "scale.cfg").write_text(CONFIG.format(rows=array[0], cols=array[-1], sram=sram_kb, dataflow=dataflow))
     subprocess.run([str(python), "-c", RUNNER, str(out / "scale.cfg"), str(out / "topology.csv"),
                     str(out / "layout.csv"), str(out / "logs")], check=True, stdout=subprocess.DEVNULL)
     return out / "logs" / "zebra"
@@ -128,21 +135,42 @@ def map_bytes(report: tz.TrafficReport) -> dict[str, dict[str, float]]:
             for layer in report.layers}
 
 
-def print_table(layers: list[ConvLayer], simulated: list[dict[str, int]], sizes: dict[str, dict[str, float]]) -> None:
+def deviations(layers: list[ConvLayer], simulated: list[dict[str, int]], array: tuple[int, int],
+               dataflow: str) -> list[float]:
+    """Per row: (analytical compute cycles - SCALE-Sim's Total Cycles) / SCALE-Sim's."""
+    ours = [compute_cycles(gemm_of(layer), array[0], array[-1], dataflow) for layer in layers]
+    return [(mine - sim["cycles"]) / sim["cycles"] for mine, sim in zip(ours, simulated)]
+
+
+def print_table(layers: list[ConvLayer], simulated: list[dict[str, int]], sizes: dict[str, dict[str, float]],
+                deviation: list[float]) -> None:
     """SCALE-Sim's numbers beside ours, one line per layer, then whether its DRAM words are ours."""
     formats = "/".join(FORMATS)
-    print(f"{'layer':<20} {'cycles':>7} {'DRAM ifmap':>10} {'ifmap_words':>11} {'padding':>7}  "
+    print(f"{'layer':<20} {'cycles':>7} {'ours':>6} {'DRAM ifmap':>10} {'ifmap_words':>11} {'padding':>7}  "
           f"{'reads: bytes ' + formats:<40} {'DRAM ofmap':>10}  {'writes: bytes ' + formats}")
-    for layer, sim in zip(layers, simulated):
+    for layer, sim, dev in zip(layers, simulated, deviation):
         reads, writes = (" ".join(f"{sizes[site][fmt]:.0f}" for fmt in FORMATS) if site in sizes else site
                          for site in (layer.reads, layer.writes))
-        print(f"{layer.name:<20} {sim['cycles']:>7} {sim['ifmap']:>10} {layer.ifmap_words:>11} "
+        print(f"{layer.name:<20} {sim['cycles']:>7} {dev:>+6.1%} {sim['ifmap']:>10} {layer.ifmap_words:>11} "
               f"{layer.padding_words:>7}  {reads:<40} {sim['ofmap']:>10}  {writes}")
     same_in = sum(sim["ifmap"] == layer.ifmap_words for layer, sim in zip(layers, simulated))
     same_out = sum(sim["ofmap"] == layer.ofmap_words for layer, sim in zip(layers, simulated))
     print(f"total cycles {sum(s['cycles'] for s in simulated)}; DRAM IFMAP reads == ifmap_words on {same_in}/"
           f"{len(layers)} rows, DRAM OFMAP writes == ofmap_words on {same_out}/{len(layers)}; padding is "
           f"{sum(layer.padding_words for layer in layers) / sum(s['ifmap'] for s in simulated):.1%} of the IFMAP reads")
+
+
+def simulate(model: torch.nn.Module, batches: list[torch.Tensor], out: Path, python: Path, array: tuple[int, int],
+             sram_kb: int = 64, dataflow: str = "os") -> tuple[list[ConvLayer], list[dict[str, int]], tz.TrafficReport]:
+    """Export ``model``'s rows into ``out``, run SCALE-Sim on them and measure the maps: (rows, SCALE-Sim's cycles
+    and DRAM words per row, our traffic report)."""
+    out.mkdir(parents=True, exist_ok=True)
+    layers = conv_layers(model, batches[0][:1])
+    report = tz.measure(model, batches, bits=8)
+    for name, text in (("topology.csv", topology_csv(layers)), ("layout.csv", layout_csv(layers)),
+                       ("layers.csv", conv_maps_csv(layers, report))):
+        (out / name).write_text(text)
+    return layers, per_layer(layers, run_scalesim(python, out, array, sram_kb, dataflow)), report
 
 
 def main() -> None:
@@ -152,23 +180,31 @@ def main() -> None:
                         help="untrained model without --checkpoint: resnet18 (default) or mobilenet_v2 (depthwise)")
     parser.add_argument("--images", type=int, default=16, help="images measured (default 16)")
     parser.add_argument("--out", type=Path, help="folder for the exports and SCALE-Sim's reports (default: temp)")
-    parser.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / "torchzebra-scalesim-venv",
-                        help="virtual environment for SCALE-Sim (made if missing)")
-    parser.add_argument("--array", type=int, default=32, help="systolic array rows and columns (default 32)")
+    parser.add_argument("--venv", type=Path, default=VENV, help="virtual environment for SCALE-Sim (made if missing)")
+    parser.add_argument("--array", type=int, nargs="+", default=[32], metavar="N",
+                        help="systolic array rows and columns: N (square) or ROWS COLS (default 32)")
     parser.add_argument("--sram-kb", type=int, default=64, help="each SRAM's size in kB (default 64)")
+    parser.add_argument("--dataflow", default="os", choices=("os", "ws", "is"), help="SCALE-Sim's dataflow (default os)")
+    parser.add_argument("--json", type=Path, help="also write the per-layer cycles and deviations here")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="scalesim-check-"))
-    out.mkdir(parents=True, exist_ok=True)
     model, batches = model_and_batches(args.checkpoint, args.model, args.images)
-    layers = conv_layers(model, batches[0][:1])
-    report = tz.measure(model, batches, bits=8)
-    for name, text in (("topology.csv", topology_csv(layers)), ("layout.csv", layout_csv(layers)),
-                       ("layers.csv", conv_maps_csv(layers, report))):
-        (out / name).write_text(text)
-    reports = run_scalesim(scalesim_python(args.venv), out, args.array, args.sram_kb)
-    print(f"SCALE-Sim 3.0.0, {args.array}x{args.array} output-stationary array, {args.sram_kb} kB SRAMs, 1-byte "
-          f"words; our bytes at 8 bits, per image and access, over {report.images} images; files in {out}")
-    print_table(layers, per_layer(layers, reports), map_bytes(report))
+    layers, simulated, report = simulate(model, batches, out, scalesim_python(args.venv), args.array, args.sram_kb,
+                                         args.dataflow)
+    print(f"SCALE-Sim 3.0.0, {args.array[0]}x{args.array[-1]} {args.dataflow} array, {args.sram_kb} kB SRAMs, 1-byte "
+          f"words; our bytes at 8 bits, per image and access, over {report.images} images; 'ours': the analytical "
+          f"compute cycles' deviation from SCALE-Sim's; files in {out}")
+    deviation = deviations(layers, simulated, args.array, args.dataflow)
+    print_table(layers, simulated, map_bytes(report), deviation)
+    spread = [abs(d) for d in deviation]
+    print(f"analytical compute cycles against SCALE-Sim's Total Cycles over {len(layers)} rows: median |deviation| "
+          f"{statistics.median(spread):.2%}, max {max(spread):.2%}")
+    if args.json:
+        rows = [{"layer": layer.name, "scalesim_cycles": sim["cycles"], "deviation": dev}
+                for layer, sim, dev in zip(layers, simulated, deviation)]
+        args.json.write_text(json.dumps({"model": args.checkpoint and str(args.checkpoint) or args.model,
+                                         "array": args.array, "dataflow": args.dataflow, "rows": rows,
+                                         "median": statistics.median(spread), "max": max(spread)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -210,3 +210,16 @@ def test_estimate_command_writes_the_documented_json(tmp_path, capsys):
             assert isinstance(layer["name"], str) and isinstance(layer["macs"], int)
             assert isinstance(layer["compute_cycles"], int)
             assert all(isinstance(layer["formats"][fmt][key], int) for fmt in FORMATS for key in ("dram_bytes", "cycles"))
+
+
+def test_the_docs_worked_example_is_what_the_model_computes():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ACCELERATORS.md").read_text()
+    block = doc.split("<!-- worked example: begin -->")[1].split("<!-- worked example: end -->")[0]
+    activations = {"dense": 2000, "zvc": 1200, "zebra": 800, "zebra_zvc": 600}
+    layer = layer_cost(LayerWork("conv", Gemm(16, 36, 8), activations), accelerator(), bits=8)
+    for fmt, cost in layer.formats.items():
+        row = (f"| {fmt} | {activations[fmt]} | {cost.dram_bytes} | {cost.memory_cycles} | {cost.cycles} | "
+               f"{cost.stall_cycles} | {cost.serial_cycles} | {cost.dram_energy_uj:.6f} | {cost.energy_uj:.6f} |")
+        assert row in block, row
+    assert layer.compute_cycles == 335 and "`8 x 42 - 1 = 335` cycles" in doc
