@@ -223,3 +223,13 @@ def test_the_docs_worked_example_is_what_the_model_computes():
                f"{cost.stall_cycles} | {cost.serial_cycles} | {cost.dram_energy_uj:.6f} | {cost.energy_uj:.6f} |")
         assert row in block, row
     assert layer.compute_cycles == 335 and "`8 x 42 - 1 = 335` cycles" in doc
+
+
+def test_the_report_draws_rooflines_from_a_runs_estimate(measured, tmp_path):
+    from torchzebra.reports.roofline import estimate_figures
+    model, x, report = measured
+    assert estimate_figures(tmp_path) == []  # no estimate.json: no figures
+    (tmp_path / "estimate.json").write_text(json.dumps(estimate(model, x, report, ["eyeriss", "tpu-v1"]).to_dict()))
+    figures = estimate_figures(tmp_path, "0-")
+    assert [name for name, _, _ in figures] == ["0-roofline-eyeriss.png", "0-roofline-tpu-v1.png"]
+    assert all(png.startswith(b"\x89PNG") and "roofline" in caption for _, caption, png in figures)

@@ -13,6 +13,7 @@ from .._io import atomic_write_bytes, atomic_write_text
 from ..core import COMPRESSED, format_title
 from ..results import METHODS, method_title, stage_traffic
 from . import plots
+from .roofline import estimate_figures
 from .summary import Point, ReportError, best_within, budget_markdown, load_points, points_markdown
 
 # Sets data-images / data-loaded / data-errors on <body>, so a headless browser can check the page.
@@ -69,6 +70,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, budget_points: 
     if chosen is not None and chosen.checkpoint is not None and capture is not None:
         for index, png in enumerate(_mask_pictures(chosen, capture)):
             figures.append((f"stripes-{index}.png", f"Activation maps of {chosen.label}, test image {index}", png))
+    for index, run_dir in enumerate(run_dirs):  # runs with an estimate.json: rooflines and stalls per preset
+        figures += estimate_figures(run_dir, f"{index}-" if len(run_dirs) > 1 else "")
     for name, _, png in figures:
         atomic_write_bytes(out / name, png)
     budget = budget_markdown(points, budget_points)
