@@ -4,7 +4,6 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -14,11 +13,11 @@ import yaml
 from torchzebra.engine import (CheckpointError, ConfigError, keep_freed_memory, load_checkpoint, load_config, load_trained,
                                save_checkpoint, train)
 from torchzebra.engine import trainer as trainer_module
-from torchzebra.engine.extensions import DensityCalibration, Extension, ZeroBlockPenalty, distillation_loss
+from torchzebra.engine.extensions import Extension
+from torchzebra.recipe import distillation_loss
 from torchzebra.data import DataSpec
 from torchzebra.results import read_result
 from torchzebra.models import build_model
-import torchzebra as tz
 from torchzebra import zebra_layers
 
 TINY = [
@@ -202,31 +201,6 @@ def test_model_zoo_errors():
         build_model("torchvision:nonsense", 10, 3)
     with pytest.raises(ValueError, match="stem='tiny' is invalid"):
         build_model("resnet18", 10, 3, stem="tiny")
-
-
-def test_density_ramp_is_cubic_from_one_to_target():
-    calibration = DensityCalibration(tiny_config("zebra.density=0.4", "zebra.density_ramp_steps=10").zebra)
-    assert calibration.density(0) == pytest.approx(1.0)
-    assert calibration.density(5) == pytest.approx(0.4 + 0.6 * 0.125)
-    assert calibration.density(50) == pytest.approx(0.4)
-    calibration = DensityCalibration(tiny_config("zebra.density={'layer4.*': 0.2}", "zebra.density_ramp_steps=10").zebra)
-    assert calibration.density(10)["layer4.*"] == pytest.approx(0.2)
-
-
-def test_no_penalty_is_computed_in_steps_where_lambda_is_zero(residual_net):
-    """lam_epochs [0, 0.1]: the layers compute no penalty in the first epoch's steps (nothing would use it),
-    then do; every epoch ends with the penalty on, so a trained model hands back penalties like a prepared one."""
-    penalty = ZeroBlockPenalty(tiny_config("zebra.lam_epochs=[0, 0.1]").zebra)
-    model = tz.prepare(residual_net).train()
-    for epoch, wanted in ((0, False), (1, True)):
-        run = SimpleNamespace(model=model, epoch=epoch, global_step=epoch * 10)
-        penalty.before_forward(run, None)
-        model(torch.randn(2, 1, 8, 8))
-        assert all((layer.last_penalty is not None) == wanted for _, layer in zebra_layers(model))
-        term = penalty.extra_loss(run, None, None, None)
-        assert (term is not None) == wanted and penalty.lam == (0.1 if wanted else 0.0)
-        penalty.epoch_end(run, {})  # the model is handed back with its penalty on
-        assert all(layer.penalized for _, layer in zebra_layers(model))
 
 
 def test_training_with_calibrated_density_prunes_to_the_target(tmp_path):

@@ -18,5 +18,6 @@ __all__ = lazy_package(__name__, {
     "config": ["ZebraConfig"],
     "measure": ["LayerTraffic", "TrafficReport", "measure"],
     "nn": ["ZebraLayer", "eval_mode", "is_prepared", "plain_model", "prepare", "remove", "set_masking", "set_penalty", "zebra_layers"],
+    "recipe": ["ZebraRecipe"],
     "regularizer": ["zero_block_loss"],
 })

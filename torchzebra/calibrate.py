@@ -21,6 +21,12 @@ def validate_density(value: object, name: str) -> float:
     return float(value)
 
 
+def validate_densities(density: object, name: str) -> None:
+    """Check a density setting: one fraction in (0, 1] or ``{name-pattern: fraction}``."""
+    for pattern, value in (density.items() if isinstance(density, Mapping) else [("*", density)]):
+        validate_density(value, f"{name}[{pattern!r}]")
+
+
 @torch.no_grad()
 def calibrate(model: nn.Module, batches: Iterable, density: float | Mapping[str, float]) -> dict[str, float]:
     """Set the threshold of every active layer so it keeps about ``density`` of its blocks on ``batches``.

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .._io import atomic_write_text
-from ..calibrate import validate_density
+from ..calibrate import validate_densities
 from ..config import ZebraConfig
 from ..configs import PRESETS
 from ..data import DataSection
@@ -77,8 +77,7 @@ class ZebraSection(ZebraConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.density is not None:
-            for pattern, value in (self.density.items() if isinstance(self.density, dict) else [("*", self.density)]):
-                validate_density(value, f"density[{pattern!r}]")
+            validate_densities(self.density, "density")
         if self.lam_epochs is not None and not self.lam_epochs:
             raise ValueError("lam_epochs=[] is invalid: use a list of numbers, one per epoch")
 

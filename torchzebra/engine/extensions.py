@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import slim
-from ..calibrate import calibrate
 from ..nn import set_penalty
-from ..regularizer import zero_block_loss
+from ..recipe import Distiller, ZebraRecipe
 from .config import OptimSection, RunConfig, ZebraSection
 from .distributed import World
 
@@ -73,55 +71,35 @@ class Extension:
         """Add this extension's columns to the epoch's metrics row."""
 
 
-class DensityCalibration(Extension):
-    """Zebra's threshold policy: every active layer's threshold recalibrated on the current batch so that it
-    keeps the target block density, which falls from 1 over ``density_ramp_steps`` (cubic, Zhu & Gupta 2017)."""
+class ZebraTraining(Extension):
+    """Zebra's recipe with the run's ``zebra`` settings, driven by the loop: an adapter over ``ZebraRecipe``
+    (thresholds calibrated to a ramped density, the penalty and its weight schedule)."""
 
-    name = "zebra_calibration"
-
-    def __init__(self, section: ZebraSection) -> None:
-        self.section = section
-
-    def before_forward(self, run: TrainRun, inputs: torch.Tensor) -> None:
-        every = self.section.calibrate_every
-        if run.step == 0 or (every and run.step % every == 0):
-            calibrate(run.model, [inputs], self.density(run.global_step))
-
-    def density(self, step: int) -> float | dict[str, float]:
-        """The kept-block fraction (or fraction per pattern) at ``step``."""
-        ramp_steps = self.section.density_ramp_steps
-        left = max(0.0, 1.0 - step / ramp_steps) if ramp_steps else 0.0
-        ramp = lambda target: target + (1.0 - target) * left**3  # noqa: E731
-        density = self.section.density
-        return {p: ramp(v) for p, v in density.items()} if isinstance(density, dict) else ramp(density)
-
-
-class ZeroBlockPenalty(Extension):
-    """Zebra's regulariser: ``lambda * zero_block_loss(model)``, lambda per epoch and ramped over warm-up steps."""
-
-    name = "zebra_penalty"
+    name = "zebra"
 
     def __init__(self, section: ZebraSection) -> None:
         self.section = section
-        self.lam = 0.0
-
-    def weight(self, epoch: int, step: int) -> float:
-        """Lambda at ``epoch`` and global ``step``."""
-        section = self.section
-        base = section.lam_epochs[min(epoch, len(section.lam_epochs) - 1)] if section.lam_epochs else section.lam
-        ramp = min(1.0, (step + 1) / section.warmup_steps) if section.warmup_steps else 1.0
-        return base * ramp
+        self.recipe: ZebraRecipe | None = None  # built at the first step, when the run's model is known
 
     def before_forward(self, run: TrainRun, inputs: torch.Tensor) -> None:
-        set_penalty(run.model, self.weight(run.epoch, run.global_step) != 0)  # none where it would count 0 times
+        if self.recipe is None:
+            self.recipe = zebra_recipe(self.section, run.model, run.steps_per_epoch)
+        self.recipe.last_step = run.global_step - 1  # the loop's count: a resumed run starts at its epoch's first step
+        self.recipe.step(inputs)
 
     def extra_loss(self, run, inputs, outputs, labels):
-        self.lam = self.weight(run.epoch, run.global_step)
-        return self.lam * zero_block_loss(run.model) if self.lam else None
+        return self.recipe.loss(outputs)
 
     def epoch_end(self, run: TrainRun, row: dict[str, Any]) -> None:
-        row["lam"] = self.lam
+        row["lam"] = self.recipe.last_lam
         set_penalty(run.model, True)  # the trained model hands back penalties again, as a prepared one does
+
+
+def zebra_recipe(section: ZebraSection, model: nn.Module, steps_per_epoch: int | None = None) -> ZebraRecipe:
+    """The ``ZebraRecipe`` of a run config's ``zebra`` section for a prepared ``model``."""
+    return ZebraRecipe(model, density=section.density, density_ramp_steps=section.density_ramp_steps,
+                       calibrate_every=section.calibrate_every, lam=section.lam, lam_epochs=section.lam_epochs,
+                       warmup_steps=section.warmup_steps, steps_per_epoch=steps_per_epoch)
 
 
 class BnSparsity(Extension):
@@ -145,36 +123,24 @@ class BnSparsity(Extension):
 
 
 class Distillation(Extension):
-    """Knowledge distillation from a trained teacher (Hinton et al. 2015): ``weight * T^2 * KL(teacher || model)``
-    over logits softened by temperature ``T``, the teacher run in eval mode without gradients on the same batch."""
+    """Knowledge distillation from a trained teacher: an adapter over the recipe's ``Distiller`` (``weight * T^2 *
+    KL(teacher || model)`` over logits softened by temperature ``T``, the teacher run frozen on the same batch)."""
 
     name = "distillation"
 
     def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 4.0) -> None:
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.weight = weight
-        self.temperature = temperature
+        self.distiller = Distiller(teacher, weight, temperature)
 
     def settings(self) -> dict[str, Any]:
-        return {"weight": self.weight, "temperature": self.temperature}
+        return {"weight": self.distiller.weight, "temperature": self.distiller.temperature}
 
     def extra_loss(self, run, inputs, outputs, labels):
-        self.teacher.to(inputs.device)  # a no-op once it is there
-        with torch.no_grad():
-            target = self.teacher(inputs)
-        return self.weight * distillation_loss(outputs, target, self.temperature)
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch."""
-    log_student = F.log_softmax(student.float() / temperature, dim=1)
-    log_teacher = F.log_softmax(teacher.float() / temperature, dim=1)
-    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+        return self.distiller(inputs, outputs)
 
 
 def zebra_extensions(section: ZebraSection) -> list[Extension]:
-    """What training with Zebra adds: threshold calibration (when a density is set) and the penalty."""
-    return ([DensityCalibration(section)] if section.density is not None else []) + [ZeroBlockPenalty(section)]
+    """What training with Zebra adds: its recipe (threshold calibration when a density is set, the penalty)."""
+    return [ZebraTraining(section)]
 
 
 def slimming(config: RunConfig) -> list[Extension]:

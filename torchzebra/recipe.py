@@ -1,0 +1,173 @@
+"""Zebra's training recipe as one object that any training loop drives, shaped like a learning-rate scheduler.
+
+Built from a prepared model and the recipe's settings, a ``ZebraRecipe`` is called twice per training step:
+``step(inputs)`` before the forward (thresholds recalibrated on the batch to a kept-block density that ramps
+down from 1, penalties off where their weight is 0) and ``loss(outputs)`` after it (``lam *
+zero_block_loss(model)``, plus distillation from a teacher). ``state_dict``/``load_state_dict`` resume it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .calibrate import calibrate, validate_densities
+from .nn import model_device, prepared_module, set_penalty
+from .regularizer import zero_block_loss
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch."""
+    log_student = F.log_softmax(student.float() / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher.float() / temperature, dim=1)
+    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+
+
+class Distiller:
+    """Knowledge distillation from a trained teacher (Hinton et al. 2015): ``weight * T^2 * KL(teacher || student)``
+    over logits softened by temperature ``T``; the teacher is put in eval mode, frozen, and run without gradients."""
+
+    def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 4.0) -> None:
+        if not isinstance(teacher, nn.Module):
+            raise ValueError(f"teacher={type(teacher).__name__} is invalid: use a trained nn.Module (or None)")
+        self.weight = _number(weight, "weight")
+        self.temperature = _number(temperature, "temperature", positive=True)
+        self.teacher = teacher.eval().requires_grad_(False)
+
+    def __call__(self, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        """The distillation term for the student's ``outputs`` (logits) on ``inputs``."""
+        self.teacher.to(inputs.device)  # a no-op once it is there
+        with torch.no_grad():
+            target = self.teacher(inputs)
+        return self.weight * distillation_loss(outputs, target, self.temperature)
+
+
+@dataclass(eq=False)
+class ZebraRecipe:
+    """Zebra's recipe for any training loop: call ``step(inputs)`` before each training forward and add
+    ``loss(outputs)`` to the task loss. Settings have the names and defaults of the run config's ``zebra`` section.
+
+    ``density`` (a fraction, or ``{name-pattern: fraction}``) recalibrates thresholds at the first step of every
+    epoch and every ``calibrate_every`` steps, to a target that falls from 1 over ``density_ramp_steps`` (cubic);
+    None keeps the thresholds as they are. The penalty weight is ``lam`` (or ``lam_epochs[epoch]``, the last
+    repeating) times a linear warm-up over ``warmup_steps``. ``steps_per_epoch`` (e.g. ``len(loader)``) places
+    the epoch boundaries. A ``teacher`` adds ``distill_weight * T^2 * KL`` at ``temperature`` T.
+    """
+
+    model: nn.Module = field(repr=False)
+    _: KW_ONLY
+    density: float | Mapping[str, float] | None = None
+    density_ramp_steps: int = 0
+    calibrate_every: int = 0
+    lam: float = 0.0
+    lam_epochs: Sequence[float] | None = None
+    warmup_steps: int = 0
+    steps_per_epoch: int | None = None
+    teacher: nn.Module | None = field(default=None, repr=False)
+    distill_weight: float = 1.0
+    temperature: float = 4.0
+    last_step: int = field(default=-1, init=False)  # the step of the last ``step()`` call; -1 before the first
+    _distiller: Distiller | None = field(default=None, init=False, repr=False)
+    _inputs: torch.Tensor | None = field(default=None, init=False, repr=False)  # the batch the teacher reads
+
+    def __post_init__(self) -> None:
+        self.model = prepared_module(self.model, "ZebraRecipe")  # a torch.compile wrapper's eager module
+        if self.density is not None:
+            validate_densities(self.density, "density")
+        for name in ("density_ramp_steps", "calibrate_every", "warmup_steps"):
+            _count(getattr(self, name), name, least=0)
+        if self.steps_per_epoch is not None:
+            _count(self.steps_per_epoch, "steps_per_epoch", least=1)
+        _number(self.lam, "lam")
+        if self.lam_epochs is not None:
+            if isinstance(self.lam_epochs, (str, bytes)) or not isinstance(self.lam_epochs, Sequence) or not self.lam_epochs:
+                raise ValueError(f"lam_epochs={self.lam_epochs!r} is invalid: use a list of numbers, one per epoch")
+            for epoch, value in enumerate(self.lam_epochs):
+                _number(value, f"lam_epochs[{epoch}]")
+            if self.steps_per_epoch is None:
+                raise ValueError("lam_epochs needs steps_per_epoch (e.g. len(loader)) to know where each epoch starts")
+        _number(self.distill_weight, "distill_weight")
+        _number(self.temperature, "temperature", positive=True)
+        if self.teacher is not None:
+            self._distiller = Distiller(self.teacher, self.distill_weight, self.temperature)
+
+    def target_density(self, step: int) -> float | dict[str, float]:
+        """The kept-block fraction (or fraction per pattern) that ``step`` calibrates to."""
+        ramp_steps = self.density_ramp_steps
+        left = max(0.0, 1.0 - step / ramp_steps) if ramp_steps else 0.0
+        ramp = lambda target: target + (1.0 - target) * left**3  # noqa: E731
+        return {p: ramp(v) for p, v in self.density.items()} if isinstance(self.density, Mapping) else ramp(self.density)
+
+    def penalty_weight(self, step: int) -> float:
+        """Lambda at ``step``: the epoch's base weight times the warm-up ramp."""
+        epoch = step // self.steps_per_epoch if self.steps_per_epoch else 0
+        base = self.lam_epochs[min(epoch, len(self.lam_epochs) - 1)] if self.lam_epochs else self.lam
+        ramp = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        return base * ramp
+
+    @property
+    def last_lam(self) -> float:
+        """The penalty weight of the current step (0 before the first)."""
+        return self.penalty_weight(self.last_step) if self.last_step >= 0 else 0.0
+
+    def step(self, inputs: torch.Tensor) -> None:
+        """Begin the next training step on the batch ``inputs``, before its forward: recalibrate the thresholds
+        when due, and switch the layers' penalty off where its weight is 0 (nothing would add it to the loss)."""
+        self.last_step += 1
+        within = self.last_step % self.steps_per_epoch if self.steps_per_epoch else self.last_step
+        set_penalty(self.model, self.last_lam != 0)
+        if self.density is not None and (within == 0 or (self.calibrate_every and within % self.calibrate_every == 0)):
+            calibrate(self.model, [inputs], self.target_density(self.last_step))
+        self._inputs = inputs if self._distiller is not None else None
+
+    def loss(self, outputs: torch.Tensor | None = None) -> torch.Tensor:
+        """The extra loss term of this step, after its forward: ``lam * zero_block_loss(model)`` plus, with a
+        teacher, the distillation of ``outputs`` (the logits); a zero when neither applies."""
+        if self.last_step < 0:
+            raise RuntimeError("ZebraRecipe.loss() before step(): call step(inputs) before each training forward")
+        terms = [self.last_lam * zero_block_loss(self.model)] if self.last_lam else []
+        if self._distiller is not None:
+            if outputs is None:
+                raise ValueError("ZebraRecipe.loss(outputs) needs the model's outputs (logits) when it has a teacher")
+            terms.append(self._distiller(self._inputs, outputs))
+        return sum(terms[1:], terms[0]) if terms else torch.zeros((), device=model_device(self.model))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the recipe stands (the thresholds are buffers of the model: they travel with its state_dict)."""
+        return {"last_step": self.last_step, "settings": self._settings()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Continue from ``state_dict``; one saved with other settings is a ``ValueError`` naming them."""
+        saved = state_dict["settings"]
+        differ = [f"{k}={saved.get(k)!r} (here {v!r})" for k, v in self._settings().items() if saved.get(k) != v]
+        if differ:
+            raise ValueError(f"ZebraRecipe.load_state_dict: the state was saved with other settings: {', '.join(differ)}; "
+                             "build the recipe with the saved settings to resume")
+        self.last_step = int(state_dict["last_step"])
+
+    def _settings(self) -> dict[str, Any]:
+        density = dict(self.density) if isinstance(self.density, Mapping) else self.density
+        return {"density": density, "density_ramp_steps": self.density_ramp_steps,
+                "calibrate_every": self.calibrate_every, "lam": self.lam,
+                "lam_epochs": list(self.lam_epochs) if self.lam_epochs is not None else None,
+                "warmup_steps": self.warmup_steps, "steps_per_epoch": self.steps_per_epoch,
+                "teacher": self.teacher is not None, "distill_weight": self.distill_weight,
+                "temperature": self.temperature}
+
+
+def _count(value: object, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name}={value!r} is invalid: use a whole number >= {least}")
+    return value
+
+
+def _number(value: object, name: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (
+            positive and value == 0):
+        raise ValueError(f"{name}={value!r} is invalid: use a finite number {'> 0' if positive else '>= 0'}")
+    return float(value)
