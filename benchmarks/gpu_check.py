@@ -2,17 +2,19 @@
 
 1. `overhead.py`'s comparison at batch 256 for the table of docs/PERFORMANCE.md: torchvision resnet18 at 64x64
    and the CIFAR-stem ResNet-18 (width 64) at 32x32, each in bf16 autocast + channels_last and in fp32, eager
-   with the fused Triton kernels; some rows also eager with plain PyTorch ops (the reference path, as before the
-   kernels) and the first row compiled. Each line gives train and inference ratios and counting (`tz.measure`)
+   with the fused Triton kernels; some rows also eager with plain PyTorch ops (the reference path, the library's
+   default) and the first row compiled. Each line gives train and inference ratios and counting (`tz.measure`)
    throughput against inference.
 2. The `paper` preset on synthetic 64x64 data, 2 epochs of 100 steps, without and with Zebra, eager and compiled
    (the engine's own loop with device-side batches); images/s of the second epoch, against the training
    throughput of torchvision's resnet18 (the same network) on a batch already on the device (step 1, bf16 +
    channels_last, in the same mode).
 
-First it runs tests/test_fused.py (the kernels against the PyTorch reference; on a GPU their first real
-launches) and puts its summary in the table's header (``--no-tests`` skips it). Measurements run most wanted
-first, each caught on its own, and none starts after ``--budget-s`` seconds from the start (tests included).
+The fused kernels are opt-in in the library; this check turns them on for the whole run (the `reference` rows
+turn them off again). First it runs tests/test_fused.py (the kernels against the PyTorch reference; on a GPU
+their first real launches) and puts its summary in the table's header (``--no-tests`` skips it). Measurements
+run most wanted first, each caught on its own, and none starts after ``--budget-s`` seconds from the start
+(tests included).
 The markdown table is rewritten after every one to ``--out`` (default ``$OUT/gpu_check.md`` where ``$OUT`` is
 set, else ``runs/gpu_check.md``), so a run cut short keeps what it measured.
 
@@ -37,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead  # noqa: E402  (the comparison this check runs, from the same folder)
 
 from torchzebra._io import atomic_write_text  # noqa: E402
-from torchzebra.core import fused_kernels  # noqa: E402
+from torchzebra.core import fused_kernels, set_fused_kernels  # noqa: E402
 from torchzebra.engine import load_config, train  # noqa: E402
 
 # (model, input size, precision, channels_last); every row eager with the fused kernels, and the modes in MORE_MODES
@@ -109,6 +111,7 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_check.py needs a CUDA GPU (or --device cpu for a dry run of the script)")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    set_fused_kernels(True)  # off by default in the library; measured here (the `reference` rows turn them off)
     started = time.perf_counter()
     tests = "tests not run" if args.no_tests else kernel_tests(timeout_s=180)
     print(tests, f"[{time.perf_counter() - started:.0f} s]", flush=True)

@@ -1,6 +1,7 @@
 """The fused Triton kernels against the PyTorch reference: masks, masked outputs and block counts bit for bit,
 penalties and gradients to rounding, in every dtype and layout. Without a GPU they run in Triton's interpreter
-(``TRITON_INTERPRET=1``, set by conftest.py before Triton is imported); on a GPU, on the GPU."""
+(``TRITON_INTERPRET=1``, set by conftest.py before Triton is imported); on a GPU, on the GPU. The kernels are
+opt-in (off by default): the tests that go through the layers turn them on."""
 
 import copy
 import importlib.util
@@ -19,7 +20,7 @@ from torch import nn
 
 import torchzebra as tz
 from torchzebra.core import (apply_block_mask, block_keep, block_nonzero_counts, block_penalty, fused, fused_kernels,
-                             masked_activation)
+                             fused_kernels_enabled, masked_activation, set_fused_kernels)
 from torchzebra.core.penalty import penalty_from_moments
 
 pytest.importorskip("triton", reason="the fused kernels need Triton (torch's CUDA builds install it)")
@@ -127,15 +128,17 @@ def test_the_kernels_refuse_second_derivatives():
         grad.sum().backward()
 
 
-def test_usable_only_where_the_kernels_help():
+def test_usable_only_where_the_kernels_help(monkeypatch):
+    monkeypatch.delenv(fused.ENVIRONMENT_VARIABLE, raising=False)
     x = torch.ones(2, 3, 8, 8)
-    assert not fused.usable(x, 4)  # CPU maps take the plain PyTorch path
+    with fused_kernels(True):
+        assert not fused.usable(x, 4)  # CPU maps take the plain PyTorch path
     if torch.cuda.is_available():
         gpu = x.cuda()
-        assert fused.usable(gpu, 4) and not fused.usable(gpu.double(), 4) and not fused.usable(gpu[0, 0], 4)
-        assert not fused.usable(torch.ones(1, 1, 200, 200, device="cuda"), "map")  # one block row too large
-        with fused_kernels(False):
-            assert not fused.usable(gpu, 4)
+        assert not fused.usable(gpu, 4)  # opt-in: off by default
+        with fused_kernels(True):
+            assert fused.usable(gpu, 4) and not fused.usable(gpu.double(), 4) and not fused.usable(gpu[0, 0], 4)
+            assert not fused.usable(torch.ones(1, 1, 200, 200, device="cuda"), "map")  # one block row too large
     for unfit in (torch.ones(1, 1, 200, 200), torch.ones(0, 3, 8, 8), torch.ones(3, 8, 8)):
         with pytest.raises(ValueError, match="cannot take this map"):
             masked_activation(unfit, "map", "mean", torch.tensor(0.0))
@@ -145,12 +148,58 @@ def test_usable_only_where_the_kernels_help():
 
 @pytest.fixture
 def fused_calls(monkeypatch) -> list:
-    """Let layers take the fused path on this machine's device too (the interpreter, without a GPU); the list
-    gets each fused call's map."""
+    """Let layers take the fused path on this machine's device too (the interpreter, without a GPU), with the
+    kernels off as by default (no setting, no environment variable); the list gets each fused call's map."""
     calls, real = [], fused.masked_activation
-    monkeypatch.setattr(fused, "usable", lambda x, block_size: fused._enabled and x.dim() == 4)
+    monkeypatch.setattr(fused, "_kernel_device", lambda x: True)
+    monkeypatch.setattr(fused, "_setting", None)  # and back to what it was after the test
+    monkeypatch.delenv(fused.ENVIRONMENT_VARIABLE, raising=False)
     monkeypatch.setattr(fused, "masked_activation", lambda *args, **kwargs: calls.append(args[0]) or real(*args, **kwargs))
     return calls
+
+
+@pytest.fixture
+def kernels_on(fused_calls) -> list:
+    """``fused_calls`` with the kernels turned on, as a user opts in."""
+    with fused_kernels(True):
+        yield fused_calls
+
+
+def test_the_kernels_are_off_unless_turned_on(residual_net, fused_calls, monkeypatch):
+    """Opt-in until they have run on a GPU: layers take the PyTorch path unless the environment variable or the
+    setting turns the kernels on; the setting wins over the environment, and None hands back to it."""
+    model = tz.prepare(residual_net.to(DEVICE).train(), tz.ZebraConfig(block_size=2))
+    x = torch.randn(2, 1, 8, 8, device=DEVICE)
+    model(x)
+    assert not fused_kernels_enabled() and fused_calls == []
+    monkeypatch.setenv(fused.ENVIRONMENT_VARIABLE, "1")
+    model(x)
+    assert len(fused_calls) == 2  # both layers
+    set_fused_kernels(False)
+    model(x)
+    assert len(fused_calls) == 2
+    monkeypatch.setenv(fused.ENVIRONMENT_VARIABLE, "0")
+    set_fused_kernels(True)
+    model(x)
+    assert len(fused_calls) == 4
+    set_fused_kernels(None)
+    assert not fused_kernels_enabled()
+
+
+@pytest.mark.parametrize("value, enabled", [("1", True), ("true", True), (" On", True), ("yes", True), ("0", False),
+                                            ("", False), ("off", False), ("no", False)])
+def test_the_environment_variable_turns_the_kernels_on_or_off(value, enabled, fused_calls, monkeypatch):
+    monkeypatch.setenv(fused.ENVIRONMENT_VARIABLE, value)
+    assert fused_kernels_enabled() is enabled
+    with fused_kernels(not enabled):  # the block's setting wins, and ends with the block
+        assert fused_kernels_enabled() is not enabled
+    assert fused_kernels_enabled() is enabled
+
+
+def test_a_misspelt_environment_variable_is_one_clear_error(fused_calls, monkeypatch):
+    monkeypatch.setenv(fused.ENVIRONMENT_VARIABLE, "fused")
+    with pytest.raises(ValueError, match=r"TORCHZEBRA_FUSED_KERNELS='fused' is invalid: set it to 1 .* or 0"):
+        fused_kernels_enabled()
 
 
 def assert_same_step_through_the_kernels(model: nn.Module, x: torch.Tensor, count: bool = False):
@@ -174,14 +223,14 @@ def assert_same_step_through_the_kernels(model: nn.Module, x: torch.Tensor, coun
     return got, want
 
 
-def test_a_prepared_model_trains_and_counts_the_same_through_the_kernels(residual_net, fused_calls):
+def test_a_prepared_model_trains_and_counts_the_same_through_the_kernels(residual_net, kernels_on):
     config = tz.ZebraConfig(block_size=2, threshold=0.2, penalty="group_lasso")
     model = tz.prepare(residual_net.to(DEVICE).train(), config)
     assert_same_step_through_the_kernels(model, torch.randn(3, 1, 8, 8, device=DEVICE), count=True)
-    assert len(fused_calls) == 4  # two layers, in training and in counting; none while the kernels were off
+    assert len(kernels_on) == 4  # two layers, in training and in counting; none while the kernels were off
 
 
-def test_an_nhwc_site_takes_the_kernels_in_its_own_layout(fused_calls):
+def test_an_nhwc_site_takes_the_kernels_in_its_own_layout(kernels_on):
     """ConvNeXt's pattern (Linear over channels on an N, H, W, C map): the layer hands the kernels a channels_last
     view, and outputs, the penalty and gradients are those of the reference path."""
     class ChannelsLast(nn.Module):
@@ -196,7 +245,7 @@ def test_an_nhwc_site_takes_the_kernels_in_its_own_layout(fused_calls):
     assert [layer.layout for _, layer in tz.zebra_layers(model)] == ["NHWC"]
     got, want = assert_same_step_through_the_kernels(model, torch.randn(2, 3, 8, 10, device=DEVICE))
     # one call, on a channels-first view of the N, H, W, C map, only while the kernels were on
-    assert [(tuple(m.shape), m.is_contiguous(memory_format=torch.channels_last)) for m in fused_calls] == [((2, 6, 8, 10), True)]
+    assert [(tuple(m.shape), m.is_contiguous(memory_format=torch.channels_last)) for m in kernels_on] == [((2, 6, 8, 10), True)]
     assert torch.equal(got == 0, want == 0) and (got == 0).any() and (got != 0).any()
 
 
@@ -211,11 +260,11 @@ def test_the_kernels_compile_for_an_h100():
     assert done.stdout.count("compiled") == 120  # 3 dtypes x 5 maps x 4 option sets, forward and backward
 
 
-def test_a_calibration_pass_takes_the_reference_path(residual_net, fused_calls):
+def test_a_calibration_pass_takes_the_reference_path(residual_net, kernels_on):
     """Calibration sets thresholds from the scores' quantile, which the kernels do not compute."""
     model = tz.prepare(residual_net.to(DEVICE).eval())
     for _, layer in tz.zebra_layers(model):
         layer.calibration_density = 0.5
     with torch.no_grad():
         model(torch.randn(2, 1, 8, 8, device=DEVICE))
-    assert fused_calls == [] and all(layer.threshold > 0 for _, layer in tz.zebra_layers(model))
+    assert kernels_on == [] and all(layer.threshold > 0 for _, layer in tz.zebra_layers(model))

@@ -14,5 +14,5 @@ __all__ = lazy_package(__name__, {
                  "validate_format"],
     "formats": ["MapCounts", "TrafficTally", "bits_to_bytes", "format_bits", "map_bits", "map_counts"],
     "penalty": ["PENALTIES", "block_penalty", "penalty_from_moments", "validate_penalty"],
-    "fused": ["fused_kernels", "masked_activation"],
+    "fused": ["fused_kernels", "fused_kernels_enabled", "masked_activation", "set_fused_kernels"],
 })

@@ -6,6 +6,9 @@ reading each element of the map once and writing it once. Its backward is one mo
 the kept-block mask, plus the penalty's gradient. The PyTorch functions in ``blocks.py`` and ``penalty.py``
 stay the reference the tests compare this with (on the CPU through Triton's interpreter, ``TRITON_INTERPRET=1``).
 A program holds a tile of (channels, one block row, the map's width), so a channel's blocks never straddle two.
+
+The kernels are opt-in until their tests have passed on a GPU: ``TORCHZEBRA_FUSED_KERNELS=1`` or
+``set_fused_kernels(True)`` turns them on; without either, every map takes the PyTorch path.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+import os
 from types import ModuleType
 from typing import Iterator, NamedTuple
 
@@ -27,7 +31,9 @@ MOMENT_CODES = {None: 0, "l1": 1, "l2": 2, "group_lasso": 2}  # the penalty's bl
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _TILE = 4096  # elements of one program's tile, at most (more channels per program when a block row is small)
 _MAX_ROW_TILE = 16384  # the largest block row (padded to powers of two) one program takes; larger maps go the plain way
-_enabled = True
+ENVIRONMENT_VARIABLE = "TORCHZEBRA_FUSED_KERNELS"
+_SWITCH = {"": False, "0": False, "false": False, "off": False, "no": False, "1": True, "true": True, "on": True, "yes": True}
+_setting: bool | None = None  # set_fused_kernels / fused_kernels; None: the environment variable decides
 
 
 @functools.cache
@@ -43,15 +49,33 @@ def _power_of_two(value: int) -> int:
     return 1 << (value - 1).bit_length()
 
 
+def fused_kernels_enabled() -> bool:
+    """Whether CUDA maps may take the fused kernels: as ``set_fused_kernels`` (or ``fused_kernels``) says, else
+    as ``TORCHZEBRA_FUSED_KERNELS`` says (1/true/on or 0/false/off); off by default (not yet run on a GPU)."""
+    if _setting is not None:
+        return _setting
+    value = os.environ.get(ENVIRONMENT_VARIABLE, "")
+    switch = _SWITCH.get(value.strip().lower())
+    if switch is None:
+        raise ValueError(f"{ENVIRONMENT_VARIABLE}={value!r} is invalid: set it to 1 (fused kernels on) or 0 (off)")
+    return switch
+
+
+def set_fused_kernels(enabled: bool | None) -> None:
+    """Turn the fused kernels on or off for the whole process; None hands the choice back to the environment."""
+    global _setting
+    _setting = enabled
+
+
 @contextlib.contextmanager
 def fused_kernels(enabled: bool) -> Iterator[None]:
-    """Turn the fused kernels on or off within the block (on by default), e.g. to time or check the reference path."""
-    global _enabled
-    previous, _enabled = _enabled, enabled
+    """Turn the fused kernels on or off within the block only, e.g. to time or check either path."""
+    previous = _setting
+    set_fused_kernels(enabled)
     try:
         yield
     finally:
-        _enabled = previous
+        set_fused_kernels(previous)
 
 
 class _Tiling(NamedTuple):
@@ -80,11 +104,17 @@ def _tiling(x: torch.Tensor, block_size: BlockSize) -> _Tiling | None:
 
 def usable(x: torch.Tensor, block_size: BlockSize) -> bool:
     """Whether the layer takes the fused path for ``x``: an eager 4-D CUDA map of a half or single type whose
-    block row fits one program, with Triton installed and the kernels not turned off; never while tracing,
-    exporting or under torch.func transforms and forward-mode AD (they record or differentiate PyTorch ops)."""
-    return (_enabled and not recorded_or_transformed()
-            and type(x) is torch.Tensor and x.is_cuda and x.dim() == 4 and x.dtype in _DTYPES and x.numel() > 0
+    block row fits one program, with Triton installed and the kernels turned on (``fused_kernels_enabled``);
+    never while tracing, exporting or under torch.func transforms and forward-mode AD (they record or
+    differentiate PyTorch ops)."""
+    return (type(x) is torch.Tensor and _kernel_device(x) and fused_kernels_enabled() and not recorded_or_transformed()
+            and x.dim() == 4 and x.dtype in _DTYPES and x.numel() > 0
             and _tiling(x, block_size) is not None and _kernels() is not None)
+
+
+def _kernel_device(x: torch.Tensor) -> bool:
+    """Whether ``x`` is on a device the kernels launch on (CUDA; tests widen it to the CPU's interpreter)."""
+    return x.is_cuda
 
 
 def _may_overlap(x: torch.Tensor) -> bool:
