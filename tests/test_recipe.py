@@ -49,6 +49,15 @@ def prepared(seed: int = 0) -> nn.Module:
 
 
 @pytest.fixture
+def one_thread():
+    """Training runs of tiny tensors are fastest on one thread (with two, every op waits for a busy core)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def calibrations(monkeypatch):
     """The thresholds of every recalibration, by any recipe (the engine's too)."""
     seen = []
@@ -192,7 +201,8 @@ class EngineBatches:
         return iter(tqdm(loader, disable=True))
 
 
-def test_the_guides_loop_trains_what_zebra_train_trains(tmp_path, calibrations):
+@pytest.mark.slow
+def test_the_guides_loop_trains_what_zebra_train_trains(tmp_path, calibrations, one_thread):
     """The quick preset's Zebra recipe with distillation, 2 epochs of 24 steps on tiny synthetic data: the guide's
     loop and the engine recalibrate to the same thresholds at every recalibration and end with the same weights."""
     config = load_config("quick", overrides=[*ENGINE, "zebra.enabled=true"])
@@ -267,20 +277,17 @@ RESUMABLE = textwrap.dedent('''
 ''')
 
 
-def test_a_checkpointed_recipe_continues_in_a_fresh_process_to_the_uninterrupted_state(tmp_path):
+@pytest.mark.slow
+def test_a_checkpointed_recipe_continues_in_a_fresh_process_to_the_uninterrupted_state(tmp_path, one_thread):
     """12 steps straight, or 7, a checkpoint, and the other 5 in a new process (step 7 is mid-epoch, mid-ramp and
     between recalibrations): the same weights, thresholds and recipe state. Without the recipe's state it differs."""
     script = tmp_path / "resumable.py"
     script.write_text(RESUMABLE)
     namespace = {"__name__": "resumable"}
-    threads = torch.get_num_threads()
-    try:
-        exec(compile(RESUMABLE, str(script), "exec"), namespace)  # one thread, as in the fresh process
-        straight = namespace["run"](0, 12)
-        torch.save(namespace["run"](0, 7), tmp_path / "step7.pt")
-        forgetful = namespace["run"](7, 12, tmp_path / "step7.pt", restore=False)  # restarts its schedule at step 0
-    finally:
-        torch.set_num_threads(threads)
+    exec(compile(RESUMABLE, str(script), "exec"), namespace)
+    straight = namespace["run"](0, 12)
+    torch.save(namespace["run"](0, 7), tmp_path / "step7.pt")
+    forgetful = namespace["run"](7, 12, tmp_path / "step7.pt", restore=False)  # restarts its schedule at step 0
     subprocess.run([sys.executable, str(script), "7", "12", str(tmp_path / "step7.pt"), str(tmp_path / "resumed.pt")],
                    check=True, cwd=tmp_path, timeout=120)
     resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)
@@ -292,7 +299,7 @@ def test_a_checkpointed_recipe_continues_in_a_fresh_process_to_the_uninterrupted
 
 # --- the guide's code runs as written ---------------------------------------------------------------------------
 
-def test_the_guides_plain_loop_runs_as_written(tmp_path, monkeypatch, calibrations):
+def test_the_guides_plain_loop_runs_as_written(tmp_path, monkeypatch, calibrations, one_thread):
     monkeypatch.chdir(tmp_path)  # its checkpoint example writes checkpoint.pt
     namespace = {"__name__": "guide"}
     exec(compile(SETUP + LOOP + CHECKPOINT, str(GUIDE), "exec"), namespace)
@@ -302,7 +309,7 @@ def test_the_guides_plain_loop_runs_as_written(tmp_path, monkeypatch, calibratio
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["recipe"] == recipe.state_dict()
 
 
-def test_the_guides_lightning_callback_drives_and_checkpoints_the_recipe(tmp_path, monkeypatch):
+def test_the_guides_lightning_callback_drives_and_checkpoints_the_recipe(tmp_path, monkeypatch, one_thread):
     pytest.importorskip("lightning")
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "guide"}
