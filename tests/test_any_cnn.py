@@ -79,12 +79,14 @@ def test_an_input_of_unknown_dim_order_is_left_unmasked_and_listed():
             y = self.conv(x)
             return torch.relu(y.reshape(y.shape[0], 2, 2, -1))
 
-    prepared = tz.prepare(Reshaped().eval(), tz.ZebraConfig(block_size=2, threshold=100.0))
+    with pytest.warns(UserWarning, match="1 activation site.* left unmasked and not counted: relu: the dim order"):
+        prepared = tz.prepare(Reshaped().eval(), tz.ZebraConfig(block_size=2, threshold=100.0))
     (site, layer), = tz.zebra_layers(prepared)
     x = torch.randn(2, 1, 8, 8)
     assert layer.skipped and torch.equal(prepared(x), tz.remove(prepared)(x))
     report = tz.measure(prepared, [x])
     assert report.layers == [] and site in report.skipped and "skipped" in str(report)
+    assert report.coverage == 0.0 and not report.complete and "covers 0.0%" in str(report)
 
 
 def test_prepare_and_remove_leave_every_module_mode_as_found():
@@ -98,18 +100,51 @@ def test_prepare_and_remove_leave_every_module_mode_as_found():
     assert not any(m.training for m in tz.remove(prepared).modules() if isinstance(m, nn.BatchNorm2d))
 
 
-def test_a_module_that_branches_on_the_mode_around_an_activation_is_refused():
-    class Branchy(nn.Module):
+class Branchy(nn.Module):
+    """Other operations in train and eval mode around the same activation, as timm's BatchNormAct2d."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.bn = nn.BatchNorm2d(2)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        return self.bn(x) * 2 if self.training else F.dropout(x, 0.5, self.training)
+
+
+def test_a_model_whose_graph_differs_between_modes_runs_the_graph_of_its_mode():
+    model = Branchy().train()
+    prepared = tz.prepare(model, tz.ZebraConfig(block_size=2, threshold=0.0))
+    assert isinstance(prepared, tz.nn.ModeGraphModule) and len(tz.zebra_layers(prepared)) == 1
+    x = torch.randn(2, 1, 6, 6)
+    torch.manual_seed(1)
+    expected = model(x)
+    torch.manual_seed(1)
+    assert torch.equal(prepared(x), expected)  # train: the batch-norm branch, statistics updated
+    prepared.eval()
+    assert torch.equal(prepared(x), model.eval()(x))
+    with tz.nn.training_mode(prepared, True):
+        assert prepared(x).shape == expected.shape and not torch.equal(prepared(x), model.eval()(x))
+    assert torch.equal(prepared(x), model(x))  # the eval graph again once the mode is restored
+    for loaded in (pickle.loads(pickle.dumps(prepared)), copy.deepcopy(prepared)):
+        assert isinstance(loaded, tz.nn.ModeGraphModule) and not loaded.training
+        assert torch.equal(loaded(x), prepared(x)) and torch.equal(loaded.train()(x), prepared.train()(x))
+        prepared.eval()
+
+
+def test_a_model_that_calls_other_activations_in_train_and_eval_mode_is_refused():
+    class Other(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(1, 2, 3)
 
         def forward(self, x):
-            x = torch.relu(self.conv(x))
-            return x * 2 if self.training else x
+            x = self.conv(x)
+            return torch.relu(x) if self.training else x
 
-    with pytest.raises(ValueError, match="train and eval mode"):
-        tz.prepare(Branchy())
+    with pytest.raises(ValueError, match="other activations in train and eval mode.*relu"):
+        tz.prepare(Other())
 
 
 @pytest.mark.parametrize("roundtrip", [

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_write_text
 from .core import COMPRESSED, FORMATS, TrafficTally, validate_bits, validate_format
-from .nn import eval_mode, model_device, prepared_module, zebra_layers
+from .nn import ActivationCalls, eval_mode, model_device, prepared_module, zebra_layers
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,12 @@ class TrafficReport:
     images: int
     correct: int | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # call site -> why it is left unmasked and uncounted
+    coverage: float | None = None  # fraction of the activation elements on 4-D maps that the layers count
+
+    @property
+    def complete(self) -> bool:
+        """True unless some activation map was left uncounted (a partial reduction is not the model's)."""
+        return not self.skipped and (self.coverage is None or self.coverage >= 1.0)
 
     @property
     def accuracy(self) -> float | None:
@@ -96,6 +102,7 @@ class TrafficReport:
                 for layer in self.layers
             ],
             "skipped": dict(self.skipped),
+            "coverage": self.coverage,
         }
 
     @classmethod
@@ -106,7 +113,8 @@ class TrafficReport:
                                   "shape": tuple(layer["shape"]) if layer["shape"] else None})
                   for layer in values["layers"]]
         correct = None if values["accuracy"] is None else round(values["accuracy"] * values["images"])
-        return cls(layers, values["bits"], values["images"], correct, dict(values.get("skipped", {})))
+        return cls(layers, values["bits"], values["images"], correct, dict(values.get("skipped", {})),
+                   values.get("coverage"))
 
     def to_csv(self, path) -> None:
         """Write one row per layer (atomically: a failed write leaves no partial file)."""
@@ -152,6 +160,9 @@ class TrafficReport:
             "zvc/zebra/zebra+zvc columns: bandwidth reduction against dense"
         )
         skipped = [f"skipped {site}: {reason}" for site, reason in self.skipped.items()]
+        if self.coverage is not None and self.coverage < 1.0:
+            skipped.append(f"covers {self.coverage:.1%} of the activation elements on 4-D maps: the totals are "
+                           "not the whole model's")
         return "\n".join([title, line(header), *(line(r) for r in rows), *skipped])
 
 
@@ -175,7 +186,8 @@ def measure(
     """Run ``model`` (prepared) in eval mode over ``loader`` and count every instrumented map's traffic.
 
     Batches are tensors or ``(inputs, labels, ...)``; with labels the top-1 accuracy of the same pass is
-    reported. The model's mode is restored afterwards.
+    reported; ``coverage`` is the fraction of the activation elements on 4-D maps (of the first batch)
+    that the Zebra layers count. The model's mode is restored afterwards.
     """
     validate_bits(bits)
     model = prepared_module(model, "measure")  # a torch.compile wrapper's eager module: the tallies run in Python
@@ -183,14 +195,17 @@ def measure(
     device = model_device(model)
     for _, layer in layers:
         layer.tally = TrafficTally(layer.block_size, bits)
-    images, correct, labelled = 0, torch.zeros((), dtype=torch.int64, device=device), True
+    images, correct, labelled, coverage = 0, torch.zeros((), dtype=torch.int64, device=device), True, None
     try:
         batches = itertools.islice(loader, max_batches)
         total = min(len(loader), max_batches or len(loader)) if hasattr(loader, "__len__") else max_batches
         with eval_mode(model):
             for batch in tqdm(batches, desc="measure", total=total, disable=not progress, leave=False):
                 inputs, labels = _split_batch(batch)
-                outputs = model(inputs.to(device, non_blocking=True))
+                if coverage is None:
+                    outputs, coverage = _covered_forward(model, layers, inputs.to(device, non_blocking=True))
+                else:
+                    outputs = model(inputs.to(device, non_blocking=True))
                 images += inputs.shape[0]
                 if labels is None or outputs.dim() != 2:
                     labelled = False
@@ -203,7 +218,15 @@ def measure(
         for _, layer in layers:
             layer.tally = None
     skipped = {site: layer.skipped for site, layer in layers if layer.skipped}
-    return TrafficReport(rows, bits, images, int(correct) if labelled and images else None, skipped)
+    return TrafficReport(rows, bits, images, int(correct) if labelled and images else None, skipped, coverage)
+
+
+def _covered_forward(model: nn.Module, layers: list, inputs: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The outputs of the first batch, and the fraction of its activation elements that the layers counted."""
+    with ActivationCalls() as calls:
+        outputs = model(inputs)
+    counted = sum(layer.tally.elements for _, layer in layers)
+    return outputs, counted / calls.elements if calls.elements else 1.0
 
 
 def _layer_row(layer) -> LayerTraffic:

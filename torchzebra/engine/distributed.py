@@ -95,5 +95,5 @@ def reduce_report(report: TrafficReport, world: World, device: torch.device) -> 
     layers = [replace(layer, **dict(zip(fields, row)), bytes=dict(zip(FORMATS, row[len(fields):])))
               for layer, row in zip(report.layers, values[1:])]
     correct = values[0][1] if report.correct is not None else None
-    return TrafficReport(layers, report.bits, values[0][0], correct)
+    return replace(report, layers=layers, images=values[0][0], correct=correct)
 

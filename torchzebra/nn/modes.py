@@ -7,6 +7,8 @@ from typing import ContextManager, Iterator
 
 from torch import nn
 
+from .modegraph import follow_modes
+
 
 @contextmanager
 def training_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
@@ -19,6 +21,7 @@ def training_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
     finally:
         for module, was_training in modes:
             module.training = was_training
+        follow_modes(model)  # a prepared model with one graph per mode runs the graph of its restored mode
 
 
 def eval_mode(model: nn.Module) -> ContextManager[nn.Module]:

@@ -8,11 +8,9 @@ found too. The traced graph also says how many operations read each map (its con
 
 from __future__ import annotations
 
-import inspect
 import re
-from collections import Counter
+import warnings
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 import torch
 from torch import fx, nn
@@ -20,9 +18,10 @@ from torch import fx, nn
 from ..config import ZebraConfig
 from .activations import (ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES, NONNEGATIVE_FUNCTIONS,
                           NONNEGATIVE_MODULES)
-from .dimorder import layout_name, op_name, tensor_layouts
+from .dimorder import NOT_4D, PARAMETER, layout_name, op_name, tensor_layouts
 from .layer import ZebraLayer
-from .modes import training_mode
+from .modegraph import ModeGraphModule
+from .tracing import enclosing, trace_modes
 
 CONTAINER = "zebra"  # the ModuleDict of a prepared model that holds its ZebraLayers
 _STATE = "prepared_state"  # attribute of the ZebraLayer container: deepcopy, pickle and torch.save keep it
@@ -37,17 +36,10 @@ def _activation_kind(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str,
         if isinstance(module, ACTIVATION_MODULES):
             return node.target, isinstance(module, NONNEGATIVE_MODULES)
     elif node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS:
-        return _enclosing(node) + ACTIVATION_FUNCTIONS[node.target], node.target in NONNEGATIVE_FUNCTIONS
+        return enclosing(node) + ACTIVATION_FUNCTIONS[node.target], node.target in NONNEGATIVE_FUNCTIONS
     elif node.op == "call_method" and node.target in ACTIVATION_METHODS:
-        return _enclosing(node) + node.target.rstrip("_"), ACTIVATION_METHODS[node.target]
+        return enclosing(node) + node.target.rstrip("_"), ACTIVATION_METHODS[node.target]
     return None
-
-
-def _enclosing(node: fx.Node) -> str:
-    """Dotted path of the module whose ``forward`` made a function call, with a trailing dot."""
-    stack = node.meta.get("nn_module_stack") or {}
-    path = next(reversed(stack), "") if stack else ""
-    return f"{path}." if path else ""
 
 
 def _consumers(node: fx.Node) -> int:
@@ -62,43 +54,6 @@ def _consumers(node: fx.Node) -> int:
     return max(readers, 1)
 
 
-class _Tracer(fx.Tracer):
-    """An FX tracer that keeps the modules named by ``leaf_patterns`` and the paths in ``whole`` opaque."""
-
-    def __init__(self, leaf_patterns: tuple[str, ...] = (), whole: frozenset[str] = frozenset()) -> None:
-        super().__init__()  # defaults: GraphModule's unpickling re-creates its tracer class without arguments
-        self.leaf_patterns = leaf_patterns
-        self.whole = whole
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if qualname in self.whole or any(fnmatchcase(qualname, p) for p in self.leaf_patterns):
-            return True
-        return super().is_leaf_module(m, qualname)
-
-
-def _trace_graph(model: nn.Module, tracer: _Tracer, training: bool) -> fx.Graph:
-    """The graph of ``model`` traced with every submodule in train (or eval) mode; modes restored after."""
-    with training_mode(model, training):
-        try:
-            return tracer.trace(model)
-        except Exception as error:  # FX raises many types; all mean the same thing to the user
-            raise ValueError(
-                f"prepare() traces {type(model).__name__} with torch.fx and tracing failed: {error}. "
-                "Data-dependent control flow in forward() cannot be traced: name the submodule that has it in "
-                "ZebraConfig(leaf_modules=['its.name']) so it is kept whole (its activations are then not "
-                "instrumented)."
-            ) from error
-
-
-def _reads_training_flag(module: nn.Module) -> bool:
-    """True when the module's own ``forward`` reads a training flag (stochastic depth, functional dropout)."""
-    try:
-        source = inspect.getsource(type(module).forward)
-    except (OSError, TypeError):
-        return False
-    return re.search(r"\btraining\b", source) is not None
-
-
 def _activation_paths(graph: fx.Graph, modules: dict[str, nn.Module]) -> set[str]:
     """Every module path that contains an activation call site, its ancestors included."""
     paths = set()
@@ -108,39 +63,6 @@ def _activation_paths(graph: fx.Graph, modules: dict[str, nn.Module]) -> set[str
             parts = kind[0].split(".")[:-1]
             paths.update(".".join(parts[:i]) for i in range(len(parts) + 1))
     return paths
-
-
-def _mode_dependent(a: fx.Graph, b: fx.Graph) -> list[str]:
-    """Module paths whose traced operations differ between two graphs of one model (empty when equal)."""
-    def signature(graph: fx.Graph) -> Counter:
-        return Counter((node.op, str(node.target), _enclosing(node), str(fx.node.map_arg((node.args, node.kwargs),
-                        lambda arg: arg.op))) for node in graph.nodes)
-    difference = (signature(a) - signature(b)) + (signature(b) - signature(a))
-    return sorted({path.rstrip(".") or "(top level)" for _, _, path, _ in difference})
-
-
-def _trace(model: nn.Module, config: ZebraConfig) -> fx.GraphModule:
-    """Trace ``model`` so that train/eval-dependent Python behaves as in the original model in both modes.
-
-    Submodules that read a training flag and hold no activation are kept whole (their own ``forward`` runs
-    and reads the flag at run time); a model whose graph still differs between the modes is refused.
-    """
-    first = _trace_graph(model, _Tracer(config.leaf_modules), model.training)
-    active = _activation_paths(first, dict(model.named_modules()))
-    whole = frozenset(name for name, module in model.named_modules()
-                      if name and name not in active and _reads_training_flag(module))
-    tracer = _Tracer(config.leaf_modules, whole)
-    graph = _trace_graph(model, tracer, model.training)
-    # a fresh tracer: one that has traced keeps per-call state (module call counts) and names nodes differently
-    differing = _mode_dependent(graph, _trace_graph(model, _Tracer(config.leaf_modules, whole), not model.training))
-    if differing:
-        raise ValueError(
-            f"{type(model).__name__}.forward() runs other operations in train and eval mode inside "
-            f"{', '.join(differing)}, which also call activations, so one traced graph cannot serve both modes. "
-            "Name that submodule in ZebraConfig(leaf_modules=[...]) to keep it whole (its activations are then "
-            "not instrumented), or move the mode-dependent part into a submodule of its own."
-        )
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
 def _aliases_shared_input(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -159,8 +81,12 @@ def _make_layer(node: fx.Node, site: str, config: ZebraConfig, nonnegative: bool
     settings = config.for_site(site)
     layer = ZebraLayer(site, block_size=settings.block_size, score=config.score, threshold=settings.threshold,
                        penalty=config.penalty, weight=settings.weight, active=settings.active, nonnegative=nonnegative)
+    if layout == NOT_4D:  # not a map: the layer passes it through
+        return layer
     layer.layout = layout_name(layout)
-    if layer.layout is None:
+    if layout == PARAMETER:
+        layer.skipped = "its input is computed from parameters and constants only, not from an activation map"
+    elif layer.layout is None:
         layer.skipped = ("the dim order of its input is unknown (after a reshape or an unusual permute), so its "
                          "blocks cannot be told from its channels: left unmasked and not counted")
     return layer
@@ -174,25 +100,15 @@ def _unique_key(site: str, taken: set[str]) -> str:
     return key
 
 
-def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModule:
-    """Return ``model`` instrumented with one ZebraLayer per activation call site.
-
-    The returned module shares parameters and buffers with ``model``; ``remove`` gives the original back.
-    Raises ``ValueError`` when the model cannot be traced or has no activation to instrument.
-    """
-    config = config or ZebraConfig()
-    if is_prepared(model):
-        raise ValueError("this model is already prepared: call torchzebra.remove(model) first, or use it as it is")
-    gm = _trace(model, config)
-    if hasattr(gm, CONTAINER):
-        raise ValueError(f"{type(model).__name__} already has an attribute {CONTAINER!r}, which prepare() needs")
-    modules = dict(gm.named_modules())
-    container = nn.ModuleDict()
-    gm.add_module(CONTAINER, container)
+def _insert_layers(graph: fx.Graph, modules: dict[str, nn.Module], config: ZebraConfig,
+                   container: nn.ModuleDict) -> list[str]:
+    """Insert a ZebraLayer call after every activation call of ``graph``: the container's layer of that site
+    where it has one (the other mode's graph, a saved model), else a new one. Returns the sites in order."""
     seen: dict[str, int] = {}
     keys: set[str] = set()
-    layouts = tensor_layouts(gm.graph, modules)
-    for node in list(gm.graph.nodes):
+    layouts = tensor_layouts(graph, modules)
+    sites = []
+    for node in list(graph.nodes):
         kind = _activation_kind(node, modules)
         if kind is None:
             continue
@@ -201,24 +117,95 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
         seen[base] = calls + 1
         site = base if calls == 0 else f"{base}:{calls}"
         key = _unique_key(site, keys)
-        layer = _make_layer(node, site, config, nonnegative, layouts.get(node.args[0]) if node.args else None)
-        container[key] = layer
-        with gm.graph.inserting_after(node):
-            masked = gm.graph.call_module(f"{CONTAINER}.{key}", (node,))
+        aliased = _aliases_shared_input(node, modules)
+        fresh = key not in container
+        if fresh:
+            container[key] = _make_layer(node, site, config, nonnegative, layouts.get(node.args[0]) if node.args else None)
+        with graph.inserting_after(node):
+            masked = graph.call_module(f"{CONTAINER}.{key}", (node,))
         node.replace_all_uses_with(masked, delete_user_cb=lambda user: user is not masked)
-        layer.consumers = _consumers(masked)
-        layer.inplace = not _aliases_shared_input(node, modules)
-    if not container:
+        if fresh:
+            container[key].consumers = _consumers(masked)
+        # masked out of place if it aliases a shared input in either mode
+        container[key].inplace = (fresh or container[key].inplace) and not aliased
+        sites.append(site)
+    return sites
+
+
+def _check_same_sites(graphs: dict[bool, fx.Graph], sites: dict[bool, list[str]], model: nn.Module) -> None:
+    """Refuse a model whose train and eval graphs call different activations (one set of layers serves both)."""
+    if sites[True] == sites[False]:
+        return
+    only = sorted(set(sites[True]) ^ set(sites[False])) or ["(the same sites in another order)"]
+    raise ValueError(
+        f"{type(model).__name__}.forward() calls other activations in train and eval mode ({', '.join(only)}), "
+        "so one set of Zebra layers cannot serve both modes. Name the submodule that holds them in "
+        "ZebraConfig(leaf_modules=[...]) to keep it whole (its activations are then not instrumented)."
+    )
+
+
+def _install_targets(gm: fx.GraphModule, model: nn.Module, graph: fx.Graph) -> None:
+    """Give ``gm`` the submodules, parameters and buffers that ``graph`` (the other mode's) reads."""
+    for node in graph.nodes:
+        if node.op not in ("get_attr", "call_module") or node.target.startswith(f"{CONTAINER}."):
+            continue
+        *path, name = node.target.split(".")
+        owner, source = gm, model
+        for part in path:
+            source = getattr(source, part)
+            if part not in owner._modules:
+                owner.add_module(part, nn.Module())
+            owner = getattr(owner, part)
+        if not hasattr(owner, name):
+            setattr(owner, name, getattr(source, name))
+
+
+def instrument(model: nn.Module, config: ZebraConfig, container: nn.ModuleDict | None = None) -> fx.GraphModule:
+    """Trace ``model`` in both modes and insert its ZebraLayers (new ones, or those of ``container``): a
+    GraphModule, or a ModeGraphModule where the two modes run different operations."""
+    modules = dict(model.named_modules())
+    graphs = trace_modes(model, config.leaf_modules, lambda graph: _activation_paths(graph, modules))
+    dual = graphs[True] is not graphs[False]
+    gm = (ModeGraphModule if dual else fx.GraphModule)(model, graphs[model.training], type(model).__name__)
+    if hasattr(gm, CONTAINER):
+        raise ValueError(f"{type(model).__name__} already has an attribute {CONTAINER!r}, which prepare() needs")
+    layers = container if container is not None else nn.ModuleDict()
+    gm.add_module(CONTAINER, layers)
+    sites = {mode: _insert_layers(graphs[mode], modules, config, layers) for mode in ((False, True) if dual else (True,))}
+    if not layers:
         raise ValueError(
             f"{type(model).__name__} has no activation to instrument: prepare() looks for calls of "
             f"{', '.join(t.__name__ for t in ACTIVATION_MODULES)} modules and of "
             f"{', '.join(sorted(set(ACTIVATION_FUNCTIONS.values())))} functions in forward()"
         )
+    if dual:
+        _check_same_sites(graphs, sites, model)
+        _install_targets(gm, model, graphs[not model.training])
+        gm.mode_graphs = graphs
     gm.recompile()
-    container.to(model_device(model))
+    layers.to(model_device(model))
     gm.training = model.training  # the user's modules (shared with gm) keep their own modes
-    container.train(model.training)
-    setattr(container, _STATE, PreparedState(model, config))
+    if container is None:
+        layers.train(model.training)
+        setattr(layers, _STATE, PreparedState(model, config))
+    return gm
+
+
+def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModule:
+    """Return ``model`` instrumented with one ZebraLayer per activation call site.
+
+    The returned module shares parameters and buffers with ``model``; ``remove`` gives the original back.
+    Raises ``ValueError`` when the model cannot be traced or has no activation to instrument, and warns
+    when an activation map is left unmasked and uncounted (naming the sites and why).
+    """
+    config = config or ZebraConfig()
+    if is_prepared(model):
+        raise ValueError("this model is already prepared: call torchzebra.remove(model) first, or use it as it is")
+    gm = instrument(model, config)
+    skipped = [(layer.site, layer.skipped) for layer in getattr(gm, CONTAINER).values() if layer.skipped]
+    if skipped:
+        warnings.warn(f"{type(model).__name__}: {len(skipped)} activation site(s) left unmasked and not counted: "
+                      + "; ".join(f"{site}: {reason}" for site, reason in skipped), stacklevel=2)
     return gm
 
 
