@@ -50,7 +50,8 @@ class Distiller:
 @dataclass(eq=False)
 class ZebraRecipe:
     """Zebra's recipe for any training loop: call ``step(inputs)`` before each training forward and add
-    ``loss(outputs)`` to the task loss. Settings have the names and defaults of the run config's ``zebra`` section.
+    ``loss(outputs)`` to the task loss. The schedule's settings have the names and defaults of the run config's
+    ``zebra`` section.
 
     ``density`` (a fraction, or ``{name-pattern: fraction}``) recalibrates thresholds at the first step of every
     epoch and every ``calibrate_every`` steps, to a target that falls from 1 over ``density_ramp_steps`` (cubic);
