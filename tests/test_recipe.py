@@ -18,7 +18,7 @@ import torchzebra as tz
 from torchzebra import recipe as recipe_module
 from torchzebra import zebra_layers
 from torchzebra.data import build_datasets
-from torchzebra.engine import load_config, train
+from torchzebra.engine import ConfigError, load_config, train
 from torchzebra.engine import trainer as trainer_module
 from torchzebra.engine.extensions import ZebraTraining, distillation
 from torchzebra.models import build_model
@@ -156,6 +156,13 @@ def test_the_loss_term_is_the_penalty_plus_the_distillation():
 def test_bad_settings_are_a_value_error_naming_the_setting(settings, message):
     with pytest.raises(ValueError, match=message):
         tz.ZebraRecipe(prepared(), **settings)
+
+
+@pytest.mark.parametrize("override, message", [("zebra.lam=-1", "zebra: lam=-1 is invalid"),
+                                               ("zebra.warmup_steps=-5", "zebra: warmup_steps=-5 is invalid")])
+def test_the_run_config_checks_the_recipes_settings_when_it_is_read(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("quick", overrides=[override])
 
 
 def test_a_model_that_is_not_prepared_is_refused():

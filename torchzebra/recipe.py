@@ -78,20 +78,12 @@ class ZebraRecipe:
 
     def __post_init__(self) -> None:
         self.model = prepared_module(self.model, "ZebraRecipe")  # a torch.compile wrapper's eager module
-        if self.density is not None:
-            validate_densities(self.density, "density")
-        for name in ("density_ramp_steps", "calibrate_every", "warmup_steps"):
-            _count(getattr(self, name), name, least=0)
+        validate_schedule(self.density, self.density_ramp_steps, self.calibrate_every, self.lam, self.lam_epochs,
+                          self.warmup_steps)
         if self.steps_per_epoch is not None:
             _count(self.steps_per_epoch, "steps_per_epoch", least=1)
-        _number(self.lam, "lam")
-        if self.lam_epochs is not None:
-            if isinstance(self.lam_epochs, (str, bytes)) or not isinstance(self.lam_epochs, Sequence) or not self.lam_epochs:
-                raise ValueError(f"lam_epochs={self.lam_epochs!r} is invalid: use a list of numbers, one per epoch")
-            for epoch, value in enumerate(self.lam_epochs):
-                _number(value, f"lam_epochs[{epoch}]")
-            if self.steps_per_epoch is None:
-                raise ValueError("lam_epochs needs steps_per_epoch (e.g. len(loader)) to know where each epoch starts")
+        if self.lam_epochs is not None and self.steps_per_epoch is None:
+            raise ValueError("lam_epochs needs steps_per_epoch (e.g. len(loader)) to know where each epoch starts")
         _number(self.distill_weight, "distill_weight")
         _number(self.temperature, "temperature", positive=True)
         if self.teacher is not None:
@@ -159,6 +151,23 @@ class ZebraRecipe:
                 "warmup_steps": self.warmup_steps, "steps_per_epoch": self.steps_per_epoch,
                 "teacher": self.teacher is not None, "distill_weight": self.distill_weight,
                 "temperature": self.temperature}
+
+
+def validate_schedule(density: object, density_ramp_steps: object, calibrate_every: object, lam: object,
+                      lam_epochs: object, warmup_steps: object) -> None:
+    """Check the recipe's schedule settings (the run config's ``zebra`` section checks them when it is read);
+    a bad one is a ``ValueError`` naming it."""
+    if density is not None:
+        validate_densities(density, "density")
+    for name, value in (("density_ramp_steps", density_ramp_steps), ("calibrate_every", calibrate_every),
+                        ("warmup_steps", warmup_steps)):
+        _count(value, name, least=0)
+    _number(lam, "lam")
+    if lam_epochs is not None:
+        if isinstance(lam_epochs, (str, bytes)) or not isinstance(lam_epochs, Sequence) or not lam_epochs:
+            raise ValueError(f"lam_epochs={lam_epochs!r} is invalid: use a list of numbers, one per epoch")
+        for epoch, value in enumerate(lam_epochs):
+            _number(value, f"lam_epochs[{epoch}]")
 
 
 def _count(value: object, name: str, least: int) -> int:

@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from .._io import atomic_write_text
-from ..calibrate import validate_densities
 from ..config import ZebraConfig
 from ..configs import PRESETS
 from ..data import DataSection
+from ..recipe import validate_schedule
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 RUN_METHODS = ("zebra", "zebra-scratch")  # what `zebra run` can train beside the dense baseline
@@ -76,10 +76,8 @@ class ZebraSection(ZebraConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.density is not None:
-            validate_densities(self.density, "density")
-        if self.lam_epochs is not None and not self.lam_epochs:
-            raise ValueError("lam_epochs=[] is invalid: use a list of numbers, one per epoch")
+        validate_schedule(self.density, self.density_ramp_steps, self.calibrate_every, self.lam, self.lam_epochs,
+                          self.warmup_steps)
 
     def layer_config(self, enabled: bool) -> ZebraConfig:
         """The ZebraConfig of ``prepare``; with Zebra off every site is inactive (measured only)."""
