@@ -323,5 +323,11 @@ def test_the_guides_lightning_callback_drives_and_checkpoints_the_recipe(tmp_pat
     exec(compile(SETUP + LIGHTNING, str(GUIDE), "exec"), namespace)
     recipe = namespace["recipe"]
     assert recipe.last_step == namespace["epochs"] * len(namespace["loader"]) - 1
-    saved = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
+    checkpoint = next(tmp_path.rglob("*.ckpt"))
+    saved = torch.load(checkpoint, weights_only=False)
     assert [state for key, state in saved["callbacks"].items() if "ZebraCallback" in key] == [recipe.state_dict()]
+    settings = {key: value for key, value in recipe.state_dict()["settings"].items() if key != "teacher"}
+    fresh = tz.ZebraRecipe(namespace["model"], **settings, teacher=namespace["baseline"])
+    trainer = namespace["L"].Trainer(max_epochs=namespace["epochs"], callbacks=[namespace["ZebraCallback"](fresh)])
+    trainer.fit(namespace["ZebraClassifier"](namespace["model"], fresh), namespace["loader"], ckpt_path=checkpoint)
+    assert fresh.last_step == recipe.last_step  # Lightning restored it through the callback
