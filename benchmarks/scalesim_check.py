@@ -37,6 +37,7 @@ from torchzebra.models import ResNet18
 
 REQUIREMENTS = ["scalesim==3.0.0", "numpy<2.4"]
 VENV = Path(tempfile.gettempdir()) / "torchzebra-scalesim-venv"
+PART = 96  # SCALE-Sim layers per run (its memory grows with them: MobileNet-V2 on a 256x256 array took 16 GB whole)
 CONFIG = """[general]
 run_name = zebra
 
@@ -164,13 +165,31 @@ def simulate(model: torch.nn.Module, batches: list[torch.Tensor], out: Path, pyt
              sram_kb: int = 64, dataflow: str = "os") -> tuple[list[ConvLayer], list[dict[str, int]], tz.TrafficReport]:
     """Export ``model``'s rows into ``out``, run SCALE-Sim on them and measure the maps: (rows, SCALE-Sim's cycles
     and DRAM words per row, our traffic report)."""
-    out.mkdir(parents=True, exist_ok=True)
     layers = conv_layers(model, batches[0][:1])
     report = tz.measure(model, batches, bits=8)
-    for name, text in (("topology.csv", topology_csv(layers)), ("layout.csv", layout_csv(layers)),
-                       ("layers.csv", conv_maps_csv(layers, report))):
-        (out / name).write_text(text)
-    return layers, per_layer(layers, run_scalesim(python, out, array, sram_kb, dataflow)), report
+    simulated = []
+    for index, part in enumerate(parts(layers)):  # SCALE-Sim keeps every layer's traces in memory until it ends
+        folder = out / f"part{index}" if index or len(part) < len(layers) else out
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "topology.csv").write_text(topology_csv(part))
+        (folder / "layout.csv").write_text(layout_csv(part))
+        simulated += per_layer(part, run_scalesim(python, folder, array, sram_kb, dataflow))
+    (out / "layers.csv").write_text(conv_maps_csv(layers, report))
+    return layers, simulated, report
+
+
+def parts(layers: list[ConvLayer], most: int = PART) -> list[list[ConvLayer]]:
+    """Consecutive rows in runs of at most ``most`` SCALE-Sim layers (a depthwise row is one per channel)."""
+    chunks: list[list[ConvLayer]] = [[]]
+    count = 0
+    for layer in layers:
+        size = layer.channels if layer.depthwise else 1
+        if chunks[-1] and count + size > most:
+            chunks.append([])
+            count = 0
+        chunks[-1].append(layer)
+        count += size
+    return chunks
 
 
 def main() -> None:
