@@ -3,6 +3,7 @@
 import copy
 import io
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -79,7 +80,7 @@ def test_an_input_of_unknown_dim_order_is_left_unmasked_and_listed():
             y = self.conv(x)
             return torch.relu(y.reshape(y.shape[0], 2, 2, -1))
 
-    with pytest.warns(UserWarning, match="1 activation site.* left unmasked and not counted: relu: the dim order"):
+    with pytest.warns(UserWarning, match="left unmasked and not counted: relu: the dim order"):
         prepared = tz.prepare(Reshaped().eval(), tz.ZebraConfig(block_size=2, threshold=100.0))
     (site, layer), = tz.zebra_layers(prepared)
     x = torch.randn(2, 1, 8, 8)
@@ -208,3 +209,87 @@ def test_in_place_activations_read_twice_give_the_same_outputs_with_and_without_
 def test_empty_data_is_a_clear_error(residual_net, call):
     with pytest.raises(ValueError, match="got no batches"):
         call(tz.prepare(residual_net))
+
+
+class LayerScale(nn.Module):
+    """conv -> * gamma.reshape(1, -1, 1, 1) -> relu -> conv -> relu: a layer scale keeps the map's dim order."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.gamma = nn.Parameter(torch.full((4,), 0.5))
+
+    def forward(self, x):
+        return torch.relu(self.conv2(torch.relu(self.conv1(x) * self.gamma.reshape(1, -1, 1, 1))))
+
+
+class ConvNeXtV2Block(nn.Module):
+    """timm's ConvNeXt V2 block: depthwise conv, channels-last MLP with GRN, permute back, layer scale, residual."""
+
+    def __init__(self, channels=1):
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.norm, self.fc1, self.fc2 = nn.LayerNorm(channels), nn.Linear(channels, 8), nn.Linear(8, channels)
+        self.grn_weight, self.grn_bias = nn.Parameter(torch.ones(8)), nn.Parameter(torch.zeros(8))
+        self.gamma = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        y = F.gelu(self.fc1(self.norm(self.dw(x).permute(0, 2, 3, 1))))
+        g = y.norm(p=2, dim=(1, 2), keepdim=True)
+        y = y + torch.addcmul(self.grn_bias.view(1, 1, 1, -1), self.grn_weight.view(1, 1, 1, -1), y * g / (g.mean(-1, keepdim=True) + 1e-6))
+        y = self.fc2(y).permute(0, 3, 1, 2)
+        return torch.relu(x + y.mul(self.gamma.reshape(1, -1, 1, 1)))
+
+
+class SplitAttention(nn.Module):
+    """ResNeSt's split attention: a 5-D reshape over the radix, summed back, then a conv and its relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc, self.out = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(2, 4, 1), nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        b, rc, h, w = x.shape
+        split = x.reshape((b, 2, rc // 2, h, w))
+        attention = torch.relu(self.fc(split.sum(dim=1).mean((2, 3), keepdim=True))).reshape((b, 2, rc // 2, 1, 1))
+        return torch.relu(self.out((split * attention.softmax(1)).sum(dim=1)))
+
+
+class Classifier(nn.Module):
+    """A conv, then a flattened classifier with its own relu: that relu's input is not a map."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        return torch.relu(self.fc(torch.relu(self.conv(x)).flatten(1)))
+
+
+@pytest.mark.parametrize("model, layouts", [
+    (LayerScale(), ["NCHW", "NCHW"]),
+    (ConvNeXtV2Block(), ["NHWC", "NCHW"]),
+    (SplitAttention(), ["NCHW", "NCHW", "NCHW"]),
+    (Classifier(), ["NCHW", "NCHW"]),
+])
+def test_the_dim_order_recovers_after_layer_scales_grn_split_attention_and_flatten(model, layouts):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no site left uncounted: no warning
+        prepared = tz.prepare(model.eval(), tz.ZebraConfig(block_size=2, threshold=0.0))
+    assert [layer.layout for _, layer in tz.zebra_layers(prepared)] == layouts
+    assert not any(layer.skipped for _, layer in tz.zebra_layers(prepared))
+    x = torch.randn(2, 1, 6, 6)
+    report = tz.measure(prepared, [x])
+    maps = len(layouts) - isinstance(model, Classifier)  # the classifier's relu sees a (N, 3) vector
+    assert len(report.layers) == maps and report.complete and report.coverage == 1.0
+    assert torch.equal(prepared(x), model(x))
+
+
+def test_a_module_kept_whole_with_activations_inside_is_named_in_a_warning_and_in_the_coverage():
+    model = LayerScale().eval()
+    with pytest.warns(UserWarning, match=r"activations inside conv2 \(Sequential\): it is kept whole"):
+        model.conv2 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        prepared = tz.prepare(model, tz.ZebraConfig(leaf_modules=["conv2"]))
+    report = tz.measure(prepared, [torch.randn(2, 1, 6, 6)])
+    assert not report.complete and 0 < report.coverage < 1 and "covers" in str(report)

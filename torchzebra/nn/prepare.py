@@ -202,11 +202,21 @@ def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModu
     if is_prepared(model):
         raise ValueError("this model is already prepared: call torchzebra.remove(model) first, or use it as it is")
     gm = instrument(model, config)
-    skipped = [(layer.site, layer.skipped) for layer in getattr(gm, CONTAINER).values() if layer.skipped]
-    if skipped:
-        warnings.warn(f"{type(model).__name__}: {len(skipped)} activation site(s) left unmasked and not counted: "
-                      + "; ".join(f"{site}: {reason}" for site, reason in skipped), stacklevel=2)
+    uncounted = [f"{layer.site}: {layer.skipped}" for layer in getattr(gm, CONTAINER).values() if layer.skipped]
+    uncounted += [f"the activations inside {path} ({type(module).__name__}): it is kept whole (leaf_modules, or a "
+                  "module its model zoo registers as not traceable)" for path, module in _kept_whole(gm)]
+    if uncounted:
+        warnings.warn(f"{type(model).__name__}: activation maps left unmasked and not counted: {'; '.join(uncounted)}",
+                      stacklevel=2)
     return gm
+
+
+def _kept_whole(gm: fx.GraphModule) -> list[tuple[str, nn.Module]]:
+    """The submodules called whole (not traced into) that hold activation modules, which are then not ours."""
+    modules = dict(gm.named_modules())
+    return [(node.target, modules[node.target]) for node in gm.graph.nodes
+            if node.op == "call_module" and not isinstance(modules[node.target], (ACTIVATION_MODULES, ZebraLayer))
+            and any(isinstance(m, ACTIVATION_MODULES) for m in modules[node.target].modules())]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,113 @@
+"""timm's CNNs, unmodified (random weights, nothing downloaded): prepare in both modes, exact outputs, a
+training step, save/load round trips, and every activation call on a 4-D map instrumented."""
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torchzebra as tz
+from torchzebra.nn import ActivationCalls
+
+timm = pytest.importorskip("timm")
+
+# one or more per family: ResNet-D/SE-ResNeXt, RegNet, EfficientNet/MobileNet-V2/MixNet/TinyNet, MobileNet-V3/LCNet,
+# DenseNet, CSPNet/DarkNet, GhostNet, ConvNeXt V1/V2, ResNeSt, DLA, HRNet, RepVGG/GENet/MobileOne (ByobNet),
+# Res2Net, SelecSLS, EfficientViT, VGG, ReXNet, VoVNet, SKNet, NF-ResNet, ResNetV2, DPN, Xception, RepGhost
+MODELS = [
+    "resnet18", "resnet50d", "seresnext26d_32x4d", "regnety_002", "efficientnet_b0", "tf_efficientnet_lite0",
+    "mobilenetv3_small_050", "densenet121", "cspresnet50", "ghostnet_100", "convnext_atto", "convnextv2_atto",
+    "resnest14d", "dla34", "hrnet_w18_small", "repvgg_a0", "res2net50_14w_8s", "selecsls42b", "efficientvit_b0",
+    "mobilenetv2_050", "vgg11_bn", "rexnet_100", "lcnet_050", "mixnet_s", "ese_vovnet19b_slim_dw", "skresnet18",
+    "nf_resnet26", "resnetv2_50", "dpn48b", "xception41", "repghostnet_050", "mobileone_s0", "gernet_s", "darknet17",
+]
+KEPT_WHOLE = {"efficientvit_b0": "LiteMLA", "vgg11_bn": "ConvMlp"}  # modules timm registers as not traceable: their activations are not ours
+CONFIG = tz.ZebraConfig(block_size=2, score="mean", threshold=0.05)
+
+
+def _prepared(model: torch.nn.Module, config: tz.ZebraConfig = CONFIG) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warning about uncounted sites is checked through the coverage
+        return tz.prepare(model, config)
+
+
+def _plain_run(model: torch.nn.Module, x: torch.Tensor, kept_whole: str | None) -> tuple[torch.Tensor, int]:
+    """The plain model's outputs and its activation calls on 4-D maps, less those inside modules kept whole."""
+    inputs = {}
+    hooks = [module.register_forward_pre_hook(lambda module, args: inputs.setdefault(module, args))
+             for module in model.modules() if type(module).__name__ == kept_whole]
+    with ActivationCalls() as everywhere:
+        outputs = model(x)
+    for hook in hooks:
+        hook.remove()
+    with ActivationCalls() as inside:
+        for module, args in inputs.items():
+            module(*args)
+    return outputs, everywhere.calls - inside.calls
+
+
+def _roundtrip(model: torch.nn.Module) -> torch.nn.Module:
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+def _exact_at_threshold_zero(prepared: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The prepared model's outputs with every threshold at 0 (thresholds restored after)."""
+    thresholds = [layer.threshold.clone() for _, layer in tz.zebra_layers(prepared)]
+    for _, layer in tz.zebra_layers(prepared):
+        layer.threshold.zero_()
+    outputs = prepared(x)
+    for (_, layer), threshold in zip(tz.zebra_layers(prepared), thresholds):
+        layer.threshold.copy_(threshold)
+    return outputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_timm_cnn_is_instrumented_whole_and_exact(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain, calls = _plain_run(model, x, KEPT_WHOLE.get(name))
+        prepared = _prepared(model)
+        assert torch.equal(_exact_at_threshold_zero(prepared, x), plain)
+        outputs = prepared(x)
+        assert torch.equal(prepared(x), outputs)
+        assert torch.allclose(prepared(x[1:]), outputs[1:], rtol=1e-4, atol=1e-4)  # one image as in the batch
+        report = tz.measure(prepared, [x])
+    assert not report.skipped and len(report.layers) == calls > 0
+    assert report.complete == (name not in KEPT_WHOLE)
+    loaded, copied = _roundtrip(prepared), copy.deepcopy(prepared)
+    for layer in tz.zebra_layers(copied):
+        layer[1].threshold.fill_(1.0)
+    copied.load_state_dict(prepared.state_dict())
+    for other in (loaded, copied):
+        assert tz.is_prepared(other) and torch.equal(other(x), outputs)
+
+    prepared.train()
+    loss = F.cross_entropy(prepared(x), torch.tensor([1, 2])) + 0.01 * tz.zero_block_loss(prepared)
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_b0", "ghostnet_100"])
+def test_timm_cnn_prepared_in_train_mode_trains_and_evaluates(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10).train()
+    prepared = _prepared(model)
+    assert prepared.training and all(m.training for m in model.modules())
+    x = torch.randn(2, 3, 32, 32)
+    loss = F.cross_entropy(prepared(x), torch.tensor([0, 1])) + 0.01 * tz.zero_block_loss(prepared)
+    loss.backward()
+    prepared.eval()
+    with torch.no_grad():
+        assert torch.equal(prepared(x), prepared(x))
+        tz.set_masking(prepared, False)
+        assert torch.equal(prepared(x), model.eval()(x))
