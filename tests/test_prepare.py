@@ -96,8 +96,20 @@ def test_untraceable_model_is_a_clear_error():
         def forward(self, x):
             return F.relu(x) if x.sum() > 0 else x
 
-    with pytest.raises(ValueError, match="tracing failed.*leaf_modules"):
+    with pytest.raises(ValueError, match="tracing failed in its forward.*leaf_modules"):
         tz.prepare(Dynamic())
+
+
+def test_a_trace_failure_names_the_submodule_and_the_leaf_module_that_gets_past_it():
+    class Dynamic(nn.Module):
+        def forward(self, x):
+            return F.relu(x) if x.sum() > 0 else x
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(2, 2, 1), Dynamic()))
+    with pytest.raises(ValueError, match=r"tracing failed inside 2\.1 \(Dynamic\).*ZebraConfig\(leaf_modules=\['2\.1'\]\)"):
+        tz.prepare(model)
+    prepared = tz.prepare(model, tz.ZebraConfig(leaf_modules=["2.1"]))  # its functional relu is not seen
+    assert [site for site, _ in tz.zebra_layers(prepared)] == ["1"]
 
 
 def test_preparing_twice_and_removing_plain_model_are_errors(residual_net):
