@@ -293,3 +293,9 @@ def test_a_module_kept_whole_with_activations_inside_is_named_in_a_warning_and_i
         prepared = tz.prepare(model, tz.ZebraConfig(leaf_modules=["conv2"]))
     report = tz.measure(prepared, [torch.randn(2, 1, 6, 6)])
     assert not report.complete and 0 < report.coverage < 1 and "covers" in str(report)
+
+
+def test_an_activation_right_after_another_keeps_the_dim_order():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.ReLU6(), nn.Conv2d(2, 2, 1), nn.ReLU()).eval()
+    prepared = tz.prepare(model, tz.ZebraConfig(block_size=2))
+    assert [layer.layout for _, layer in tz.zebra_layers(prepared)] == ["NCHW"] * 3

@@ -124,6 +124,7 @@ def _insert_layers(graph: fx.Graph, modules: dict[str, nn.Module], config: Zebra
         with graph.inserting_after(node):
             masked = graph.call_module(f"{CONTAINER}.{key}", (node,))
         node.replace_all_uses_with(masked, delete_user_cb=lambda user: user is not masked)
+        layouts[masked] = layouts.get(node)  # a layer keeps its map's order: for an activation right after it
         if fresh:
             container[key].consumers = _consumers(masked)
         # masked out of place if it aliases a shared input in either mode
