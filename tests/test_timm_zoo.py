@@ -97,13 +97,25 @@ def test_timm_cnn_is_instrumented_whole_and_exact(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["efficientnet_b0", "ghostnet_100"])
-def test_timm_cnn_prepared_in_train_mode_trains_and_evaluates(name):
+@pytest.mark.parametrize("name, options", [
+    ("efficientnet_b0", {"drop_rate": 0.2, "drop_path_rate": 0.2}),  # dropout, DropPath, BatchNormAct2d
+    ("ghostnet_100", {"drop_rate": 0.2}),  # a functional dropout in the top-level forward
+    ("convnext_atto", {"drop_path_rate": 0.2}),
+])
+def test_timm_cnn_prepared_in_train_mode_keeps_its_stochastic_layers(name, options):
     torch.manual_seed(0)
-    model = timm.create_model(name, num_classes=10).train()
+    model = timm.create_model(name, num_classes=10, **options).train()
     prepared = _prepared(model)
     assert prepared.training and all(m.training for m in model.modules())
     x = torch.randn(2, 3, 32, 32)
+    tz.set_masking(prepared, False)
+    torch.manual_seed(1)
+    expected = model(x)
+    torch.manual_seed(1)
+    assert torch.equal(prepared(x), expected)  # the same dropout and drop-path draws, batch statistics
+    torch.manual_seed(2)
+    assert not torch.equal(prepared(x), expected)  # they are drawn at run time
+    tz.set_masking(prepared, True)
     loss = F.cross_entropy(prepared(x), torch.tensor([0, 1])) + 0.01 * tz.zero_block_loss(prepared)
     loss.backward()
     prepared.eval()
