@@ -3,6 +3,7 @@ training step, save/load round trips, and every activation call on a 4-D map ins
 
 import copy
 import io
+import json
 import warnings
 
 import pytest
@@ -123,3 +124,28 @@ def test_timm_cnn_prepared_in_train_mode_keeps_its_stochastic_layers(name, optio
         assert torch.equal(prepared(x), prepared(x))
         tz.set_masking(prepared, False)
         assert torch.equal(prepared(x), model.eval()(x))
+
+
+@pytest.mark.parametrize("name, channels", [("timm:resnet18", 1), ("timm:mobilenetv3_small_050", 3)])
+def test_the_model_zoo_builds_timm_cnns_with_random_weights(name, channels):
+    from torchzebra.models import build_model
+
+    model = build_model(name, 7, channels).eval()
+    assert model(torch.randn(2, channels, 32, 32)).shape == (2, 7)
+    with pytest.raises(ValueError, match="'timm:nonsense' is unknown to timm"):
+        build_model("timm:nonsense", 7, channels)
+
+
+@pytest.mark.slow
+def test_a_timm_cnn_trains_with_zebra_from_the_cli_and_its_checkpoint_evaluates(tmp_path, capsys):
+    from torchzebra.cli import main
+
+    settings = ["model.name=timm:mobilenetv3_small_050", "data.name=synthetic", "data.channels=1",
+                "data.length=256", "data.train_subset=128", "data.test_subset=64", "data.batch_size=32",
+                "data.workers=0", "train.epochs=1", "device=cpu", "zebra.enabled=true", "zebra.lam=0.01"]
+    args = [arg for setting in settings for arg in ("--set", setting)] + ["--quiet"]
+    run_dir = tmp_path / "run"
+    assert main(["train", "--preset", "quick", *args, "--run-dir", str(run_dir)]) == 0
+    assert main(["eval", str(run_dir / "last.pt"), "--json", str(tmp_path / "traffic.json")]) == 0
+    report = tz.TrafficReport.from_dict(json.loads((tmp_path / "traffic.json").read_text()))
+    assert report.complete and report.coverage == 1.0 and len(report.layers) > 20

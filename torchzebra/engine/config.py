@@ -37,7 +37,7 @@ class ConfigError(ValueError):
 # were for another model (give the new model's options in the same file or in a later --set).
 @dataclass
 class ModelSection:
-    """The network: ``name`` is one of ``models.OWN`` or ``torchvision:<name>``, ``options`` its builder's arguments."""
+    """The network: ``name`` is one of ``models.OWN``, ``torchvision:<name>`` or ``timm:<name>``, ``options`` its builder's arguments."""
 
     name: str = "resnet18"
     options: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Build a model by name: the project's own, or any torchvision classifier adapted to the data."""
+"""Build a model by name: the project's own, or any torchvision or timm classifier adapted to the data."""
 
 from __future__ import annotations
 
@@ -48,14 +48,30 @@ def _torchvision(name: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _timm(name: str) -> Callable[..., nn.Module]:
+    """The builder of ``timm:<name>``: random init (nothing downloaded), ``classes`` outputs, ``channels`` inputs."""
+    try:
+        import timm
+    except ImportError as error:
+        raise ValueError(f"model {name!r} needs timm, which is not installed: pip install timm") from error
+    timm_name = name.split(":", 1)[1]
+    if not timm.is_model(timm_name):
+        raise ValueError(f"model {name!r} is unknown to timm {timm.__version__}: timm.list_models() lists its models")
+    return lambda classes, channels, **options: timm.create_model(
+        timm_name, pretrained=False, num_classes=classes, in_chans=channels, **options)
+
+
 def build_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
-    """``name`` is one of ``OWN`` or ``torchvision:<name>`` (random init, first conv and classes adapted)."""
+    """``name`` is one of ``OWN``, ``torchvision:<name>`` or ``timm:<name>`` (random init, inputs and classes
+    adapted)."""
     if name.startswith("torchvision:"):
         builder = _torchvision(name)
+    elif name.startswith("timm:"):
+        builder = _timm(name)
     elif name in OWN:
         builder = OWN[name]
     else:
-        raise ValueError(f"model {name!r} is unknown: use one of {', '.join(OWN)} or torchvision:<name>")
+        raise ValueError(f"model {name!r} is unknown: use one of {', '.join(OWN)}, torchvision:<name> or timm:<name>")
     try:
         return builder(num_classes, in_channels, **options)
     except TypeError as error:
