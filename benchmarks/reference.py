@@ -28,6 +28,7 @@ from torchzebra.engine.run import run_experiment
 from torchzebra.engine.sweep import run_sweep
 from torchzebra.reports.summary import Point, best_within, budget_markdown, load_points, points_markdown
 from torchzebra.results import CHECKPOINT, METHODS, REPORT, read_result
+from torchzebra.results.tables import DELTA_TOP1_TITLE, points_change
 
 TARGET, BUDGET = 0.70, 1.0  # the published headline: 70 % less activation bandwidth within 1 point
 CALIBRATION_BUDGETS = [0.25, 0.5, 1.0, 2.0]
@@ -114,7 +115,7 @@ def markdown(document: dict, points: list[Point], pairs: list[tuple[Point, Point
     reached = s["mean_zebra_zvc_reduction"] >= TARGET and s["every_seed_within_budget"]
     best = document["best"]
     rows = "\n".join(f"| {e['seed']} | {e['baseline_top1'] * 100:.2f} | {e['zebra_top1'] * 100:.2f} | "
-                     f"{(e['baseline_top1'] - e['zebra_top1']) * 100:+.2f} | {e['zvc_of_baseline'] * 100:.1f} | "
+                     f"{points_change((e['zebra_top1'] - e['baseline_top1']) * 100)} | {e['zvc_of_baseline'] * 100:.1f} | "
                      f"{e['zebra_zvc_reduction'] * 100:.1f} | {e['wall_seconds'] / 60:.1f} |" for e in seeds)
     return "\n".join([
         "# Results: the CPU reference experiment", "",
@@ -132,11 +133,12 @@ def markdown(document: dict, points: list[Point], pairs: list[tuple[Point, Point
         f"**{'reached' if reached else 'not reached'}**: mean {s['mean_zebra_zvc_reduction'] * 100:.1f} % "
         f"(std {s['std_zebra_zvc_reduction'] * 100:.1f}) at a mean drop of {s['mean_top1_drop_points']:.2f} points "
         f"(largest {s['max_top1_drop_points']:.2f}) over {s['seeds']} seed(s).", "",
-        "| seed | baseline top-1 % | Zebra top-1 % | drop (points) | ZVC of the baseline % | Zebra+ZVC % | wall min |",
+        f"| seed | baseline top-1 % | Zebra top-1 % | {DELTA_TOP1_TITLE} | ZVC of the baseline % | Zebra+ZVC % | wall min |",
         "|---|---|---|---|---|---|---|", rows, "",
         "## Best within the budget, every method (seed 0)", "",
         (f"Best: `{best['label']}` ({best['method']}) saves {best['reduction'] * 100:.1f} % ({best['format']}) at "
-         f"{best['top1_drop_points']:+.2f} points." if best else "No method stayed within the budget."), "",
+         f"{points_change(-best['top1_drop_points'])} points against the baseline." if best
+         else "No method stayed within the budget."), "",
         budget_markdown(points, BUDGET), "", *controls_markdown(points, pairs, document["best_against_control"]), "## Every point", "", points_markdown(points), "",
         f"`zebra report {run_dir}/main-seed0 {run_dir}/levers {run_dir}/calibrate --out DIR` draws the Pareto fronts.",
         "",
@@ -176,18 +178,18 @@ def controls_markdown(points: list[Point], pairs: list[tuple[Point, Point]], bes
     controls = [p for p in points if p.method == CONTROL]
     if not controls:
         return []
-    lines = [f"- `{p.label}` ({_finetune_epochs(p)} epochs): {p.top1 * 100:.2f} % ({-p.drop:+.2f} points against "
-             "the baseline)" for p in controls]
-    rows = [f"| `{p.label}` | {p.top1 * 100:.2f} | {p.drop:+.2f} | {(c.top1 - p.top1) * 100:+.2f} | "
-            f"{p.best_reduction * 100:.1f} |" for p, c in pairs]
+    lines = [f"- `{p.label}` ({_finetune_epochs(p)} epochs): {p.top1 * 100:.2f} % ({points_change(p.delta)} points "
+             "against the baseline)" for p in controls]
+    rows = [f"| `{p.label}` | {p.top1 * 100:.2f} | {points_change(p.delta)} | "
+            f"{points_change((p.top1 - c.top1) * 100)} | {p.best_reduction * 100:.1f} |" for p, c in pairs]
     verdict = (f"Best within {BUDGET:g} point of its control: `{best['label']}`, {best['reduction'] * 100:.1f} % "
-               f"({best['format']}) at {best['top1_drop_points']:+.2f} points." if best else
+               f"({best['format']}) at {points_change(-best['top1_drop_points'])} points against it." if best else
                f"No Zebra point is within {BUDGET:g} point of its control.")
     return ["## How much is the extra training (controls)", "",
             "Every Zebra model retrained from the dense baseline has seen more epochs than the baseline it is "
             "compared with. The dense baseline retrained with the same recipes and no masks:", "", *lines, "",
-            "| Zebra point | top-1 % | drop against the baseline | drop against the control of its epochs | "
-            "best reduction % |", "|---|---|---|---|---|", *rows, "", verdict, ""]
+            "| Zebra point | top-1 % | Δ top-1 against the baseline (points, negative = loss) | Δ top-1 against the "
+            "control of its epochs (points) | best reduction % |", "|---|---|---|---|---|", *rows, "", verdict, ""]
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from ..core import COMPRESSED, format_title
 from ..results import METHODS, method_title, stage_traffic
 from . import plots
 from .roofline import estimate_figures
+from ..results.tables import DELTA_TOP1_TITLE, points_change
 from .summary import Point, ReportError, best_within, budget_markdown, load_points, points_markdown
 
 # Sets data-images / data-loaded / data-errors on <body>, so a headless browser can check the page.
@@ -41,6 +42,21 @@ def showcase(points: list[Point], budget_points: float) -> Point | None:
     return max(pool, key=lambda p: p.best_reduction) if pool else None
 
 
+def pareto_caption(points: list[Point]) -> str:
+    """The Pareto figure's caption: it mentions front lines only when a method has two points or more to join."""
+    counts = [sum(p.method == m for p in points) for m in dict.fromkeys(p.method for p in points)]
+    lines = ("; lines: the Pareto front of each method with two points or more" if max(counts) > 1
+             else " (one point per method: no front to draw; a zebra sweep gives several)")
+    return f"Top-1 against activation bandwidth reduction{lines}"
+
+
+def stripes_caption(label: str, image: int) -> str:
+    """The caption of a stripe picture: it shows a few channels per layer, so it says which and how many."""
+    return (f"Activation maps of {label}, test image {image}: per layer, the {plots.STRIPE_CHANNELS} channels of "
+            "largest activation after the mask (other channels may be zeroed more; the row label gives the share "
+            "of the layer's blocks zeroed over all its channels)")
+
+
 def _mask_pictures(point: Point, capture: Capture) -> list[bytes]:
     """Zebra-stripe pictures of every captured image for three layers (early, middle, late) of a model."""
     maps, blocks = capture(point.checkpoint)
@@ -60,16 +76,14 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, budget_points: 
         raise ReportError("the runs hold no results")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures: list[tuple[str, str, bytes]] = [
-        ("pareto.png", "Top-1 against activation bandwidth reduction; lines: each method's Pareto front",
-         plots.pareto_png(points, budget_points))]
+    figures: list[tuple[str, str, bytes]] = [("pareto.png", pareto_caption(points), plots.pareto_png(points, budget_points))]
     chosen = showcase(points, budget_points)
     traffic = stage_traffic(chosen.traffic, chosen.folder) if chosen else None
     if traffic is not None:
         figures.append(("layers.png", f"Traffic per layer of {chosen.label}", plots.layers_png(traffic, chosen.label)))
     if chosen is not None and chosen.checkpoint is not None and capture is not None:
         for index, png in enumerate(_mask_pictures(chosen, capture)):
-            figures.append((f"stripes-{index}.png", f"Activation maps of {chosen.label}, test image {index}", png))
+            figures.append((f"stripes-{index}.png", stripes_caption(chosen.label, index), png))
     for index, run_dir in enumerate(run_dirs):  # runs with an estimate.json: rooflines and stalls per preset
         figures += estimate_figures(run_dir, f"{index}-" if len(run_dirs) > 1 else "")
     for name, _, png in figures:
@@ -90,12 +104,13 @@ def _html(run_dirs, points: list[Point], figures, budget_points: float) -> str:
     best = best_within(points, budget_points)
     rows = "".join(
         f"<tr><td>{html.escape(method_title(p.method))}</td><td>{html.escape(p.label)}</td>"
-        f"<td>{p.top1 * 100:.2f}</td><td>{p.drop:+.2f}</td>"
+        f"<td>{p.top1 * 100:.2f}</td><td>{points_change(p.delta)}</td>"
         + "".join(f"<td>{p.reduction[f] * 100:.2f}</td>" for f in COMPRESSED) + "</tr>"
         for p in points)
     headline = "".join(
         f"<li><b>{html.escape(method_title(m))}</b>: {p.best_reduction * 100:.1f} % less activation traffic "
-        f"({html.escape(format_title(p.best_format))}) at top-1 {p.top1 * 100:.2f} % ({p.drop:+.2f} points)</li>"
+        f"({html.escape(format_title(p.best_format))}) at top-1 {p.top1 * 100:.2f} % "
+        f"({points_change(p.delta)} points against the baseline)</li>"
         for m, p in best.items())
     format_heads = "".join(f"<th>{html.escape(format_title(f))} %</th>" for f in COMPRESSED)
     images = "".join(
@@ -115,7 +130,7 @@ figcaption {{ color: #555; font-size: 0.85em; }}
 (one write plus one read per consumer of every activation map, metadata counted).</p>
 <h2>Best within {budget_points:g} point of the baseline's top-1</h2><ul>{headline or '<li>no point within the budget</li>'}</ul>
 <h2>Every point</h2>
-<table><tr><th>method</th><th>point</th><th>top-1 %</th><th>drop (points)</th>{format_heads}</tr>{rows}</table>
+<table><tr><th>method</th><th>point</th><th>top-1 %</th><th>{html.escape(DELTA_TOP1_TITLE)}</th>{format_heads}</tr>{rows}</table>
 {images}
 </body></html>
 """

@@ -62,10 +62,14 @@ def layers_png(report: TrafficReport, title: str) -> bytes:
     return _png(figure)
 
 
+STRIPE_CHANNELS = 4  # channels drawn per layer in the stripe pictures: the most active ones after the mask
+
+
 def stripes_png(maps: dict[str, tuple[torch.Tensor, torch.Tensor]], block_sizes: dict[str, Any], image: int,
-                channels: int = 4) -> bytes:
-    """One image's maps (rows: layers; columns: its most active channels) with the blocks the mask zeroed
-    in red (the zebra stripes) and the blocks that were zero already paled."""
+                channels: int = STRIPE_CHANNELS) -> bytes:
+    """One image's maps (rows: layers, labelled with the share of blocks the mask zeroed over all channels;
+    columns: the ``channels`` most active channels after the mask) with the blocks the mask zeroed in red (the
+    zebra stripes) and the blocks that were zero already paled."""
     sites = list(maps)
     figure, grid = plt.subplots(len(sites), channels, figsize=(1.6 * channels, 1.6 * len(sites)), squeeze=False)
     for row, site in zip(grid, sites):
@@ -82,8 +86,11 @@ def stripes_png(maps: dict[str, tuple[torch.Tensor, torch.Tensor]], block_sizes:
             overlay[zeroed[channel]] = torch.tensor([1.0, 0.0, 0.0, 0.6])
             overlay[empty[channel]] = torch.tensor([1.0, 1.0, 1.0, 0.45])
             axes.imshow(overlay.numpy(), interpolation="nearest")
+            axes.set_title(f"channel {channel}", fontsize=6)
             axes.set_xticks([])
             axes.set_yticks([])
-        row[0].set_ylabel(site, fontsize=7)
-    figure.suptitle(f"test image {image}: red = blocks zeroed by Zebra, pale = blocks already zero", fontsize=8)
+        share = (was & ~now).sum().item() / max(was.numel(), 1)
+        row[0].set_ylabel(f"{site}\n{share:.0%} of blocks zeroed\n({before.shape[1]} channels)", fontsize=7)
+    figure.suptitle(f"test image {image}: each layer's {channels} most active channels after the mask; red = blocks "
+                    "zeroed by Zebra, pale = blocks already zero", fontsize=8)
     return _png(figure)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..core import COMPRESSED, format_title
 from ..measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, ResultError, method_title, read_result, result_file
+from ..results.tables import DELTA_TOP1_TITLE, points_change
 
 
 class ReportError(ValueError):
@@ -39,6 +40,11 @@ class Point:
     def drop(self) -> float:
         """Top-1 lost against the baseline, in points (negative: a gain)."""
         return (self.baseline_top1 - self.top1) * 100
+
+    @property
+    def delta(self) -> float:
+        """Top-1 change against the baseline, in points, as every table prints it (negative: a loss)."""
+        return -self.drop
 
     @property
     def checkpoint(self) -> Path | None:
@@ -86,11 +92,11 @@ def best_within(points: list[Point], budget_points: float = 1.0) -> dict[str, Po
 
 
 def points_markdown(points: list[Point]) -> str:
-    """Every point as a Markdown table row (top-1, drop, each format's reduction)."""
-    titles = ["method", "point", "top-1 %", "drop (points)"] + [f"{format_title(f)} %" for f in COMPRESSED]
+    """Every point as a Markdown table row (top-1, its change against the baseline, each format's reduction)."""
+    titles = ["method", "point", "top-1 %", DELTA_TOP1_TITLE] + [f"{format_title(f)} %" for f in COMPRESSED]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for p in points:
-        cells = [method_title(p.method), f"`{p.label}`", f"{p.top1 * 100:.2f}", f"{p.drop:+.2f}"]
+        cells = [method_title(p.method), f"`{p.label}`", f"{p.top1 * 100:.2f}", points_change(p.delta)]
         cells += [f"{p.reduction[fmt] * 100:.2f}" for fmt in COMPRESSED]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -6,6 +6,15 @@ from ..core import COMPRESSED, FORMATS, format_title
 from ..measure import TrafficReport
 from .schema import ModelRow, RunResult
 
+# One sign convention for every top-1 change the project prints: the model's top-1 minus the reference's, in
+# points, so a loss is negative; each table says so in its header.
+DELTA_TOP1_TITLE = "Δ top-1 (points, negative = loss)"
+
+
+def points_change(delta_points: float) -> str:
+    """A top-1 change in points, signed as ``DELTA_TOP1_TITLE`` says (``-0.13`` is a loss of 0.13 points)."""
+    return f"{round(delta_points, 2) + 0.0:+.2f}"  # + 0.0: no "-0.00" for a change that rounds to nothing
+
 
 def _pct(value: float | None, signed: bool = False) -> str:
     if value is None:
@@ -16,7 +25,7 @@ def _pct(value: float | None, signed: bool = False) -> str:
 def rows_markdown(rows: tuple[ModelRow, ...] | list[ModelRow]) -> str:
     """The model rows as a Markdown table (with parameter and MAC columns when every row has them)."""
     costs = all(row.params is not None for row in rows)
-    titles = ["model", "top-1 %", "Δ top-1 (points)"] + (["params", "MMACs/image"] if costs else [])
+    titles = ["model", "top-1 %", DELTA_TOP1_TITLE] + (["params", "MMACs/image"] if costs else [])
     titles += [f"{format_title(f)} reduction %" for f in FORMATS]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in rows:

@@ -1,0 +1,41 @@
+"""What a new user meets first: one sign convention for top-1 changes, captions that say what a figure shows,
+help that names every file, file modes, quiet logs, and warnings where a setting has no effect."""
+
+from torchzebra.reports import html as report_html
+from torchzebra.reports.summary import Point, points_markdown
+from torchzebra.results import ModelRow
+from torchzebra.results.tables import DELTA_TOP1_TITLE, points_change, rows_markdown
+
+FORMAT_REDUCTION = {"dense": 0.0, "zvc": 0.3, "zebra": 0.5, "zebra_zvc": 0.6}
+
+
+def _point(method: str, top1: float, label: str = "") -> Point:
+    return Point(method, label or f"{method}-{top1}", top1, 0.9194, FORMAT_REDUCTION, None)
+
+
+def test_a_top1_loss_is_negative_in_every_table_and_each_header_says_so():
+    """The HTML report, report.md and the run/slim/calibrate tables print a loss of 0.13 points as -0.13."""
+    loss, gain = _point("zebra", 0.9181), _point("dense-retrained", 0.9249)
+    assert points_change(loss.delta) == "-0.13" and points_change(gain.delta) == "+0.55"
+    assert points_change(-0.0001) == "+0.00"  # a change that rounds to nothing has no minus sign
+    markdown = points_markdown([loss, gain])
+    assert DELTA_TOP1_TITLE in markdown.splitlines()[0] and "| -0.13 |" in markdown and "| +0.55 |" in markdown
+    page = report_html._html(["run"], [loss, gain], [], 1.0)
+    assert f"<th>{DELTA_TOP1_TITLE}</th>" in page and "<td>-0.13</td>" in page
+    assert "(-0.13 points against the baseline)" in page  # the headline of the best point within the budget
+    row = ModelRow("Zebra calibrated", "calibrated", 0.9173, 0.9173 - 0.9194, FORMAT_REDUCTION, {})
+    table = rows_markdown([row])
+    assert DELTA_TOP1_TITLE in table.splitlines()[0] and "| -0.21 |" in table
+
+
+def test_the_pareto_caption_promises_lines_only_where_a_method_has_two_points():
+    single_run = [_point("dense", 0.9194), _point("zebra", 0.9181)]
+    assert "no front to draw" in report_html.pareto_caption(single_run)
+    assert "lines" not in report_html.pareto_caption(single_run)
+    sweep = [*single_run, _point("zebra", 0.91, "zebra,lam=1")]
+    assert "lines: the Pareto front of each method" in report_html.pareto_caption(sweep)
+
+
+def test_the_map_pictures_say_which_channels_they_show():
+    caption = report_html.stripes_caption("run: Zebra", 0)
+    assert "the 4 channels of largest activation" in caption and "over all its channels" in caption
