@@ -1,6 +1,15 @@
 """What a new user meets first: one sign convention for top-1 changes, captions that say what a figure shows,
 help that names every file, file modes, quiet logs, and warnings where a setting has no effect."""
 
+import stat
+
+import pytest
+import torch
+
+import torchzebra as tz
+from torchzebra._io import FILE_MODE, atomic_write_text
+from torchzebra.cli import main
+from torchzebra.export import to_onnx
 from torchzebra.reports import html as report_html
 from torchzebra.reports.summary import Point, points_markdown
 from torchzebra.results import ModelRow
@@ -39,3 +48,20 @@ def test_the_pareto_caption_promises_lines_only_where_a_method_has_two_points():
 def test_the_map_pictures_say_which_channels_they_show():
     caption = report_html.stripes_caption("run: Zebra", 0)
     assert "the 4 channels of largest activation" in caption and "over all its channels" in caption
+
+
+def test_export_help_names_every_file_it_writes(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the description
+    for name in ("topology.csv", "layout.csv", "layers.csv", "density.yaml", "maps/", "model.onnx"):
+        assert name in text
+
+
+def test_model_onnx_gets_the_mode_of_every_other_file(tmp_path, residual_net):
+    pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip install 'torchzebra[onnx]'")
+    model = tz.prepare(residual_net, tz.ZebraConfig(block_size=2, threshold=0.1))
+    onnx_file = to_onnx(model, torch.randn(1, 1, 8, 8), tmp_path / "model.onnx")
+    atomic_write_text(tmp_path / "density.yaml", "a: 1\n")
+    assert stat.S_IMODE(onnx_file.stat().st_mode) == stat.S_IMODE((tmp_path / "density.yaml").stat().st_mode)
+    assert stat.S_IMODE(onnx_file.stat().st_mode) == FILE_MODE

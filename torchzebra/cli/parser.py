@@ -107,24 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = commands.add_parser(
         "calibrate", help="Zebra on a trained model without training: per-layer thresholds for a top-1 budget",
-        description="Search per-layer thresholds on a few hundred training images (each layer's cost and bytes at "
-                    "each kept-block density, then the allocation of most saved bytes) for the largest Zebra+ZVC "
-                    "reduction within each top-1 budget; measure on the test split; write one prepared checkpoint "
-                    "per budget and report.md/report.json.")
+        description="Search per-layer thresholds on training images (each layer's cost and bytes at each kept-block "
+                    "density, then the allocation of most saved bytes, BatchNorm statistics re-estimated on the "
+                    "masked model) for the largest Zebra+ZVC reduction whose top-1 drop on held-out training images, "
+                    "plus a 95%% one-sided margin, stays within each budget; measure on the test split; write one "
+                    "prepared checkpoint per budget and report.md/report.json. No training.")
     c.add_argument("checkpoint", type=Path, help="a trained model's last.pt (e.g. a dense baseline)")
     c.add_argument("--out", type=Path, required=True, help="the folder to write")
     c.add_argument("--budget", type=float, nargs="+", default=[1.0], metavar="POINTS",
-                   help="top-1 points the model may lose on the calibration images (default 1; several: a front)")
-    c.add_argument("--images", type=int, default=512, help="training images to calibrate on (default 512)")
+                   help="top-1 points the model may lose on the test split (default 1; several: a front)")
+    c.add_argument("--images", type=int, help="training images to calibrate on (default 1024)")
+    c.add_argument("--holdout", type=int,
+                   help="other training images the budget is checked on (default 10000; one image should be a small "
+                        "fraction of the budget)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the checkpoint's config, e.g. --set zebra.block_size=4")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(verb="calibrate")
 
     x = commands.add_parser("export", help="artefacts for hardware tools: SCALE-Sim topology, densities, coded maps",
-                            description="Write topology.csv (SCALE-Sim), density.yaml (per-layer element and block "
-                                        "density on the test split, for Sparseloop/Timeloop) and maps/ (one codec "
-                                        "stream per layer for chosen test images); see docs/EXPORTS.md.")
+                            description="Write topology.csv and layout.csv (the topology and layout files "
+                                        "SCALE-Sim reads), layers.csv (every row's maps, their bytes and SCALE-Sim's "
+                                        "IFMAP words), density.yaml (per-layer element and block density on the test "
+                                        "split, for Sparseloop/Timeloop) and maps/ (one codec stream per layer for "
+                                        "chosen test images); with --onnx, model.onnx; see docs/EXPORTS.md.")
     x.add_argument("checkpoint", type=Path, help="a last.pt (or pruned checkpoint) written by zebra")
     x.add_argument("--out", type=Path, required=True, help="the folder to write")
     x.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3], metavar="INDEX",

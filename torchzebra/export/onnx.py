@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._io import FILE_MODE
 from ..nn import eval_mode, plain_model
 
 
@@ -31,6 +32,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, op
             program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
                                         dynamic_shapes=({0: "batch"},), verbose=False)
         program.save(temporary)  # one self-contained file: the weights are small for the CNNs we export
+        os.chmod(temporary, FILE_MODE)  # as every other file written, not mkstemp's 0600
         os.replace(temporary, path)
     except Exception as error:
         raise ValueError(f"ONNX export of {type(plain_model(model)).__name__} failed: {error}") from error
