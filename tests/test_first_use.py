@@ -2,13 +2,14 @@
 help that names every file, file modes, quiet logs, and warnings where a setting has no effect."""
 
 import stat
+import sys
 
 import pytest
 import torch
 
 import torchzebra as tz
 from torchzebra._io import FILE_MODE, atomic_write_text
-from torchzebra.cli import main
+from torchzebra.cli import main, verbs
 from torchzebra.export import to_onnx
 from torchzebra.reports import html as report_html
 from torchzebra.reports.summary import Point, points_markdown
@@ -65,3 +66,12 @@ def test_model_onnx_gets_the_mode_of_every_other_file(tmp_path, residual_net):
     atomic_write_text(tmp_path / "density.yaml", "a: 1\n")
     assert stat.S_IMODE(onnx_file.stat().st_mode) == stat.S_IMODE((tmp_path / "density.yaml").stat().st_mode)
     assert stat.S_IMODE(onnx_file.stat().st_mode) == FILE_MODE
+
+
+@pytest.mark.parametrize("terminal, quiet", [(True, False), (False, True)])
+def test_no_progress_bars_when_stderr_is_not_a_terminal(monkeypatch, terminal, quiet):
+    """A log file or a pipe gets no progress bars; a terminal gets them unless --quiet."""
+    seen = []
+    monkeypatch.setitem(verbs.VERBS, "report", lambda args: seen.append(args.quiet) or 0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
+    assert main(["report", "somewhere", "--out", "elsewhere"]) == 0 and seen == [quiet]

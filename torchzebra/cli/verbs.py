@@ -166,6 +166,7 @@ VERBS = {"estimate": _estimate, "train": _train, "eval": _eval, "run": _run, "sl
 def dispatch(args: argparse.Namespace) -> int:
     """Run the verb of parsed ``args``; bad input is one line on stderr and an exit code, never a traceback."""
     keep_freed_memory()  # batch after batch of large tensors: no page faults for each one (docs/PERFORMANCE.md)
+    args.quiet = getattr(args, "quiet", False) or not sys.stderr.isatty()  # no bars filling a log file or a pipe
     try:
         return VERBS[args.verb](args)
     except TrainingError as error:
