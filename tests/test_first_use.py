@@ -75,3 +75,12 @@ def test_no_progress_bars_when_stderr_is_not_a_terminal(monkeypatch, terminal, q
     monkeypatch.setitem(verbs.VERBS, "report", lambda args: seen.append(args.quiet) or 0)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
     assert main(["report", "somewhere", "--out", "elsewhere"]) == 0 and seen == [quiet]
+
+
+def test_a_missing_image_folder_root_says_so(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert main(["train", "--set", "data.name=imagefolder", "--set", f"data.root={missing}", "--quiet",
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"ImageFolder data set not found: {missing} does not exist; set data.root" in err
+    assert "no train folder" not in err and err.count("\n") == 1

@@ -80,12 +80,15 @@ def tiny_imagenet(root: str | Path, train: bool, transform: Callable | None = No
 def image_folder(root: str | Path, train: bool, transform: Callable | None = None) -> ImageList:
     """An ImageFolder tree: ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test/``)."""
     root = Path(root)
+    layout = f"{root}/train/<class>/<image> and {root}/val/<class>/<image>"
+    if not root.is_dir():
+        found = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"ImageFolder data set not found: {root} {found}; set data.root to a folder holding {layout}")
     candidates = ["train"] if train else ["val", "test"]
     split = next((root / name for name in candidates if (root / name).is_dir()), None)
     if split is None:
         raise DatasetError(
-            f"no {' or '.join(candidates)} folder in {root}: an ImageFolder data set needs "
-            f"{root}/train/<class>/<image> and {root}/val/<class>/<image>"
+            f"no {' or '.join(candidates)} folder in {root}: an ImageFolder data set needs {layout}"
         )
     classes = sorted(d.name for d in split.iterdir() if d.is_dir())
     samples = [
