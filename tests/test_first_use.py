@@ -3,6 +3,8 @@ help that names every file, file modes, quiet logs, and warnings where a setting
 
 import stat
 import sys
+import warnings
+from collections import Counter
 
 import pytest
 import torch
@@ -10,6 +12,9 @@ import torch
 import torchzebra as tz
 from torchzebra._io import FILE_MODE, atomic_write_text
 from torchzebra.cli import main, verbs
+from torchzebra.engine import sweep as sweep_module
+from torchzebra.engine.config import SweepSection
+from torchzebra.engine.extensions import warn_short_ramp
 from torchzebra.export import to_onnx
 from torchzebra.reports import html as report_html
 from torchzebra.reports.summary import Point, points_markdown
@@ -84,3 +89,26 @@ def test_a_missing_image_folder_root_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"ImageFolder data set not found: {missing} does not exist; set data.root" in err
     assert "no train folder" not in err and err.count("\n") == 1
+
+
+def test_training_shorter_than_the_density_ramp_is_warned(residual_net):
+    """47 steps of a 400-step ramp end at 76 % of the blocks kept, not the 20 % asked for: warned."""
+    model = tz.prepare(residual_net, tz.ZebraConfig(block_size=2))
+    with pytest.warns(UserWarning, match=r"density_ramp_steps=400 is longer than this training \(47 steps\): its last "
+                                         r"step keeps 0\.755 of the blocks, not zebra.density=0.2; train more"):
+        warn_short_ramp(tz.ZebraRecipe(model, density=0.2, density_ramp_steps=400), 47)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_short_ramp(tz.ZebraRecipe(model, density=0.2, density_ramp_steps=400), 400)
+        warn_short_ramp(tz.ZebraRecipe(model, density=None, density_ramp_steps=400), 47)
+
+
+def test_a_grid_axis_that_does_not_apply_to_a_method_trains_it_once():
+    """A density or Slimming axis does not change a method without Zebra or without pruning; the block size
+    still does (it sets what is measured)."""
+    sweep = SweepSection(methods=["zebra", "dense-retrained", "slim"],
+                         grid={"zebra.density": [0.2, 0.4], "slim.ratio": [0.3, 0.5]})
+    counts = Counter(method for method, _ in sweep_module._method_points(sweep))
+    assert counts == {"zebra": 2, "dense-retrained": 1, "slim": 2}
+    measured = SweepSection(methods=["dense-retrained"], grid={"zebra.block_size": [2, 4]})
+    assert len(sweep_module._method_points(measured)) == 2

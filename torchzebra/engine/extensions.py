@@ -9,6 +9,8 @@ optional; ``settings`` is what must match for ``--resume`` to continue a run.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -84,6 +86,8 @@ class ZebraTraining(Extension):
     def before_forward(self, run: TrainRun, inputs: torch.Tensor) -> None:
         if self.recipe is None:
             self.recipe = zebra_recipe(self.section, run.model, run.steps_per_epoch)
+            if run.world.main:
+                warn_short_ramp(self.recipe, run.stage.epochs * run.steps_per_epoch)
         self.recipe.last_step = run.global_step - 1  # the loop's count: a resumed run starts at its epoch's first step
         self.recipe.step(inputs)
 
@@ -93,6 +97,21 @@ class ZebraTraining(Extension):
     def epoch_end(self, run: TrainRun, row: dict[str, Any]) -> None:
         row["lam"] = self.recipe.last_lam
         set_penalty(run.model, True)  # the trained model hands back penalties again, as a prepared one does
+
+
+def warn_short_ramp(recipe: ZebraRecipe, steps: int) -> None:
+    """Warn when training ends before the density ramp does: the masks never keep the target density, so
+    runs that differ only in ``zebra.density`` train alike."""
+    if recipe.density is None or recipe.density_ramp_steps <= steps:
+        return
+    warnings.warn(f"zebra.density_ramp_steps={recipe.density_ramp_steps} is longer than this training ({steps} "
+                  f"steps): its last step keeps {_rounded(recipe.target_density(steps - 1))} of the blocks, not "
+                  f"zebra.density={_rounded(recipe.density)}; train more epochs or lower zebra.density_ramp_steps",
+                  stacklevel=2)
+
+
+def _rounded(density: float | Mapping[str, float]) -> float | dict[str, float]:
+    return {key: round(value, 3) for key, value in density.items()} if isinstance(density, Mapping) else round(density, 3)
 
 
 def zebra_recipe(section: ZebraSection, model: nn.Module, steps_per_epoch: int | None = None) -> ZebraRecipe:

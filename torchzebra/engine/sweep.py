@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
+from ..config import ZebraConfig
 from ..core import FORMATS
 from ..measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, REPORT, SWEEP, SWEEP_METHODS, ModelRow, RunResult, read_result, write_result
 from .checkpoint import load_checkpoint
-from .config import ConfigError, RunConfig, SweepSection, from_dict, same_settings, save_config, with_value
+from .config import (ConfigError, RunConfig, SweepSection, ZebraSection, from_dict, same_settings, save_config,
+                     with_value)
 from .extensions import distillation, slimming
 from .run import run_info, stage_row
 from .slimming import prune_checkpoint
@@ -57,7 +59,8 @@ def _text(value: Any) -> str:
 def _method_points(sweep: SweepSection) -> list[tuple[str, dict[str, Any]]]:
     """(method, point) pairs: each method over the grid, then the extra points. A grid key ``method:key``
     (e.g. ``l1:zebra.lam``) varies only that method; a method's own settings win over the grid's, and
-    points that collapse to the same settings (the block-size axis for ``l1``) are run once."""
+    points that collapse to the same settings (the block-size axis for ``l1``, a density axis for a method
+    without Zebra) are run once."""
     pairs = []
     for method in sweep.methods:
         axes = {key.split(":", 1)[-1]: values for key, values in sweep.grid.items()
@@ -70,10 +73,25 @@ def _method_points(sweep: SweepSection) -> list[tuple[str, dict[str, Any]]]:
         pairs.append((extra["method"], {key: value for key, value in extra.items() if key != "method"}))
     unique = []
     for method, point in pairs:
-        kept = (method, {key: value for key, value in point.items() if key not in METHODS[method].settings})
+        kept = (method, {key: value for key, value in point.items()
+                         if key not in METHODS[method].settings and _applies(method, key)})
         if kept not in unique:
             unique.append(kept)
     return unique
+
+
+# Settings of the zebra section that only Zebra's training reads; without it the section sets what is measured.
+ZEBRA_TRAINING = frozenset(f.name for f in dataclasses.fields(ZebraSection)) - {
+    f.name for f in dataclasses.fields(ZebraConfig)}
+
+
+def _applies(method: str, key: str) -> bool:
+    """Whether a grid key can change what ``method`` trains: Zebra's training settings do nothing to a method
+    without Zebra, Network Slimming's to a method that does not start from the pruned model."""
+    section, _, name = key.partition(".")
+    if section == "zebra":
+        return METHODS[method].zebra or name not in ZEBRA_TRAINING
+    return section != "slim" or METHODS[method].start == "pruned"
 
 
 def _stage_config(values: dict[str, Any], changes: dict[str, Any]) -> RunConfig:
