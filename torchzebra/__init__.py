@@ -16,6 +16,7 @@ __all__ = lazy_package(__name__, {
     "core": ["FORMATS"],
     "calibrate": ["calibrate"],
     "config": ["ZebraConfig"],
+    "errors": ["ZebraError"],
     "measure": ["LayerTraffic", "TrafficReport", "measure"],
     "nn": ["ZebraLayer", "eval_mode", "is_prepared", "plain_model", "prepare", "remove", "set_masking", "set_penalty", "zebra_layers"],
     "recipe": ["ZebraRecipe"],

@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from ..errors import ZebraError
+
 DATAFLOWS = ("os", "ws", "is")  # output, weight and input stationary, as SCALE-Sim names them
 PRESETS = ("eyeriss", "tpu-v1", "mobile-npu")  # YAML files in this package's presets/ folder
 BUFFERS = ("ifmap", "filter", "ofmap")
@@ -21,7 +23,7 @@ REQUIRED = ("array", "dataflow", "clock_ghz", "dram_gbps", "sram_kb", "pj_per_ma
 KNOWN = (*REQUIRED, "weight_bits")
 
 
-class AcceleratorError(ValueError):
+class AcceleratorError(ZebraError):
     """An accelerator description is missing, unreadable or invalid; the message names the key and the fix."""
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..core import BlockSize, validate_block_size, validate_format
+from ..errors import ZebraError
 from . import bitstream
 from .layout import (BATCHED, FORMAT_CODES, HEADER, MAGIC, PER_CHANNEL, SIGNED, VERSION, Header, block_sizes,
                      from_block_major, occupied_blocks, to_block_major)
@@ -19,7 +20,7 @@ MAX_ELEMENTS = 1 << 31  # decode refuses to allocate more unless asked (a zero m
 _FORMATS = {code: name for name, code in FORMAT_CODES.items()}
 
 
-class StreamError(ValueError):
+class StreamError(ZebraError):
     """A byte stream is not a valid torchzebra codec stream; the message says what is wrong."""
 
 

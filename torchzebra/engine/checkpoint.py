@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .._io import atomic_write_bytes
+from ..errors import ZebraError
 
 FORMAT = "torchzebra-checkpoint"
 VERSION = 1
@@ -26,7 +27,7 @@ FIX = "give a last.pt written by zebra train, run, slim, prune or calibrate"
 UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ZebraError):
     """A checkpoint cannot be used; the message says what is wrong with it and what to do."""
 
 

@@ -21,13 +21,14 @@ from .._io import atomic_write_text
 from ..config import ZebraConfig
 from ..configs import PRESETS
 from ..data import DataSection
+from ..errors import ZebraError
 from ..recipe import validate_schedule
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 RUN_METHODS = ("zebra", "zebra-scratch")  # what `zebra run` can train beside the dense baseline
 
 
-class ConfigError(ValueError):
+class ConfigError(ZebraError):
     """A configuration file, preset or override is invalid; the message says which and how to fix it."""
 
 

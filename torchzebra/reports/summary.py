@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import COMPRESSED, format_title
+from ..errors import ZebraError
 from ..measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, ResultError, method_title, read_result, result_file
 from ..results.tables import DELTA_TOP1_TITLE, points_change
 
 
-class ReportError(ValueError):
+class ReportError(ZebraError):
     """A folder given to ``zebra report`` holds no results it can read."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
+from ..errors import ZebraError
 from ..measure import TrafficReport
 from .methods import METHODS
 from .schema import KINDS, Machine, ModelRow, RunInfo, RunResult
@@ -26,7 +27,7 @@ _LEGACY_FOLDERS = {"dense": "baseline", "zebra": "zebra", "slim": "slim", "slim-
                    "slim-sparse": "sparse"}
 
 
-class ResultError(ValueError):
+class ResultError(ZebraError):
     """A result file cannot be read; the message says which and how to regenerate it."""
 
 
