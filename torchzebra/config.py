@@ -9,6 +9,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Mapping, Union
 
 from .core import BlockSize, validate_block_size, validate_penalty, validate_score
+from .errors import ZebraError
 
 DEFAULT_BLOCK_SIZE = 4
 PerSite = Union[Any, Mapping[str, Any]]  # one value for every site, or {name-pattern: value}
@@ -29,7 +30,7 @@ def _non_negative(allowed: str):
 
     def check(value: object, name: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name}={value!r} is invalid: use {allowed}")
+            raise ZebraError(f"{name}={value!r} is invalid: use {allowed}")
         return float(value)
 
     return check
@@ -42,7 +43,7 @@ _validate_weight = _non_negative("a finite layer weight >= 0")
 def _validate_patterns(value: object, name: str) -> tuple[str, ...]:
     patterns = (value,) if isinstance(value, str) else value
     if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
-        raise ValueError(f"{name}={value!r} is invalid: use a list of module-name patterns such as ['layer1.*']")
+        raise ZebraError(f"{name}={value!r} is invalid: use a list of module-name patterns such as ['layer1.*']")
     return tuple(patterns)
 
 
@@ -51,7 +52,7 @@ def _per_site(value: PerSite, name: str, check) -> PerSite:
     if isinstance(value, Mapping):
         for pattern, item in value.items():
             if not isinstance(pattern, str):
-                raise ValueError(f"{name} pattern {pattern!r} is invalid: patterns are strings such as 'layer1.*'")
+                raise ZebraError(f"{name} pattern {pattern!r} is invalid: patterns are strings such as 'layer1.*'")
             check(item, f"{name}[{pattern!r}]")
         return dict(value)
     return check(value, name)
@@ -115,7 +116,7 @@ class ZebraConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown Zebra setting(s) {unknown}: known settings are {sorted(known)}")
+            raise ZebraError(f"unknown Zebra setting(s) {unknown}: known settings are {sorted(known)}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_write_text
 from .core import COMPRESSED, FORMATS, TrafficTally, validate_bits, validate_format
+from .errors import ZebraError
 from .nn import ActivationCalls, eval_mode, model_device, prepared_module, zebra_layers
 
 
@@ -172,7 +173,7 @@ def _split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
         labels = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
         return batch[0], labels
-    raise ValueError(f"measure() expects batches that are a tensor or (inputs, labels), got {type(batch).__name__}")
+    raise ZebraError(f"measure() expects batches that are a tensor or (inputs, labels), got {type(batch).__name__}")
 
 
 @torch.no_grad()
@@ -212,7 +213,7 @@ def measure(
                 else:
                     correct += (outputs.argmax(1) == labels.to(device)).sum()
         if not images:
-            raise ValueError("measure() got no batches: give it a non-empty iterable of tensors or (inputs, labels)")
+            raise ZebraError("measure() got no batches: give it a non-empty iterable of tensors or (inputs, labels)")
         rows = [_layer_row(layer) for _, layer in layers if layer.tally.maps]
     finally:
         for _, layer in layers:

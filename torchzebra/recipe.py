@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .calibrate import calibrate, validate_densities
+from .errors import ZebraError
 from .nn import model_device, prepared_module, set_penalty
 from .regularizer import zero_block_loss
 
@@ -34,7 +35,7 @@ class Distiller:
 
     def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 4.0) -> None:
         if not isinstance(teacher, nn.Module):
-            raise ValueError(f"teacher={type(teacher).__name__} is invalid: use a trained nn.Module (or None)")
+            raise ZebraError(f"teacher={type(teacher).__name__} is invalid: use a trained nn.Module (or None)")
         self.weight = _number(weight, "weight")
         self.temperature = _number(temperature, "temperature", positive=True)
         self.teacher = teacher.eval().requires_grad_(False)
@@ -83,7 +84,7 @@ class ZebraRecipe:
         if self.steps_per_epoch is not None:
             _count(self.steps_per_epoch, "steps_per_epoch", least=1)
         if self.lam_epochs is not None and self.steps_per_epoch is None:
-            raise ValueError("lam_epochs needs steps_per_epoch (e.g. len(loader)) to know where each epoch starts")
+            raise ZebraError("lam_epochs needs steps_per_epoch (e.g. len(loader)) to know where each epoch starts")
         _number(self.distill_weight, "distill_weight")
         _number(self.temperature, "temperature", positive=True)
         if self.teacher is not None:
@@ -126,7 +127,7 @@ class ZebraRecipe:
         terms = [self.last_lam * zero_block_loss(self.model)] if self.last_lam else []
         if self._distiller is not None:
             if outputs is None:
-                raise ValueError("ZebraRecipe.loss(outputs) needs the model's outputs (logits) when it has a teacher")
+                raise ZebraError("ZebraRecipe.loss(outputs) needs the model's outputs (logits) when it has a teacher")
             terms.append(self._distiller(self._inputs, outputs))
         return sum(terms[1:], terms[0]) if terms else torch.zeros((), device=model_device(self.model))
 
@@ -139,7 +140,7 @@ class ZebraRecipe:
         saved = state_dict["settings"]
         differ = [f"{k}={saved.get(k)!r} (here {v!r})" for k, v in self._settings().items() if saved.get(k) != v]
         if differ:
-            raise ValueError(f"ZebraRecipe.load_state_dict: the state was saved with other settings: {', '.join(differ)}; "
+            raise ZebraError(f"ZebraRecipe.load_state_dict: the state was saved with other settings: {', '.join(differ)}; "
                              "build the recipe with the saved settings to resume")
         self.last_step = int(state_dict["last_step"])
 
@@ -165,19 +166,19 @@ def validate_schedule(density: object, density_ramp_steps: object, calibrate_eve
     _number(lam, "lam")
     if lam_epochs is not None:
         if isinstance(lam_epochs, (str, bytes)) or not isinstance(lam_epochs, Sequence) or not lam_epochs:
-            raise ValueError(f"lam_epochs={lam_epochs!r} is invalid: use a list of numbers, one per epoch")
+            raise ZebraError(f"lam_epochs={lam_epochs!r} is invalid: use a list of numbers, one per epoch")
         for epoch, value in enumerate(lam_epochs):
             _number(value, f"lam_epochs[{epoch}]")
 
 
 def _count(value: object, name: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name}={value!r} is invalid: use a whole number >= {least}")
+        raise ZebraError(f"{name}={value!r} is invalid: use a whole number >= {least}")
     return value
 
 
 def _number(value: object, name: str, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (
             positive and value == 0):
-        raise ValueError(f"{name}={value!r} is invalid: use a finite number {'> 0' if positive else '>= 0'}")
+        raise ZebraError(f"{name}={value!r} is invalid: use a finite number {'> 0' if positive else '>= 0'}")
     return float(value)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import ZebraError
 from .spec import DATAFLOWS
 
 
@@ -52,7 +53,7 @@ def fold_plan(gemm: Gemm, dataflow: str) -> tuple[int, int, int]:
         return gemm.window, gemm.filters, gemm.pixels
     if dataflow == "is":
         return gemm.window, gemm.pixels, gemm.filters
-    raise ValueError(f"dataflow={dataflow!r} is invalid: use one of {', '.join(DATAFLOWS)}")
+    raise ZebraError(f"dataflow={dataflow!r} is invalid: use one of {', '.join(DATAFLOWS)}")
 
 
 def folds(gemm: Gemm, rows: int, cols: int, dataflow: str) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..core import FORMATS
+from ..errors import ZebraError
 from ..export import ConvLayer
 from ..measure import TrafficReport
 from .spec import Accelerator
@@ -73,7 +74,7 @@ def layer_work(layers: list[ConvLayer], report: TrafficReport, on_chip: Accelera
     accesses are no row's. With ``on_chip`` (the accelerator whose buffers decide), maps that stay on chip
     cost no DRAM bytes."""
     if not report.images:
-        raise ValueError("the traffic report has no images: measure at least one")
+        raise ZebraError("the traffic report has no images: measure at least one")
     sizes = _access_bytes(report)
     kept = _on_chip(sizes, on_chip)
     claimed, unlinked = _claims(layers, sizes)

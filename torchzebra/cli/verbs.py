@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 
 from .._io import atomic_write_text
-from ..data import DatasetError
-from ..engine import (CheckpointError, ConfigError, TrainingError, evaluate, keep_freed_memory, load_config,
-                      load_trained, train)
+from ..engine import ConfigError, TrainingError, evaluate, keep_freed_memory, load_config, load_trained, train
 from ..engine import distributed
 from ..engine.config import parse_assignment
 from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
@@ -24,8 +22,8 @@ from ..engine.run import new_run_dir, run_experiment
 from ..engine.slimming import prune_checkpoint, run_slim
 from ..engine.sweep import run_sweep
 from ..engine.trainer import build_data, resolve_device
+from ..errors import ZebraError
 from ..reports.html import build_report
-from ..reports.summary import ReportError
 
 
 def _config(args: argparse.Namespace):
@@ -164,7 +162,9 @@ VERBS = {"estimate": _estimate, "train": _train, "eval": _eval, "run": _run, "sl
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    """Run the verb of parsed ``args``; bad input is one line on stderr and an exit code, never a traceback."""
+    """Run the verb of parsed ``args``. The project's own errors (bad input, a missing or malformed file) and a
+    file system refusing a named path are one line on stderr and an exit code; anything else is a bug and
+    raises with its traceback."""
     keep_freed_memory()  # batch after batch of large tensors: no page faults for each one (docs/PERFORMANCE.md)
     args.quiet = getattr(args, "quiet", False) or not sys.stderr.isatty()  # no bars filling a log file or a pipe
     try:
@@ -172,8 +172,13 @@ def dispatch(args: argparse.Namespace) -> int:
     except TrainingError as error:
         print(f"zebra {args.command}: training stopped: {error}", file=sys.stderr)
         return 1
-    except (ConfigError, DatasetError, CheckpointError, ReportError, ValueError, OSError) as error:
+    except ZebraError as error:
         print(f"zebra {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.filename is None:  # not about a path the user gave: a bug, or the machine; keep its traceback
+            raise
+        print(f"zebra {args.command}: error: {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"zebra {args.command}: interrupted; continue with --resume", file=sys.stderr)

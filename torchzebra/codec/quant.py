@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import ZebraError
 from .widths import WIDTHS, validate_width
 
 _TINY = float(torch.finfo(torch.float32).tiny)  # the smallest scale: level * scale never underflows to 0
@@ -48,7 +49,7 @@ def quantize(x: torch.Tensor, bits: int = 8, per_channel: bool = False,
         smallest, largest = (v.reshape(1) for v in torch.aminmax(x))  # one pass
     magnitude = torch.maximum(-smallest, largest)
     if not torch.isfinite(magnitude).all():  # the extremes are inf or NaN exactly when some value is
-        raise ValueError("cannot encode a map with NaN or infinite values")
+        raise ZebraError("cannot encode a map with NaN or infinite values")
     if bits == 32:
         return Quantized(x.reshape(n, -1).numpy().astype("<f4", copy=False), np.zeros(0, "<f4"), True, 32)
     signed = bool(smallest.min() < 0)
@@ -58,7 +59,7 @@ def quantize(x: torch.Tensor, bits: int = 8, per_channel: bool = False,
     else:
         scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
         if scale.numel() != (c if per_channel else 1) or not (torch.isfinite(scale) & (scale >= _TINY)).all():
-            raise ValueError(f"scale must be {'C=' + str(c) if per_channel else 'one'} positive finite number(s)")
+            raise ZebraError(f"scale must be {'C=' + str(c) if per_channel else 'one'} positive finite number(s)")
     view = scale.reshape(1, -1, 1, 1) if per_channel else scale
     levels = torch.div(x, view).clamp_(low, top)
     levels.add_(_ROUNDER).sub_(_ROUNDER)  # round half to even, vectorised (torch.round is ~10x slower on CPU)

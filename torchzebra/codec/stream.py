@@ -48,7 +48,7 @@ def encode(x: torch.Tensor, fmt: str = "zebra", block_size: BlockSize = 4, bits:
     fmt = validate_format(fmt)
     block_size = validate_block_size(block_size)
     if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.numel() == 0:
-        raise ValueError(f"encode() takes a non-empty (C, H, W) or (N, C, H, W) tensor, got "
+        raise ZebraError(f"encode() takes a non-empty (C, H, W) or (N, C, H, W) tensor, got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     batched = x.dim() == 4
     x4 = x if batched else x.unsqueeze(0)

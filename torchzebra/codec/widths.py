@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from ..errors import ZebraError
+
 WIDTHS = (8, 16, 32)  # 8/16: integers with a scale; 32: IEEE float32, stored as is
 
 
 def validate_width(bits: object) -> int:
     """The codec stores 8- or 16-bit integers or 32-bit floats."""
     if bits not in WIDTHS or isinstance(bits, bool):
-        raise ValueError(f"bits={bits!r} is invalid for the codec: use 8 or 16 (integers with a scale) or 32 (float32)")
+        raise ZebraError(f"bits={bits!r} is invalid for the codec: use 8 or 16 (integers with a scale) or 32 (float32)")
     return int(bits)

@@ -17,6 +17,8 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
+from ..errors import ZebraError
+
 BlockSize = Union[int, Literal["map"]]
 SCORES = ("mean", "max", "rms")
 
@@ -26,7 +28,7 @@ def validate_block_size(block_size: object, name: str = "block_size") -> BlockSi
     if block_size == "map":
         return "map"
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(
+        raise ZebraError(
             f"{name}={block_size!r} is invalid: use a positive integer (1, 2, 4, 8, 16, ...; a size larger "
             f"than the map makes the whole map one block) or 'map'"
         )
@@ -36,7 +38,7 @@ def validate_block_size(block_size: object, name: str = "block_size") -> BlockSi
 def validate_score(score: object) -> str:
     """Return ``score`` if it names a block score in ``SCORES``, else raise a ``ValueError``."""
     if score not in SCORES:
-        raise ValueError(f"score={score!r} is invalid: use one of {', '.join(SCORES)}")
+        raise ZebraError(f"score={score!r} is invalid: use one of {', '.join(SCORES)}")
     return score  # type: ignore[return-value]
 
 

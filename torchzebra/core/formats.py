@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import ZebraError
 from .blocks import BlockSize, block_element_counts, block_grid, block_nonzero_counts
 from .registry import FORMATS, validate_bits
 
@@ -29,7 +30,7 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 3:
         return x.unsqueeze(0)
     if x.dim() != 4:
-        raise ValueError(f"an activation map must be (C, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
+        raise ZebraError(f"an activation map must be (C, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
     return x
 
 

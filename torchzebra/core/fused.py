@@ -23,6 +23,7 @@ from typing import Iterator, NamedTuple
 
 import torch
 
+from ..errors import ZebraError
 from .blocks import BlockSize, block_grid, block_shape, recorded_or_transformed
 
 
@@ -57,7 +58,7 @@ def fused_kernels_enabled() -> bool:
     value = os.environ.get(ENVIRONMENT_VARIABLE, "")
     switch = _SWITCH.get(value.strip().lower())
     if switch is None:
-        raise ValueError(f"{ENVIRONMENT_VARIABLE}={value!r} is invalid: set it to 1 (fused kernels on) or 0 (off)")
+        raise ZebraError(f"{ENVIRONMENT_VARIABLE}={value!r} is invalid: set it to 1 (fused kernels on) or 0 (off)")
     return switch
 
 
@@ -249,15 +250,15 @@ def masked_activation(
     ``x`` must be a map ``usable`` accepts (or any map under ``TRITON_INTERPRET=1``)."""
     tiling = _tiling(x, block_size) if x.dim() == 4 and x.numel() > 0 and _kernels() is not None else None
     if tiling is None:
-        raise ValueError(f"the fused kernels cannot take this map ({tuple(x.shape)}, block {block_size!r}): "
+        raise ZebraError(f"the fused kernels cannot take this map ({tuple(x.shape)}, block {block_size!r}): "
                          "check usable(x, block_size) first")
     options = _Options(tiling, score, nonnegative, MOMENT_CODES[penalty], count)
     threshold = torch.as_tensor(threshold)
     if inplace:  # no autograd: the kernel writes over x (each program reads its strip before writing it)
         if torch.is_grad_enabled() and x.requires_grad:
-            raise ValueError("inplace=True overwrites the map autograd needs: use it under torch.no_grad() only")
+            raise ZebraError("inplace=True overwrites the map autograd needs: use it under torch.no_grad() only")
         if _may_overlap(x):
-            raise ValueError(f"inplace=True cannot write a map whose elements share memory (strides {x.stride()}, "
+            raise ZebraError(f"inplace=True cannot write a map whose elements share memory (strides {x.stride()}, "
                              "an expanded view): clone() it first, as PyTorch's in-place ops require")
         _, moments, nonzero = _forward(x, x, threshold, options)
         out = x

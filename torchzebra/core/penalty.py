@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ZebraError
 from .blocks import BlockSize, accumulation_dtype, block_scores, block_shape
 
 PENALTIES = ("group_lasso", "l1", "l2")
@@ -22,7 +23,7 @@ _EPS = 1e-12  # keeps the gradient of sqrt finite (zero) at an all-zero block
 def validate_penalty(kind: object) -> str:
     """Return ``kind`` if it names a penalty in ``PENALTIES``, else raise a ``ValueError``."""
     if kind not in PENALTIES:
-        raise ValueError(f"penalty={kind!r} is invalid: use one of {', '.join(PENALTIES)}")
+        raise ZebraError(f"penalty={kind!r} is invalid: use one of {', '.join(PENALTIES)}")
     return kind  # type: ignore[return-value]
 
 

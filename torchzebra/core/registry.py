@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ZebraError
+
 
 @dataclass(frozen=True)
 class Format:
@@ -33,12 +35,12 @@ def format_title(fmt: str) -> str:
 def validate_format(fmt: object) -> str:
     """Return ``fmt`` if it names a storage format, else raise a ``ValueError`` listing them."""
     if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r} is invalid: use one of {', '.join(FORMATS)}")
+        raise ZebraError(f"format={fmt!r} is invalid: use one of {', '.join(FORMATS)}")
     return fmt  # type: ignore[return-value]
 
 
 def validate_bits(bits: object) -> int:
     """Return the data width ``bits`` if it is an integer in 1..64, else raise a ``ValueError``."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 64:
-        raise ValueError(f"bits={bits!r} is invalid: use the data width in bits, an integer from 1 to 64 (e.g. 8 or 16)")
+        raise ZebraError(f"bits={bits!r} is invalid: use the data width in bits, an integer from 1 to 64 (e.g. 8 or 16)")
     return bits

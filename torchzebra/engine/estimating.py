@@ -11,6 +11,7 @@ from torch import nn
 from .._io import atomic_write_text
 from ..accelerator import PRESETS, Accelerator, Estimate, estimate_layers, load_accelerators
 from ..data import DataSpec
+from ..errors import ZebraError
 from ..export import conv_layers
 from ..measure import TrafficReport
 from .checkpoint import load_checkpoint
@@ -31,7 +32,7 @@ def estimate_checkpoint(checkpoint: str | Path, accelerators: Iterable[str | Acc
     """Measure ``checkpoint`` on its test split (the first ``images`` of a fixed random pick if given, as
     ``data.test_subset`` picks them) and estimate it on each accelerator."""
     if images is not None and images < 1:
-        raise ValueError(f"--images {images} is invalid: measure at least 1 test image")
+        raise ZebraError(f"--images {images} is invalid: measure at least 1 test image")
     accelerators = load_accelerators(accelerators)  # a bad description fails before anything is loaded
     overrides = [*overrides, *([f"data.test_subset={images}"] if images else [])]
     payload = load_checkpoint(checkpoint)

@@ -12,6 +12,7 @@ from .. import codec
 from .._io import atomic_write_text
 from ..core import validate_format
 from ..data import DataSpec
+from ..errors import ZebraError
 from ..export import capture_maps, conv_layers, conv_maps_csv, density_yaml, export_maps, layout_csv, to_onnx, topology_csv
 from ..nn import zebra_layers
 from .checkpoint import load_checkpoint
@@ -32,7 +33,7 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[i
     _, test_set, _ = build_data(config)
     bad = [i for i in images if not isinstance(i, int) or not 0 <= i < len(test_set)]
     if bad or not images:
-        raise ValueError(f"image indices {bad or list(images)} are invalid: the test split has {len(test_set)} "
+        raise ZebraError(f"image indices {bad or list(images)} are invalid: the test split has {len(test_set)} "
                          f"images (use 0..{len(test_set) - 1})")
     device = resolve_device(config.device)
     model.to(device)

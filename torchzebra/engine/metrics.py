@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
+from ..errors import ZebraError
 
 
 class MetricsLog:
@@ -49,6 +50,6 @@ def _summary_writer(folder: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as error:
-        raise ValueError("train.tensorboard: true needs the tensorboard package: pip install 'torchzebra[tensorboard]' "
+        raise ZebraError("train.tensorboard: true needs the tensorboard package: pip install 'torchzebra[tensorboard]' "
                          "(or set train.tensorboard: false; metrics.csv is written either way)") from error
     return SummaryWriter(str(folder))

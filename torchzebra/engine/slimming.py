@@ -13,6 +13,7 @@ from torch import nn
 from .. import slim
 from ..cost import model_cost
 from ..data import DataSpec
+from ..errors import ZebraError
 from ..measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, SLIM_FLOWS, RunResult, model_row
 from ..results.tables import slim_markdown
@@ -82,7 +83,7 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     fine-tuned from it, ``slim`` and ``slim-zebra`` (sharing one sparsity-trained model), side by side.
     """
     if flow not in SLIM_FLOWS:
-        raise ValueError(f"flow={flow!r} is unknown: use one of {', '.join(SLIM_FLOWS)}")
+        raise ZebraError(f"flow={flow!r} is unknown: use one of {', '.join(SLIM_FLOWS)}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")

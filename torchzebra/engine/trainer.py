@@ -77,7 +77,10 @@ def build_prepared_model(config: RunConfig, spec: DataSpec, zebra: bool, structu
     model = build_model(config.model.name, spec.classes, spec.channels, **config.model.options)
     if structure:
         slim.restructure(model, structure, example_inputs(spec))
-    return prepare(model, config.zebra.layer_config(zebra))
+    try:
+        return prepare(model, config.zebra.layer_config(zebra))
+    except ValueError as error:  # a model prepare() cannot trace or instrument: its message says what to set
+        raise ConfigError(f"model {config.model.name}: {error}") from error
 
 
 def _loader(dataset, batch_size: int, data: DataSection, device: torch.device, shuffle: bool, seed: int,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .._io import FILE_MODE
+from ..errors import ZebraError
 from ..nn import eval_mode, plain_model
 
 
@@ -35,7 +36,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, op
         os.chmod(temporary, FILE_MODE)  # as every other file written, not mkstemp's 0600
         os.replace(temporary, path)
     except Exception as error:
-        raise ValueError(f"ONNX export of {type(plain_model(model)).__name__} failed: {error}") from error
+        raise ZebraError(f"ONNX export of {type(plain_model(model)).__name__} failed: {error}") from error
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -47,4 +48,4 @@ def _require(*modules: str) -> None:
     import importlib.util
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
-        raise ValueError(f"ONNX export needs {', '.join(missing)}: pip install 'torchzebra[onnx]'")
+        raise ZebraError(f"ONNX export needs {', '.join(missing)}: pip install 'torchzebra[onnx]'")

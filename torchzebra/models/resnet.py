@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ZebraError
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with a residual connection (a 1x1 projection when the shape changes)."""
@@ -33,9 +35,9 @@ class ResNet18(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, stem: str = "cifar") -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"stem={stem!r} is invalid: use 'cifar' (3x3 stride 1) or 'imagenet' (7x7 stride 2 + max-pool)")
+            raise ZebraError(f"stem={stem!r} is invalid: use 'cifar' (3x3 stride 1) or 'imagenet' (7x7 stride 2 + max-pool)")
         if width < 1:
-            raise ValueError(f"width={width!r} is invalid: use a positive base width (64 for the standard ResNet-18)")
+            raise ZebraError(f"width={width!r} is invalid: use a positive base width (64 for the standard ResNet-18)")
         if stem == "cifar":
             self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         else:

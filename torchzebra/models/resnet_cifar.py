@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ZebraError
 from .resnet import BasicBlock
 
 
@@ -15,7 +16,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
         super().__init__()
         if (depth - 2) % 6 or depth < 8:
-            raise ValueError(f"depth={depth} is invalid: a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, 110)")
+            raise ZebraError(f"depth={depth} is invalid: a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, 110)")
         blocks = (depth - 2) // 6
         self.conv = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn = nn.BatchNorm2d(width)

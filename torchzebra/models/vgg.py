@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ZebraError
+
 LAYOUTS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
@@ -17,7 +19,7 @@ class VGG(nn.Module):
     def __init__(self, depth: int = 11, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
         if depth not in LAYOUTS:
-            raise ValueError(f"depth={depth} is invalid: use one of {sorted(LAYOUTS)}")
+            raise ZebraError(f"depth={depth} is invalid: use one of {sorted(LAYOUTS)}")
         layers: list[nn.Module] = []
         channels = in_channels
         for item in LAYOUTS[depth]:

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torchvision
 from torch import nn
 
+from ..errors import ZebraError
 from .resnet import ResNet18
 from .resnet_cifar import CifarResNet
 from .vgg import VGG
@@ -38,7 +39,7 @@ def _torchvision(name: str) -> Callable[..., nn.Module]:
     tv_name = name.split(":", 1)[1]
     known = torchvision.models.list_models(module=torchvision.models)
     if tv_name not in known:
-        raise ValueError(f"model {name!r} is unknown: torchvision classifiers are {', '.join(known)}")
+        raise ZebraError(f"model {name!r} is unknown: torchvision classifiers are {', '.join(known)}")
 
     def build(classes: int, channels: int, **options: Any) -> nn.Module:
         model = torchvision.models.get_model(tv_name, weights=None, num_classes=classes, **options)
@@ -53,10 +54,10 @@ def _timm(name: str) -> Callable[..., nn.Module]:
     try:
         import timm
     except ImportError as error:
-        raise ValueError(f"model {name!r} needs timm, which is not installed: pip install timm") from error
+        raise ZebraError(f"model {name!r} needs timm, which is not installed: pip install timm") from error
     timm_name = name.split(":", 1)[1]
     if not timm.is_model(timm_name):
-        raise ValueError(f"model {name!r} is unknown to timm {timm.__version__}: timm.list_models() lists its models")
+        raise ZebraError(f"model {name!r} is unknown to timm {timm.__version__}: timm.list_models() lists its models")
     return lambda classes, channels, **options: timm.create_model(
         timm_name, pretrained=False, num_classes=classes, in_chans=channels, **options)
 
@@ -71,9 +72,9 @@ def build_model(name: str, num_classes: int, in_channels: int, **options: Any) -
     elif name in OWN:
         builder = OWN[name]
     else:
-        raise ValueError(f"model {name!r} is unknown: use one of {', '.join(OWN)}, torchvision:<name> or timm:<name>")
+        raise ZebraError(f"model {name!r} is unknown: use one of {', '.join(OWN)}, torchvision:<name> or timm:<name>")
     try:
         return builder(num_classes, in_channels, **options)
     except TypeError as error:
-        raise ValueError(f"model {name!r} does not take the option(s) {sorted(options)} ({error}): set model.options "
+        raise ZebraError(f"model {name!r} does not take the option(s) {sorted(options)} ({error}): set model.options "
                          "to arguments it takes, or clear them with model.options={}") from error

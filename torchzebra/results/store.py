@@ -87,7 +87,7 @@ def stage_traffic(traffic: TrafficReport | None, folder: Path | None) -> Traffic
 
 def _from_dict(values: dict[str, Any], base: Path) -> RunResult:
     if values["kind"] not in KINDS:
-        raise ValueError(f"kind {values['kind']!r} is not one of {KINDS}")
+        raise ZebraError(f"kind {values['kind']!r} is not one of {KINDS}")
     rows = []
     for row in values["rows"]:
         traffic = TrafficReport.from_dict(row["traffic"]) if row.get("traffic") else None

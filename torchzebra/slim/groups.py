@@ -15,6 +15,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..errors import ZebraError
 from ..nn import eval_mode, model_device, plain_model
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -55,7 +56,7 @@ def default_inputs(model: nn.Module, size: int = 32) -> torch.Tensor:
     """A ``1 x C x size x size`` zero batch, ``C`` taken from the first conv (for tracing only)."""
     first = next((m for m in plain_model(model).modules() if isinstance(m, nn.Conv2d)), None)
     if first is None:
-        raise ValueError("cannot guess the input shape of a model without Conv2d: pass example_inputs=")
+        raise ZebraError("cannot guess the input shape of a model without Conv2d: pass example_inputs=")
     return torch.zeros(1, first.in_channels, size, size, device=model_device(model))
 
 
@@ -63,14 +64,14 @@ def channel_groups(model: nn.Module, example_inputs: torch.Tensor | None = None)
     """Every dependency group of ``model`` (plain or prepared) that contains a BatchNorm, in model order."""
     plain = plain_model(model)
     if not batchnorms(plain):
-        raise ValueError(f"{type(plain).__name__} has no affine BatchNorm layer: Network Slimming ranks channels by "
+        raise ZebraError(f"{type(plain).__name__} has no affine BatchNorm layer: Network Slimming ranks channels by "
                          "their BatchNorm scale, so it needs conv-BN layers")
     inputs = default_inputs(plain) if example_inputs is None else example_inputs
     try:  # in eval mode: tracing must not update BatchNorm running statistics
         with eval_mode(plain), torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(plain, example_inputs=inputs, verbose=False)
     except Exception as error:  # tracing errors come in many types; all mean the same to the user
-        raise ValueError(f"Torch-Pruning could not trace {type(plain).__name__} with inputs of shape "
+        raise ZebraError(f"Torch-Pruning could not trace {type(plain).__name__} with inputs of shape "
                          f"{tuple(inputs.shape)}: {error}. Pass example_inputs= of the shape the model takes") from error
     names = {module: name for name, module in plain.named_modules()}
     position = {name: index for index, name in enumerate(names.values())}

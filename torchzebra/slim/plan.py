@@ -8,6 +8,7 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
+from ..errors import ZebraError
 from .groups import ChannelGroup, channel_groups
 
 
@@ -61,14 +62,14 @@ class SlimPlan:
 def validate_ratio(ratio: object) -> float:
     """A pruning ratio must be a number strictly between 0 and 1."""
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
-        raise ValueError(f"ratio={ratio!r} is invalid: the fraction of channels to remove is a number in (0, 1), e.g. 0.4")
+        raise ZebraError(f"ratio={ratio!r} is invalid: the fraction of channels to remove is a number in (0, 1), e.g. 0.4")
     return float(ratio)
 
 
 def validate_min_channels(min_channels: object) -> int:
     """The per-layer floor must be a whole number of channels, at least 1 (a layer is never emptied)."""
     if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-        raise ValueError(f"min_channels={min_channels!r} is invalid: keep at least 1 channel in every layer")
+        raise ZebraError(f"min_channels={min_channels!r} is invalid: keep at least 1 channel in every layer")
     return min_channels
 
 
@@ -96,14 +97,14 @@ def plan(
     excluded = tuple(name for g in whole for name in g.names)  # with the layers coupled to them
     candidates = [g for g in groups if g not in whole]
     if not candidates:
-        raise ValueError(f"exclude={list(exclude)!r} leaves no BatchNorm layer to prune")
+        raise ZebraError(f"exclude={list(exclude)!r} leaves no BatchNorm layer to prune")
     scores = [g.gammas().amax(0) for g in candidates]
     weights = torch.cat([torch.full((g.channels,), len(g.names), dtype=torch.float64) for g in candidates])
     flat = torch.cat(scores)
     total = float(weights.sum())
     removable = sum(max(g.channels - min_channels, 0) * len(g.names) for g in candidates)
     if ratio * total > removable:
-        raise ValueError(
+        raise ZebraError(
             f"ratio={ratio} would empty layers: with at least {min_channels} channel(s) kept in each of the "
             f"{len(candidates)} layer groups, at most {removable / total:.3f} of the channels can be removed; "
             "lower the ratio or min_channels"

@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from ..errors import ZebraError
 from ..nn import is_prepared, zebra_layers
 from .groups import batchnorms, channel_groups, remove_channels
 from .plan import SlimPlan, plan as make_plan
@@ -29,7 +30,7 @@ def prune(
     """
     if plan is None:
         if ratio is None:
-            raise ValueError("prune() needs ratio= (the fraction of channels to remove) or plan=")
+            raise ZebraError("prune() needs ratio= (the fraction of channels to remove) or plan=")
         plan = make_plan(model, ratio, example_inputs, min_channels=min_channels, exclude=exclude)
     pruned = copy.deepcopy(model)
     groups = channel_groups(pruned, example_inputs)
@@ -47,7 +48,7 @@ def _check_plan(plan: SlimPlan, groups) -> None:
     for g in plan.groups:
         match = own.get(g.layers[0])
         if match is None or match.names != g.layers or match.channels != g.channels:
-            raise ValueError(f"the plan does not fit this model: layer group {', '.join(g.layers)} "
+            raise ZebraError(f"the plan does not fit this model: layer group {', '.join(g.layers)} "
                              f"({g.channels} channels) is not in it; make the plan from the same model")
 
 
@@ -84,13 +85,13 @@ def restructure(model: nn.Module, channels: dict[str, int], example_inputs: torc
     own = structure(model)
     if set(own) != set(channels):
         unknown = sorted(set(channels) ^ set(own))
-        raise ValueError(f"the stored structure names other BatchNorm layers than this model has ({', '.join(unknown[:6])})")
+        raise ZebraError(f"the stored structure names other BatchNorm layers than this model has ({', '.join(unknown[:6])})")
     groups = channel_groups(model, example_inputs)
     removed = {}
     for g in groups:
         counts = {channels[name] for name in g.names}
         if len(counts) != 1 or not 1 <= (count := counts.pop()) <= g.channels:
-            raise ValueError(f"the stored structure gives coupled layers {', '.join(g.names)} different or impossible "
+            raise ZebraError(f"the stored structure gives coupled layers {', '.join(g.names)} different or impossible "
                              f"channel counts ({[channels[n] for n in g.names]} of {g.channels})")
         removed[g.names[0]] = list(range(count, g.channels))
     remove_channels(groups, removed)

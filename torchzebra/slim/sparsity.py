@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ZebraError
 from .groups import batchnorms
 
 
@@ -16,15 +17,15 @@ def bn_sparsity_step(model: nn.Module, s: float = 1e-5, exclude: tuple[str, ...]
     BatchNorms whose name matches an ``exclude`` pattern are left alone.
     """
     if isinstance(s, bool) or not isinstance(s, (int, float)) or not s >= 0:
-        raise ValueError(f"s={s!r} is invalid: the sparsity weight is a number >= 0 (1e-5 for ResNets, 1e-4 for VGG)")
+        raise ZebraError(f"s={s!r} is invalid: the sparsity weight is a number >= 0 (1e-5 for ResNets, 1e-4 for VGG)")
     if s == 0:
         return
     weights = [bn.weight for _, bn in batchnorms(model, exclude) if bn.weight.requires_grad]
     if not weights:
-        raise ValueError(f"{type(model).__name__} has no trainable affine BatchNorm layer to make sparse")
+        raise ZebraError(f"{type(model).__name__} has no trainable affine BatchNorm layer to make sparse")
     missing = [w for w in weights if w.grad is None]
     if len(missing) == len(weights):
-        raise ValueError("bn_sparsity_step() found no gradients: call it after loss.backward(), before optimizer.step()")
+        raise ZebraError("bn_sparsity_step() found no gradients: call it after loss.backward(), before optimizer.step()")
     grads = [w.grad for w in weights if w.grad is not None]
     torch._foreach_add_(grads, torch._foreach_mul([w.detach().sign() for w in weights if w.grad is not None], float(s)))
 
