@@ -1,11 +1,12 @@
-# One-command set-up on a fresh machine: `make run` (the main job) and `make test` (the test suite).
+# One-command set-up on a fresh machine: `make run` (the main job), `make test` (the test suite) and
+# `make test-fast` (the suite without the tests marked slow).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test clean
+.PHONY: setup run test test-fast clean
 
 setup: $(STAMP) $(FMNIST)
 
@@ -30,6 +31,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

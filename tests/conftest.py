@@ -8,6 +8,7 @@ import torch
 if not torch.cuda.is_available():  # the fused kernels' tests run in Triton's interpreter; set before Triton is imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
 import torch.nn.functional as F
+from fixtures import TinyRun
 from torch import nn
 
 
@@ -34,3 +35,9 @@ def _seed():
 @pytest.fixture
 def residual_net() -> nn.Module:
     return ResidualNet().eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_run() -> TinyRun:
+    """The shared tiny training run's settings (``fixtures.TinyRun``)."""
+    return TinyRun()

@@ -1,10 +1,12 @@
-"""Builders of small data-set trees in the real on-disk layouts (real file formats, few images)."""
+"""Builders of small data-set trees in the real on-disk layouts (real file formats, few images), and the
+settings of the tiny training run the tests share (``TinyRun``, the ``tiny_run`` fixture of conftest.py)."""
 
 from __future__ import annotations
 
 import gzip
 import pickle
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,33 @@ def image_folder_tree(root: Path, classes=("cat", "dog"), per_class: int = 3, si
             for i in range(per_class):
                 _image(root / split / name / f"{i}.png", size, seed := seed + 1)
     return root
+
+
+TINY_SETTINGS = (
+    "model.options={stem: cifar, width: 4}", "data.name=synthetic", "data.channels=1", "data.length=512",
+    "data.train_subset=256", "data.test_subset=128", "data.batch_size=64", "data.workers=0",
+    "train.epochs=1", "finetune.epochs=1", "device=cpu",
+)
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A run small enough for a test: the quick preset with a width-4 ResNet-18 (CIFAR stem), one epoch (and one
+    of fine-tuning) over 256 synthetic grey 32x32 images, 128 to test, batches of 64, loaded in-process on the
+    CPU. Extra settings come last and win; a test about the real data set adds ``data.name=fashion-mnist``."""
+
+    settings: tuple[str, ...] = TINY_SETTINGS
+
+    def overrides(self, *extra: str) -> list[str]:
+        """The settings as ``load_config`` overrides."""
+        return [*self.settings, *extra]
+
+    def config(self, *extra: str):
+        """The quick preset with these settings: a RunConfig."""
+        from torchzebra.engine import load_config
+
+        return load_config("quick", overrides=self.overrides(*extra))
+
+    def args(self, *extra: str) -> list[str]:
+        """The settings as ``zebra`` arguments: ``--set`` each, then ``--quiet``."""
+        return [arg for setting in self.overrides(*extra) for arg in ("--set", setting)] + ["--quiet"]

@@ -10,9 +10,6 @@ from torchzebra import allocation
 from torchzebra.cli import main
 from torchzebra.results import read_result
 
-TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=256",
-        "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "device=cpu", "--quiet"]
-
 
 @pytest.fixture
 def probe_data(residual_net):
@@ -53,8 +50,9 @@ def test_search_refuses_what_it_cannot_use(residual_net):
         allocation.search(tz.prepare(residual_net), [], budget_points=-1)
 
 
-def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys):
-    assert main(["train", *TINY, "--set", "train.epochs=1", "--run-dir", str(tmp_path / "dense")]) == 0
+@pytest.mark.slow  # trains on Fashion-MNIST (a budget needs an accuracy that masking can lose), then searches
+def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys, tiny_run):
+    assert main(["train", *tiny_run.args("data.name=fashion-mnist"), "--run-dir", str(tmp_path / "dense")]) == 0
     out = tmp_path / "calibrated"
     assert main(["calibrate", str(tmp_path / "dense" / "last.pt"), "--out", str(out), "--budget", "0", "50",
                  "--images", "64", "--quiet"]) == 0

@@ -22,8 +22,6 @@ from torchzebra.engine.checkpoint import ZIP_MAGIC
 from torchzebra.engine.exporting import checkpoint_maps
 
 UNREADABLE = "is not a readable torchzebra checkpoint: "
-TINY = ["--set", "data.train_subset=64", "--set", "data.test_subset=32", "--set", "data.batch_size=32",
-        "--set", "train.epochs=1", "--set", "device=cpu", "--quiet"]
 
 
 def _small_model() -> nn.Module:
@@ -108,12 +106,12 @@ def test_a_directory_is_not_a_checkpoint(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("verb", [
     ["eval", "{bad}"], ["prune", "{bad}", "--dry-run"], ["calibrate", "{bad}", "--out", "{out}"],
-    ["export", "{bad}", "--out", "{out}"], ["train", "--init", "{bad}", "--run-dir", "{out}", *TINY],
+    ["export", "{bad}", "--out", "{out}"], ["train", "--init", "{bad}", "--run-dir", "{out}"],
 ])
-def test_every_verb_that_reads_a_checkpoint_says_so_in_one_line(verb, tmp_path, capsys):
+def test_every_verb_that_reads_a_checkpoint_says_so_in_one_line(verb, tmp_path, capsys, tiny_run):
     bad, out = tmp_path / "hello.pt", tmp_path / "out"
     bad.write_bytes(b"hello")
-    assert main([arg.format(bad=bad, out=out) for arg in verb]) == 2
+    assert main([arg.format(bad=bad, out=out) for arg in verb] + (tiny_run.args() if verb[0] == "train" else [])) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"zebra {verb[0]}: error: {bad} {UNREADABLE}") and err.count("\n") == 1
     assert not out.exists()  # refused before anything is written
@@ -191,18 +189,19 @@ def test_model_options_of_the_wrong_type_are_still_refused():
         load_config("quick", overrides=["model.options=[]"])
 
 
-def test_torchvision_model_given_an_option_it_does_not_take_is_one_line(tmp_path, capsys):
+def test_torchvision_model_given_an_option_it_does_not_take_is_one_line(tmp_path, capsys, tiny_run):
     run_dir = tmp_path / "run"
-    assert main(["train", "--set", "model.name=torchvision:resnet18", "--set", "model.options={stem: cifar}", *TINY,
+    assert main(["train", *tiny_run.args("model.name=torchvision:resnet18", "model.options={stem: cifar}"),
                  "--run-dir", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model 'torchvision:resnet18' does not take the option(s) ['stem']" in err
     assert "clear them with model.options={}" in err and not run_dir.exists()
 
 
-def test_a_torchvision_model_trains_from_the_cli_and_its_checkpoint_evaluates(tmp_path, capsys):
+@pytest.mark.slow  # trains a full-width ResNet-18
+def test_a_torchvision_model_trains_from_the_cli_and_its_checkpoint_evaluates(tmp_path, capsys, tiny_run):
     run_dir = tmp_path / "run"
-    assert main(["train", "--set", "model.name=torchvision:resnet18", *TINY, "--run-dir", str(run_dir)]) == 0
+    assert main(["train", *tiny_run.args("model.name=torchvision:resnet18"), "--run-dir", str(run_dir)]) == 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
     assert saved == {"name": "torchvision:resnet18", "options": {}}
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1

@@ -11,10 +11,6 @@ import yaml
 from torchzebra import cli
 from torchzebra.cli import main, verbs
 
-TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=256",
-        "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "device=cpu", "--quiet"]
-
-
 VERBS = ["train", "eval", "run", "slim", "prune", "calibrate", "export", "estimate", "sweep", "report"]
 
 
@@ -59,8 +55,8 @@ def test_nproc_hands_over_to_torchrun(monkeypatch, nproc):
     assert command[command.index("torchzebra.cli") + 1:][:3] == ["train", "--set", "device=cpu"] and "--run-dir" in command
 
 
-def test_train_with_override_then_eval(tmp_path, capsys):
-    assert main(["train", *TINY, "--set", "train.epochs=1", "--run-dir", str(tmp_path / "run")]) == 0
+def test_train_with_override_then_eval(tmp_path, capsys, tiny_run):
+    assert main(["train", *tiny_run.args("train.epochs=1"), "--run-dir", str(tmp_path / "run")]) == 0
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["epochs"] == 1
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run" / "last.pt"), "--set", "bits=16", "--quiet",
@@ -69,17 +65,18 @@ def test_train_with_override_then_eval(tmp_path, capsys):
     assert "16 bits" in out and "layer1.0.relu:1" in out and (tmp_path / "eval.json").is_file()
 
 
-def test_resume_uses_the_run_folders_config(tmp_path, capsys):
+def test_resume_uses_the_run_folders_config(tmp_path, capsys, tiny_run):
     run_dir = str(tmp_path / "run")
-    assert main(["train", *TINY, "--set", "train.epochs=1", "--run-dir", run_dir]) == 0
+    assert main(["train", *tiny_run.args(), "--run-dir", run_dir]) == 0
     assert main(["train", "--run-dir", run_dir, "--resume", "--quiet"]) == 0  # no --set repeated: same settings
     assert main(["train", "--resume", "--quiet"]) == 2
     assert "--resume needs --run-dir" in capsys.readouterr().err
 
 
-def test_run_writes_side_by_side_report(tmp_path, capsys):
-    args = ["run", *TINY, "--set", "train.epochs=1", "--set", "finetune.epochs=1", "--set", "zebra.threshold=0.3",
-            "--set", "run.method=zebra", "--set", "distill.weight=0", "--run-dir", str(tmp_path / "r")]
+@pytest.mark.slow  # zebra run: two training runs, the report and the estimate
+def test_run_writes_side_by_side_report(tmp_path, capsys, tiny_run):
+    args = ["run", *tiny_run.args("zebra.threshold=0.3", "run.method=zebra", "distill.weight=0"),
+            "--run-dir", str(tmp_path / "r")]
     assert main(args) == 0
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| dense baseline |" in report and "| Zebra |" in report and "## Per layer" in report
@@ -89,9 +86,10 @@ def test_run_writes_side_by_side_report(tmp_path, capsys):
     assert all(f"{name}: zebra_zvc speed-up" in out for name in estimate["accelerators"]) and len(estimate["accelerators"]) == 3
 
 
-def test_run_from_scratch_distilled_from_the_baseline(tmp_path, capsys):
-    args = ["run", *TINY, "--set", "train.epochs=1", "--set", "run.method=zebra-scratch", "--set", "distill.weight=1",
-            "--set", "zebra.density=0.5", "--run-dir", str(tmp_path / "r")]
+@pytest.mark.slow  # zebra run: two training runs and the HTML report
+def test_run_from_scratch_distilled_from_the_baseline(tmp_path, capsys, tiny_run):
+    args = ["run", *tiny_run.args("run.method=zebra-scratch", "distill.weight=1", "zebra.density=0.5"),
+            "--run-dir", str(tmp_path / "r")]
     assert main(args) == 0
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| Zebra from scratch |" in report and "distilled from the baseline (weight 1" in report
@@ -101,7 +99,7 @@ def test_run_from_scratch_distilled_from_the_baseline(tmp_path, capsys):
     checkpoint = torch.load(tmp_path / "r" / "zebra" / "last.pt", weights_only=True)
     assert checkpoint["extensions"] == {"distillation": {"weight": 1.0, "temperature": 4.0}}
     assert checkpoint["stage"]["epochs"] == 1 and checkpoint["stage"]["lr"] == 0.1  # the baseline's recipe
-    assert main(["run", *TINY, "--set", "run.method=slim", "--run-dir", str(tmp_path / "x")]) == 2
+    assert main(["run", *tiny_run.args("run.method=slim"), "--run-dir", str(tmp_path / "x")]) == 2
 
 
 @pytest.mark.parametrize(

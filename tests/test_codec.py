@@ -234,10 +234,8 @@ def test_random_bytes_are_refused(blob):
         codec.decode(codec.layout.MAGIC + blob)
 
 
-def test_export_writes_topology_densities_and_streams(tmp_path, capsys):
-    tiny = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=128",
-            "--set", "data.test_subset=64", "--set", "train.epochs=1", "--set", "device=cpu", "--quiet"]
-    assert main(["train", *tiny, "--set", "zebra.enabled=true", "--set", "zebra.threshold=0.2",
+def test_export_writes_topology_densities_and_streams(tmp_path, capsys, tiny_run):
+    assert main(["train", *tiny_run.args("zebra.enabled=true", "zebra.threshold=0.2"),
                  "--run-dir", str(tmp_path / "run")]) == 0
     out = tmp_path / "export"
     assert main(["export", str(tmp_path / "run" / "last.pt"), "--out", str(out), "--images", "0", "5",
@@ -249,7 +247,7 @@ def test_export_writes_topology_densities_and_streams(tmp_path, capsys):
     assert "layer2.0.shortcut.0,31,31,1,1,4,8,2," in lines and lines[-1] == "fc,1,1,1,1,32,10,1,"
     assert (out / "layout.csv").is_file() and len((out / "layers.csv").read_text().splitlines()) == len(lines)
     density = yaml.safe_load((out / "density.yaml").read_text())
-    assert density["images"] == 64 and len(density["layers"]) == 17
+    assert density["images"] == 128 and len(density["layers"]) == 17
     first = density["layers"][0]
     assert first["name"] == "stem.2" and first["shape"] == [4, 32, 32]
     assert 0 < first["element_density"] <= first["block_density"] <= 1

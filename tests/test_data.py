@@ -226,12 +226,12 @@ def test_image_files_keep_a_dataloader_with_persistent_workers(tmp_path):
     assert [len(labels) for _, labels in loader] == [2, 2, 2]
 
 
-def test_training_with_the_device_loader_runs_end_to_end(tmp_path):
-    from torchzebra.engine import load_config, train
+@pytest.mark.slow  # trains on Fashion-MNIST: the device loader must deliver data a model can learn from
+def test_training_with_the_device_loader_runs_end_to_end(tmp_path, tiny_run):
+    from torchzebra.engine import train
 
-    config = load_config("quick", overrides=[
-        "model.options={stem: cifar, width: 4}", "data.train_subset=512", "data.test_subset=128",
-        "data.batch_size=32", "data.loader=device", "train.epochs=1", "train.lr=0.1", "device=cpu"])
+    config = tiny_run.config("data.name=fashion-mnist", "data.train_subset=512", "data.batch_size=32",
+                             "data.loader=device", "train.lr=0.1")
     result = train(config, tmp_path / "run", progress=False)
     assert [row["epoch"] for row in result.metrics] == [1] and result.metrics[0]["images_per_s"] > 0
     assert result.report.images == 128 and result.report.accuracy > 0.15  # ten classes: chance is 0.1

@@ -14,11 +14,10 @@ import torch
 
 from torchzebra import _io
 from torchzebra.cli import main
-from torchzebra.engine import TrainingError, load_checkpoint, load_config, load_trained, train
+from torchzebra.engine import TrainingError, load_checkpoint, load_trained, train
 
-SETTINGS = ["model.options={stem: cifar, width: 4}", "data.train_subset=512", "data.test_subset=200",
-            "data.batch_size=64", "train.epochs=1", "device=cpu", "zebra.enabled=true", "zebra.threshold=0.1"]
-ARGS = [arg for setting in SETTINGS for arg in ("--set", setting)] + ["--quiet"]
+ZEBRA = ("zebra.enabled=true", "zebra.threshold=0.1")  # on top of the tiny run's settings
+pytestmark = pytest.mark.slow  # torchrun, SIGKILL and failing runs: several training runs per test, some in subprocesses
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "torchzebra.cli"]
 
 
@@ -27,9 +26,10 @@ def run(command, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory):
+def two_process_run(tmp_path_factory, tiny_run):
     run_dir = tmp_path_factory.mktemp("ddp") / "run"
-    result = run([sys.executable, "-m", "torchzebra.cli", "train", "--nproc", "2", *ARGS, "--run-dir", str(run_dir)])
+    result = run([sys.executable, "-m", "torchzebra.cli", "train", "--nproc", "2", *tiny_run.args(*ZEBRA),
+                  "--run-dir", str(run_dir)])
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -49,7 +49,7 @@ def test_two_process_evaluation_equals_one_process(two_process_run, tmp_path):
     result = run([*TORCHRUN, "eval", checkpoint, "--quiet", "--json", str(double)])
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = json.loads(single.read_text()), json.loads(double.read_text())
-    assert one["images"] == two["images"] == 200
+    assert one["images"] == two["images"] == 128
     assert one["accuracy"] == two["accuracy"] and one["bytes"] == two["bytes"]
     assert [layer["nonzero"] for layer in one["layers"]] == [layer["nonzero"] for layer in two["layers"]]
 
@@ -59,8 +59,8 @@ def final_weights(run_dir):
 
 
 @pytest.mark.parametrize("kill_after_epoch", [1, 2])
-def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, kill_after_epoch):
-    args = [*ARGS, "--set", "train.epochs=3", "--set", "data.workers=0"]
+def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, kill_after_epoch, tiny_run):
+    args = tiny_run.args(*ZEBRA, "train.epochs=3", "data.train_subset=512")  # epochs long enough to be killed in
     straight = tmp_path / "straight"
     assert main(["train", *args, "--run-dir", str(straight)]) == 0
     killed = tmp_path / "killed"
@@ -89,8 +89,9 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, kill_after_epo
     (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
     (PermissionError(errno.EACCES, "Permission denied"), "Permission denied"),
 ])
-def test_a_failed_save_stops_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys, failure, message):
-    config = load_config("quick", overrides=[*SETTINGS, "train.epochs=2"])
+def test_a_failed_save_stops_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys, failure, message,
+                                                                tiny_run):
+    config = tiny_run.config(*ZEBRA, "train.epochs=2")
     run_dir = tmp_path / "run"
     train(config, run_dir, progress=False)
     before = (run_dir / "last.pt").read_bytes()
@@ -102,11 +103,11 @@ def test_a_failed_save_stops_and_keeps_the_previous_checkpoint(tmp_path, monkeyp
         return real_replace(source, target)
 
     monkeypatch.setattr(_io.os, "replace", failing_replace)
-    config = load_config("quick", overrides=[*SETTINGS, "train.epochs=3"])
+    config = tiny_run.config(*ZEBRA, "train.epochs=3")
     with pytest.raises(TrainingError, match=f"cannot write checkpoint .*{message}.*previous checkpoint is intact"):
         train(config, run_dir / "again", init=run_dir / "last.pt", progress=False)
     assert (run_dir / "last.pt").read_bytes() == before
     assert not list((run_dir / "again").glob(".last.pt.*"))  # the temporary file is removed
-    assert main(["train", *ARGS, "--run-dir", str(tmp_path / "cli")]) == 1
+    assert main(["train", *tiny_run.args(*ZEBRA), "--run-dir", str(tmp_path / "cli")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("zebra train: training stopped: cannot write checkpoint") and err.count("\n") == 1

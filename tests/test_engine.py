@@ -20,18 +20,11 @@ from torchzebra.results import read_result
 from torchzebra.models import build_model
 from torchzebra import zebra_layers
 
-TINY = [
-    "model.options={stem: cifar, width: 4}", "data.train_subset=1024", "data.test_subset=256",
-    "data.batch_size=32", "train.epochs=2", "train.lr=0.1", "device=cpu",
-]
-
-
-def tiny_config(*extra):
-    return load_config("quick", overrides=[*TINY, *extra])
-
-
-def test_two_epochs_on_a_subset_beat_chance(tmp_path):
-    result = train(tiny_config(), tmp_path / "run", progress=False)
+@pytest.mark.slow  # learns Fashion-MNIST: two epochs of 1,024 images
+def test_two_epochs_on_a_subset_beat_chance(tmp_path, tiny_run):
+    config = tiny_run.config("data.name=fashion-mnist", "data.train_subset=1024", "data.test_subset=256",
+                             "data.batch_size=32", "train.epochs=2")
+    result = train(config, tmp_path / "run", progress=False)
     assert result.report.accuracy > 0.3  # ten classes: chance is 0.1
     assert [row["epoch"] for row in result.metrics] == [1, 2]
     for name in ("last.pt", "metrics.csv", "metrics.json", "config.yaml", "report.json", "traffic.csv"):
@@ -41,8 +34,9 @@ def test_two_epochs_on_a_subset_beat_chance(tmp_path):
     assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 3
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    config = tiny_config("zebra.enabled=true", "zebra.lam=0.05", "data.train_subset=256")
+@pytest.mark.slow  # three runs of two epochs
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, tiny_run):
+    config = tiny_run.config("train.epochs=2", "zebra.enabled=true", "zebra.lam=0.05")
     straight = train(config, tmp_path / "straight", progress=False)
 
     calls = {"n": 0}
@@ -65,9 +59,9 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert [r["epoch"] for r in resumed.metrics] == [1, 2]
 
 
-def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path):
-    base = train(tiny_config("train.epochs=1"), tmp_path / "base", progress=False)
-    config = tiny_config("zebra.enabled=true", "zebra.threshold=0.2", "zebra.lam=0.1", "zebra.density=null")
+def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path, tiny_run):
+    base = train(tiny_run.config(), tmp_path / "base", progress=False)
+    config = tiny_run.config("zebra.enabled=true", "zebra.threshold=0.2", "zebra.lam=0.1", "zebra.density=null")
     tuned = train(config, tmp_path / "tuned", stage=config.finetune, init=tmp_path / "base" / "last.pt", progress=False)
     assert tuned.report.reduction("zebra") > base.report.reduction("zebra")
     thresholds = [layer.threshold.item() for _, layer in zebra_layers(tuned.model)]
@@ -79,29 +73,29 @@ def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path):
     assert loaded_config.zebra.threshold == 0.2
 
 
-def test_resume_with_other_settings_is_refused(tmp_path):
-    train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+def test_resume_with_other_settings_is_refused(tmp_path, tiny_run):
+    train(tiny_run.config(), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match="other settings"):
-        train(tiny_config("train.epochs=1", "train.lr=0.2"), tmp_path / "run", resume=True, progress=False)
+        train(tiny_run.config("train.lr=0.2"), tmp_path / "run", resume=True, progress=False)
 
 
-def test_resume_a_checkpoint_saved_before_settings_were_added(tmp_path):
+def test_resume_a_checkpoint_saved_before_settings_were_added(tmp_path, tiny_run):
     """A run saved by an earlier version (no train.tensorboard / train.compile yet) resumes: new settings
     take their defaults (a changed setting is refused: test_resume_with_other_settings_is_refused)."""
-    train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+    train(tiny_run.config(), tmp_path / "run", progress=False)
     payload = load_checkpoint(tmp_path / "run" / "last.pt")
     for removed in ("tensorboard", "compile"):
         del payload["stage"][removed], payload["config"]["train"][removed]
     save_checkpoint(tmp_path / "run" / "last.pt", payload)
-    assert train(tiny_config("train.epochs=1"), tmp_path / "run", resume=True, progress=False).report.images == 256
+    assert train(tiny_run.config(), tmp_path / "run", resume=True, progress=False).report.images == 128
 
 
-def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
-    train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, tiny_run):
+    train(tiny_run.config(), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / "last.pt").read_bytes()
     shutil.copy(tmp_path / "run" / "last.pt", tmp_path / "keep.pt")
     with pytest.raises(trainer_module.TrainingError, match=r"loss became non-finite \(nan or inf\) at epoch 1, step 2;"):
-        train(tiny_config("train.epochs=1", "train.lr=.nan", "train.schedule=constant"), tmp_path / "run",
+        train(tiny_run.config("train.lr=.nan", "train.schedule=constant"), tmp_path / "run",
               progress=False)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
@@ -123,14 +117,14 @@ def test_checkpoint_errors(tmp_path):
     assert torch.equal(load_checkpoint(tmp_path / "ok.pt")["x"], torch.ones(3))
 
 
-def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
+def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, tiny_run):
     with pytest.raises(ConfigError, match="train.sync_bn needs GPUs"):
-        train(tiny_config("train.sync_bn=true"), tmp_path / "run", progress=False)
+        train(tiny_run.config("train.sync_bn=true"), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
-def test_checkpoint_of_another_model_lists_keys(tmp_path):
-    train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+def test_checkpoint_of_another_model_lists_keys(tmp_path, tiny_run):
+    train(tiny_run.config(), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match="does not fit this model .*shape differs: "):
         load_trained(tmp_path / "run" / "last.pt", ["model.options={stem: cifar, width: 8}"])
 
@@ -203,9 +197,10 @@ def test_model_zoo_errors():
         build_model("resnet18", 10, 3, stem="tiny")
 
 
-def test_training_with_calibrated_density_prunes_to_the_target(tmp_path):
-    config = tiny_config("zebra.enabled=true", "zebra.density=0.3", "zebra.density_ramp_steps=0", "zebra.calibrate_every=4",
-                         "train.epochs=1")
+def test_training_with_calibrated_density_prunes_to_the_target(tmp_path, tiny_run):
+    """32 steps, calibrated every 4: the last calibrations come where the one-cycle rate has fallen."""
+    config = tiny_run.config("zebra.enabled=true", "zebra.density=0.3", "zebra.density_ramp_steps=0",
+                             "zebra.calibrate_every=4", "data.length=1024", "data.train_subset=1024", "data.batch_size=32")
     result = train(config, tmp_path / "run", progress=False)
     densities = [row.block_density for row in result.report.layers]
     assert max(densities) < 0.6 and sum(densities) / len(densities) < 0.45
@@ -250,8 +245,8 @@ class Recorder(Extension):
         row["recorded_steps"] = self.calls["before_forward"]
 
 
-def test_extensions_hook_into_every_step_and_resume_needs_the_same_ones(tmp_path):
-    config = tiny_config("train.epochs=1", "zebra.enabled=true", "zebra.lam=0.01")
+def test_extensions_hook_into_every_step_and_resume_needs_the_same_ones(tmp_path, tiny_run):
+    config = tiny_run.config("zebra.enabled=true", "zebra.lam=0.01")
     recorder = Recorder()
     result = train(config, tmp_path / "run", extensions=[recorder], progress=False)
     steps = result.metrics[0]["recorded_steps"]
@@ -264,8 +259,8 @@ def test_extensions_hook_into_every_step_and_resume_needs_the_same_ones(tmp_path
         "recorded_steps"] == steps  # finished: the checkpoint's metrics, nothing trained again
 
 
-def test_a_stage_writes_its_result(tmp_path):
-    result = train(tiny_config("train.epochs=1"), tmp_path / "run", progress=False)
+def test_a_stage_writes_its_result(tmp_path, tiny_run):
+    result = train(tiny_run.config(), tmp_path / "run", progress=False)
     written = read_result(tmp_path / "run" / "report.json")
     assert written.kind == "train" and written.rows[0].traffic == result.report
     assert written.rows[0].folder == tmp_path / "run" and written.rows[0].seconds == pytest.approx(result.seconds)
@@ -279,9 +274,9 @@ def test_distillation_loss_is_zero_for_the_teachers_own_logits_and_pulls_towards
     assert student.grad[0, 0] < 0 < student.grad[0, 2]  # gradient descent raises the teacher's favourite class
 
 
-def test_every_zebra_config_field_is_set_from_the_config():
-    config = tiny_config("zebra.enabled=true", "zebra.weight={'layer1.*': 2.0}", "zebra.leaf_modules=['layer4']",
-                         "zebra.exclude=['stem.*']")
+def test_every_zebra_config_field_is_set_from_the_config(tiny_run):
+    config = tiny_run.config("zebra.enabled=true", "zebra.weight={'layer1.*': 2.0}", "zebra.leaf_modules=['layer4']",
+                             "zebra.exclude=['stem.*']")
     model = trainer_module.build_prepared_model(config, DataSpec("fashion-mnist", 10, 1, 32), True)
     layers = dict(zebra_layers(model))
     assert layers["layer1.0.relu"].weight == 2.0 and layers["layer2.0.relu"].weight == 1.0
@@ -302,6 +297,7 @@ print(applied, *faults)
 """
 
 
+@pytest.mark.slow  # two Python processes that import torch
 def test_keep_freed_memory_spares_the_page_faults_of_every_new_batch():
     """glibc maps each large tensor afresh and the kernel zeroes its pages on first touch, batch after batch; kept
     freed memory is reused: after the first batches, one batch in several at most grows the heap again (the zebra

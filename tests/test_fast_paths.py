@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import torchzebra as tz
-from torchzebra.engine import load_config, train
+from torchzebra.engine import train
 from torchzebra.engine import trainer as trainer_module
 
 
+@pytest.mark.slow  # inductor compiles
 @pytest.mark.parametrize("score, size, block", [("mean", 8, 2), ("max", 8, 2), ("mean", 7, 3)])  # 7x7: partial blocks
 def test_compiled_prepared_model_equals_eager(residual_net, score, size, block):
     config = tz.ZebraConfig(block_size=block, threshold=0.1, score=score)
@@ -32,16 +33,14 @@ def test_compiled_prepared_model_equals_eager(residual_net, score, size, block):
         assert torch.equal(eager(x) == 0, compiled(x) == 0) and hidden[0].last_penalty is None
 
 
-def test_train_compile_setting_compiles_the_training_step_only(tmp_path, monkeypatch):
+def test_train_compile_setting_compiles_the_training_step_only(tmp_path, monkeypatch, tiny_run):
     compiled = []
     real_compile = torch.compile
     monkeypatch.setattr(trainer_module.torch, "compile",
                         lambda module: compiled.append(module) or real_compile(module, backend="eager"))
-    config = load_config("quick", overrides=[
-        "model.options={stem: cifar, width: 4}", "data.train_subset=64", "data.test_subset=32", "data.batch_size=32",
-        "train.epochs=1", "device=cpu", "train.compile=true", "distill.weight=0"])
+    config = tiny_run.config("train.compile=true", "distill.weight=0")
     result = train(config, tmp_path / "run", zebra=True, progress=False)
-    assert len(compiled) == 1 and tz.is_prepared(compiled[0]) and result.report.images == 32
+    assert len(compiled) == 1 and tz.is_prepared(compiled[0]) and result.report.images == 128
     assert not isinstance(result.model, torch._dynamo.eval_frame.OptimizedModule)  # saved and measured eagerly
 
 

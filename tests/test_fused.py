@@ -47,6 +47,7 @@ def dyadic_map(shape, dtype, channels_last, specials=False, generator=None) -> t
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+@pytest.mark.slow  # 40 examples through Triton's interpreter
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 2), c=st.integers(1, 5), h=st.integers(1, 11), w=st.integers(1, 11),
        block=st.one_of(st.integers(1, 5), st.just("map")), score=st.sampled_from(["mean", "max", "rms"]),
@@ -73,8 +74,8 @@ CASES = [("float32", "mean", (2, 4, 7, 9), 3, False), ("float32", "rms", (2, 4, 
 
 @pytest.mark.parametrize("penalty", ["group_lasso", "l1", "l2"])
 @pytest.mark.parametrize("dtype, score, shape, block, nonnegative", CASES)
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("upstream", ["dense", "expanded"])
+@pytest.mark.parametrize("channels_last", [False, pytest.param(True, marks=pytest.mark.slow)])  # the interpreter:
+@pytest.mark.parametrize("upstream", ["dense", pytest.param("expanded", marks=pytest.mark.slow)])  # a second each
 def test_fused_penalty_and_gradients_equal_the_reference(penalty, dtype, score, shape, block, nonnegative,
                                                          channels_last, upstream):
     """All-zero blocks included; "expanded": the output's gradient arrives with stride 0 (``out.sum()``)."""
@@ -249,6 +250,7 @@ def test_an_nhwc_site_takes_the_kernels_in_its_own_layout(kernels_on):
     assert torch.equal(got == 0, want == 0) and (got == 0).any() and (got != 0).any()
 
 
+@pytest.mark.slow  # 120 compiles through ptxas
 @pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="Triton's NVIDIA backend is not installed")
 def test_the_kernels_compile_for_an_h100():
     """What the interpreter cannot show: the kernels compile for sm_90 (through ptxas) as typical maps would launch

@@ -8,14 +8,19 @@ import torchvision
 import torchzebra as tz
 from torchzebra.export import to_onnx
 
-ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'torchzebra[onnx]'")
+
+@pytest.fixture
+def ort():
+    """onnxruntime for the ONNX tests, which skip without it (the TensorBoard tests run either way)."""
+    return pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'torchzebra[onnx]'")
 
 
 def _run(session, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
 
 
-def test_onnx_export_keeps_dynamic_masks_and_equal_outputs(tmp_path):
+@pytest.mark.slow  # exports a full ResNet-18
+def test_onnx_export_keeps_dynamic_masks_and_equal_outputs(tmp_path, ort):
     torch.manual_seed(0)
     model = tz.prepare(torchvision.models.resnet18(num_classes=10).eval(), tz.ZebraConfig(block_size=2, threshold=0.3))
     first, second = torch.randn(2, 3, 32, 32), 3 * torch.randn(5, 3, 32, 32)
@@ -28,7 +33,7 @@ def test_onnx_export_keeps_dynamic_masks_and_equal_outputs(tmp_path):
     assert torch.equal(model(first), expected[0]) and not isinstance(model(first), torch._subclasses.FakeTensor)
 
 
-def test_onnx_masks_follow_the_input(tmp_path):
+def test_onnx_masks_follow_the_input(tmp_path, ort):
     """The zero-block pattern of an intermediate map changes with the input inside onnxruntime as in PyTorch."""
     class Net(torch.nn.Module):
         def __init__(self):
@@ -46,21 +51,19 @@ def test_onnx_masks_follow_the_input(tmp_path):
     assert not torch.equal(masks[0], masks[1])
 
 
-def test_onnx_export_failure_leaves_no_file(tmp_path):
+def test_onnx_export_failure_leaves_no_file(tmp_path, ort):
     with pytest.raises(ValueError, match="ONNX export of"):
         to_onnx(tz.prepare(torchvision.models.resnet18(num_classes=3)), torch.zeros(1, 3), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_tensorboard_logs_loss_accuracy_reduction_and_each_layer(tmp_path):
+def test_tensorboard_logs_loss_accuracy_reduction_and_each_layer(tmp_path, tiny_run):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from torchzebra.engine import load_config, train
+    from torchzebra.engine import train
 
-    config = load_config("quick", overrides=[
-        "model.options={stem: cifar, width: 4}", "data.train_subset=128", "data.test_subset=64", "data.batch_size=32",
-        "train.epochs=1", "device=cpu", "train.tensorboard=true"])
+    config = tiny_run.config("train.tensorboard=true")
     train(config, tmp_path / "run", zebra=True, progress=False)
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
@@ -81,7 +84,8 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch)
     assert (tmp_path / "metrics.csv").is_file()
 
 
-def test_the_legacy_onnx_exporter_works_too(tmp_path):
+@pytest.mark.slow  # exports a full ResNet-18
+def test_the_legacy_onnx_exporter_works_too(tmp_path, ort):
     """torch.onnx.export(..., dynamo=False) on ResNet-18 (maps of at most 16 blocks: no aten::kron)."""
     torch.manual_seed(0)
     model = tz.prepare(torchvision.models.resnet18(num_classes=10).eval(), tz.ZebraConfig(block_size=2, threshold=0.3))

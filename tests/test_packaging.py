@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # builds the sdist and the wheel, and installs it into a fresh environment
 
 
 @pytest.fixture(scope="module")

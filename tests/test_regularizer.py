@@ -51,6 +51,7 @@ def test_loss_weights_layers_and_skips_inactive(residual_net, kind):
     torch.testing.assert_close(tz.zero_block_loss(one), 3 * terms[0])
 
 
+@pytest.mark.slow  # 150 optimiser steps
 def test_minimising_the_penalty_alone_drives_blocks_to_exact_zero():
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 3, padding=1), nn.SiLU())
     prepared = tz.prepare(model, tz.ZebraConfig(block_size=4, threshold=0.02)).train()

@@ -3,6 +3,7 @@
 import copy
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,15 +13,12 @@ import torchzebra as tz
 from torchzebra import slim
 from torchzebra.cli import main
 from torchzebra.cost import model_cost
-from torchzebra.engine import load_checkpoint, load_config, load_trained, train
+from torchzebra.engine import load_checkpoint, load_trained, train
 from torchzebra.engine.extensions import BnSparsity
 from torchzebra.engine.slimming import prune_checkpoint
 from torchzebra.models import build_model
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-TINY = ["model.options={stem: cifar, width: 4}", "data.train_subset=256", "data.test_subset=128",
-        "data.batch_size=64", "train.epochs=1", "finetune.epochs=1", "device=cpu"]
-TINY_CLI = [arg for setting in TINY for arg in ("--set", setting)] + ["--quiet"]
 
 
 def trained_like(model: nn.Module) -> nn.Module:
@@ -191,8 +189,8 @@ def test_restructure_rebuilds_a_pruned_model_from_its_channel_counts():
         slim.restructure(build_model("torchvision:resnet18", 10, 3), {**counts, "layer1.0.bn2": 5})
 
 
-def test_sparsity_training_shrinks_the_batchnorm_scales(tmp_path):
-    config = load_config("quick", overrides=[*TINY, "train.schedule=constant"])  # 4 steps at lr 0.1
+def test_sparsity_training_shrinks_the_batchnorm_scales(tmp_path, tiny_run):
+    config = tiny_run.config("train.schedule=constant")  # 4 steps at lr 0.1
     plain = train(config, tmp_path / "plain", progress=False)
     sparse = train(config, tmp_path / "sparse", extensions=[BnSparsity(0.5)], progress=False)  # ~0.6 per scale
     assert "bn_l1" not in plain.metrics[0]
@@ -200,8 +198,9 @@ def test_sparsity_training_shrinks_the_batchnorm_scales(tmp_path):
     assert load_checkpoint(tmp_path / "sparse" / "last.pt")["extensions"] == {"bn_sparsity": {"s": 0.5}}
 
 
-def test_pruned_checkpoint_saves_loads_evaluates_and_fine_tunes(tmp_path, capsys):
-    config = load_config("quick", overrides=TINY)
+@pytest.mark.slow  # three training runs
+def test_pruned_checkpoint_saves_loads_evaluates_and_fine_tunes(tmp_path, capsys, tiny_run):
+    config = tiny_run.config()
     source = tmp_path / "sparse" / "last.pt"
     train(config, source.parent, extensions=[BnSparsity(1e-3)], progress=False)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -219,6 +218,14 @@ def test_pruned_checkpoint_saves_loads_evaluates_and_fine_tunes(tmp_path, capsys
     assert hashlib.sha256(source.read_bytes()).hexdigest() == digest
 
 
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory, tiny_run) -> Path:
+    """A checkpoint written by ``zebra train`` with the tiny run's settings, shared by the tests that only read it."""
+    source = tmp_path_factory.mktemp("trained") / "run" / "last.pt"
+    assert main(["train", *tiny_run.args(), "--run-dir", str(source.parent)]) == 0
+    return source
+
+
 @pytest.mark.parametrize("args, message", [
     (["--ratio", "1.5"], "slim.ratio=1.5 is invalid"),
     (["--ratio", "0"], "slim.ratio=0.0 is invalid"),
@@ -226,9 +233,8 @@ def test_pruned_checkpoint_saves_loads_evaluates_and_fine_tunes(tmp_path, capsys
     (["--exclude", "*"], "leaves no BatchNorm layer"),
     ([], "give --output"),
 ])
-def test_prune_cli_bad_input_leaves_the_checkpoint_untouched(tmp_path, capsys, args, message):
-    source = tmp_path / "run" / "last.pt"
-    assert main(["train", *TINY_CLI, "--run-dir", str(source.parent)]) == 0
+def test_prune_cli_bad_input_leaves_the_checkpoint_untouched(tmp_path, capsys, args, message, trained_checkpoint):
+    source = trained_checkpoint
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     output = [] if not args else ["--output", str(tmp_path / "out.pt")]
     capsys.readouterr()
@@ -242,8 +248,9 @@ def test_prune_cli_bad_input_leaves_the_checkpoint_untouched(tmp_path, capsys, a
     assert "Network Slimming plan: remove 30%" in capsys.readouterr().out
 
 
-def test_slim_compare_reports_the_four_ways(tmp_path, capsys):
-    assert main(["slim", "--flow", "compare", *TINY_CLI, "--run-dir", str(tmp_path / "c")]) == 0
+@pytest.mark.slow  # five training runs
+def test_slim_compare_reports_the_four_ways(tmp_path, capsys, tiny_run):
+    assert main(["slim", "--flow", "compare", *tiny_run.args(), "--run-dir", str(tmp_path / "c")]) == 0
     summary = json.loads((tmp_path / "c" / "report.json").read_text())
     rows = {row["label"]: row for row in summary["rows"]}
     assert {"dense baseline", "Zebra", "Slimming", "Slimming+Zebra"} <= set(rows)
@@ -257,8 +264,9 @@ def test_slim_compare_reports_the_four_ways(tmp_path, capsys):
         assert (tmp_path / "c" / folder / "last.pt").is_file(), folder
 
 
-def test_joint_flow_trains_zebra_and_sparsity_together(tmp_path):
-    assert main(["slim", "--flow", "joint", *TINY_CLI, "--run-dir", str(tmp_path / "j")]) == 0
+@pytest.mark.slow  # three training stages
+def test_joint_flow_trains_zebra_and_sparsity_together(tmp_path, tiny_run):
+    assert main(["slim", "--flow", "joint", *tiny_run.args(), "--run-dir", str(tmp_path / "j")]) == 0
     sparse = load_checkpoint(tmp_path / "j" / "sparse" / "last.pt")
     assert sparse["zebra"] and sparse["extensions"]["bn_sparsity"]["s"] > 0
     summary = json.loads((tmp_path / "j" / "report.json").read_text())

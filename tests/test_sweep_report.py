@@ -16,9 +16,6 @@ from torchzebra.engine.config import ConfigError
 from torchzebra.reports.summary import Point, best_within, pareto_front
 from torchzebra.results import CHECKPOINT
 
-TINY = ["--set", "model.options={stem: cifar, width: 4}", "--set", "data.train_subset=256",
-        "--set", "data.test_subset=128", "--set", "data.batch_size=64", "--set", "train.epochs=1",
-        "--set", "finetune.epochs=1", "--set", "device=cpu", "--quiet"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -37,15 +34,17 @@ def test_pareto_front_and_budget():
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, tiny_run):
+    """A sweep of eight points (the tests that read it are slow: it trains them all)."""
     run_dir = tmp_path_factory.mktemp("sweep") / "run"
-    args = ["sweep", *TINY, "--grid", "zebra.block_size=[2, map]", "--grid", "l1:zebra.lam=[0.05]",
+    args = ["sweep", *tiny_run.args(), "--grid", "zebra.block_size=[2, map]", "--grid", "l1:zebra.lam=[0.05]",
             "--set", "sweep.points=[{method: zebra, zebra.lam: 0.05}, {method: dense-retrained}]", "--methods", "zebra", "l1", "slim-zebra",
             "--run-dir", str(run_dir)]
     assert main(args) == 0
     return run_dir, args
 
 
+@pytest.mark.slow  # the sweep fixture
 def test_sweep_rows_and_resume(swept, monkeypatch):
     run_dir, args = swept
     rows = json.loads((run_dir / "sweep.json").read_text())["rows"]
@@ -80,18 +79,19 @@ def test_a_point_is_labelled_as_written_and_stored_under_a_safe_folder_name():
     assert sweep_module.point_name("zebra", point) == "zebra,zebra.density=__layer3.___0.3,____0.15_,finetune.epochs=6"
 
 
-def test_sweep_rejects_bad_grids(tmp_path, capsys):
-    assert main(["sweep", *TINY, "--grid", "zebra.block_size=4", "--run-dir", str(tmp_path / "a")]) == 2
+def test_sweep_rejects_bad_grids(tmp_path, capsys, tiny_run):
+    assert main(["sweep", *tiny_run.args(), "--grid", "zebra.block_size=4", "--run-dir", str(tmp_path / "a")]) == 2
     assert "give a non-empty list" in capsys.readouterr().err
-    assert main(["sweep", *TINY, "--grid", "zebra.block_size=[0, 2]", "--run-dir", str(tmp_path / "b")]) == 2
+    assert main(["sweep", *tiny_run.args(), "--grid", "zebra.block_size=[0, 2]", "--run-dir", str(tmp_path / "b")]) == 2
     assert "block_size=0 is invalid" in capsys.readouterr().err
     assert not (tmp_path / "b" / "baseline").exists()  # refused before any training
-    assert main(["sweep", *TINY, "--grid", "slim:zebra.lam=[1]", "--run-dir", str(tmp_path / "c")]) == 2
+    assert main(["sweep", *tiny_run.args(), "--grid", "slim:zebra.lam=[1]", "--run-dir", str(tmp_path / "c")]) == 2
     assert "sweep.methods does not run" in capsys.readouterr().err
-    assert main(["sweep", *TINY, "--set", "sweep.points=[{zebra.lam: 1}]", "--run-dir", str(tmp_path / "d")]) == 2
+    assert main(["sweep", *tiny_run.args(), "--set", "sweep.points=[{zebra.lam: 1}]", "--run-dir", str(tmp_path / "d")]) == 2
     assert "sweep.points entry" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the sweep fixture
 def test_report_page(swept, tmp_path):
     run_dir, _ = swept
     out = tmp_path / "report"
@@ -105,6 +105,7 @@ def test_report_page(swept, tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # the sweep fixture
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(swept, tmp_path):
     run_dir, _ = swept
