@@ -152,22 +152,27 @@ class _Check:
 
 def sensitivity(probe: _Probe, densities: tuple[float, ...] = DENSITIES, progress: bool = False) -> list[LayerCurve]:
     """Every active layer's curve: each density alone on that layer, the others unmasked (and the trained
-    BatchNorm statistics: one masked layer moves them little, and re-estimating would double the cost)."""
+    BatchNorm statistics: one masked layer moves them little, and re-estimating would double the cost).
+    Density 1 is the unmasked model the probe has already measured."""
     curves = []
-    bar = tqdm(total=len(probe.sites) * len(densities), desc="calibrate: layer sensitivity", disable=not progress,
+    masked = [density for density in densities if density < 1.0]
+    bar = tqdm(total=len(probe.sites) * len(masked), desc="calibrate: layer sensitivity", disable=not progress,
                leave=False)
     with bar:
         for site in probe.sites:
-            costs, sizes = [], []
-            for density in densities:
+            points = {1.0: (0.0, _layer_bytes(probe.report, site, probe.fmt))}
+            for density in masked:
                 probe.set_densities({site: density}, renorm=False)
                 logits, report = probe.run()
-                costs.append(probe.cost(logits))
-                sizes.append(next(layer.bytes[probe.fmt] for layer in report.layers if layer.name == site))
+                points[density] = (probe.cost(logits), _layer_bytes(report, site, probe.fmt))
                 bar.update()
-            curves.append(LayerCurve(site, tuple(densities), tuple(costs), tuple(sizes)))
+            curves.append(LayerCurve(site, tuple(densities), *(tuple(points[d][i] for d in densities) for i in (0, 1))))
     probe.set_densities({})
     return curves
+
+
+def _layer_bytes(report: TrafficReport, site: str, fmt: str) -> int:
+    return next(layer.bytes[fmt] for layer in report.layers if layer.name == site)
 
 
 def allocate(curves: list[LayerCurve], weight: float, dense_bytes: int) -> dict[str, float]:
@@ -218,7 +223,7 @@ def profile(model: nn.Module, batches, densities: tuple[float, ...] = DENSITIES,
 
 @torch.no_grad()
 def search(model: nn.Module, batches=(), budget_points: float = 1.0, densities: tuple[float, ...] = DENSITIES,
-           fmt: str = "zebra_zvc", bits: int = 8, *, steps: int = 12, measured: Profile | None = None) -> Allocation:
+           fmt: str = "zebra_zvc", bits: int = 8, *, steps: int = 10, measured: Profile | None = None) -> Allocation:
     """Calibrate per-layer thresholds of a prepared model for the largest ``fmt`` reduction whose top-1 drop
     (on the profile's held-out images plus margin, else on ``batches``) stays within ``budget_points`` of the
     unmasked model's; no training. The model keeps the chosen thresholds (and BatchNorm statistics).
