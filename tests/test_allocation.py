@@ -55,7 +55,7 @@ def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys, tiny_r
     assert main(["train", *tiny_run.args("data.name=fashion-mnist"), "--run-dir", str(tmp_path / "dense")]) == 0
     out = tmp_path / "calibrated"
     assert main(["calibrate", str(tmp_path / "dense" / "last.pt"), "--out", str(out), "--budget", "0", "50",
-                 "--images", "64", "--quiet"]) == 0
+                 "--images", "64", "--holdout", "128", "--quiet"]) == 0
     result = read_result(out / "report.json")
     assert result.kind == "calibrate" and [row.method for row in result.rows] == ["dense", *2 * ["zebra-calibrated"]]
     dense, strict, loose = result.rows
