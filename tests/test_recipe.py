@@ -107,7 +107,8 @@ def test_no_penalty_is_computed_in_steps_whose_weight_is_zero(residual_net):
     model = tz.prepare(residual_net).train()
     adapter = ZebraTraining(load_config("quick", overrides=["zebra.lam_epochs=[0, 0.1]", "zebra.density=null"]).zebra)
     for epoch, wanted in ((0, False), (1, True)):
-        run = SimpleNamespace(model=model, epoch=epoch, step=0, global_step=epoch * 10, steps_per_epoch=10)
+        run = SimpleNamespace(model=model, epoch=epoch, step=0, global_step=epoch * 10, steps_per_epoch=10,
+                              world=SimpleNamespace(main=True), stage=SimpleNamespace(epochs=2))
         adapter.before_forward(run, torch.randn(2, 1, 8, 8))
         model(torch.randn(2, 1, 8, 8))
         assert all((layer.last_penalty is not None) == wanted for _, layer in zebra_layers(model))
