@@ -133,7 +133,7 @@ def _insert_layers(graph: fx.Graph, modules: dict[str, nn.Module], config: Zebra
     return sites
 
 
-def _check_same_sites(graphs: dict[bool, fx.Graph], sites: dict[bool, list[str]], model: nn.Module) -> None:
+def _check_same_sites(sites: dict[bool, list[str]], model: nn.Module) -> None:
     """Refuse a model whose train and eval graphs call different activations (one set of layers serves both)."""
     if sites[True] == sites[False]:
         return
@@ -180,7 +180,7 @@ def instrument(model: nn.Module, config: ZebraConfig, container: nn.ModuleDict |
             f"{', '.join(sorted(set(ACTIVATION_FUNCTIONS.values())))} functions in forward()"
         )
     if dual:
-        _check_same_sites(graphs, sites, model)
+        _check_same_sites(sites, model)
         _install_targets(gm, model, graphs[not model.training])
         gm.mode_graphs = graphs
     gm.recompile()
