@@ -20,7 +20,7 @@ from pathlib import Path
 import scalesim_check as check
 
 from torchzebra.accelerator import PRESETS, load_accelerator
-from torchzebra.engine.estimating import ESTIMATE, estimate_checkpoint
+from torchzebra.workflows.hardware import ESTIMATE, estimate_checkpoint
 
 BEGIN, END = "<!-- accelerators.py: begin -->", "<!-- accelerators.py: end -->"
 NETWORKS = ("resnet18", "mobilenet_v2")

@@ -40,7 +40,8 @@ import overhead  # noqa: E402  (the comparison this check runs, from the same fo
 
 from torchzebra._io import atomic_write_text  # noqa: E402
 from torchzebra.core import fused_kernels, set_fused_kernels  # noqa: E402
-from torchzebra.engine import load_config, train  # noqa: E402
+from torchzebra.config import load_config
+from torchzebra.training import train
 
 # (model, input size, precision, channels_last); every row eager with the fused kernels, and the modes in MORE_MODES
 ROWS = [("torchvision", 64, "bf16", True), ("torchvision", 64, "fp32", False),

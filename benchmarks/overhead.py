@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 import torchzebra as tz
-from torchzebra.engine import keep_freed_memory
+from torchzebra.training import keep_freed_memory
 from torchzebra.models import ResNet18
 
 MODELS = {

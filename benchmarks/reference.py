@@ -21,11 +21,11 @@ from pathlib import Path
 import yaml
 
 from torchzebra._io import atomic_write_text
-from torchzebra.engine import keep_freed_memory
-from torchzebra.engine.config import load_config
-from torchzebra.engine.posttraining import calibrate_checkpoint
-from torchzebra.engine.run import run_experiment
-from torchzebra.engine.sweep import run_sweep
+from torchzebra.training import keep_freed_memory
+from torchzebra.config import load_config
+from torchzebra.workflows.no_training import calibrate_checkpoint
+from torchzebra.workflows.run import run_experiment
+from torchzebra.workflows.sweep import run_sweep
 from torchzebra.reports.summary import Point, best_within, budget_markdown, load_points, points_markdown
 from torchzebra.results import CHECKPOINT, METHODS, REPORT, read_result
 from torchzebra.results.tables import DELTA_TOP1_TITLE, points_change

@@ -97,7 +97,7 @@ class TinyRun:
 
     def config(self, *extra: str):
         """The quick preset with these settings: a RunConfig."""
-        from torchzebra.engine import load_config
+        from torchzebra.config import load_config
 
         return load_config("quick", overrides=self.overrides(*extra))
 

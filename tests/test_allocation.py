@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import torchzebra as tz
-from torchzebra import allocation
+from torchzebra.analysis import allocation
 from torchzebra.cli import main
 from torchzebra.results import read_result
 

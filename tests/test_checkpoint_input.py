@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from torchzebra.cli import main
-from torchzebra.engine import CheckpointError, ConfigError, load_checkpoint, load_config, save_checkpoint
-from torchzebra.engine.checkpoint import ZIP_MAGIC
-from torchzebra.engine.exporting import checkpoint_maps
+from torchzebra.training import CheckpointError, load_checkpoint, save_checkpoint
+from torchzebra.config import ConfigError, load_config
+from torchzebra.training.checkpoint import ZIP_MAGIC
+from torchzebra.workflows.artefacts import checkpoint_maps
 
 UNREADABLE = "is not a readable torchzebra checkpoint: "
 

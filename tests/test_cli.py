@@ -30,8 +30,8 @@ def test_help_and_the_package_load_without_torch():
 
 def test_lazy_names_are_the_functions_even_after_their_submodules_load():
     import torchzebra as tz
-    import torchzebra.calibrate  # noqa: F401  (binds the submodule to the package: the function must win)
-    import torchzebra.measure  # noqa: F401
+    import torchzebra.analysis.calibrate  # noqa: F401  (binds the submodule to the package: the function must win)
+    import torchzebra.analysis.measure  # noqa: F401
     assert callable(tz.measure) and callable(tz.calibrate) and tz.measure.__name__ == "measure"
     assert {"prepare", "measure", "ZebraConfig"} <= set(tz.__all__) <= set(dir(tz))
     with pytest.raises(AttributeError):

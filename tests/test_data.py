@@ -118,7 +118,7 @@ def test_subsets_are_seeded(tmp_path):
 # data.loader: batches made on the device (here the CPU) against the DataLoader path they replace.
 
 def _batches(dataset, loader, shuffle=True, seed=3, world=None, batch_size=4, **settings):
-    from torchzebra.engine.trainer import _loader
+    from torchzebra.training.trainer import _loader
 
     return list(_loader(dataset, batch_size, DataSection(loader=loader, **settings), torch.device("cpu"), shuffle,
                         seed, world))
@@ -133,8 +133,8 @@ def test_loader_auto_is_workers_on_cpu_and_typos_are_refused(tmp_path):
     from torch.utils.data import DataLoader
 
     from torchzebra.data import loader_kind
-    from torchzebra.engine import ConfigError, load_config
-    from torchzebra.engine.trainer import _loader
+    from torchzebra.config import ConfigError, load_config
+    from torchzebra.training.trainer import _loader
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert (loader_kind("auto", cpu), loader_kind("auto", cuda), loader_kind("workers", cuda)) == (
@@ -149,7 +149,7 @@ def test_loader_auto_is_workers_on_cpu_and_typos_are_refused(tmp_path):
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
 def test_device_batches_are_the_dataloader_s_samples_on_every_rank(tmp_path, ranks):
-    from torchzebra.engine.distributed import World
+    from torchzebra.training.distributed import World
 
     train, _, _ = _fashion(tmp_path, False, train_subset=47)  # a Subset: positions map through its indices
     for rank in range(ranks):
@@ -161,7 +161,7 @@ def test_device_batches_are_the_dataloader_s_samples_on_every_rank(tmp_path, ran
 
 
 def test_device_eval_batches_equal_the_dataloader_s_exactly(tmp_path):
-    from torchzebra.engine.distributed import World, shard
+    from torchzebra.training.distributed import World, shard
 
     _, test, _ = _fashion(tmp_path, True)
     cifar_tree(tmp_path / "cifar")
@@ -216,7 +216,7 @@ def test_synthetic_batches_are_generated_on_the_device_per_seed():
 def test_image_files_keep_a_dataloader_with_persistent_workers(tmp_path):
     from torch.utils.data import DataLoader
 
-    from torchzebra.engine.trainer import _loader
+    from torchzebra.training.trainer import _loader
 
     image_folder_tree(tmp_path)
     train, _, _ = build_datasets(DataSection("imagefolder", tmp_path, size=32))
@@ -228,7 +228,7 @@ def test_image_files_keep_a_dataloader_with_persistent_workers(tmp_path):
 
 @pytest.mark.slow  # trains on Fashion-MNIST: the device loader must deliver data a model can learn from
 def test_training_with_the_device_loader_runs_end_to_end(tmp_path, tiny_run):
-    from torchzebra.engine import train
+    from torchzebra.training import train
 
     config = tiny_run.config("data.name=fashion-mnist", "data.train_subset=512", "data.batch_size=32",
                              "data.loader=device", "train.lr=0.1")

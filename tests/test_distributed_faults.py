@@ -14,7 +14,7 @@ import torch
 
 from torchzebra import _io
 from torchzebra.cli import main
-from torchzebra.engine import TrainingError, load_checkpoint, load_trained, train
+from torchzebra.training import TrainingError, load_checkpoint, load_trained, train
 
 ZEBRA = ("zebra.enabled=true", "zebra.threshold=0.1")  # on top of the tiny run's settings
 pytestmark = pytest.mark.slow  # torchrun, SIGKILL and failing runs: several training runs per test, some in subprocesses

@@ -10,10 +10,11 @@ import pytest
 import torch
 import yaml
 
-from torchzebra.engine import (CheckpointError, ConfigError, keep_freed_memory, load_checkpoint, load_config, load_trained,
-                               save_checkpoint, train)
-from torchzebra.engine import trainer as trainer_module
-from torchzebra.engine.extensions import Extension
+from torchzebra.training import (CheckpointError, keep_freed_memory, load_checkpoint, load_trained, save_checkpoint,
+                                 train)
+from torchzebra.config import ConfigError, load_config
+from torchzebra.training import trainer as trainer_module
+from torchzebra.training.extensions import Extension
 from torchzebra.recipe import distillation_loss
 from torchzebra.data import DataSpec
 from torchzebra.results import read_result
@@ -286,7 +287,7 @@ def test_every_zebra_config_field_is_set_from_the_config(tiny_run):
 
 _FAULTS_PER_BATCH = """
 import resource, sys, torch
-from torchzebra.engine import keep_freed_memory
+from torchzebra.training import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 faults = []
 for _ in range(12):

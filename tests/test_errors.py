@@ -10,7 +10,8 @@ from torchzebra.accelerator.spec import AcceleratorError
 from torchzebra.cli import main, verbs
 from torchzebra.codec import StreamError
 from torchzebra.data import DatasetError
-from torchzebra.engine import CheckpointError, ConfigError, trainer
+from torchzebra.training import CheckpointError, trainer
+from torchzebra.config import ConfigError
 from torchzebra.errors import ZebraError
 from torchzebra.reports.summary import ReportError
 from torchzebra.results import ResultError

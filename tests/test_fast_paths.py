@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import torchzebra as tz
-from torchzebra.engine import train
-from torchzebra.engine import trainer as trainer_module
+from torchzebra.training import train
+from torchzebra.training import trainer as trainer_module
 
 
 @pytest.mark.slow  # inductor compiles

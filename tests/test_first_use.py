@@ -12,9 +12,9 @@ import torch
 import torchzebra as tz
 from torchzebra._io import FILE_MODE, atomic_write_text
 from torchzebra.cli import main, verbs
-from torchzebra.engine import sweep as sweep_module
-from torchzebra.engine.config import SweepSection
-from torchzebra.engine.extensions import warn_short_ramp
+from torchzebra.workflows import sweep as sweep_module
+from torchzebra.config.run import SweepSection
+from torchzebra.training.extensions import warn_short_ramp
 from torchzebra.export import to_onnx
 from torchzebra.reports import html as report_html
 from torchzebra.reports.summary import Point, points_markdown

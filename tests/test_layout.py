@@ -1,5 +1,5 @@
-"""The package's shape: sub-packages import one way only (no cycles, function-level imports included), the
-engine and the reports never import each other, and functions stay small."""
+"""The package's shape: each sub-package imports only those of lower layers (the README's layout section, in
+the same order; function-level imports included), and functions stay small."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _modules() -> dict[str, ast.Module]:
 
 
 def _unit(parts: tuple[str, ...]) -> str:
-    """The sub-package (or top-level module) a module path belongs to: ``engine/run.py`` -> ``engine``."""
+    """The sub-package (or top-level module) a module path belongs to: ``workflows/run.py`` -> ``workflows``."""
     return parts[0].removesuffix(".py")
 
 
@@ -71,12 +71,36 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_sub_packages_import_one_way_only():
+# Lowest first; a unit may import units of lower layers only (the CLI, on top, joins workflows and reports).
+LAYERS = [
+    {"errors", "_io", "_lazy"},
+    {"core", "data", "models"},  # tensor functions; data sets; models
+    {"nn"},  # the ZebraLayer, prepare/remove, ZebraConfig
+    {"analysis", "codec", "slim"},  # functions over prepared models; byte streams; Network Slimming
+    {"recipe", "export"},  # the recipe for any loop; hardware artefacts
+    {"accelerator", "results", "config"},  # estimates; the method registry and results; the run configuration
+    {"training"},  # the training loop
+    {"workflows", "reports"},  # what the verbs do; what zebra report draws
+]
+
+
+def test_sub_packages_import_only_lower_layers():
     graph = dependency_graph()
-    assert {"core", "nn", "engine", "reports", "results", "slim", "codec", "export", "data"} <= set(graph)
+    layer = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
+    assert set(graph) == set(layer), "a unit the layout does not place: " + str(set(graph) ^ set(layer))
+    upward = {f"{unit} -> {other}" for unit, others in graph.items() for other in others if layer[other] >= layer[unit]}
+    assert not upward, sorted(upward)
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
-    assert "reports" not in graph["engine"] and "engine" not in graph["reports"]
-    assert graph["core"] <= {"_io", "_lazy", "errors"}, graph["core"]  # the core depends on nothing above it
+
+
+def test_the_layout_is_the_readme_s():
+    """The README's layout section lists the sub-packages in the layers' order."""
+    readme = (PACKAGE.parent / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    positions = {unit: readme.find(f"`{unit}/`" if (PACKAGE / unit).is_dir() else f"`{unit}.py`")
+                 for units in LAYERS for unit in units}
+    assert all(p >= 0 for p in positions.values()), [u for u, p in positions.items() if p < 0]
+    for lower, upper in zip(LAYERS, LAYERS[1:]):
+        assert max(positions[u] for u in lower) < min(positions[u] for u in upper), (lower, upper)
 
 
 def test_the_cycle_finder_finds_cycles():

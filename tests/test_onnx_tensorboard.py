@@ -61,7 +61,7 @@ def test_tensorboard_logs_loss_accuracy_reduction_and_each_layer(tmp_path, tiny_
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from torchzebra.engine import train
+    from torchzebra.training import train
 
     config = tiny_run.config("train.tensorboard=true")
     train(config, tmp_path / "run", zebra=True, progress=False)
@@ -75,7 +75,7 @@ def test_tensorboard_logs_loss_accuracy_reduction_and_each_layer(tmp_path, tiny_
 
 
 def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
-    from torchzebra.engine.metrics import MetricsLog
+    from torchzebra.training.metrics import MetricsLog
 
     monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # as if not installed
     with pytest.raises(ValueError, match=r"pip install 'torchzebra\[tensorboard\]'"):

@@ -46,7 +46,7 @@ def _run(env: Path, *command: str, cwd: Path) -> str:
 def test_the_sdist_and_wheel_ship_the_presets(dist):
     wheel, = dist.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"torchzebra/configs/quick.yaml", "torchzebra/configs/paper.yaml"} <= set(names)
+    assert {"torchzebra/config/presets/quick.yaml", "torchzebra/config/presets/paper.yaml"} <= set(names)
     assert any(p.name.endswith(".tar.gz") for p in dist.iterdir())
 
 
@@ -54,7 +54,7 @@ def test_the_installed_wheel_works_outside_the_checkout(installed, tmp_path):
     where = _run(installed, "python", "-c", "import torchzebra; print(torchzebra.__file__)", cwd=tmp_path)
     assert where.startswith(str(installed)), where  # the wheel's copy, not the checkout
     assert "usage: zebra" in _run(installed, "zebra", "--help", cwd=tmp_path)
-    presets = ("from torchzebra.engine.config import load_config; "
+    presets = ("from torchzebra.config import load_config; "
                "print(load_config('quick').data.name, load_config('paper').data.name)")
     assert _run(installed, "python", "-c", presets, cwd=tmp_path).split() == ["fashion-mnist", "tiny-imagenet"]
 

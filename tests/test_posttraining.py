@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 import torchzebra as tz
-from torchzebra import allocation
+from torchzebra.analysis import allocation
 from torchzebra.cli import main
-from torchzebra.engine.posttraining import _training_images
+from torchzebra.workflows.no_training import _training_images
 from torchzebra.results import read_result
 
 

@@ -18,9 +18,10 @@ import torchzebra as tz
 from torchzebra import recipe as recipe_module
 from torchzebra import zebra_layers
 from torchzebra.data import build_datasets
-from torchzebra.engine import ConfigError, load_config, train
-from torchzebra.engine import trainer as trainer_module
-from torchzebra.engine.extensions import ZebraTraining, distillation
+from torchzebra.config import ConfigError, load_config
+from torchzebra.training import train
+from torchzebra.training import trainer as trainer_module
+from torchzebra.training.extensions import ZebraTraining, distillation
 from torchzebra.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from torchzebra.cli import main
-from torchzebra.measure import LayerTraffic, TrafficReport
+from torchzebra.analysis.measure import LayerTraffic, TrafficReport
 from torchzebra.results import (METHODS, SWEEP_METHODS, Machine, ResultError, RunInfo, RunResult, model_row,
                                 read_result, write_result)
 

@@ -10,9 +10,9 @@ import yaml
 
 import torchzebra as tz
 from torchzebra.cli import main
-from torchzebra.engine import load_trained
-from torchzebra.engine import sweep as sweep_module
-from torchzebra.engine.config import ConfigError
+from torchzebra.training import load_trained
+from torchzebra.workflows import sweep as sweep_module
+from torchzebra.config.run import ConfigError
 from torchzebra.reports.summary import Point, best_within, pareto_front
 from torchzebra.results import CHECKPOINT
 

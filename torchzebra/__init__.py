@@ -14,11 +14,10 @@ __version__ = "0.1.0"
 __all__ = lazy_package(__name__, {
     "accelerator": ["estimate"],
     "core": ["FORMATS"],
-    "calibrate": ["calibrate"],
-    "config": ["ZebraConfig"],
+    "analysis.calibrate": ["calibrate"],
     "errors": ["ZebraError"],
-    "measure": ["LayerTraffic", "TrafficReport", "measure"],
-    "nn": ["ZebraLayer", "eval_mode", "is_prepared", "plain_model", "prepare", "remove", "set_masking", "set_penalty", "zebra_layers"],
+    "analysis.measure": ["LayerTraffic", "TrafficReport", "measure"],
+    "nn": ["ZebraConfig", "ZebraLayer", "eval_mode", "is_prepared", "plain_model", "prepare", "remove", "set_masking", "set_penalty", "zebra_layers"],
     "recipe": ["ZebraRecipe"],
-    "regularizer": ["zero_block_loss"],
+    "analysis.regularizer": ["zero_block_loss"],
 })

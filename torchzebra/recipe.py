@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .calibrate import calibrate, validate_densities
+from .analysis.calibrate import calibrate, validate_densities
 from .errors import ZebraError
 from .nn import model_device, prepared_module, set_penalty
-from .regularizer import zero_block_loss
+from .analysis.regularizer import zero_block_loss
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch import nn
 from ..core import FORMATS
 from ..export import conv_layers
 from ..export.scalesim import ConvLayer
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 from .spec import PRESETS, Accelerator, load_accelerators
 from .systolic import compute_cycles
 from .work import LayerWork, layer_work

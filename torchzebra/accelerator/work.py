@@ -14,7 +14,7 @@ from typing import Iterable
 from ..core import FORMATS
 from ..errors import ZebraError
 from ..export import ConvLayer
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 from .spec import Accelerator
 from .systolic import Gemm, compute_cycles
 

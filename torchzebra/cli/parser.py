@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
 from ..codec.widths import WIDTHS
-from ..configs import PRESETS
+from ..config.presets import PRESETS
 from ..core.registry import FORMATS
 from ..results.methods import METHODS, SLIM_FLOWS, SWEEP_METHODS
 

@@ -11,17 +11,18 @@ import sys
 from pathlib import Path
 
 from .._io import atomic_write_text
-from ..engine import ConfigError, TrainingError, evaluate, keep_freed_memory, load_config, load_trained, train
-from ..engine import distributed
-from ..engine.config import parse_assignment
+from ..config import ConfigError, load_config
+from ..training import TrainingError, evaluate, keep_freed_memory, load_trained, train
+from ..training import distributed
+from ..config.run import parse_assignment
 from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
-from ..engine.estimating import estimate_checkpoint, write_estimate
-from ..engine.exporting import checkpoint_maps, export_checkpoint, onnx_checkpoint
-from ..engine.posttraining import calibrate_checkpoint
-from ..engine.run import new_run_dir, run_experiment
-from ..engine.slimming import prune_checkpoint, run_slim
-from ..engine.sweep import run_sweep
-from ..engine.trainer import build_data, resolve_device
+from ..workflows.hardware import estimate_checkpoint, write_estimate
+from ..workflows.artefacts import checkpoint_maps, export_checkpoint, onnx_checkpoint
+from ..workflows.no_training import calibrate_checkpoint
+from ..workflows.run import new_run_dir, run_experiment
+from ..workflows.pruning import prune_checkpoint, run_slim
+from ..workflows.sweep import run_sweep
+from ..training.trainer import build_data, resolve_device
 from ..errors import ZebraError
 from ..reports.html import build_report
 

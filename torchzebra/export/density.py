@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from ..core import FORMATS
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 
 
 def density_document(report: TrafficReport, description: dict[str, Any]) -> dict[str, Any]:

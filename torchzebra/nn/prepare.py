@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from ..config import ZebraConfig
+from .config import ZebraConfig
 from .activations import (ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES, NONNEGATIVE_FUNCTIONS,
                           NONNEGATIVE_MODULES)
 from .dimorder import NOT_4D, PARAMETER, layout_name, op_name, tensor_layouts

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core import COMPRESSED, format_title
 from ..errors import ZebraError
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, ResultError, method_title, read_result, result_file
 from ..results.tables import DELTA_TOP1_TITLE, points_change
 

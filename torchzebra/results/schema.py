@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..core import FORMATS
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 
 KINDS = ("train", "run", "slim", "sweep", "calibrate")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._io import atomic_write_text
 from ..errors import ZebraError
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 from .methods import METHODS
 from .schema import KINDS, Machine, ModelRow, RunInfo, RunResult
 

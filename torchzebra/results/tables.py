@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core import COMPRESSED, FORMATS, format_title
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 from .schema import ModelRow, RunResult
 
 # One sign convention for every top-1 change the project prints: the model's top-1 minus the reference's, in

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._io import atomic_write_text
-from .core import COMPRESSED, FORMATS, TrafficTally, validate_bits, validate_format
-from .errors import ZebraError
-from .nn import ActivationCalls, eval_mode, model_device, prepared_module, zebra_layers
+from .._io import atomic_write_text
+from ..core import COMPRESSED, FORMATS, TrafficTally, validate_bits, validate_format
+from ..errors import ZebraError
+from ..nn import ActivationCalls, eval_mode, model_device, prepared_module, zebra_layers
 
 
 @dataclass(frozen=True)

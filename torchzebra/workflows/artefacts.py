@@ -13,10 +13,11 @@ from .._io import atomic_write_text
 from ..core import validate_format
 from ..data import DataSpec
 from ..errors import ZebraError
-from ..export import capture_maps, conv_layers, conv_maps_csv, density_yaml, export_maps, layout_csv, to_onnx, topology_csv
+from ..export import (capture_maps, conv_layers, conv_maps_csv, density_yaml, export_maps, layout_csv, to_onnx,
+                      topology_csv)
 from ..nn import zebra_layers
-from .checkpoint import load_checkpoint
-from .trainer import build_data, evaluate, example_inputs, load_trained, rebuild, resolve_device
+from ..training.checkpoint import load_checkpoint
+from ..training.trainer import build_data, evaluate, example_inputs, load_trained, rebuild, resolve_device
 
 
 def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[int] | tuple[int, ...] = (0, 1, 2, 3),

@@ -20,7 +20,7 @@ from torch import nn
 from .. import slim
 from ..nn import set_penalty
 from ..recipe import Distiller, ZebraRecipe
-from .config import OptimSection, RunConfig, ZebraSection
+from ..config.run import OptimSection, RunConfig, ZebraSection
 from .distributed import World
 
 

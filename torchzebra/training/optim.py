@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import SCHEDULES, ConfigError, OptimSection
+from ..config.run import SCHEDULES, ConfigError, OptimSection
 
 
 def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.SGD:

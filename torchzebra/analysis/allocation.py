@@ -23,10 +23,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .calibrate import calibrate, validate_density
-from .core import validate_format
-from .errors import ZebraError
+from ..core import validate_format
+from ..errors import ZebraError
 from .measure import TrafficReport, measure
-from .nn import eval_mode, model_device, zebra_layers
+from ..nn import eval_mode, model_device, zebra_layers
 
 DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 CONFIDENCE = 0.95  # the one-sided level of the margin added to a held-out drop

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, Subset
 
 from ..core import FORMATS
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 
 
 @dataclass(frozen=True)

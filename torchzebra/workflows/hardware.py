@@ -13,9 +13,9 @@ from ..accelerator import PRESETS, Accelerator, Estimate, estimate_layers, load_
 from ..data import DataSpec
 from ..errors import ZebraError
 from ..export import conv_layers
-from ..measure import TrafficReport
-from .checkpoint import load_checkpoint
-from .trainer import build_data, evaluate, example_inputs, rebuild, resolve_device
+from ..analysis.measure import TrafficReport
+from ..training.checkpoint import load_checkpoint
+from ..training.trainer import build_data, evaluate, example_inputs, rebuild, resolve_device
 
 ESTIMATE = "estimate.json"  # what `zebra run` writes into its folder
 

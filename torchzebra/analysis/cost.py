@@ -8,7 +8,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .nn import eval_mode, plain_model
+from ..nn import eval_mode, plain_model
 
 
 @dataclass(frozen=True)

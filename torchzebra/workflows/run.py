@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, REPORT, Machine, ModelRow, RunInfo, RunResult, model_row, write_result
 from ..results.tables import run_markdown
 from ..nn import plain_model
-from .config import RunConfig, save_config
-from .estimating import run_estimate
-from .extensions import distillation
-from .trainer import TrainResult, resolve_device, train
+from ..config.run import RunConfig, save_config
+from .hardware import run_estimate
+from ..training.extensions import distillation
+from ..training.trainer import TrainResult, resolve_device, train
 
 
 def new_run_dir(root: str | Path = "runs") -> Path:

@@ -11,17 +11,17 @@ from typing import Any
 from torch import nn
 
 from .. import slim
-from ..cost import model_cost
+from ..analysis.cost import model_cost
 from ..data import DataSpec
 from ..errors import ZebraError
-from ..measure import TrafficReport
+from ..analysis.measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, SLIM_FLOWS, RunResult, model_row
 from ..results.tables import slim_markdown
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import RunConfig, save_config
-from .extensions import slimming
+from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..config.run import RunConfig, save_config
+from ..training.extensions import slimming
 from .run import publish, run_info, stage_row
-from .trainer import TrainResult, build_data, evaluate, example_inputs, rebuild, resolve_device, train
+from ..training.trainer import TrainResult, build_data, evaluate, example_inputs, rebuild, resolve_device, train
 
 # Each flow's fine-tuned methods (after sparsity training and pruning); `compare` trains the baseline and Zebra first.
 FOLDERS = {"dense": "baseline", "zebra": "zebra", "slim-sparse": "sparse", "slim": "slim", "slim-zebra": "slim-zebra"}

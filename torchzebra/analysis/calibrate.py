@@ -11,8 +11,8 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from .config import _resolve
-from .nn import eval_mode, model_device, prepared_module, zebra_layers
+from ..nn.config import _resolve
+from ..nn import eval_mode, model_device, prepared_module, zebra_layers
 
 
 def validate_density(value: object, name: str) -> float:

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from .._io import atomic_write_text
-from ..config import ZebraConfig
-from ..configs import PRESETS
+from ..nn.config import ZebraConfig
+from .presets import PRESETS
 from ..data import DataSection
 from ..errors import ZebraError
 from ..recipe import validate_schedule
@@ -284,7 +284,7 @@ def preset(name: str) -> dict[str, Any]:
     """The settings of a preset shipped with the package."""
     if name not in PRESETS:
         raise ConfigError(f"preset {name!r} is unknown: use one of {', '.join(PRESETS)}")
-    text = resources.files("torchzebra.configs").joinpath(f"{name}.yaml").read_text()
+    text = resources.files("torchzebra.config.presets").joinpath(f"{name}.yaml").read_text()
     return _read_yaml(text, f"preset {name}")
 
 

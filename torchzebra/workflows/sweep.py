@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from ..config import ZebraConfig
+from ..nn.config import ZebraConfig
 from ..core import FORMATS
-from ..measure import TrafficReport
-from ..results import CHECKPOINT, METHODS, REPORT, SWEEP, SWEEP_METHODS, ModelRow, RunResult, read_result, write_result
-from .checkpoint import load_checkpoint
-from .config import (ConfigError, RunConfig, SweepSection, ZebraSection, from_dict, same_settings, save_config,
-                     with_value)
-from .extensions import distillation, slimming
+from ..analysis.measure import TrafficReport
+from ..results import (CHECKPOINT, METHODS, REPORT, SWEEP, SWEEP_METHODS, ModelRow, RunResult, read_result,
+                       write_result)
+from ..training.checkpoint import load_checkpoint
+from ..config.run import (ConfigError, RunConfig, SweepSection, ZebraSection, from_dict, same_settings, save_config,
+                          with_value)
+from ..training.extensions import distillation, slimming
 from .run import run_info, stage_row
-from .slimming import prune_checkpoint
-from .trainer import TrainResult, load_trained, train
+from .pruning import prune_checkpoint
+from ..training.trainer import TrainResult, load_trained, train
 
 BASELINE = "dense"
 

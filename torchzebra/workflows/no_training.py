@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from .. import allocation
+from ..analysis import allocation
 from ..data import DataSpec
 from ..errors import ZebraError
 from ..results import CHECKPOINT, METHODS, ModelRow, RunResult, model_row
 from ..results.tables import allocation_markdown, points_change, rows_markdown
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from ..training.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .run import publish, run_info
-from .trainer import build_data, build_prepared_model, checkpoint_config, evaluate, resolve_device
+from ..training.trainer import build_data, build_prepared_model, checkpoint_config, evaluate, resolve_device
 
 IMAGES, HOLDOUT = 1024, 10000  # calibration images; held-out training images the budget is checked on
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Mapping, Union
 
-from .core import BlockSize, validate_block_size, validate_penalty, validate_score
-from .errors import ZebraError
+from ..core import BlockSize, validate_block_size, validate_penalty, validate_score
+from ..errors import ZebraError
 
 DEFAULT_BLOCK_SIZE = 4
 PerSite = Union[Any, Mapping[str, Any]]  # one value for every site, or {name-pattern: value}
