@@ -48,9 +48,9 @@ LEVERS = [
 # The main recipe on more networks (one seed): a VGG-style network with BatchNorm, a depthwise-separable network
 # with ReLU6, and a deeper, narrower residual network. No per-layer tuning: one density for every map.
 ARCHITECTURES = {
-    "vgg11-bn": {"model.name": "vgg11", "model.options": {"width": 16}, "zebra.density": {"*": 0.3}},
-    "mobilenet_v2": {"model.name": "torchvision:mobilenet_v2", "model.options": {}, "zebra.density": {"*": 0.45}},
-    "resnet56": {"model.name": "resnet56", "model.options": {"width": 8}, "zebra.density": {"*": 0.3}},
+    "vgg11-bn": {"model.name": "vgg11", "model.options": {"width": 16}, "zebra.density": 0.3},
+    "mobilenet_v2": {"model.name": "torchvision:mobilenet_v2", "model.options": {}, "zebra.density": 0.45},
+    "resnet56": {"model.name": "resnet56", "model.options": {"width": 8}, "zebra.density": 0.3},
 }
 STEPS = ("main", "calibrate", "architectures", "levers")
 
