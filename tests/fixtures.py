@@ -52,13 +52,18 @@ def _image(path: Path, size: int, seed: int) -> None:
 
 
 def tiny_imagenet_tree(root: Path, wnids=("n01443537", "n01629819", "n01641577"), per_class: int = 3) -> Path:
+    """``tiny-imagenet-200/`` as the archive unzips: wnids.txt, words.txt, train/<wnid>/images/*.JPEG with
+    <wnid>_boxes.txt, val/images/*.JPEG with val_annotations.txt (two validation images per class)."""
     base = root / "tiny-imagenet-200"
     base.mkdir(parents=True)
     (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (base / "words.txt").write_text("".join(f"{wnid}\tclass {i}\n" for i, wnid in enumerate(wnids)))
     seed = 0
     for wnid in wnids:
         for i in range(per_class):
             _image(base / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", 64, seed := seed + 1)
+        boxes = "".join(f"{wnid}_{i}.JPEG\t0\t0\t63\t63\n" for i in range(per_class))
+        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text(boxes)
     lines = []
     for i, wnid in enumerate(wnids * 2):
         _image(base / "val" / "images" / f"val_{i}.JPEG", 64, seed := seed + 1)
