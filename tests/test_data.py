@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fixtures import cifar_tree, fashion_mnist_tree, image_folder_tree, tiny_imagenet_tree
-from torchzebra.data import CIFAR, DataSection, DatasetError, FashionMNIST, Synthetic, build_datasets
+from torchzebra.config import DataSection
+from torchzebra.data import CIFAR, DatasetError, FashionMNIST, Synthetic, build_datasets
 from torchzebra.data.fashion_mnist import FILES
 
 

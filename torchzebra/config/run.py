@@ -1,7 +1,7 @@
 """Run configuration: YAML presets shipped with the package, a user file, and ``key=value`` overrides.
 
-Every section is a dataclass; unknown keys are an error that lists the known ones, so a typo in a
-config never passes silently.
+Every section is a dataclass of ``sections``; unknown keys are an error that lists the known ones, so a typo in
+a config never passes silently.
 """
 
 from __future__ import annotations
@@ -18,106 +18,11 @@ from typing import Any
 import yaml
 
 from .._io import atomic_write_text
-from ..nn.config import ZebraConfig
 from .presets import PRESETS
-from ..data import DataSection
-from ..errors import ZebraError
-from ..recipe import validate_schedule
+from .sections import (ConfigError, DataSection, DistillSection, ModelSection, OptimSection, RunSection, Section,
+                       SettingError, SlimSection, SweepSection, ZebraSection)
 
-SCHEDULES = ("onecycle", "cosine", "constant")
 RUN_METHODS = ("zebra", "zebra-scratch")  # what `zebra run` can train beside the dense baseline
-
-
-class ConfigError(ZebraError):
-    """A configuration file, preset or override is invalid; the message says which and how to fix it."""
-
-
-# model.options are the keyword arguments of the model's builder (e.g. width, stem of our resnet18). Like every
-# mapping they merge key by key as the preset, the config file and each --set are layered, except that
-# `options: {}` or `null` clears them, and a layer that changes model.name drops the options beneath it: they
-# were for another model (give the new model's options in the same file or in a later --set).
-@dataclass
-class ModelSection:
-    """The network: ``name`` is one of ``models.OWN``, ``torchvision:<name>`` or ``timm:<name>``, ``options`` its builder's arguments."""
-
-    name: str = "resnet18"
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class OptimSection:
-    epochs: int = 3
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle | cosine | constant
-    label_smoothing: float = 0.0
-    max_steps: int | None = None  # per epoch; for throughput runs
-    amp: bool = False  # bf16 autocast
-    channels_last: bool = False
-    sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
-    tensorboard: bool = False  # also log every epoch to RUN_DIR/tensorboard (pip install 'torchzebra[tensorboard]')
-    compile: bool | None = None  # torch.compile the training forward/backward; null: on a GPU only (see docs/PERFORMANCE.md)
-
-
-@dataclass(frozen=True)
-class ZebraSection(ZebraConfig):
-    """The ``zebra`` section: every ``ZebraConfig`` setting (what ``prepare`` instruments and how) plus how
-    training uses it. ``layer_config`` is the one mapping from this section to ``prepare``'s config."""
-
-    enabled: bool = False
-    lam: float = 0.0  # weight of zero_block_loss
-    lam_epochs: list[float] | None = None  # per-epoch lambda (the last value repeats); overrides lam
-    warmup_steps: int = 0  # lambda ramps linearly from 0 over these steps
-    density: float | dict[str, float] | None = None  # threshold policy: None keeps the fixed thresholds; a fraction
-    # of blocks to keep (or {pattern: fraction}) calibrates every layer's threshold to it during training
-    density_ramp_steps: int = 0  # the kept fraction falls from 1 to `density` over these steps (cubic)
-    calibrate_every: int = 0  # recalibrate every N steps (0: at the start of each epoch only)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        validate_schedule(self.density, self.density_ramp_steps, self.calibrate_every, self.lam, self.lam_epochs,
-                          self.warmup_steps)
-
-    def layer_config(self, enabled: bool) -> ZebraConfig:
-        """The ZebraConfig of ``prepare``; with Zebra off every site is inactive (measured only)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ZebraConfig)}
-        return ZebraConfig(**{**values, "include": values["include"] if enabled else ()})
-
-
-@dataclass
-class SlimSection:
-    """Network Slimming: BN-scale sparsity ``s`` while training, then remove ``ratio`` of the channels."""
-
-    s: float = 1e-5  # L1 weight on BatchNorm scales (Liu et al.: 1e-4 for VGG, 1e-5 for ResNets)
-    ratio: float = 0.4  # fraction of the BatchNorm channels to remove
-    min_channels: int = 1  # floor: every layer keeps at least this many channels
-    exclude: list[str] = field(default_factory=list)  # BatchNorm name patterns never pruned
-
-
-@dataclass
-class DistillSection:
-    """Knowledge distillation from the dense baseline while a Zebra model trains (off while ``weight`` is 0)."""
-
-    weight: float = 0.0  # weight of the distillation term beside the task loss
-    temperature: float = 4.0  # softens both models' logits
-
-
-@dataclass
-class RunSection:
-    """``zebra run``: which Zebra method the main job trains beside the dense baseline."""
-
-    method: str = "zebra"  # zebra: fine-tuned from the baseline (finetune section); zebra-scratch: the train section
-
-
-@dataclass
-class SweepSection:
-    """``zebra sweep``: every method fine-tuned at every point of the grid (the product of its value lists)."""
-
-    methods: list[str] = field(default_factory=lambda: ["zebra"])  # names of SWEEP_METHODS
-    grid: dict[str, Any] = field(default_factory=dict)  # {"zebra.lam": [0.01, 0.02], "zebra.block_size": [2, 4]}
-    points: list[dict[str, Any]] = field(default_factory=list)  # extra points: [{"method": "zebra", "zebra.lam": 0.1}]
 
 
 @dataclass
@@ -150,7 +55,7 @@ def _plain(value: Any) -> Any:
 
 def _build(cls, values: Any, path: str):
     """An instance of the section class ``cls`` from a mapping: unknown keys and values of the wrong type
-    are a ConfigError naming the key; the section's own validation errors too."""
+    are a ConfigError naming the key; so are the errors of building the section and of its ``check``."""
     if not isinstance(values, dict):
         raise ConfigError(f"{path or 'the config'} must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -168,7 +73,12 @@ def _build(cls, values: Any, path: str):
             raise ConfigError(f"{where}={value!r} is invalid: expected {describe(hints[key])}")
         kwargs[key] = value
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
+        if isinstance(built, Section):
+            built.check()
+        return built
+    except SettingError as error:
+        raise ConfigError(f"{path}.{error}") from error
     except ValueError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from error
 
@@ -215,31 +125,7 @@ def describe(hint: Any) -> str:
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
     """A RunConfig from a nested dict; unknown keys and invalid values raise ConfigError before any work."""
-    config = _build(RunConfig, values, "")
-    _validate(config)
-    return config
-
-
-def _validate(config: RunConfig) -> None:
-    """Check the values that only deep code would otherwise reject, so a typo fails at start-up."""
-    from ..slim import validate_min_channels, validate_ratio
-
-    try:
-        validate_ratio(config.slim.ratio)
-        validate_min_channels(config.slim.min_channels)
-    except ValueError as error:
-        raise ConfigError(f"slim.{error}") from error
-    if not config.slim.s >= 0:
-        raise ConfigError(f"slim.s={config.slim.s!r} is invalid: the sparsity weight is a number >= 0, e.g. 1e-5")
-    if config.run.method not in RUN_METHODS:
-        raise ConfigError(f"run.method={config.run.method!r} is invalid: use one of {', '.join(RUN_METHODS)}")
-    if not (config.distill.weight >= 0 and config.distill.temperature > 0):
-        raise ConfigError(f"distill: weight={config.distill.weight!r} must be >= 0 and temperature="
-                          f"{config.distill.temperature!r} > 0")
-    for name in ("train", "finetune"):
-        schedule = getattr(config, name).schedule
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"{name}.schedule={schedule!r} is invalid: use one of {', '.join(SCHEDULES)}")
+    return _build(RunConfig, values, "")
 
 
 def same_settings(saved: dict[str, Any], config: RunConfig) -> bool:
@@ -259,7 +145,8 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def _layer(values: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``_merge`` of a config file or one override, with the model.options rules of the note above ModelSection."""
+    """``_merge`` of a config file or one override, with the model.options rules of the note above
+    ``sections.ModelSection``."""
     model, below = update.get("model"), values.get("model", {})
     if isinstance(model, dict) and isinstance(below, dict):
         clears = "options" in model and model["options"] in (None, {})

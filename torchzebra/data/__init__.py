@@ -5,8 +5,8 @@ from .device import DeviceBatches, batch_maker, loader_kind
 from .errors import DatasetError
 from .fashion_mnist import FashionMNIST
 from .images import image_folder, tiny_imagenet
-from .registry import NAMES, DataSection, DataSpec, build_datasets
+from .registry import NAMES, DataSettings, DataSpec, build_datasets, check_name
 from .synthetic import Synthetic
 
-__all__ = ["CIFAR", "NAMES", "DataSection", "DataSpec", "DatasetError", "DeviceBatches", "FashionMNIST", "Synthetic",
-           "batch_maker", "build_datasets", "image_folder", "loader_kind", "tiny_imagenet"]
+__all__ = ["CIFAR", "NAMES", "DataSettings", "DataSpec", "DatasetError", "DeviceBatches", "FashionMNIST", "Synthetic",
+           "batch_maker", "build_datasets", "check_name", "image_folder", "loader_kind", "tiny_imagenet"]

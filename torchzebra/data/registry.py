@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Protocol
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -30,24 +30,24 @@ class DataSpec:
     size: int
 
 
-@dataclass
-class DataSection:
-    """The ``data`` section of a run: which data set, where, at what size, and how it is batched."""
+class DataSettings(Protocol):
+    """What ``build_datasets`` reads of a run's ``data`` section (``config.DataSection``)."""
 
-    name: str = "fashion-mnist"
-    root: str | None = None
-    size: int | None = None
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    workers: int = 0
-    loader: Literal["auto", "workers", "device"] = "auto"  # device: in-memory and synthetic batches made on the
-    # device (one gather, per-batch augmentation); workers: a DataLoader; auto: device on CUDA, else workers
-    augment: bool = True
-    train_subset: int | None = None
-    test_subset: int | None = None
-    classes: int = 10  # synthetic only
-    channels: int = 3  # synthetic only
-    length: int = 1024  # synthetic only
+    name: str
+    root: str | None
+    size: int | None
+    augment: bool
+    train_subset: int | None
+    test_subset: int | None
+    classes: int
+    channels: int
+    length: int
+
+
+def check_name(name: str) -> None:
+    """``name`` must be a data set that ``build_datasets`` builds (the run config checks it when it is read)."""
+    if name not in NAMES:
+        raise DatasetError(f"data set {name!r} is unknown: use one of {', '.join(NAMES)}")
 
 
 def _transforms(stats, size: int, augment: bool, pad: int, resize: bool) -> tuple[v2.Transform, v2.Transform]:
@@ -66,15 +66,16 @@ def _subset(dataset: Dataset, count: int | None, seed: int) -> Dataset:
     return Subset(dataset, order[:count].tolist())
 
 
-def build_datasets(section: DataSection, seed: int = 0) -> tuple[Dataset, Dataset, DataSpec]:
+def build_datasets(section: DataSettings, seed: int = 0) -> tuple[Dataset, Dataset, DataSpec]:
     """(train split, test split, spec) of the data set ``section`` names, read from its root; nothing is
     downloaded. ``seed`` picks the subsets; ``classes``, ``channels`` and ``length`` shape ``synthetic`` only."""
     train, test, spec = _splits(section, seed)
     return _subset(train, section.train_subset, seed), _subset(test, section.test_subset, seed + 1), spec
 
 
-def _splits(section: DataSection, seed: int) -> tuple[Dataset, Dataset, DataSpec]:
+def _splits(section: DataSettings, seed: int) -> tuple[Dataset, Dataset, DataSpec]:
     name, root, size, augment = section.name, section.root, section.size, section.augment
+    check_name(name)
     if name == "fashion-mnist":
         size = size or 32
         train_tf, test_tf = _transforms((fashion_mnist.MEAN, fashion_mnist.STD), size, augment, 2, False)
@@ -99,12 +100,10 @@ def _splits(section: DataSection, seed: int) -> tuple[Dataset, Dataset, DataSpec
         train_tf, test_tf = _transforms(IMAGENET_STATS, size, augment, size // 8, resize)
         train, test = load(root, True, train_tf), load(root, False, test_tf)
         spec = DataSpec(name, len(train.classes), 3, size)
-    elif name == "synthetic":
+    else:  # synthetic
         size = size or 32
         shape = (section.channels, size, size)
         train = Synthetic(section.length, shape, section.classes, seed)
         test = Synthetic(max(section.length // 4, 1), shape, section.classes, seed + 1)
         spec = DataSpec(name, section.classes, section.channels, size)
-    else:
-        raise DatasetError(f"data set {name!r} is unknown: use one of {', '.join(NAMES)}")
     return train, test, spec

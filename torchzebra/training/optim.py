@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config.run import SCHEDULES, ConfigError, OptimSection
+from ..config.sections import OptimSection
 
 
 def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.SGD:
@@ -17,11 +17,11 @@ def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.SGD:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSection, steps: int):
-    """A scheduler stepped once per optimisation step over ``steps`` steps in all."""
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(steps, 1))
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    raise ConfigError(f"schedule={cfg.schedule!r} is invalid: use one of {', '.join(SCHEDULES)}")
+    """A scheduler stepped once per optimisation step over ``steps`` steps in all (``cfg.schedule`` is one of
+    ``config.sections.SCHEDULES``, checked when the config is read)."""
+    schedules = {
+        "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(steps, 1)),
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1)),
+        "constant": lambda: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+    }
+    return schedules[cfg.schedule]()

@@ -20,14 +20,15 @@ from tqdm.auto import tqdm
 
 from .. import slim
 from ..core import COMPRESSED
-from ..data import DataSection, DataSpec, DeviceBatches, batch_maker, build_datasets, loader_kind
+from ..data import DataSpec, DeviceBatches, batch_maker, build_datasets, loader_kind
 from ..analysis.measure import TrafficReport, measure
 from ..models import build_model
 from ..nn import prepare
 from ..results import CHECKPOINT, REPORT, Machine, RunInfo, RunResult, model_row, write_result
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, load_weights, save_checkpoint
-from ..config.run import ConfigError, OptimSection, RunConfig, apply_override, from_dict, same_settings, save_config
+from ..config.run import (ConfigError, DataSection, OptimSection, RunConfig, apply_override, from_dict, same_settings,
+                          save_config)
 from .extensions import Extension, TrainRun, zebra_extensions
 from .metrics import MetricsLog
 from .optim import build_optimizer, build_scheduler

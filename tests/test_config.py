@@ -1,0 +1,73 @@
+"""The run configuration's shape: every section defined in ``torchzebra/config/``, its values checked in one hook
+(``check``) that the loader calls, and a bad value in any section one line naming it."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from torchzebra.config import ConfigError, OptimSection, load_config
+from torchzebra.config.run import RunConfig
+from torchzebra.config.sections import Section, SettingError
+
+PACKAGE = Path(__file__).resolve().parents[1] / "torchzebra"
+
+# One bad value per section of RunConfig, and the start of the one line that says so.
+BAD_VALUES = {
+    "model": ("model.name=3", "model.name=3 is invalid: expected a string"),
+    "data": ("data.name=mnist", "data: data set 'mnist' is unknown: use one of fashion-mnist,"),
+    "train": ("train.schedule=cosin", "train.schedule='cosin' is invalid: use one of onecycle, cosine, constant"),
+    "finetune": ("finetune.epochs=many", "finetune.epochs='many' is invalid: expected an int"),
+    "zebra": ("zebra.warmup_steps=-5", "zebra: warmup_steps=-5 is invalid"),
+    "slim": ("slim.s=-1", "slim.s=-1 is invalid: the sparsity weight is a number >= 0"),
+    "distill": ("distill.weight=-1", "distill: weight=-1 must be >= 0 and temperature="),
+    "run": ("run.method=slim", "run.method='slim' is invalid: use one of zebra, zebra-scratch"),
+    "sweep": ("sweep.grid=3", "sweep.grid=3 is invalid: expected a mapping"),
+}
+
+
+def _section_classes() -> dict[str, type]:
+    """Every section class of the run config, by the ``RunConfig`` field that holds it."""
+    defaults = RunConfig()
+    return {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(RunConfig)
+            if dataclasses.is_dataclass(getattr(defaults, f.name))}
+
+
+def test_every_section_is_defined_in_config_with_the_one_check_hook():
+    classes = _section_classes()
+    assert set(classes) == set(BAD_VALUES), "give the new section a bad value in BAD_VALUES"
+    for name, cls in classes.items():
+        assert cls.__module__.startswith("torchzebra.config."), f"{name}: {cls.__module__}"
+        assert issubclass(cls, Section) and callable(cls.check), name
+        assert "__post_init__" not in vars(cls) and not hasattr(cls, "_validate"), name
+
+
+def test_no_section_class_or_other_validation_style_outside_the_hook():
+    """Section classes live in config/ only, and config/ validates in ``check`` alone (no ``__post_init__`` or
+    ``_validate``); the training loop repeats none of its checks."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        where = path.relative_to(PACKAGE)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Section"):
+                assert where.parts[0] == "config", f"{where} defines {node.name}"
+            if where.parts[0] == "config" and isinstance(node, ast.FunctionDef):
+                assert node.name not in ("__post_init__", "_validate"), f"{where} defines {node.name}"
+    assert "ConfigError" not in (PACKAGE / "training" / "optim.py").read_text()
+
+
+@pytest.mark.parametrize("section", sorted(BAD_VALUES))
+def test_a_bad_value_in_each_section_is_one_line(section):
+    override, message = BAD_VALUES[section]
+    with pytest.raises(ConfigError) as raised:
+        load_config("quick", overrides=[override])
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_the_hook_checks_a_section_built_in_python():
+    OptimSection(schedule="cosine").check()
+    with pytest.raises(SettingError, match="schedule='warm' is invalid"):
+        OptimSection(schedule="warm").check()
