@@ -23,9 +23,9 @@ from .presets import PRESETS
 from ..data import DataSection
 from ..errors import ZebraError
 from ..recipe import validate_schedule
+from ..results.methods import run_methods
 
 SCHEDULES = ("onecycle", "cosine", "constant")
-RUN_METHODS = ("zebra", "zebra-scratch")  # what `zebra run` can train beside the dense baseline
 
 
 class ConfigError(ZebraError):
@@ -115,7 +115,7 @@ class RunSection:
 class SweepSection:
     """``zebra sweep``: every method fine-tuned at every point of the grid (the product of its value lists)."""
 
-    methods: list[str] = field(default_factory=lambda: ["zebra"])  # names of SWEEP_METHODS
+    methods: list[str] = field(default_factory=lambda: ["zebra"])  # names of results.methods.sweep_methods()
     grid: dict[str, Any] = field(default_factory=dict)  # {"zebra.lam": [0.01, 0.02], "zebra.block_size": [2, 4]}
     points: list[dict[str, Any]] = field(default_factory=list)  # extra points: [{"method": "zebra", "zebra.lam": 0.1}]
 
@@ -231,8 +231,8 @@ def _validate(config: RunConfig) -> None:
         raise ConfigError(f"slim.{error}") from error
     if not config.slim.s >= 0:
         raise ConfigError(f"slim.s={config.slim.s!r} is invalid: the sparsity weight is a number >= 0, e.g. 1e-5")
-    if config.run.method not in RUN_METHODS:
-        raise ConfigError(f"run.method={config.run.method!r} is invalid: use one of {', '.join(RUN_METHODS)}")
+    if config.run.method not in run_methods():
+        raise ConfigError(f"run.method={config.run.method!r} is invalid: use one of {', '.join(run_methods())}")
     if not (config.distill.weight >= 0 and config.distill.temperature > 0):
         raise ConfigError(f"distill: weight={config.distill.weight!r} must be >= 0 and temperature="
                           f"{config.distill.temperature!r} > 0")
