@@ -269,7 +269,7 @@ def _finetune_epochs(point: Point) -> int | None:
 def with_controls(points: list[Point]) -> list[tuple[Point, Point]]:
     """Each Zebra point retrained from the baseline, with the control (no masks) retrained for as many epochs."""
     controls = {_finetune_epochs(p): p for p in points if p.method == CONTROL}
-    return [(p, controls[epochs]) for p in points if p.method != CONTROL and METHODS[p.method].zebra
+    return [(p, controls[epochs]) for p in points if p.method != CONTROL and METHODS[p.method].zebra_masks
             and (epochs := _finetune_epochs(p)) in controls]
 
 

@@ -1,8 +1,10 @@
 """The codec: exact round trips, payloads equal to the traffic model's bytes, and hostile streams."""
 
 import json
+import re
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +15,8 @@ from hypothesis import strategies as st
 
 from torchzebra import codec
 from torchzebra.cli import main
-from torchzebra.codec.layout import HEADER
-from torchzebra.core import FORMATS, bits_to_bytes, map_bits
+from torchzebra.codec.layout import FORMAT_CODES, HEADER
+from torchzebra.core import FORMAT_REGISTRY, FORMATS, bits_to_bytes, map_bits
 
 BLOCKS = [1, 2, 3, 4, 8, "map"]
 
@@ -137,6 +139,21 @@ def test_every_truncation_is_a_clear_error(fmt):
             codec.decode(buf[:cut])
     with pytest.raises(codec.StreamError, match="trailing bytes"):
         codec.decode(buf + b"\0")
+
+
+def test_wire_codes_are_the_spec_s():
+    """The header's format byte of each format is the number docs/FORMAT.md gives it, in the container table and
+    in the stream table, whatever the registry's order; every stream carries its format's code."""
+    spec = (Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md").read_text()
+    titles = {f.title: name for name, f in FORMAT_REGISTRY.items()}
+    container = re.search(r"^\| 5 \| 1 \| u8 \| format: (.*) \|$", spec, re.MULTILINE).group(1)
+    from_container = {titles[title]: int(code) for code, title in re.findall(r"(\d+) ([^,]+)", container)}
+    streams = spec.split("## 4.", 1)[1].split("\n## ", 1)[0]
+    from_streams = {titles[title]: int(code) for title, code in re.findall(r"^\| (\S+) \((\d+)\) \|", streams, re.MULTILINE)}
+    assert from_container == from_streams == FORMAT_CODES == {name: f.code for name, f in FORMAT_REGISTRY.items()}
+    assert set(FORMAT_CODES) == set(FORMATS)
+    for fmt in FORMATS:
+        assert codec.encode(SAMPLE, fmt, 4, 8)[5] == FORMAT_CODES[fmt]
 
 
 def test_fabricated_headers_are_refused():

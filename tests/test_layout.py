@@ -77,8 +77,8 @@ LAYERS = [
     {"core", "data", "models"},  # tensor functions; data sets; models
     {"nn"},  # the ZebraLayer, prepare/remove, ZebraConfig
     {"analysis", "codec", "slim"},  # functions over prepared models; byte streams; Network Slimming
-    {"recipe", "export"},  # the recipe for any loop; hardware artefacts
-    {"accelerator", "results", "config"},  # estimates; the method registry and results; the run configuration
+    {"recipe", "export", "results"},  # the recipe for any loop; hardware artefacts; the method registry and results
+    {"accelerator", "config"},  # estimates; the run configuration (which reads the method registry)
     {"training"},  # the training loop
     {"workflows", "reports"},  # what the verbs do; what zebra report draws
 ]

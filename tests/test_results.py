@@ -8,8 +8,10 @@ import pytest
 
 from torchzebra.cli import main
 from torchzebra.analysis.measure import LayerTraffic, TrafficReport
-from torchzebra.results import (METHODS, SWEEP_METHODS, Machine, ResultError, RunInfo, RunResult, model_row,
-                                read_result, write_result)
+from torchzebra.config import load_config
+from torchzebra.errors import ZebraError
+from torchzebra.results import (METHODS, Machine, Method, ResultError, RunInfo, RunResult, method_extensions, model_row,
+                                read_result, register_method, run_methods, slim_flows, sweep_methods, write_result)
 
 LEGACY = Path(__file__).parent / "data" / "legacy"  # files written by torchzebra before the schema had a version
 
@@ -80,6 +82,34 @@ def test_a_result_file_that_is_not_ours_is_one_clear_error(tmp_path, capsys, tex
 
 
 def test_one_registry_of_methods():
-    assert set(SWEEP_METHODS) == {"zebra", "zebra-scratch", "dense-retrained", "l1", "slim", "slim-zebra"}
+    """What the verbs train, in which folders, and the Slimming flows are all read off the registry's entries."""
+    assert sweep_methods() == ("l1", "zebra", "zebra-scratch", "dense-retrained", "slim", "slim-zebra")
+    assert run_methods() == ("zebra", "zebra-scratch")
+    assert slim_flows() == {"slim": ("slim",), "slim-zebra": ("slim-zebra",), "joint": ("slim-zebra",),
+                            "compare": ("slim", "slim-zebra")}
+    assert {name: m.folder for name, m in METHODS.items() if m.folder} == {
+        "dense": "baseline", "zebra": "zebra", "zebra-scratch": "zebra", "slim": "slim", "slim-zebra": "slim-zebra",
+        "slim-sparse": "sparse"}
     assert all(m.start in ("scratch", "baseline", "pruned") for m in METHODS.values())
     assert len({m.title for m in METHODS.values()}) == len(METHODS) and len({m.colour for m in METHODS.values()}) == len(METHODS)
+
+
+def test_the_training_loop_binds_its_built_in_extension_factories():
+    from torchzebra.training.extensions import BnSparsity
+
+    config = load_config("quick", overrides=["slim.s=0.001"])
+    [sparsity] = method_extensions("slim-sparse", config)
+    assert isinstance(sparsity, BnSparsity) and sparsity.s == 0.001
+    assert all(method_extensions(name, config) == [] for name in METHODS if name != "slim-sparse")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"name": "zebra"}, "'zebra' is registered already"),
+    ({"title": "Zebra"}, "title 'Zebra' is taken"),
+    ({"start": "pretrained"}, "start='pretrained' is invalid: use one of scratch, baseline, pruned"),
+])
+def test_a_method_that_would_clash_is_refused(changes, message):
+    with pytest.raises(ZebraError, match=message):
+        register_method(Method(**{"name": "toy", "title": "toy", "colour": "#000000", "start": "baseline",
+                                  "zebra_masks": False, "description": "a toy", **changes}))
+    assert "toy" not in METHODS and len(METHODS) == 10

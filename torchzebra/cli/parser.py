@@ -9,7 +9,7 @@ from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
 from ..codec.widths import WIDTHS
 from ..config.presets import PRESETS
 from ..core.registry import FORMATS
-from ..results.methods import METHODS, SLIM_FLOWS, SWEEP_METHODS
+from ..results.methods import METHODS, slim_flows, sweep_methods
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "joint: Zebra and BN sparsity trained together, prune, fine-tune with Zebra. compare: dense "
                     "baseline, Zebra, Slimming and Slimming+Zebra side by side (top-1, params, MACs, traffic).")
     _add_config_options(s)
-    s.add_argument("--flow", choices=SLIM_FLOWS, default="slim", help="which flow to run (default slim)")
+    s.add_argument("--flow", choices=slim_flows(), default="slim", help="which flow to run (default slim)")
     s.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>)")
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in RUN_DIR, with its saved config (+ --set)")
@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--grid", action="append", default=[], metavar="KEY=[V1, V2]",
                    help="a grid axis, e.g. --grid 'zebra.block_size=[1, 2, 4, 8, map]' (repeatable; or sweep.grid "
                         "in the config)")
-    w.add_argument("--methods", nargs="+", choices=SWEEP_METHODS,
-                   help="; ".join(f"{name}: {METHODS[name].description}" for name in SWEEP_METHODS))
+    w.add_argument("--methods", nargs="+", choices=sweep_methods(),
+                   help="; ".join(f"{name}: {METHODS[name].description}" for name in sweep_methods()))
     w.add_argument("--run-dir", type=Path, help="output folder (default runs/<timestamp>); reuse it to continue")
     w.set_defaults(verb="sweep")
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core import FORMATS, BlockSize, block_element_counts, block_shape
+from ..core import FORMAT_REGISTRY, BlockSize, block_element_counts, block_shape
 
 MAGIC = b"ZBRA"
 VERSION = 1
 HEADER = struct.Struct("<4sBBBBIIIIIIQII")  # see docs/FORMAT.md
 SIGNED, PER_CHANNEL, BATCHED = 1, 2, 4  # flag bits
-FORMAT_CODES = {name: code for code, name in enumerate(FORMATS)}
+FORMAT_CODES = {name: f.code for name, f in FORMAT_REGISTRY.items()}  # the header's format byte
 
 
 @dataclass(frozen=True)

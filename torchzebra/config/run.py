@@ -22,8 +22,6 @@ from .presets import PRESETS
 from .sections import (ConfigError, DataSection, DistillSection, ModelSection, OptimSection, RunSection, Section,
                        SettingError, SlimSection, SweepSection, ZebraSection)
 
-RUN_METHODS = ("zebra", "zebra-scratch")  # what `zebra run` can train beside the dense baseline
-
 
 @dataclass
 class RunConfig:

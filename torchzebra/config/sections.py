@@ -12,6 +12,7 @@ from ..data import check_name
 from ..errors import ZebraError
 from ..nn.config import ZebraConfig
 from ..recipe import validate_schedule
+from ..results.methods import run_methods
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -159,16 +160,14 @@ class RunSection(Section):
 
     def check(self) -> None:
         """The method is one ``zebra run`` trains."""
-        from .run import RUN_METHODS  # run.py, which imports this module, names them
-
-        if self.method not in RUN_METHODS:
-            raise SettingError(f"method={self.method!r} is invalid: use one of {', '.join(RUN_METHODS)}")
+        if self.method not in run_methods():
+            raise SettingError(f"method={self.method!r} is invalid: use one of {', '.join(run_methods())}")
 
 
 @dataclass
 class SweepSection(Section):
     """``zebra sweep``: every method fine-tuned at every point of the grid (the product of its value lists)."""
 
-    methods: list[str] = field(default_factory=lambda: ["zebra"])  # names of SWEEP_METHODS
+    methods: list[str] = field(default_factory=lambda: ["zebra"])  # names of results.methods.sweep_methods()
     grid: dict[str, Any] = field(default_factory=dict)  # {"zebra.lam": [0.01, 0.02], "zebra.block_size": [2, 4]}
     points: list[dict[str, Any]] = field(default_factory=list)  # extra points: [{"method": "zebra", "zebra.lam": 0.1}]

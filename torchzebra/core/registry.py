@@ -9,19 +9,21 @@ from ..errors import ZebraError
 
 @dataclass(frozen=True)
 class Format:
-    """One storage format of an activation map: its name in settings and files, its title in reports."""
+    """One storage format of an activation map: its name in settings and files, its title in reports, and its
+    wire code, the number a codec stream's header stores (fixed by docs/FORMAT.md, never by the order here)."""
 
     name: str
     title: str
     compressed: bool
+    code: int
 
 
 # The one registry of formats: every table, plot and export takes names, titles and order from here.
 FORMAT_REGISTRY: dict[str, Format] = {f.name: f for f in (
-    Format("dense", "dense", False),
-    Format("zvc", "ZVC", True),
-    Format("zebra", "Zebra", True),
-    Format("zebra_zvc", "Zebra+ZVC", True),
+    Format("dense", "dense", False, code=0),
+    Format("zvc", "ZVC", True, code=1),
+    Format("zebra", "Zebra", True, code=2),
+    Format("zebra_zvc", "Zebra+ZVC", True, code=3),
 )}
 FORMATS = tuple(FORMAT_REGISTRY)
 COMPRESSED = tuple(name for name, f in FORMAT_REGISTRY.items() if f.compressed)

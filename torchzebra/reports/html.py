@@ -36,7 +36,7 @@ Capture = Callable[[Path], tuple[MapPictures, dict[str, Any]]]
 def showcase(points: list[Point], budget_points: float) -> Point | None:
     """The model whose layers (and masks, when its checkpoint is still there) the report shows: the Zebra model
     of largest reduction within the budget, else of largest reduction."""
-    zebra = [p for p in points if METHODS[p.method].zebra]
+    zebra = [p for p in points if METHODS[p.method].zebra_masks]
     within = list(best_within(zebra, budget_points).values())
     pool = within or zebra
     return max(pool, key=lambda p: p.best_reduction) if pool else None

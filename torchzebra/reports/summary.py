@@ -9,7 +9,7 @@ from pathlib import Path
 from ..core import COMPRESSED, format_title
 from ..errors import ZebraError
 from ..analysis.measure import TrafficReport
-from ..results import CHECKPOINT, METHODS, ResultError, method_title, read_result, result_file
+from ..results import BASELINE, CHECKPOINT, METHODS, ResultError, method_title, read_result, result_file
 from ..results.tables import DELTA_TOP1_TITLE, points_change
 
 
@@ -66,7 +66,7 @@ def load_points(run_dir: str | Path) -> list[Point]:
         result = read_result(path)
     except ResultError as error:
         raise ReportError(str(error)) from error
-    base = result.by_method("dense")
+    base = result.by_method(BASELINE)
     if base is None:
         raise ReportError(f"{path} has no dense baseline row to measure against")
     final = [row for row in result.rows if row.method in METHODS and METHODS[row.method].final]

@@ -5,7 +5,9 @@ registry is torch-free)."""
 from .._lazy import lazy_package
 
 __all__ = lazy_package(__name__, {
-    "methods": ["METHODS", "SLIM_FLOWS", "SWEEP_METHODS", "Method", "method_colour", "method_title"],
+    "methods": ["BASELINE", "CALIBRATED", "METHODS", "PRUNED_STAGE", "SPARSE_STAGE", "ZEBRA", "Method", "bind_extensions",
+                "method_colour", "method_extensions", "method_title", "register_method", "run_methods", "slim_flows",
+                "sweep_methods"],
     "schema": ["Machine", "ModelRow", "RunInfo", "RunResult", "model_row"],
     "store": ["CHECKPOINT", "REPORT", "SWEEP", "ResultError", "read_result", "result_file", "stage_traffic",
               "write_result"],

@@ -23,8 +23,6 @@ MARKER = "torchzebra_result"
 CHECKPOINT = "last.pt"  # a stage folder's checkpoint
 REPORT = "report.json"  # the result of a train, run or slim folder
 SWEEP = "sweep.json"  # the result of a sweep folder
-_LEGACY_FOLDERS = {"dense": "baseline", "zebra": "zebra", "slim": "slim", "slim-zebra": "slim-zebra",
-                   "slim-sparse": "sparse"}
 
 
 class ResultError(ZebraError):
@@ -116,7 +114,7 @@ def _legacy(values: dict[str, Any], path: Path) -> RunResult:
         for row in values["rows"]:
             method = titles[row["model"]]
             traffic = TrafficReport.from_dict(reports[row["model"]]) if reports.get(row["model"]) else None
-            folder = path.parent / _LEGACY_FOLDERS[method] if method in _LEGACY_FOLDERS else None
+            folder = path.parent / METHODS[method].folder if METHODS[method].folder else None
             rows.append(_legacy_row(row["model"], method, row, traffic, folder))
         kind = "slim" if "flow" in values else "run"
         return RunResult(kind, info, values["config"], values.get("reference", "dense baseline"), tuple(rows))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..core import COMPRESSED, FORMATS, format_title
 from ..analysis.measure import TrafficReport
+from .methods import METHODS
 from .schema import ModelRow, RunResult
 
 # One sign convention for every top-1 change the project prints: the model's top-1 minus the reference's, in
@@ -72,7 +73,7 @@ def run_markdown(result: RunResult) -> str:
     config = result.config
     zebra = config["zebra"]
     baseline, model = result.rows[0].traffic, result.rows[1].traffic
-    scratch = result.rows[1].method == "zebra-scratch"
+    scratch = METHODS[result.rows[1].method].start == "scratch"
     recipe = ("Zebra trained from scratch with the same recipe and seed" if scratch
               else f"Zebra fine-tuned {config['finetune']['epochs']} epochs from it")
     distill = config.get("distill", {"weight": 0})
@@ -106,7 +107,7 @@ def slim_markdown(result: RunResult, flow: str) -> str:
     """The whole report of a ``zebra slim`` flow as Markdown."""
     config, s = result.config, result.config["slim"]
     shown = {row.label: row.traffic for row in result.rows
-             if row.label == result.reference or (row.method != "slim-sparse" and row.method != "slim-pruned")}
+             if row.label == result.reference or row.method not in METHODS or METHODS[row.method].final}
     return "\n".join([
         f"# torchzebra Network Slimming — flow `{flow}`",
         "",

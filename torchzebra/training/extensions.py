@@ -21,6 +21,7 @@ from .. import slim
 from ..nn import set_penalty
 from ..recipe import Distiller, ZebraRecipe
 from ..config.run import OptimSection, RunConfig, ZebraSection
+from ..results.methods import SPARSE_STAGE, bind_extensions
 from .distributed import World
 
 
@@ -171,3 +172,6 @@ def distillation(config: RunConfig, teacher: nn.Module) -> list[Extension]:
     """Distillation from ``teacher`` with the run's ``distill`` settings (none while its weight is 0)."""
     d = config.distill
     return [Distillation(teacher, d.weight, d.temperature)] if d.weight else []
+
+
+bind_extensions(SPARSE_STAGE, slimming)  # the method registry's entry for Network Slimming's sparsity stage

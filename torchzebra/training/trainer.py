@@ -24,7 +24,7 @@ from ..data import DataSpec, DeviceBatches, batch_maker, build_datasets, loader_
 from ..analysis.measure import TrafficReport, measure
 from ..models import build_model
 from ..nn import prepare
-from ..results import CHECKPOINT, REPORT, Machine, RunInfo, RunResult, model_row, write_result
+from ..results import BASELINE, CHECKPOINT, REPORT, ZEBRA, Machine, RunInfo, RunResult, model_row, write_result
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, load_weights, save_checkpoint
 from ..config.run import (ConfigError, DataSection, OptimSection, RunConfig, apply_override, from_dict, same_settings,
@@ -358,7 +358,7 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 def _write_report(report: TrafficReport, run_dir: Path, config: RunConfig, zebra: bool, seconds: float,
                   device: torch.device) -> None:
     """The stage's ``report.json`` (a one-row result) and ``traffic.csv``."""
-    row = model_row(run_dir.name, "zebra" if zebra else "dense", report, report, seconds=seconds, folder=run_dir)
+    row = model_row(run_dir.name, ZEBRA if zebra else BASELINE, report, report, seconds=seconds, folder=run_dir)
     info = RunInfo("zebra train", Machine.here(device), seconds)
     write_result(run_dir / REPORT, RunResult("train", info, config.to_dict(), row.label, (row,)))
     report.to_csv(run_dir / "traffic.csv")

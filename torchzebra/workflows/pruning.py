@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
@@ -15,16 +14,14 @@ from ..analysis.cost import model_cost
 from ..data import DataSpec
 from ..errors import ZebraError
 from ..analysis.measure import TrafficReport
-from ..results import CHECKPOINT, METHODS, SLIM_FLOWS, RunResult, model_row
+from ..results import (BASELINE, CHECKPOINT, METHODS, PRUNED_STAGE, SPARSE_STAGE, ZEBRA, RunResult, method_extensions,
+                       model_row, slim_flows)
 from ..results.tables import slim_markdown
 from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ..config.run import RunConfig, save_config
-from ..training.extensions import slimming
+from ..config.run import OptimSection, RunConfig, save_config
 from .run import publish, run_info, stage_row
 from ..training.trainer import TrainResult, build_data, evaluate, example_inputs, rebuild, resolve_device, train
 
-# Each flow's fine-tuned methods (after sparsity training and pruning); `compare` trains the baseline and Zebra first.
-FOLDERS = {"dense": "baseline", "zebra": "zebra", "slim-sparse": "sparse", "slim": "slim", "slim-zebra": "slim-zebra"}
 PRUNED = "pruned.pt"
 
 
@@ -66,11 +63,16 @@ class _Stages:
         self.number += 1
         print(f"[{self.number}/{self.total}] {title}", flush=True)
 
-    def train(self, method: str, title: str, **kwargs: Any) -> TrainResult:
-        folder = self.run_dir / FOLDERS[method]
-        stage = kwargs["stage"]
+    def train(self, method: str, title: str, stage: OptimSection, init: Path | None = None,
+              zebra_masks: bool | None = None) -> TrainResult:
+        """Train ``method``'s stage in its folder, with its extensions, and with Zebra's masks when it has them
+        (``zebra_masks`` overrides that: the joint flow's sparsity training has them)."""
+        entry = METHODS[method]
+        folder = self.run_dir / entry.folder
         self.announce(f"{title}: {stage.epochs} epochs -> {folder}")
-        return train(self.config, folder, resume=self.resume, progress=self.progress, **kwargs)
+        masks = entry.zebra_masks if zebra_masks is None else zebra_masks
+        return train(self.config, folder, stage=stage, zebra=masks, init=init, resume=self.resume,
+                     extensions=method_extensions(method, self.config), progress=self.progress)
 
 
 def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume: bool = False,
@@ -82,32 +84,33 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     sparsity trained together, prune, fine-tune with Zebra. ``compare``: the dense baseline, Zebra
     fine-tuned from it, ``slim`` and ``slim-zebra`` (sharing one sparsity-trained model), side by side.
     """
-    if flow not in SLIM_FLOWS:
-        raise ZebraError(f"flow={flow!r} is unknown: use one of {', '.join(SLIM_FLOWS)}")
+    flows = slim_flows()
+    if flow not in flows:
+        raise ZebraError(f"flow={flow!r} is unknown: use one of {', '.join(flows)}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
     compare = flow == "compare"
-    stages = _Stages(config, run_dir, resume, progress, 2 * compare + 2 + len(SLIM_FLOWS[flow]))
+    stages = _Stages(config, run_dir, resume, progress, 2 * compare + 2 + len(flows[flow]))
     trained: dict[str, TrainResult] = {}
     if compare:
-        trained["dense"] = stages.train("dense", "dense baseline", stage=config.train, zebra=False)
-        trained["zebra"] = stages.train("zebra", "Zebra fine-tune from the baseline", stage=config.finetune, zebra=True,
-                                        init=run_dir / FOLDERS["dense"] / CHECKPOINT)
+        trained[BASELINE] = stages.train(BASELINE, "dense baseline", config.train)
+        trained[ZEBRA] = stages.train(ZEBRA, "Zebra fine-tune from the baseline", config.finetune,
+                                      init=run_dir / METHODS[BASELINE].folder / CHECKPOINT)
     joint = flow == "joint"
-    trained["slim-sparse"] = stages.train(
-        "slim-sparse", f"sparsity training (s={config.slim.s:g}{', with Zebra' if joint else ''})", stage=config.train,
-        zebra=joint, extensions=slimming(config))
+    trained[SPARSE_STAGE] = stages.train(
+        SPARSE_STAGE, f"sparsity training (s={config.slim.s:g}{', with Zebra' if joint else ''})", config.train,
+        zebra_masks=joint)
     pruned_path = run_dir / PRUNED
     stages.announce(f"prune {config.slim.ratio:.0%} of the channels -> {pruned_path}")
     if not (resume and pruned_path.exists()):
-        print(prune_checkpoint(run_dir / FOLDERS["slim-sparse"] / CHECKPOINT, pruned_path), flush=True)
+        print(prune_checkpoint(run_dir / METHODS[SPARSE_STAGE].folder / CHECKPOINT, pruned_path), flush=True)
     pruned = _evaluate_checkpoint(pruned_path, progress)
-    for method in SLIM_FLOWS[flow]:
-        zebra = METHODS[method].zebra
-        trained[method] = stages.train(method, f"fine-tune the pruned model{' with Zebra' if zebra else ''}",
-                                       stage=config.finetune, zebra=zebra, init=pruned_path)
+    for method in flows[flow]:
+        masks = METHODS[method].zebra_masks
+        trained[method] = stages.train(method, f"fine-tune the pruned model{' with Zebra' if masks else ''}",
+                                       config.finetune, init=pruned_path)
     result = _result(config, flow, trained, pruned, run_info(f"zebra slim --flow {flow}", config, started))
     return publish(run_dir, result, slim_markdown(result, flow))
 
@@ -117,18 +120,18 @@ def _result(config: RunConfig, flow: str, trained: dict[str, TrainResult], prune
     """The flow's rows (baseline, Zebra, sparsity-trained, pruned, fine-tuned), with parameters and MACs, every
     reduction against the dense baseline (or, without one, the sparsity-trained model)."""
     pruned_model, pruned_report, spec = pruned
-    reference = trained["dense" if "dense" in trained else "slim-sparse"].report
+    reference_method = BASELINE if BASELINE in trained else SPARSE_STAGE
+    reference = trained[reference_method].report
     inputs = example_inputs(spec)
     rows = []
-    for method in ("dense", "zebra", "slim-sparse", "slim-pruned", "slim", "slim-zebra"):
-        if method == "slim-pruned":
+    for method, stage in trained.items():  # in the order they were trained, the pruned model after its source
+        cost = model_cost(stage.model, inputs)
+        rows.append(stage_row(method, stage, reference, params=cost.params, macs=cost.macs))
+        if method == SPARSE_STAGE:
             cost = model_cost(pruned_model, inputs)
-            rows.append(model_row(METHODS[method].title, method, pruned_report, reference, params=cost.params,
-                                  macs=cost.macs))
-        elif method in trained:
-            cost = model_cost(trained[method].model, inputs)
-            rows.append(stage_row(method, trained[method], reference, params=cost.params, macs=cost.macs))
-    label = METHODS["dense" if "dense" in trained else "slim-sparse"].title
+            rows.append(model_row(METHODS[PRUNED_STAGE].title, PRUNED_STAGE, pruned_report, reference,
+                                  params=cost.params, macs=cost.macs))
+    label = METHODS[reference_method].title
     return RunResult("slim", info, config.to_dict(), label, tuple(rows))
 
 

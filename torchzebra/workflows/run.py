@@ -9,7 +9,8 @@ from typing import Any
 
 from .._io import atomic_write_text
 from ..analysis.measure import TrafficReport
-from ..results import CHECKPOINT, METHODS, REPORT, Machine, ModelRow, RunInfo, RunResult, model_row, write_result
+from ..results import (BASELINE, CHECKPOINT, METHODS, REPORT, Machine, ModelRow, RunInfo, RunResult, method_extensions,
+                       model_row, write_result)
 from ..results.tables import run_markdown
 from ..nn import plain_model
 from ..config.run import RunConfig, save_config
@@ -56,16 +57,19 @@ def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False,
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
-    print(f"[1/2] dense baseline: {config.train.epochs} epochs -> {run_dir / 'baseline'}", flush=True)
-    baseline = train(config, run_dir / "baseline", stage=config.train, zebra=False, resume=resume, progress=progress)
-    method = METHODS[config.run.method]
+    dense, method = METHODS[BASELINE], METHODS[config.run.method]
+    print(f"[1/2] dense baseline: {config.train.epochs} epochs -> {run_dir / dense.folder}", flush=True)
+    baseline = train(config, run_dir / dense.folder, stage=config.train, zebra=dense.zebra_masks, resume=resume,
+                     progress=progress)
     scratch = method.start == "scratch"
     stage = config.train if scratch else config.finetune
-    print(f"[2/2] {method.description}: {stage.epochs} epochs -> {run_dir / 'zebra'}", flush=True)
-    zebra = train(config, run_dir / "zebra", stage=stage, zebra=True, init=None if scratch else run_dir / "baseline" / CHECKPOINT,
-                  resume=resume, extensions=distillation(config, plain_model(baseline.model)), progress=progress)
-    rows = (stage_row("dense", baseline, baseline.report), stage_row(method.name, zebra, baseline.report))
+    print(f"[2/2] {method.description}: {stage.epochs} epochs -> {run_dir / method.folder}", flush=True)
+    extensions = [*method_extensions(method.name, config), *distillation(config, plain_model(baseline.model))]
+    zebra = train(config, run_dir / method.folder, stage=stage, zebra=method.zebra_masks,
+                  init=None if scratch else run_dir / dense.folder / CHECKPOINT, resume=resume, extensions=extensions,
+                  progress=progress)
+    rows = (stage_row(BASELINE, baseline, baseline.report), stage_row(method.name, zebra, baseline.report))
     result = RunResult("run", run_info("zebra run", config, started), config.to_dict(), rows[0].label, rows)
     publish(run_dir, result, run_markdown(result))
-    run_estimate(run_dir, run_dir / "zebra" / CHECKPOINT, zebra.report)  # estimate.json: the presets' cycles
+    run_estimate(run_dir, run_dir / method.folder / CHECKPOINT, zebra.report)  # estimate.json: the presets' cycles
     return result

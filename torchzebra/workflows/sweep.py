@@ -17,17 +17,15 @@ from .._io import atomic_write_text
 from ..nn.config import ZebraConfig
 from ..core import FORMATS
 from ..analysis.measure import TrafficReport
-from ..results import (CHECKPOINT, METHODS, REPORT, SWEEP, SWEEP_METHODS, ModelRow, RunResult, read_result,
-                       write_result)
+from ..results import (BASELINE, CHECKPOINT, METHODS, REPORT, SPARSE_STAGE, SWEEP, ModelRow, RunResult,
+                       method_extensions, read_result, sweep_methods, write_result)
 from ..training.checkpoint import load_checkpoint
 from ..config.run import (ConfigError, RunConfig, SweepSection, ZebraSection, from_dict, same_settings, save_config,
                           with_value)
-from ..training.extensions import distillation, slimming
+from ..training.extensions import distillation
 from .run import run_info, stage_row
 from .pruning import prune_checkpoint
 from ..training.trainer import TrainResult, load_trained, train
-
-BASELINE = "dense"
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -68,9 +66,9 @@ def _method_points(sweep: SweepSection) -> list[tuple[str, dict[str, Any]]]:
                 if ":" not in key or key.split(":", 1)[0] == method}
         pairs += [(method, point) for point in grid_points(axes)]
     for extra in sweep.points:
-        if not isinstance(extra, dict) or extra.get("method") not in SWEEP_METHODS:
+        if not isinstance(extra, dict) or extra.get("method") not in sweep_methods():
             raise ConfigError(f"sweep.points entry {extra!r} is invalid: give a mapping with a method "
-                              f"({', '.join(SWEEP_METHODS)}) and settings, e.g. {{method: zebra, zebra.lam: 0.1}}")
+                              f"({', '.join(sweep_methods())}) and settings, e.g. {{method: zebra, zebra.lam: 0.1}}")
         pairs.append((extra["method"], {key: value for key, value in extra.items() if key != "method"}))
     unique = []
     for method, point in pairs:
@@ -91,7 +89,7 @@ def _applies(method: str, key: str) -> bool:
     without Zebra, Network Slimming's to a method that does not start from the pruned model."""
     section, _, name = key.partition(".")
     if section == "zebra":
-        return METHODS[method].zebra or name not in ZEBRA_TRAINING
+        return METHODS[method].zebra_masks or name not in ZEBRA_TRAINING
     return section != "slim" or METHODS[method].start == "pruned"
 
 
@@ -142,23 +140,25 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
     started = time.perf_counter()
     values = config.to_dict()
     base_config = _stage_config(values, {})
-    print(f"[baseline] {base_config.train.epochs} epochs -> {run_dir / 'baseline'}", flush=True)
-    baseline = _stage(base_config, run_dir / "baseline", progress, stage=base_config.train, zebra=False)
+    dense = run_dir / METHODS[BASELINE].folder
+    print(f"[baseline] {base_config.train.epochs} epochs -> {dense}", flush=True)
+    baseline = _stage(base_config, dense, progress, stage=base_config.train, zebra=METHODS[BASELINE].zebra_masks)
     rows = [_row(BASELINE, BASELINE, {}, baseline, baseline.report, baseline.seconds)]
     teacher = None
     for index, (method, point, stage_config) in enumerate(plan, 1):
         name = point_name(method, point)
         print(f"[{index}/{len(plan)}] {name}", flush=True)
-        start, stage, init, extra = METHODS[method].start, stage_config.finetune, run_dir / "baseline" / CHECKPOINT, 0.0
+        start, stage, init, extra = METHODS[method].start, stage_config.finetune, dense / CHECKPOINT, 0.0
         if start == "pruned":
             slim_settings = {key: value for key, value in point.items() if key.startswith("slim.")}
             init, extra = _pruned(_stage_config(values, slim_settings), run_dir, progress)
         elif start == "scratch":
             stage, init = stage_config.train, None
         if stage_config.distill.weight and teacher is None:
-            teacher = load_trained(run_dir / "baseline" / CHECKPOINT)[0]  # once, for every point that distils
-        trained = _stage(stage_config, run_dir / "points" / name, progress, stage=stage, zebra=METHODS[method].zebra,
-                         init=init, extensions=distillation(stage_config, teacher))
+            teacher = load_trained(dense / CHECKPOINT)[0]  # once, for every point that distils
+        extensions = [*method_extensions(method, stage_config), *distillation(stage_config, teacher)]
+        trained = _stage(stage_config, run_dir / "points" / name, progress, stage=stage,
+                         zebra=METHODS[method].zebra_masks, init=init, extensions=extensions)
         rows.append(_row(point_label(method, point), method, point, trained, baseline.report, trained.seconds + extra))
         _write(run_dir, config, rows, started)
     return _write(run_dir, config, rows, started)
@@ -166,9 +166,9 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
 
 def _plan(config: RunConfig) -> list[tuple[str, dict[str, Any], RunConfig]]:
     """(method, point, the point's config) of every point of the sweep, each config validated."""
-    unknown = sorted(set(config.sweep.methods) - set(SWEEP_METHODS))
+    unknown = sorted(set(config.sweep.methods) - set(sweep_methods()))
     if unknown or not (config.sweep.methods or config.sweep.points):
-        raise ConfigError(f"sweep.methods={config.sweep.methods!r} is invalid: use some of {', '.join(SWEEP_METHODS)} "
+        raise ConfigError(f"sweep.methods={config.sweep.methods!r} is invalid: use some of {', '.join(sweep_methods())} "
                           "(or none, with sweep.points)")
     scopes = {key.split(":", 1)[0] for key in config.sweep.grid if ":" in key}
     if scopes - set(config.sweep.methods):
@@ -182,7 +182,8 @@ def _plan(config: RunConfig) -> list[tuple[str, dict[str, Any], RunConfig]]:
 def _pruned(config: RunConfig, run_dir: Path, progress: bool) -> tuple[Path, float]:
     """The pruned checkpoint for ``config.slim`` (its sparsity-trained model is shared by all its points)."""
     folder = run_dir / f"sparse-s{config.slim.s:g}"
-    sparse = _stage(config, folder, progress, stage=config.train, zebra=False, extensions=slimming(config))
+    sparse = _stage(config, folder, progress, stage=config.train, zebra=METHODS[SPARSE_STAGE].zebra_masks,
+                    extensions=method_extensions(SPARSE_STAGE, config))
     pruned = folder / f"pruned-r{config.slim.ratio:g}-m{config.slim.min_channels}.pt"
     if not pruned.is_file():
         prune_checkpoint(folder / CHECKPOINT, pruned)
