@@ -143,7 +143,8 @@ def _export(args: argparse.Namespace) -> int:
     result = export_checkpoint(args.checkpoint, args.out, args.images, args.format, args.bits, args.per_channel,
                                args.set, progress=not args.quiet)
     print(f"wrote {args.out}/topology.csv, layout.csv and layers.csv ({result['topology']} layers, SCALE-Sim), "
-          f"{args.out}/density.yaml ({result['layers']} activation maps), {args.out}/maps/ "
+          f"{args.out}/density.yaml ({result['layers']} activation maps), {args.out}/timeloop/ (a Timeloop/Sparseloop "
+          f"file per layer), {args.out}/maps/ "
           f"({len(result['maps']['files'])} streams of {result['maps']['images']} images, {args.format}, "
           f"{result['maps']['bits']}-bit)")
     if args.onnx:
