@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -43,8 +42,8 @@ def deviation(name: str, network: str, venv: Path, scratch: Path) -> tuple[float
     array = (spec.rows, spec.cols)
     layers, simulated, _ = check.simulate(model, batches, scratch / f"{name}-{network}", check.scalesim_python(venv),
                                           array, 64, spec.dataflow)
-    spread = [abs(d) for d in check.deviations(layers, simulated, array, spec.dataflow)]
-    return statistics.median(spread), max(spread), len(spread)
+    spread = check.spread(check.deviations(layers, simulated, array, spec.dataflow))
+    return spread["median"], spread["max"], len(layers)
 
 
 def table(run: Path, venv: Path) -> str:

@@ -3,10 +3,12 @@ bandwidth, on-chip maps, the JSON shape and bad descriptions."""
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
 import yaml
+from torch import nn
 
 import torchzebra as tz
 from torchzebra.accelerator import (PRESETS, Accelerator, AcceleratorError, Gemm, compute_cycles, estimate,
@@ -125,6 +127,48 @@ def test_on_chip_keeps_what_fits(measured):
     mid = estimate(model, x, report, [middle], on_chip=True).accelerators["mid"]
     assert mid.total("zebra_zvc").dram_bytes < off.total("zebra_zvc").dram_bytes
     assert mid.total("dense").dram_bytes == off.total("dense").dram_bytes
+
+
+@pytest.fixture
+def partly_counted():
+    """A model whose second conv block is kept whole: its relu is not instrumented, half the activations."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                          nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # prepare's own warning about the block is test_any_cnn's
+        prepared = tz.prepare(model, tz.ZebraConfig(block_size=2, threshold=0.2, leaf_modules=["2"]))
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return prepared, x, tz.measure(prepared, [x])
+
+
+def test_an_incomplete_report_warns_once_and_the_json_carries_its_coverage(partly_counted, measured):
+    model, x, report = partly_counted
+    assert report.coverage == 0.5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = estimate(model, x, report, ["eyeriss", "tpu-v1"])
+    assert len(caught) == 1  # once, not once per accelerator
+    message = str(caught[0].message)
+    assert "\n" not in message and "counts 50.0% of the activation elements" in message
+    assert "leaves the uncounted maps' DRAM bytes out" in message
+    assert result.to_dict()["coverage"] == 0.5
+    model, x, report = measured
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every map counted: no warning
+        assert estimate(model, x, report, ["eyeriss"]).to_dict()["coverage"] == 1.0
+
+
+def test_zebra_estimate_prints_the_coverage_warning_as_one_line(partly_counted, monkeypatch, tmp_path, capsys):
+    from torchzebra.cli import verbs
+    model, x, report = partly_counted
+    monkeypatch.setattr(verbs, "estimate_checkpoint", lambda *args, **kwargs: estimate(model, x, report, ["eyeriss"]))
+    assert main(["estimate", str(tmp_path / "last.pt"), "--json", str(tmp_path / "e.json")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["zebra estimate: warning: the traffic report counts 50.0% of the activation elements on 4-D maps: "
+                   "the estimate leaves the uncounted maps' DRAM bytes out, so its speed-ups and savings are not the "
+                   "whole model's (docs/ACCELERATORS.md)"]
+    assert json.loads((tmp_path / "e.json").read_text())["coverage"] == 0.5
 
 
 def test_presets_load_and_say_where_their_numbers_come_from():

@@ -15,7 +15,8 @@ from torch import nn
 
 import torchzebra as tz
 from torchzebra.core import FORMATS
-from torchzebra.export import conv_layers, conv_maps_csv, density_yaml, layout_csv, topology_csv
+from torchzebra.export import (conv_layers, conv_maps_csv, density_yaml, layer_file_name, layout_csv, timeloop_document,
+                               timeloop_yaml, topology_csv, write_timeloop)
 from torchzebra.models import ResNet18
 
 
@@ -193,3 +194,31 @@ def test_density_yaml_has_bytes_per_format():
     _, _, report = _links("depthwise")
     document = yaml.safe_load(density_yaml(report, {"model": "depthwise"}))
     assert [layer["bytes"] for layer in document["layers"]] == [layer.bytes for layer in report.layers]
+
+
+def test_timeloop_files_parse_and_carry_the_layers_shape_and_measured_densities(tmp_path):
+    _, layers, report = _links("depthwise")
+    sites = {site.name: site for site in report.layers}
+    assert write_timeloop(tmp_path, layers, report) == len(layers) == len(list(tmp_path.iterdir()))
+    a, b = (yaml.safe_load((tmp_path / layer_file_name(i, layers[i])).read_text()) for i in (0, 1))
+    # a: 3x3 stride-2 conv, 3 -> 4 channels, 18x18 input -> 9x9; reads the image (dense), writes act_in
+    assert {k: a["problem"]["instance"][k] for k in "CMRSNPQ"} == {"C": 3, "M": 4, "R": 3, "S": 3, "N": 1, "P": 9,
+                                                                    "Q": 9}
+    assert a["problem"]["instance"]["Hstride"] == a["problem"]["instance"]["Wstride"] == 2
+    assert a["problem"]["shape"]["dimensions"] == ["C", "M", "R", "S", "N", "P", "Q"]
+    assert a["problem"]["instance"]["densities"] == {
+        "Outputs": {"distribution": "hypergeometric", "density": round(sites["act_in"].density, 6)}}
+    outputs = a["torchzebra"]["maps"]["Outputs"]
+    assert outputs["site"] == "act_in" and outputs["block_density"] == round(sites["act_in"].block_density, 6)
+    assert 0 < outputs["block_density"] < 1 and outputs["element_density"] <= outputs["density_in_nonzero_blocks"]
+    # a block bitmask over an element bitmask, at DRAM, for each measured map
+    assert a["sparse_optimizations"]["targets"] == [{"name": "DRAM", "representation_format": {"data_spaces": [
+        {"name": "Outputs", "ranks": [{"format": "B"}, {"format": "B"}]}]}}]
+    # b: the depthwise row, one channel run four times, reading act_in and writing act_mid
+    assert (b["problem"]["instance"]["C"], b["problem"]["instance"]["M"], b["torchzebra"]["repeat"]) == (1, 1, 4)
+    assert b["problem"]["instance"]["densities"]["Inputs"]["density"] == round(sites["act_in"].density, 6)
+    assert b["torchzebra"]["maps"]["Outputs"]["site"] == "act_mid"
+    dense = yaml.safe_load(timeloop_yaml(layers[1], report, "dense"))
+    assert dense["sparse_optimizations"]["targets"] == []
+    zebra = timeloop_document(layers[1], report, "zebra")["sparse_optimizations"]["targets"][0]
+    assert zebra["representation_format"]["data_spaces"][0]["ranks"] == [{"format": "B"}, {"format": "U"}]

@@ -11,6 +11,7 @@ after another); speed-up and savings compare each format with dense on the same 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable
 
@@ -124,10 +125,12 @@ class Estimate:
     images: int
     bits: int
     on_chip: bool
+    coverage: float | None = None  # the report's: the fraction of the activation elements its maps count
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON that ``zebra estimate --json`` writes."""
         return {"images": self.images, "bits": self.bits, "on_chip": self.on_chip, "per": "image",
+                "coverage": self.coverage,
                 "accelerators": {name: est.to_dict() for name, est in self.accelerators.items()}}
 
     def __str__(self) -> str:
@@ -139,12 +142,27 @@ class Estimate:
 def estimate_layers(layers: list[ConvLayer], report: TrafficReport,
                     accelerators: Iterable[str | Accelerator] = PRESETS, on_chip: bool = False) -> Estimate:
     """The estimate of topology rows (``export.conv_layers``) whose maps ``report`` measured, on each accelerator
-    (a preset name, a YAML path or an ``Accelerator``); ``on_chip`` keeps the maps that fit in its buffers."""
+    (a preset name, a YAML path or an ``Accelerator``); ``on_chip`` keeps the maps that fit in its buffers.
+    Warns once when the report left some activation maps uncounted: their bytes are not in the estimate."""
+    warn_if_incomplete(report)
     results = {}
     for spec in load_accelerators(accelerators):
         work = layer_work(layers, report, spec if on_chip else None)
         results[spec.name] = AcceleratorEstimate(spec, [layer_cost(w, spec, report.bits) for w in work])
-    return Estimate(results, report.images, report.bits, on_chip)
+    return Estimate(results, report.images, report.bits, on_chip, report.coverage)
+
+
+def warn_if_incomplete(report: TrafficReport) -> None:
+    """One warning line when ``report`` does not count every activation map (``TrafficReport.complete``)."""
+    if report.complete:
+        return
+    gaps = []
+    if report.coverage is not None and report.coverage < 1.0:
+        gaps.append(f"counts {report.coverage:.1%} of the activation elements on 4-D maps")
+    if report.skipped:
+        gaps.append(f"skips call site(s) {', '.join(report.skipped)}")
+    warnings.warn(f"the traffic report {' and '.join(gaps)}: the estimate leaves the uncounted maps' DRAM bytes out, "
+                  "so its speed-ups and savings are not the whole model's (docs/ACCELERATORS.md)", stacklevel=3)
 
 
 def estimate(model: nn.Module, inputs: torch.Tensor, report: TrafficReport,

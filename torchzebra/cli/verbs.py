@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from .._io import atomic_write_text
@@ -142,7 +143,8 @@ def _export(args: argparse.Namespace) -> int:
     result = export_checkpoint(args.checkpoint, args.out, args.images, args.format, args.bits, args.per_channel,
                                args.set, progress=not args.quiet)
     print(f"wrote {args.out}/topology.csv, layout.csv and layers.csv ({result['topology']} layers, SCALE-Sim), "
-          f"{args.out}/density.yaml ({result['layers']} activation maps), {args.out}/maps/ "
+          f"{args.out}/density.yaml ({result['layers']} activation maps), {args.out}/timeloop/ (a Timeloop/Sparseloop "
+          f"file per layer), {args.out}/maps/ "
           f"({len(result['maps']['files'])} streams of {result['maps']['images']} images, {args.format}, "
           f"{result['maps']['bits']}-bit)")
     if args.onnx:
@@ -151,8 +153,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    result = estimate_checkpoint(args.checkpoint, args.accelerator or ACCELERATOR_PRESETS, args.images, args.on_chip,
-                                 args.set, progress=not args.quiet)
+    with warnings.catch_warnings(record=True) as caught:  # each warning (maps left uncounted) as one line
+        warnings.simplefilter("default")
+        result = estimate_checkpoint(args.checkpoint, args.accelerator or ACCELERATOR_PRESETS, args.images,
+                                     args.on_chip, args.set, progress=not args.quiet)
+    for warning in caught:
+        print(f"zebra estimate: warning: {warning.message}", file=sys.stderr)
     print(result)
     if args.json:
         write_estimate(args.json, result)

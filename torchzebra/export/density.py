@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from ..core import FORMATS
-from ..analysis.measure import TrafficReport
+from ..analysis.measure import LayerTraffic, TrafficReport
 
 
 def density_document(report: TrafficReport, description: dict[str, Any]) -> dict[str, Any]:
@@ -19,22 +19,19 @@ def density_document(report: TrafficReport, description: dict[str, Any]) -> dict
     ``sparseloop`` entry fills a ``problem.instance.densities`` tensor (this map is the ``Outputs`` of the
     layer that writes it and the ``Inputs`` of each layer that reads it).
     """
-    layers = []
-    for layer in report.layers:
-        in_blocks = layer.nonzero_block_elements
-        layers.append({
-            "name": layer.name,
-            "shape": list(layer.shape) if layer.shape else None,
-            "block_size": layer.block_size,
-            "maps": layer.maps,
-            "reads": layer.consumers,
-            "element_density": round(layer.density, 6),
-            "block_density": round(layer.block_density, 6),
-            "density_in_nonzero_blocks": round(layer.nonzero / in_blocks, 6) if in_blocks else 0.0,
-            "bytes": {fmt: layer.bytes[fmt] for fmt in FORMATS},
-            "sparseloop": {"distribution": "hypergeometric", "density": round(layer.density, 6)},
-        })
+    layers = [{"name": layer.name, "shape": list(layer.shape) if layer.shape else None, "block_size": layer.block_size,
+               "maps": layer.maps, "reads": layer.consumers, **map_statistics(layer),
+               "bytes": {fmt: layer.bytes[fmt] for fmt in FORMATS},
+               "sparseloop": {"distribution": "hypergeometric", "density": round(layer.density, 6)}}
+              for layer in report.layers]
     return {**description, "images": report.images, "top1": report.accuracy, "layers": layers}
+
+
+def map_statistics(layer: LayerTraffic) -> dict[str, float]:
+    """A map's element density, block density and density inside its non-zero blocks (rounded to 6 places)."""
+    in_blocks = layer.nonzero_block_elements
+    return {"element_density": round(layer.density, 6), "block_density": round(layer.block_density, 6),
+            "density_in_nonzero_blocks": round(layer.nonzero / in_blocks, 6) if in_blocks else 0.0}
 
 
 def density_yaml(report: TrafficReport, description: dict[str, Any]) -> str:

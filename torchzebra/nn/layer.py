@@ -23,8 +23,9 @@ class ZebraLayer(nn.Module):
     model). In training with grad enabled (and ``penalized``, which ``set_penalty`` turns off) it computes
     the zero-block penalty of the unmasked activation in the same forward (``last_penalty``, a scalar that
     ``zero_block_loss`` sums: a compiled model fuses it with the mask and hands back one number per layer,
-    not the map); on a GPU in eager mode the fused Triton kernels do all of it in one pass over the map
-    (``core/fused.py``); while ``tally`` is set it counts the traffic of every map it outputs. Inputs that
+    not the map); on a GPU in eager mode, once turned on (``TORCHZEBRA_FUSED_KERNELS=1`` or
+    ``core.set_fused_kernels(True)``; off by default), the fused Triton kernels do all of it in one pass over
+    the map (``core/fused.py``); while ``tally`` is set it counts the traffic of every map it outputs. Inputs that
     are not 4-D maps (a classifier's ReLU) pass through unchanged and are never counted.
     """
 

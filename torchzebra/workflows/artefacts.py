@@ -14,7 +14,7 @@ from ..core import validate_format
 from ..data import DataSpec
 from ..errors import ZebraError
 from ..export import (capture_maps, conv_layers, conv_maps_csv, density_yaml, export_maps, layout_csv, to_onnx,
-                      topology_csv)
+                      topology_csv, write_timeloop)
 from ..nn import zebra_layers
 from ..training.checkpoint import load_checkpoint
 from ..training.trainer import build_data, evaluate, example_inputs, load_trained, rebuild, resolve_device
@@ -23,8 +23,8 @@ from ..training.trainer import build_data, evaluate, example_inputs, load_traine
 def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[int] | tuple[int, ...] = (0, 1, 2, 3),
                       fmt: str = "zebra_zvc", bits: int | None = None, per_channel: bool = False,
                       overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict[str, Any]:
-    """Write ``topology.csv``, ``layout.csv`` and ``layers.csv`` (SCALE-Sim), ``density.yaml`` (measured on the
-    test split) and ``maps/``
+    """Write ``topology.csv``, ``layout.csv`` and ``layers.csv`` (SCALE-Sim), ``density.yaml`` and ``timeloop/``
+    (one Timeloop/Sparseloop file per row, maps in ``fmt``; densities measured on the test split) and ``maps/``
     (one codec stream per layer holding the test images ``images``) for ``checkpoint`` into ``folder``."""
     fmt = validate_format(fmt)
     payload = load_checkpoint(checkpoint)
@@ -48,6 +48,7 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[i
     description = {"checkpoint": str(checkpoint), "model": config.model.name, "options": config.model.options,
                    "data": config.data.name, "bits": bits}
     atomic_write_text(folder / "density.yaml", density_yaml(report, description))
+    write_timeloop(folder / "timeloop", layers, report, fmt)
     batch = torch.stack([test_set[i][0] for i in images])
     manifest = export_maps(model, batch, folder / "maps", fmt, bits, per_channel)
     return {"topology": len(layers), "layers": len(report.layers), "maps": manifest, "folder": str(folder)}
