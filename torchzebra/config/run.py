@@ -25,6 +25,9 @@ from ..errors import ZebraError
 from ..recipe import validate_schedule
 
 SCHEDULES = ("onecycle", "cosine", "constant")
+# Field metadata of a setting that changes how a run executes or logs, not what it trains: a resume or a sweep rerun
+# may change it (``changed_settings`` skips it). data.workers carries the same literal marker in data/registry.py.
+SAME_RESULTS = types.MappingProxyType({"changes_results": False})
 RUN_METHODS = ("zebra", "zebra-scratch")  # what `zebra run` can train beside the dense baseline
 
 
@@ -57,7 +60,7 @@ class OptimSection:
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
-    tensorboard: bool = False  # also log every epoch to RUN_DIR/tensorboard (pip install 'torchzebra[tensorboard]')
+    tensorboard: bool = field(default=False, metadata=SAME_RESULTS)  # also log every epoch to RUN_DIR/tensorboard (pip install 'torchzebra[tensorboard]')
     compile: bool | None = None  # torch.compile the training forward/backward; null: on a GPU only (see docs/PERFORMANCE.md)
 
 
@@ -123,7 +126,7 @@ class SweepSection:
 @dataclass
 class RunConfig:
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = field(default="auto", metadata=SAME_RESULTS)  # auto | cpu | cuda | cuda:N
     bits: int = 8
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -242,12 +245,29 @@ def _validate(config: RunConfig) -> None:
             raise ConfigError(f"{name}.schedule={schedule!r} is invalid: use one of {', '.join(SCHEDULES)}")
 
 
-def same_settings(saved: dict[str, Any], config: RunConfig) -> bool:
-    """Whether settings saved by an earlier version equal ``config`` (sections added since take defaults)."""
+def changed_settings(saved: dict[str, Any], current: Any, prefix: str = "") -> list[str]:
+    """The settings that can change results whose value in ``saved`` (plain values, maybe written by an earlier
+    version: settings added since take defaults) differs from ``current`` (a RunConfig, or one of its sections
+    under ``prefix``), as ``key=saved (here current)``; settings marked ``SAME_RESULTS`` are not compared."""
     try:
-        return from_dict(saved).to_dict() == config.to_dict()
-    except ConfigError:
-        return False
+        old = from_dict(saved) if isinstance(current, RunConfig) else _build(type(current), saved, prefix)
+    except ConfigError as error:
+        return [f"{prefix or 'config'} unreadable ({error})"]
+    return _differences(old, current, f"{prefix}." if prefix else "")
+
+
+def _differences(old: Any, new: Any, prefix: str) -> list[str]:
+    """``changed_settings`` of two instances of one section class."""
+    found = []
+    for item in dataclasses.fields(new):
+        if not item.metadata.get("changes_results", True):
+            continue
+        before, after = getattr(old, item.name), getattr(new, item.name)
+        if dataclasses.is_dataclass(after):
+            found += _differences(before, after, f"{prefix}{item.name}.")
+        elif _plain(before) != _plain(after):
+            found.append(f"{prefix}{item.name}={_plain(before)!r} (here {_plain(after)!r})")
+    return found
 
 
 def _merge(base: dict, update: dict) -> dict:

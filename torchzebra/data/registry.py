@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +39,7 @@ class DataSection:
     size: int | None = None
     batch_size: int = 128
     eval_batch_size: int = 512
-    workers: int = 0
+    workers: int = field(default=0, metadata={"changes_results": False})  # not compared on resume (config.SAME_RESULTS)
     loader: Literal["auto", "workers", "device"] = "auto"  # device: in-memory and synthetic batches made on the
     # device (one gather, per-batch augmentation); workers: a DataLoader; auto: device on CUDA, else workers
     augment: bool = True

@@ -17,7 +17,7 @@ from ..errors import ZebraError
 from ..analysis.measure import TrafficReport
 from ..results import CHECKPOINT, METHODS, SLIM_FLOWS, RunResult, model_row
 from ..results.tables import slim_markdown
-from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from ..config.run import RunConfig, save_config
 from ..training.extensions import slimming
 from .run import publish, run_info, stage_row
@@ -38,16 +38,14 @@ def prune_checkpoint(source: str | Path, target: str | Path | None,
         raise CheckpointError(f"the pruned model would overwrite {source}: write it to another file")
     payload = load_checkpoint(source)
     model, config = rebuild(payload, overrides, f"checkpoint {source}")
-    inputs = example_inputs(DataSpec(**payload["spec"]))
+    inputs = example_inputs(DataSpec(**payload.spec))
     section = config.slim
     plan = slim.plan(model, section.ratio, inputs, min_channels=section.min_channels, exclude=section.exclude)
     if target is None:
         return plan
     pruned = slim.prune(model, plan=plan, example_inputs=inputs)
-    save_checkpoint(target, {
-        "config": config.to_dict(), "spec": payload["spec"], "zebra": payload["zebra"], "model": pruned.state_dict(),
-        "structure": slim.structure(pruned), "plan": asdict(plan), "pruned_from": str(source),
-    })
+    save_checkpoint(target, Checkpoint(pruned.state_dict(), config.to_dict(), payload.spec, payload.masked,
+                                       slim.structure(pruned), derived_from=str(source), plan=asdict(plan)))
     return plan
 
 
@@ -68,8 +66,8 @@ class _Stages:
 
     def train(self, method: str, title: str, **kwargs: Any) -> TrainResult:
         folder = self.run_dir / FOLDERS[method]
-        stage = kwargs["stage"]
-        self.announce(f"{title}: {stage.epochs} epochs -> {folder}")
+        optim = kwargs["optim"]
+        self.announce(f"{title}: {optim.epochs} epochs -> {folder}")
         return train(self.config, folder, resume=self.resume, progress=self.progress, **kwargs)
 
 
@@ -92,13 +90,13 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     stages = _Stages(config, run_dir, resume, progress, 2 * compare + 2 + len(SLIM_FLOWS[flow]))
     trained: dict[str, TrainResult] = {}
     if compare:
-        trained["dense"] = stages.train("dense", "dense baseline", stage=config.train, zebra=False)
-        trained["zebra"] = stages.train("zebra", "Zebra fine-tune from the baseline", stage=config.finetune, zebra=True,
+        trained["dense"] = stages.train("dense", "dense baseline", optim=config.train, masked=False)
+        trained["zebra"] = stages.train("zebra", "Zebra fine-tune from the baseline", optim=config.finetune, masked=True,
                                         init=run_dir / FOLDERS["dense"] / CHECKPOINT)
     joint = flow == "joint"
     trained["slim-sparse"] = stages.train(
-        "slim-sparse", f"sparsity training (s={config.slim.s:g}{', with Zebra' if joint else ''})", stage=config.train,
-        zebra=joint, extensions=slimming(config))
+        "slim-sparse", f"sparsity training (s={config.slim.s:g}{', with Zebra' if joint else ''})", optim=config.train,
+        masked=joint, extensions=slimming(config))
     pruned_path = run_dir / PRUNED
     stages.announce(f"prune {config.slim.ratio:.0%} of the channels -> {pruned_path}")
     if not (resume and pruned_path.exists()):
@@ -107,7 +105,7 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     for method in SLIM_FLOWS[flow]:
         zebra = METHODS[method].zebra
         trained[method] = stages.train(method, f"fine-tune the pruned model{' with Zebra' if zebra else ''}",
-                                       stage=config.finetune, zebra=zebra, init=pruned_path)
+                                       optim=config.finetune, masked=zebra, init=pruned_path)
     result = _result(config, flow, trained, pruned, run_info(f"zebra slim --flow {flow}", config, started))
     return publish(run_dir, result, slim_markdown(result, flow))
 
@@ -138,4 +136,4 @@ def _evaluate_checkpoint(path: Path, progress: bool) -> tuple[nn.Module, Traffic
     model, config = rebuild(payload, origin=f"checkpoint {path}")
     device = resolve_device(config.device)
     _, test_set, _ = build_data(config)
-    return model, evaluate(model.to(device), test_set, config, device, progress), DataSpec(**payload["spec"])
+    return model, evaluate(model.to(device), test_set, config, device, progress), DataSpec(**payload.spec)

@@ -57,12 +57,12 @@ def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False,
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
     print(f"[1/2] dense baseline: {config.train.epochs} epochs -> {run_dir / 'baseline'}", flush=True)
-    baseline = train(config, run_dir / "baseline", stage=config.train, zebra=False, resume=resume, progress=progress)
+    baseline = train(config, run_dir / "baseline", optim=config.train, masked=False, resume=resume, progress=progress)
     method = METHODS[config.run.method]
     scratch = method.start == "scratch"
-    stage = config.train if scratch else config.finetune
-    print(f"[2/2] {method.description}: {stage.epochs} epochs -> {run_dir / 'zebra'}", flush=True)
-    zebra = train(config, run_dir / "zebra", stage=stage, zebra=True, init=None if scratch else run_dir / "baseline" / CHECKPOINT,
+    optim = config.train if scratch else config.finetune
+    print(f"[2/2] {method.description}: {optim.epochs} epochs -> {run_dir / 'zebra'}", flush=True)
+    zebra = train(config, run_dir / "zebra", optim=optim, masked=True, init=None if scratch else run_dir / "baseline" / CHECKPOINT,
                   resume=resume, extensions=distillation(config, plain_model(baseline.model)), progress=progress)
     rows = (stage_row("dense", baseline, baseline.report), stage_row(method.name, zebra, baseline.report))
     result = RunResult("run", run_info("zebra run", config, started), config.to_dict(), rows[0].label, rows)
