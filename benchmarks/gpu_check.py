@@ -77,7 +77,7 @@ def paper_row(args: argparse.Namespace, zebra: bool, compiled: bool, own: float 
                  f"data.batch_size={args.batch_size}", f"device={args.device}", f"train.compile={str(compiled).lower()}",
                  f"zebra.enabled={str(zebra).lower()}"]
     with tempfile.TemporaryDirectory() as folder:
-        result = train(load_config("paper", overrides=overrides), Path(folder) / "run", zebra=zebra, progress=False)
+        result = train(load_config("paper", overrides=overrides), Path(folder) / "run", masked=zebra, progress=False)
     rate = result.metrics[-1]["images_per_s"]
     versus = f"{rate / own:.0%} of the model's own {own:,.0f} img/s" if own else "n/a"
     return (f"| paper preset, synthetic 64x64, {'Zebra' if zebra else 'no Zebra'}, "

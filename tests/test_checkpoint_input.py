@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from torchzebra.cli import main
-from torchzebra.training import CheckpointError, load_checkpoint, save_checkpoint
+from torchzebra.training import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from torchzebra.config import ConfigError, load_config
 from torchzebra.training.checkpoint import ZIP_MAGIC
 from torchzebra.workflows.artefacts import checkpoint_maps
@@ -33,7 +33,7 @@ def _tiny_checkpoint() -> bytes:
     """The bytes of a real checkpoint written by ``save_checkpoint`` (a small model's weights)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "last.pt"
-        save_checkpoint(path, {"model": _small_model().state_dict(), "config": {}, "zebra": False})
+        save_checkpoint(path, Checkpoint(_small_model().state_dict(), {}, {}))
         return path.read_bytes()
 
 
@@ -124,7 +124,7 @@ def test_report_pictures_read_checkpoints_through_the_same_loader(tmp_path):
         checkpoint_maps(tmp_path / "last.pt")
 
 
-def _load(folder: Path, contents: bytes) -> dict[str, Any]:
+def _load(folder: Path, contents: bytes) -> Checkpoint:
     path = folder / "fuzz.pt"
     path.write_bytes(contents)
     return load_checkpoint(path)
@@ -152,7 +152,7 @@ def test_a_damaged_real_checkpoint_loads_or_is_a_checkpoint_error(offset, value)
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing but the one-line error reaches the user
         try:
-            assert _load(Path(folder), bytes(damaged))["format"] == "torchzebra-checkpoint"
+            assert isinstance(_load(Path(folder), bytes(damaged)).model, dict)
         except CheckpointError as error:
             assert "\n" not in str(error)
 
@@ -205,7 +205,7 @@ def test_a_torchvision_model_trains_from_the_cli_and_its_checkpoint_evaluates(tm
     assert main(["train", *tiny_run.args("model.name=torchvision:resnet18"), "--run-dir", str(run_dir)]) == 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
     assert saved == {"name": "torchvision:resnet18", "options": {}}
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    assert load_checkpoint(run_dir / "last.pt").epoch == 1
     capsys.readouterr()
     assert main(["eval", str(run_dir / "last.pt"), "--quiet", "--json", str(tmp_path / "eval.json")]) == 0
     assert "layer4.1.relu" in capsys.readouterr().out and (tmp_path / "eval.json").is_file()

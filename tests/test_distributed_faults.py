@@ -36,7 +36,7 @@ def two_process_run(tmp_path_factory, tiny_run):
 
 def test_two_process_training_loads_in_one_process(two_process_run):
     payload = load_checkpoint(two_process_run / "last.pt")
-    assert payload["epoch"] == 1 and not any(key.startswith("module.") for key in payload["model"])
+    assert payload.epoch == 1 and not any(key.startswith("module.") for key in payload.model)
     model, _ = load_trained(two_process_run / "last.pt")
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
     assert json.loads((two_process_run / "metrics.json").read_text())[0]["epoch"] == 1  # rank 0 wrote once
@@ -55,7 +55,7 @@ def test_two_process_evaluation_equals_one_process(two_process_run, tmp_path):
 
 
 def final_weights(run_dir):
-    return load_checkpoint(run_dir / "last.pt")["model"]
+    return load_checkpoint(run_dir / "last.pt").model
 
 
 @pytest.mark.parametrize("kill_after_epoch", [1, 2])
@@ -69,14 +69,14 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, kill_after_epo
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
         checkpoint = killed / "last.pt"
-        if checkpoint.exists() and load_checkpoint(checkpoint)["epoch"] >= kill_after_epoch:
+        if checkpoint.exists() and load_checkpoint(checkpoint).epoch >= kill_after_epoch:
             break
         time.sleep(0.05)
     time.sleep(random.Random(kill_after_epoch).uniform(0.0, 0.5))  # somewhere inside the next epoch
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert load_checkpoint(killed / "last.pt")["epoch"] in (kill_after_epoch, kill_after_epoch + 1)
+    assert load_checkpoint(killed / "last.pt").epoch in (kill_after_epoch, kill_after_epoch + 1)
     assert main(["train", "--run-dir", str(killed), "--resume", "--quiet"]) == 0
     assert not list(killed.glob(".last.pt.*.tmp"))
     resumed, expected = final_weights(killed), final_weights(straight)

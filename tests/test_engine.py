@@ -1,18 +1,22 @@
 """Training engine: learning, resume, checkpoints, configs, models."""
 
+import csv
+import dataclasses
+import io
+import json
 import shutil
 import subprocess
 import sys
-from collections import Counter
 from unittest import mock
 
 import pytest
 import torch
 import yaml
 
-from torchzebra.training import (CheckpointError, keep_freed_memory, load_checkpoint, load_trained, save_checkpoint,
-                                 train)
+from torchzebra.training import (Checkpoint, CheckpointError, keep_freed_memory, load_checkpoint, load_trained,
+                                 save_checkpoint, train)
 from torchzebra.config import ConfigError, load_config
+from torchzebra.errors import ZebraError
 from torchzebra.training import trainer as trainer_module
 from torchzebra.training.extensions import Extension
 from torchzebra.recipe import distillation_loss
@@ -52,7 +56,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, tiny_run):
     monkeypatch.setattr(trainer_module, "evaluate", interrupt_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "resumed", progress=False)
-    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt").epoch == 1
     monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
     resumed = train(config, tmp_path / "resumed", resume=True, progress=False)
     for (key, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
@@ -63,7 +67,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, tiny_run):
 def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path, tiny_run):
     base = train(tiny_run.config(), tmp_path / "base", progress=False)
     config = tiny_run.config("zebra.enabled=true", "zebra.threshold=0.2", "zebra.lam=0.1", "zebra.density=null")
-    tuned = train(config, tmp_path / "tuned", stage=config.finetune, init=tmp_path / "base" / "last.pt", progress=False)
+    tuned = train(config, tmp_path / "tuned", optim=config.finetune, init=tmp_path / "base" / "last.pt", progress=False)
     assert tuned.report.reduction("zebra") > base.report.reduction("zebra")
     thresholds = [layer.threshold.item() for _, layer in zebra_layers(tuned.model)]
     assert thresholds == [pytest.approx(0.2)] * 17  # not overwritten by the dense checkpoint's
@@ -74,21 +78,61 @@ def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path, tiny_r
     assert loaded_config.zebra.threshold == 0.2
 
 
-def test_resume_with_other_settings_is_refused(tmp_path, tiny_run):
+def test_resume_with_other_settings_is_refused_naming_them(tmp_path, tiny_run):
     train(tiny_run.config(), tmp_path / "run", progress=False)
-    with pytest.raises(CheckpointError, match="other settings"):
+    with pytest.raises(CheckpointError, match=r"other settings: train\.lr=0\.1 \(here 0\.2\); optim\.lr=0\.1 \(here "
+                                              r"0\.2\); resume with the same settings"):
         train(tiny_run.config("train.lr=0.2"), tmp_path / "run", resume=True, progress=False)
+    (tmp_path / "pruned").mkdir()  # a checkpoint without training state, as zebra prune and calibrate write
+    save_checkpoint(tmp_path / "pruned" / "last.pt", dataclasses.replace(load_checkpoint(tmp_path / "run" / "last.pt"),
+                                                                         optimizer=None))
+    with pytest.raises(CheckpointError, match="holds no training state .* with --init instead of --resume"):
+        train(tiny_run.config(), tmp_path / "pruned", resume=True, progress=False)
 
 
-def test_resume_a_checkpoint_saved_before_settings_were_added(tmp_path, tiny_run):
-    """A run saved by an earlier version (no train.tensorboard / train.compile yet) resumes: new settings
-    take their defaults (a changed setting is refused: test_resume_with_other_settings_is_refused)."""
+def test_resume_with_settings_that_cannot_change_results_is_accepted(tmp_path, tiny_run):
+    """device, data.workers and train.tensorboard say how a run executes and logs, not what it trains."""
     train(tiny_run.config(), tmp_path / "run", progress=False)
-    payload = load_checkpoint(tmp_path / "run" / "last.pt")
+    other = tiny_run.config("device=auto", "data.workers=1", "train.tensorboard=true")
+    assert train(other, tmp_path / "run", resume=True, progress=False).metrics == load_checkpoint(
+        tmp_path / "run" / "last.pt").metrics  # finished: nothing trained again
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["workers"] == 1
+
+
+def test_resume_a_checkpoint_of_the_first_version(tmp_path, tiny_run):
+    """A version-1 checkpoint (the Zebra flag saved as "zebra", the optimiser settings as "stage", no
+    train.tensorboard / train.compile yet, the Slimming weight alone) resumes: new settings take their defaults."""
+    train(tiny_run.config(), tmp_path / "run", progress=False)
+    payload = load_checkpoint(tmp_path / "run" / "last.pt").to_dict()
+    payload.update(version=1, zebra=payload.pop("masked"), stage=payload.pop("optim"), sparsity=0.0)
+    for removed in ("extensions", "extension_state", "derived_from", "plan"):
+        del payload[removed]
     for removed in ("tensorboard", "compile"):
         del payload["stage"][removed], payload["config"]["train"][removed]
-    save_checkpoint(tmp_path / "run" / "last.pt", payload)
+    torch.save(payload, tmp_path / "run" / "last.pt")
+    old = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (old.masked, old.optim["epochs"], old.extensions, old.epoch) == (False, 1, {}, 1)
     assert train(tiny_run.config(), tmp_path / "run", resume=True, progress=False).report.images == 128
+
+
+def test_the_checkpoint_payload_round_trips(tmp_path):
+    saved = Checkpoint({"w": torch.arange(3.0)}, {"seed": 1}, {"name": "synthetic", "classes": 3, "channels": 1,
+                       "size": 8}, masked=True, structure={"bn": 2}, optim={"epochs": 2}, epoch=1, metrics=[{"epoch": 1}],
+                       extensions={"x": {"a": 1}}, extension_state={"x": {"n": torch.ones(2)}}, derived_from="a.pt")
+    save_checkpoint(tmp_path / "c.pt", saved)
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded.to_dict().keys() == saved.to_dict().keys() and loaded.to_dict()["version"] == 2
+    assert torch.equal(loaded.model["w"], saved.model["w"]) and torch.equal(loaded.extension_state["x"]["n"], torch.ones(2))
+    assert (loaded.config, loaded.spec, loaded.masked, loaded.structure, loaded.optim, loaded.epoch, loaded.metrics,
+            loaded.extensions, loaded.derived_from, loaded.plan) == (saved.config, saved.spec, True, {"bn": 2},
+                                                                     {"epochs": 2}, 1, [{"epoch": 1}], {"x": {"a": 1}},
+                                                                     "a.pt", None)
+    torch.save({"format": "torchzebra-checkpoint", "version": 2, "model": {}}, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="bare.pt lacks config, spec; give a last.pt written by zebra train"):
+        load_checkpoint(tmp_path / "bare.pt")
+    torch.save({"format": "torchzebra-checkpoint", "version": 3}, tmp_path / "new.pt")
+    with pytest.raises(CheckpointError, match="has checkpoint version 3, this torchzebra reads 1 to 2"):
+        load_checkpoint(tmp_path / "new.pt")
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, tiny_run):
@@ -110,12 +154,12 @@ def test_checkpoint_errors(tmp_path):
     torch.save({"format": "torchzebra-checkpoint", "evil": shutil.Error("x")}, tmp_path / "code.pt")
     with pytest.raises(CheckpointError, match="refused by torch.load\\(weights_only=True\\)"):
         load_checkpoint(tmp_path / "code.pt")
-    save_checkpoint(tmp_path / "ok.pt", {"x": torch.ones(3)})
+    save_checkpoint(tmp_path / "ok.pt", Checkpoint({"x": torch.ones(3)}, {}, {}))
     data = (tmp_path / "ok.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_checkpoint(tmp_path / "cut.pt")
-    assert torch.equal(load_checkpoint(tmp_path / "ok.pt")["x"], torch.ones(3))
+    assert torch.equal(load_checkpoint(tmp_path / "ok.pt").model["x"], torch.ones(3))
 
 
 def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, tiny_run):
@@ -219,45 +263,129 @@ def test_synthetic_throughput_run_with_bf16_and_channels_last(tmp_path):
 
 
 class Recorder(Extension):
-    """Counts its hook calls, adds a constant loss term and a metrics column."""
+    """Records its hooks in order, checking what the loop has done by each; adds a constant loss term and a column."""
 
     name = "recorder"
 
     def __init__(self, term: float = 100.0) -> None:
-        self.calls = Counter()
+        self.calls = []
         self.term = term
 
     def settings(self):
         return {"term": self.term}
 
+    def train_start(self, run):
+        self.calls.append("train_start")
+
     def before_forward(self, run, inputs):
-        self.calls["before_forward"] += 1
+        self.calls.append("before_forward")
         assert run.global_step == run.epoch * run.steps_per_epoch + run.step
 
     def extra_loss(self, run, inputs, outputs, labels):
-        self.calls["extra_loss"] += 1
+        self.calls.append("extra_loss")
         return torch.tensor(self.term)
 
     def after_backward(self, run):
-        self.calls["after_backward"] += 1
+        self.calls.append("after_backward")
         assert all(p.grad is not None for p in run.model.parameters() if p.requires_grad)
 
+    def after_optimizer_step(self, run):
+        self.calls.append("after_optimizer_step")
+        assert run.scheduler.last_epoch == run.global_step + 1  # the optimiser and the schedule have stepped
+
     def epoch_end(self, run, row):
-        row["recorded_steps"] = self.calls["before_forward"]
+        self.calls.append("epoch_end")
+        assert "test_acc" not in row  # before the evaluation
+        row["recorded_steps"] = self.calls.count("before_forward")
+
+    def after_evaluation(self, run, row, report):
+        self.calls.append("after_evaluation")
+        assert row is run.metrics[-1] and row["test_acc"] == report.accuracy
+
+    def train_end(self, run, report):
+        self.calls.append("train_end")
+        assert report.images == 128
 
 
-def test_extensions_hook_into_every_step_and_resume_needs_the_same_ones(tmp_path, tiny_run):
+def test_extensions_hooks_are_called_in_order_and_resume_needs_the_same_ones(tmp_path, tiny_run):
     config = tiny_run.config("zebra.enabled=true", "zebra.lam=0.01")
     recorder = Recorder()
     result = train(config, tmp_path / "run", extensions=[recorder], progress=False)
     steps = result.metrics[0]["recorded_steps"]
-    assert steps > 1 and recorder.calls == {"before_forward": steps, "extra_loss": steps, "after_backward": steps}
+    step = ["before_forward", "extra_loss", "after_backward", "after_optimizer_step"]
+    assert steps > 1 and recorder.calls == ["train_start", *step * steps, "epoch_end", "after_evaluation", "train_end"]
     assert result.metrics[0]["train_loss"] > 100 and result.metrics[0]["lam"] == 0.01  # Zebra's penalty ran too
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["extensions"] == {"recorder": {"term": 100.0}}
-    with pytest.raises(CheckpointError, match="other settings"):
+    assert load_checkpoint(tmp_path / "run" / "last.pt").extensions == {"recorder": {"term": 100.0}}
+    with pytest.raises(CheckpointError, match=r"other settings: extension recorder=\{'term': 100.0\} \(here "
+                                              r"\{'term': 1.0\}\)"):
         train(config, tmp_path / "run", resume=True, extensions=[Recorder(1.0)], progress=False)
-    assert train(config, tmp_path / "run", resume=True, extensions=[Recorder()], progress=False).metrics[0][
+    again = Recorder()
+    assert train(config, tmp_path / "run", resume=True, extensions=[again], progress=False).metrics[0][
         "recorded_steps"] == steps  # finished: the checkpoint's metrics, nothing trained again
+    assert again.calls == ["train_start", "train_end"]
+    with pytest.raises(ZebraError, match="two training extensions are named 'recorder'"):
+        train(config, tmp_path / "other", extensions=[Recorder(), Recorder()], progress=False)
+
+
+class WeightAverage(Extension):
+    """A stateful toy extension: the running mean of the weights after every optimiser step."""
+
+    name = "average"
+
+    def __init__(self) -> None:
+        self.average, self.updates = None, 0
+
+    def state_dict(self):
+        return {"average": self.average, "updates": self.updates}
+
+    def load_state_dict(self, state):
+        self.average, self.updates = {k: v.clone() for k, v in state["average"].items()}, state["updates"]
+
+    def train_start(self, run):
+        if self.average is None:  # a fresh run (a resumed one has its state back already)
+            self.average = {k: v.detach().clone() for k, v in run.model.named_parameters()}
+
+    def after_optimizer_step(self, run):
+        self.updates += 1
+        for k, v in run.model.named_parameters():
+            self.average[k].lerp_(v.detach(), 1 / (self.updates + 1))
+
+    def epoch_end(self, run, row):
+        row["averaged"] = self.updates
+
+
+def test_a_stateful_extension_resumes_exactly(tmp_path, monkeypatch, tiny_run):
+    """Killed after its first epoch and resumed, a run's extension continues from its saved state: its average
+    equals an uninterrupted run's. The loggers write every row, the resumed ones too, as the run holds them."""
+    config = tiny_run.config("train.epochs=2")
+    straight = WeightAverage()
+    train(config, tmp_path / "straight", extensions=[straight], progress=False)
+    real_evaluate = trainer_module.evaluate
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed", extensions=[WeightAverage()], progress=False)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt").extension_state["average"]["updates"] == 4
+    monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
+    resumed = WeightAverage()
+    result = train(config, tmp_path / "resumed", resume=True, extensions=[resumed], progress=False)
+    assert resumed.updates == straight.updates == 8
+    for key, value in straight.average.items():
+        assert torch.equal(value, resumed.average[key]), key
+    assert [row["averaged"] for row in result.metrics] == [4, 8]
+    assert (tmp_path / "resumed" / "metrics.json").read_text() == json.dumps(result.metrics, indent=2)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(result.metrics[-1]))
+    writer.writeheader()
+    writer.writerows(result.metrics)
+    assert (tmp_path / "resumed" / "metrics.csv").read_bytes() == out.getvalue().encode()
 
 
 def test_a_stage_writes_its_result(tmp_path, tiny_run):

@@ -39,7 +39,7 @@ def test_train_compile_setting_compiles_the_training_step_only(tmp_path, monkeyp
     monkeypatch.setattr(trainer_module.torch, "compile",
                         lambda module: compiled.append(module) or real_compile(module, backend="eager"))
     config = tiny_run.config("train.compile=true", "distill.weight=0")
-    result = train(config, tmp_path / "run", zebra=True, progress=False)
+    result = train(config, tmp_path / "run", masked=True, progress=False)
     assert len(compiled) == 1 and tz.is_prepared(compiled[0]) and result.report.images == 128
     assert not isinstance(result.model, torch._dynamo.eval_frame.OptimizedModule)  # saved and measured eagerly
 

@@ -53,9 +53,9 @@ def test_a_registered_method_is_swept_with_its_extension_and_reported(logit_l2, 
     rows = json.loads((run_dir / "sweep.json").read_text())["rows"]
     assert [(row["method"], row["label"]) for row in rows] == [("dense", "dense"), ("logit-l2", "logit-l2")]
     payload = load_checkpoint(run_dir / "points" / "logit-l2" / CHECKPOINT)
-    assert payload["extensions"]["logit_l2"] == {"weight": WEIGHT} and payload["zebra"] is False
-    assert payload["stage"]["epochs"] == tiny_run.config().finetune.epochs  # started from the baseline: finetune
-    assert all(row["logit_l2"] > 0 for row in payload["metrics"])  # the extension's loss ran every epoch
+    assert payload.extensions["logit_l2"] == {"weight": WEIGHT} and payload.masked is False
+    assert payload.optim["epochs"] == tiny_run.config().finetune.epochs  # started from the baseline: finetune
+    assert all(row["logit_l2"] > 0 for row in payload.metrics)  # the extension's loss ran every epoch
     assert main(["report", str(run_dir), "--out", str(tmp_path / "report"), "--no-pictures"]) == 0
     assert "L2 logit penalty" in (tmp_path / "report" / "report.html").read_text()
 

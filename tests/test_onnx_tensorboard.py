@@ -64,7 +64,7 @@ def test_tensorboard_logs_loss_accuracy_reduction_and_each_layer(tmp_path, tiny_
     from torchzebra.training import train
 
     config = tiny_run.config("train.tensorboard=true")
-    train(config, tmp_path / "run", zebra=True, progress=False)
+    train(config, tmp_path / "run", masked=True, progress=False)
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -75,13 +75,12 @@ def test_tensorboard_logs_loss_accuracy_reduction_and_each_layer(tmp_path, tiny_
 
 
 def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
-    from torchzebra.training.metrics import MetricsLog
+    from torchzebra.training.metrics import CsvLogger, JsonLogger, metric_loggers
 
     monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # as if not installed
     with pytest.raises(ValueError, match=r"pip install 'torchzebra\[tensorboard\]'"):
-        MetricsLog(tmp_path, tensorboard=True)
-    MetricsLog(tmp_path).append({"epoch": 1, "train_loss": 1.0})  # without it: the CSV only
-    assert (tmp_path / "metrics.csv").is_file()
+        metric_loggers(tmp_path, tensorboard=True)
+    assert [type(logger) for logger in metric_loggers(tmp_path, tensorboard=False)] == [CsvLogger, JsonLogger]
 
 
 @pytest.mark.slow  # exports a full ResNet-18

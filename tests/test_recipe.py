@@ -103,13 +103,13 @@ def test_thresholds_are_recalibrated_at_each_epochs_start_and_every_n_steps(cali
 
 
 def test_no_penalty_is_computed_in_steps_whose_weight_is_zero(residual_net):
-    """lam_epochs [0, 0.1]: no layer computes a penalty in the first epoch (nothing would use it), then every
-    one does; the engine's adapter ends each epoch with the penalty on, as a prepared model hands it back."""
+    """lam_epochs [0, 0.1, 0]: no layer computes a penalty in an epoch whose weight is 0 (nothing would use it), every
+    one does in the other; the engine's adapter ends training with the penalty on, as a prepared model hands it back."""
     model = tz.prepare(residual_net).train()
-    adapter = ZebraTraining(load_config("quick", overrides=["zebra.lam_epochs=[0, 0.1]", "zebra.density=null"]).zebra)
-    for epoch, wanted in ((0, False), (1, True)):
+    adapter = ZebraTraining(load_config("quick", overrides=["zebra.lam_epochs=[0, 0.1, 0]", "zebra.density=null"]).zebra)
+    for epoch, wanted in ((0, False), (1, True), (2, False)):
         run = SimpleNamespace(model=model, epoch=epoch, step=0, global_step=epoch * 10, steps_per_epoch=10,
-                              world=SimpleNamespace(main=True), stage=SimpleNamespace(epochs=2))
+                              world=SimpleNamespace(main=True), optim=SimpleNamespace(epochs=3))
         adapter.before_forward(run, torch.randn(2, 1, 8, 8))
         model(torch.randn(2, 1, 8, 8))
         assert all((layer.last_penalty is not None) == wanted for _, layer in zebra_layers(model))
@@ -117,7 +117,10 @@ def test_no_penalty_is_computed_in_steps_whose_weight_is_zero(residual_net):
         assert (term.item() > 0) == wanted and adapter.recipe.last_lam == (0.1 if wanted else 0.0)
         row = {}
         adapter.epoch_end(run, row)
-        assert row["lam"] == (0.1 if wanted else 0.0) and all(layer.penalized for _, layer in zebra_layers(model))
+        assert row["lam"] == (0.1 if wanted else 0.0)
+        assert all(layer.penalized == wanted for _, layer in zebra_layers(model))  # as the step left it
+    adapter.train_end(run, None)
+    assert all(layer.penalized for _, layer in zebra_layers(model))
 
 
 def test_the_loss_term_is_the_penalty_plus_the_distillation():

@@ -195,7 +195,7 @@ def test_sparsity_training_shrinks_the_batchnorm_scales(tmp_path, tiny_run):
     sparse = train(config, tmp_path / "sparse", extensions=[BnSparsity(0.5)], progress=False)  # ~0.6 per scale
     assert "bn_l1" not in plain.metrics[0]
     assert sparse.metrics[0]["bn_l1"] < 0.5 * slim.bn_l1(plain.model)
-    assert load_checkpoint(tmp_path / "sparse" / "last.pt")["extensions"] == {"bn_sparsity": {"s": 0.5}}
+    assert load_checkpoint(tmp_path / "sparse" / "last.pt").extensions == {"bn_sparsity": {"s": 0.5}}
 
 
 @pytest.mark.slow  # three training runs
@@ -210,10 +210,10 @@ def test_pruned_checkpoint_saves_loads_evaluates_and_fine_tunes(tmp_path, capsys
     assert model_cost(model, X[:, :1]).params < model_cost(load_trained(source)[0], X[:, :1]).params
     assert main(["eval", str(tmp_path / "pruned.pt"), "--quiet"]) == 0
     assert "layer4.1.relu:1" in capsys.readouterr().out
-    tuned = train(config, tmp_path / "tuned", stage=config.finetune, zebra=True, init=tmp_path / "pruned.pt",
+    tuned = train(config, tmp_path / "tuned", optim=config.finetune, masked=True, init=tmp_path / "pruned.pt",
                   progress=False)
     assert slim.structure(tuned.model) == slim.structure(model)
-    resumed = train(config, tmp_path / "tuned", stage=config.finetune, zebra=True, resume=True, progress=False)
+    resumed = train(config, tmp_path / "tuned", optim=config.finetune, masked=True, resume=True, progress=False)
     assert slim.structure(resumed.model) == slim.structure(model)  # the pruned shapes come from the checkpoint
     assert hashlib.sha256(source.read_bytes()).hexdigest() == digest
 
@@ -268,7 +268,7 @@ def test_slim_compare_reports_the_four_ways(tmp_path, capsys, tiny_run):
 def test_joint_flow_trains_zebra_and_sparsity_together(tmp_path, tiny_run):
     assert main(["slim", "--flow", "joint", *tiny_run.args(), "--run-dir", str(tmp_path / "j")]) == 0
     sparse = load_checkpoint(tmp_path / "j" / "sparse" / "last.pt")
-    assert sparse["zebra"] and sparse["extensions"]["bn_sparsity"]["s"] > 0
+    assert sparse.masked and sparse.extensions["bn_sparsity"]["s"] > 0
     summary = json.loads((tmp_path / "j" / "report.json").read_text())
     assert [row["label"] for row in summary["rows"]] == [
         "sparsity-trained, before pruning", "pruned, before fine-tuning", "Slimming+Zebra"]

@@ -19,14 +19,14 @@ import yaml
 
 from .._io import atomic_write_text
 from .presets import PRESETS
-from .sections import (ConfigError, DataSection, DistillSection, ModelSection, OptimSection, RunSection, Section,
-                       SettingError, SlimSection, SweepSection, ZebraSection)
+from .sections import (SAME_RESULTS, ConfigError, DataSection, DistillSection, ModelSection, OptimSection, RunSection,
+                       Section, SettingError, SlimSection, SweepSection, ZebraSection)
 
 
 @dataclass
 class RunConfig:
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = field(default="auto", metadata=SAME_RESULTS)  # auto | cpu | cuda | cuda:N
     bits: int = 8
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -126,12 +126,29 @@ def from_dict(values: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, values, "")
 
 
-def same_settings(saved: dict[str, Any], config: RunConfig) -> bool:
-    """Whether settings saved by an earlier version equal ``config`` (sections added since take defaults)."""
+def changed_settings(saved: dict[str, Any], current: Any, prefix: str = "") -> list[str]:
+    """The settings that can change results whose value in ``saved`` (plain values, maybe written by an earlier
+    version: settings added since take defaults) differs from ``current`` (a RunConfig, or one of its sections
+    under ``prefix``), as ``key=saved (here current)``; settings marked ``SAME_RESULTS`` are not compared."""
     try:
-        return from_dict(saved).to_dict() == config.to_dict()
-    except ConfigError:
-        return False
+        old = from_dict(saved) if isinstance(current, RunConfig) else _build(type(current), saved, prefix)
+    except ConfigError as error:
+        return [f"{prefix or 'config'} unreadable ({error})"]
+    return _differences(old, current, f"{prefix}." if prefix else "")
+
+
+def _differences(old: Any, new: Any, prefix: str) -> list[str]:
+    """``changed_settings`` of two instances of one section class."""
+    found = []
+    for item in dataclasses.fields(new):
+        if not item.metadata.get("changes_results", True):
+            continue
+        before, after = getattr(old, item.name), getattr(new, item.name)
+        if dataclasses.is_dataclass(after):
+            found += _differences(before, after, f"{prefix}{item.name}.")
+        elif _plain(before) != _plain(after):
+            found.append(f"{prefix}{item.name}={_plain(before)!r} (here {_plain(after)!r})")
+    return found
 
 
 def _merge(base: dict, update: dict) -> dict:

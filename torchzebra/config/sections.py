@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +16,9 @@ from ..recipe import validate_schedule
 from ..results.methods import run_methods
 
 SCHEDULES = ("onecycle", "cosine", "constant")
+# Field metadata of a setting that changes how a run executes or logs, not what it trains: a resume or a sweep rerun
+# may change it (``changed_settings`` skips it).
+SAME_RESULTS = types.MappingProxyType({"changes_results": False})
 
 
 class ConfigError(ZebraError):
@@ -54,7 +58,7 @@ class DataSection(Section):
     size: int | None = None
     batch_size: int = 128
     eval_batch_size: int = 512
-    workers: int = 0
+    workers: int = field(default=0, metadata=SAME_RESULTS)
     loader: Literal["auto", "workers", "device"] = "auto"  # device: in-memory and synthetic batches made on the
     # device (one gather, per-batch augmentation); workers: a DataLoader; auto: device on CUDA, else workers
     augment: bool = True
@@ -82,7 +86,8 @@ class OptimSection(Section):
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
-    tensorboard: bool = False  # also log every epoch to RUN_DIR/tensorboard (pip install 'torchzebra[tensorboard]')
+    tensorboard: bool = field(default=False, metadata=SAME_RESULTS)  # also log every epoch to RUN_DIR/tensorboard
+    # (pip install 'torchzebra[tensorboard]')
     compile: bool | None = None  # torch.compile the training forward/backward; null: on a GPU only (see docs/PERFORMANCE.md)
 
     def check(self) -> None:

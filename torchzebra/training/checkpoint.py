@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically (temp file + rename), read with ``torch.load(weights_only=True)``.
+"""Checkpoints: one typed payload (``Checkpoint``) with one writer, ``save_checkpoint`` (atomic: temp file + rename),
+and one reader, ``load_checkpoint`` (``torch.load(weights_only=True)``), which also reads earlier versions' files.
 
 Reading anything else (a directory, an empty, truncated or random file, another program's ``torch.save``)
 is a one-line ``CheckpointError`` that says why; "could run code" only when ``weights_only`` refused a
@@ -12,6 +13,7 @@ import pickle
 import re
 import reprlib
 import warnings
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from .._io import atomic_write_bytes
 from ..errors import ZebraError
 
 FORMAT = "torchzebra-checkpoint"
-VERSION = 1
+VERSION = 2  # 1: the Zebra flag was saved as "zebra", the optimiser settings as "stage"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 FIX = "give a last.pt written by zebra train, run, slim, prune or calibrate"
 UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)")
@@ -31,25 +33,72 @@ class CheckpointError(ZebraError):
     """A checkpoint cannot be used; the message says what is wrong with it and what to do."""
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Serialise ``payload`` with a format marker, then replace ``path`` atomically (never half-written)."""
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds: the model and how to rebuild it, and, from a training, what resuming it exactly
+    needs (those fields keep their defaults in the checkpoints of ``zebra prune`` and ``zebra calibrate``)."""
+
+    model: dict[str, torch.Tensor]  # the prepared model's state_dict
+    config: dict[str, Any]  # the run config (RunConfig.to_dict())
+    spec: dict[str, Any]  # the data's DataSpec fields: classes, channels, size
+    masked: bool = False  # Zebra's masks are active (False: a dense model, its maps measured only)
+    structure: dict[str, int] | None = None  # BatchNorm channel counts of a pruned model (slim.structure)
+    optim: dict[str, Any] | None = None  # the optimiser settings it was trained with (an OptimSection's fields)
+    epoch: int = 0  # epochs finished
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
+    extensions: dict[str, dict[str, Any]] = field(default_factory=dict)  # each extension's settings
+    extension_state: dict[str, dict[str, Any]] = field(default_factory=dict)  # each extension's state_dict()
+    derived_from: str | None = None  # the checkpoint that a pruned or calibrated model was made from
+    plan: dict[str, Any] | None = None  # a pruned model's SlimPlan
+
+    def to_dict(self) -> dict[str, Any]:
+        """The payload ``torch.save`` writes: these fields (tensors not copied) under a format marker."""
+        return {"format": FORMAT, "version": VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any], origin: str = "the checkpoint") -> "Checkpoint":
+        """A payload of this version or an earlier one; one without the model, config or data spec is refused."""
+        values = _current(payload) if payload.get("version") == 1 else dict(payload)
+        known = {f.name for f in fields(cls)}
+        missing = [name for name in ("model", "config", "spec") if name not in values]
+        if missing:
+            raise CheckpointError(f"{origin} lacks {', '.join(missing)}; {FIX}")
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def _current(payload: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 payload under this version's names (the Slimming weight alone, before extensions were saved)."""
+    values = {key: value for key, value in payload.items() if key not in ("zebra", "stage", "sparsity")}
+    values.update(masked=payload.get("zebra", False), optim=payload.get("stage"),
+                  derived_from=payload.get("pruned_from", payload.get("calibrated_from")))
+    if "extensions" not in payload:
+        values["extensions"] = {"bn_sparsity": {"s": payload["sparsity"]}} if payload.get("sparsity") else {}
+    return values
+
+
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
+    """Serialise ``checkpoint`` with a format marker, then replace ``path`` atomically (never half-written)."""
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
+    torch.save(checkpoint.to_dict(), buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by ``save_checkpoint``; anything else is a CheckpointError saying why."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint written by ``save_checkpoint`` (of this version or an earlier one); anything else is a
+    CheckpointError saying why."""
     path = Path(path)
     payload = _read(path, map_location)
     marker = payload.get("format") if isinstance(payload, dict) else None
     if not (isinstance(marker, str) and marker == FORMAT):
         raise _unreadable(path, f"{_contents(payload)}, not a torchzebra checkpoint (no '{FORMAT}' marker)")
     version = payload.get("version")
-    if not (isinstance(version, int) and version == VERSION):
-        raise CheckpointError(f"{path} has checkpoint version {reprlib.repr(version)}, this torchzebra reads "
+    if not (isinstance(version, int) and 1 <= version <= VERSION):
+        raise CheckpointError(f"{path} has checkpoint version {reprlib.repr(version)}, this torchzebra reads 1 to "
                               f"{VERSION}; read it with the torchzebra that wrote it, or train again")
-    return payload
+    return Checkpoint.from_dict(payload, str(path))
 
 
 def _unreadable(path: Path, reason: str, fix: str = FIX) -> CheckpointError:

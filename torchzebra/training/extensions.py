@@ -1,23 +1,27 @@
 """The training loop's extension points, and each method's work written as an extension.
 
 A method adds its work to training as an ``Extension`` instead of another parameter of ``train`` (like
-timm's ``train_one_epoch`` callbacks or Torch-Pruning's ``regularize(model)`` hook): ``before_forward``
-(e.g. recalibrate thresholds), ``extra_loss`` (a term added to the task loss), ``after_backward`` (e.g. a
-subgradient on some parameters) and ``epoch_end`` (columns of the epoch's metrics row). Every hook is
-optional; ``settings`` is what must match for ``--resume`` to continue a run.
+Lightning's ``Callback`` or timm's ``train_one_epoch`` callbacks). Hooks, in the order the loop calls them:
+``train_start`` (once, after a resume restored everything), then per step ``before_forward`` (e.g. recalibrate
+thresholds), ``extra_loss`` (a term added to the task loss), ``after_backward`` (e.g. a subgradient on some
+parameters) and ``after_optimizer_step``, per epoch ``epoch_end`` (columns of the epoch's metrics row) and
+``after_evaluation`` (the complete row and the test report: loggers write here), and once ``train_end``.
+Every hook is optional. ``settings`` is what must match for ``--resume`` to continue a run, ``state_dict`` what
+the checkpoint keeps of the extension, given back to ``load_state_dict`` on resume.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .. import slim
+from ..analysis.measure import TrafficReport
 from ..nn import set_penalty
 from ..recipe import Distiller, ZebraRecipe
 from ..config.run import OptimSection, RunConfig, ZebraSection
@@ -27,7 +31,7 @@ from .distributed import World
 
 @dataclass
 class TrainRun:
-    """What the epoch loop and its extensions see of one training stage (``epoch``/``step`` move on)."""
+    """What the epoch loop and its extensions see of one ``train`` call (``epoch``/``step`` move on)."""
 
     model: nn.Module  # the prepared model
     trained: nn.Module  # what runs forward and backward: the model or its DistributedDataParallel wrapper
@@ -35,7 +39,7 @@ class TrainRun:
     scheduler: Any
     criterion: nn.Module
     config: RunConfig
-    stage: OptimSection
+    optim: OptimSection  # the optimiser settings trained with: config.train or config.finetune
     device: torch.device
     world: World
     steps_per_epoch: int
@@ -43,21 +47,33 @@ class TrainRun:
     progress: bool = True
     epoch: int = 0
     step: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch, resumed ones included
 
     @property
     def global_step(self) -> int:
-        """Steps taken in this stage before the current one."""
+        """Steps taken in this training before the current one."""
         return self.epoch * self.steps_per_epoch + self.step
 
 
 class Extension:
     """A method's work inside the training loop; subclasses override the hooks they need."""
 
-    name: ClassVar[str] = "extension"
+    name: ClassVar[str] = "extension"  # unique among a run's extensions: it keys settings and state in checkpoints
+    changes_results: ClassVar[bool] = True  # False (loggers): may differ between a run and its resume
 
     def settings(self) -> dict[str, Any]:
         """What a resumed run must have in common with the one that wrote the checkpoint."""
         return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What this extension has learnt or counted so far, saved in every checkpoint (tensors and plain data)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from the ``state_dict`` of the checkpoint a run resumes from (before ``train_start``)."""
+
+    def train_start(self, run: TrainRun) -> None:
+        """Called once before the first epoch trained by this call (a resumed run's state already restored)."""
 
     def before_forward(self, run: TrainRun, inputs: torch.Tensor) -> None:
         """Called before each training forward."""
@@ -70,8 +86,18 @@ class Extension:
     def after_backward(self, run: TrainRun) -> None:
         """Called after ``loss.backward()``, before the optimizer step."""
 
+    def after_optimizer_step(self, run: TrainRun) -> None:
+        """Called after each optimizer and schedule step (e.g. to update an average of the weights)."""
+
     def epoch_end(self, run: TrainRun, row: dict[str, Any]) -> None:
-        """Add this extension's columns to the epoch's metrics row."""
+        """Add this extension's columns to the epoch's metrics row (after its last step, before evaluation)."""
+
+    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
+        """Called after each epoch's evaluation, with its complete row (already in ``run.metrics``), before the
+        checkpoint is written."""
+
+    def train_end(self, run: TrainRun, report: TrafficReport) -> None:
+        """Called once after the last epoch, with the final evaluation."""
 
 
 class ZebraTraining(Extension):
@@ -88,7 +114,7 @@ class ZebraTraining(Extension):
         if self.recipe is None:
             self.recipe = zebra_recipe(self.section, run.model, run.steps_per_epoch)
             if run.world.main:
-                warn_short_ramp(self.recipe, run.stage.epochs * run.steps_per_epoch)
+                warn_short_ramp(self.recipe, run.optim.epochs * run.steps_per_epoch)
         self.recipe.last_step = run.global_step - 1  # the loop's count: a resumed run starts at its epoch's first step
         self.recipe.step(inputs)
 
@@ -97,6 +123,8 @@ class ZebraTraining(Extension):
 
     def epoch_end(self, run: TrainRun, row: dict[str, Any]) -> None:
         row["lam"] = self.recipe.last_lam
+
+    def train_end(self, run: TrainRun, report: TrafficReport) -> None:
         set_penalty(run.model, True)  # the trained model hands back penalties again, as a prepared one does
 
 

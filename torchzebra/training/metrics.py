@@ -1,4 +1,5 @@
-"""Per-epoch metrics: ``metrics.csv`` and ``metrics.json`` rewritten atomically, TensorBoard when asked for."""
+"""Per-epoch metrics loggers, as extensions: ``metrics.csv`` and ``metrics.json`` rewritten atomically after every
+epoch, TensorBoard when asked for. Each writes the run's rows (``TrainRun.metrics``) after the epoch's evaluation."""
 
 from __future__ import annotations
 
@@ -9,47 +10,78 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
+from ..analysis.measure import TrafficReport
 from ..errors import ZebraError
+from .extensions import Extension, TrainRun
 
 
-class MetricsLog:
-    """Rows of per-epoch metrics, mirrored to files in ``run_dir`` after every epoch (when ``write``: only
-    the main process writes under torchrun), and to TensorBoard in ``run_dir/tensorboard`` when asked."""
+class CsvLogger(Extension):
+    """``metrics.csv``: every epoch's row so far, the columns of the latest row."""
 
-    def __init__(self, run_dir: Path, write: bool = True, tensorboard: bool = False) -> None:
-        self.run_dir = run_dir
-        self.write = write
-        self.rows: list[dict[str, Any]] = []
-        self._writer = _summary_writer(run_dir / "tensorboard") if write and tensorboard else None
+    name = "csv"
+    changes_results = False
 
-    def append(self, row: dict[str, Any], kept_blocks: dict[str, float] | None = None) -> None:
-        """Add one epoch's row (and each layer's kept-block fraction, for TensorBoard) and rewrite the files."""
-        self.rows.append(row)
-        if not self.write:
-            return
-        atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.rows, indent=2))
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "metrics.csv"
+
+    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(row))
         writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.run_dir / "metrics.csv", out.getvalue())
-        if self._writer is not None:
-            scalars = {key: value for key, value in row.items() if isinstance(value, (int, float)) and key != "epoch"}
-            scalars.update({f"kept_blocks/{site}": value for site, value in (kept_blocks or {}).items()})
-            for tag, value in scalars.items():
-                self._writer.add_scalar(tag, value, row["epoch"])
-            self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        writer.writerows(run.metrics)
+        atomic_write_text(self.path, out.getvalue())
 
 
-def _summary_writer(folder: Path):
-    """TensorBoard's SummaryWriter on ``folder``; a clear error when the optional package is missing."""
+class JsonLogger(Extension):
+    """``metrics.json``: every epoch's row so far, as a list."""
+
+    name = "json"
+    changes_results = False
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "metrics.json"
+
+    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
+        atomic_write_text(self.path, json.dumps(run.metrics, indent=2))
+
+
+class TensorBoardLogger(Extension):
+    """Every epoch's numeric columns and each layer's kept-block fraction (``kept_blocks/<site>``) to TensorBoard."""
+
+    name = "tensorboard"
+    changes_results = False
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._writer_class = _summary_writer_class()  # a missing package is refused before any training
+        self._writer = None
+
+    def train_start(self, run: TrainRun) -> None:
+        self._writer = self._writer_class(str(self.folder))
+
+    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
+        scalars = {key: value for key, value in row.items() if isinstance(value, (int, float)) and key != "epoch"}
+        scalars.update({f"kept_blocks/{layer.name}": layer.block_density for layer in report.layers})
+        for tag, value in scalars.items():
+            self._writer.add_scalar(tag, value, row["epoch"])
+        self._writer.flush()
+
+    def train_end(self, run: TrainRun, report: TrafficReport) -> None:
+        self._writer.close()
+
+
+def metric_loggers(run_dir: Path, tensorboard: bool) -> list[Extension]:
+    """The loggers of every run: ``metrics.csv`` and ``metrics.json`` in ``run_dir``, and with ``tensorboard``
+    its ``tensorboard`` folder."""
+    loggers: list[Extension] = [CsvLogger(run_dir), JsonLogger(run_dir)]
+    return loggers + [TensorBoardLogger(run_dir / "tensorboard")] if tensorboard else loggers
+
+
+def _summary_writer_class():
+    """TensorBoard's SummaryWriter; a clear error when the optional package is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as error:
         raise ZebraError("train.tensorboard: true needs the tensorboard package: pip install 'torchzebra[tensorboard]' "
                          "(or set train.tensorboard: false; metrics.csv is written either way)") from error
-    return SummaryWriter(str(folder))
+    return SummaryWriter

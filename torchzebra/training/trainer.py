@@ -8,7 +8,7 @@ and the Zebra model get their accuracy and traffic from the same evaluation code
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,12 @@ from ..models import build_model
 from ..nn import prepare
 from ..results import BASELINE, CHECKPOINT, REPORT, ZEBRA, Machine, RunInfo, RunResult, model_row, write_result
 from . import distributed
-from .checkpoint import CheckpointError, load_checkpoint, load_model_state, load_weights, save_checkpoint
-from ..config.run import (ConfigError, DataSection, OptimSection, RunConfig, apply_override, from_dict, same_settings,
-                          save_config)
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state, load_weights, save_checkpoint
+from ..config.run import (ConfigError, DataSection, OptimSection, RunConfig, apply_override, changed_settings,
+                          from_dict, save_config)
+from ..errors import ZebraError
 from .extensions import Extension, TrainRun, zebra_extensions
-from .metrics import MetricsLog
+from .metrics import metric_loggers
 from .optim import build_optimizer, build_scheduler
 
 
@@ -40,9 +41,9 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What a training stage leaves: the trained (prepared) model, its final evaluation and its folder."""
+    """What one ``train`` call leaves: the trained (prepared) model, its final evaluation and its folder."""
 
-    model: nn.Module | None  # None for a finished stage read back from its folder without loading the model
+    model: nn.Module | None  # None for a finished training read back from its folder without loading the model
     report: TrafficReport
     metrics: list[dict[str, Any]]
     run_dir: Path
@@ -72,14 +73,15 @@ def example_inputs(spec: DataSpec) -> torch.Tensor:
     return torch.zeros(1, spec.channels, spec.size, spec.size)
 
 
-def build_prepared_model(config: RunConfig, spec: DataSpec, zebra: bool, structure: dict[str, int] | None = None) -> nn.Module:
-    """The configured model for ``spec``, shrunk to a pruned ``structure`` if given, then prepared
-    (Zebra active or measured only)."""
+def build_prepared_model(config: RunConfig, spec: DataSpec, masked: bool,
+                         structure: dict[str, int] | None = None) -> nn.Module:
+    """The configured model for ``spec``, shrunk to a pruned ``structure`` if given, then prepared: with Zebra's
+    masks active (``masked``) or every site measured only."""
     model = build_model(config.model.name, spec.classes, spec.channels, **config.model.options)
     if structure:
         slim.restructure(model, structure, example_inputs(spec))
     try:
-        return prepare(model, config.zebra.layer_config(zebra))
+        return prepare(model, config.zebra.layer_config(masked))
     except ValueError as error:  # a model prepare() cannot trace or instrument: its message says what to set
         raise ConfigError(f"model {config.model.name}: {error}") from error
 
@@ -132,143 +134,186 @@ def train(
     config: RunConfig,
     run_dir: str | Path,
     *,
-    stage: OptimSection | None = None,
-    zebra: bool | None = None,
+    optim: OptimSection | None = None,
+    masked: bool | None = None,
     init: str | Path | None = None,
     resume: bool = False,
     extensions: list[Extension] | tuple[Extension, ...] = (),
     progress: bool = True,
 ) -> TrainResult:
-    """Train one stage (``stage``, default ``config.train``) into ``run_dir``; evaluate after every epoch.
+    """Train with the optimiser settings ``optim`` (default ``config.train``) into ``run_dir``; evaluate after
+    every epoch.
 
-    ``zebra`` defaults to ``config.zebra.enabled`` and adds Zebra's extensions (calibration, penalty);
-    ``extensions`` add other methods' work (e.g. ``BnSparsity``). ``init`` fine-tunes from a checkpoint's
+    ``masked`` (Zebra's masks active; default ``config.zebra.enabled``) adds Zebra's extension (calibration,
+    penalty); ``extensions`` add other methods' work (e.g. ``BnSparsity``). ``init`` fine-tunes from a checkpoint's
     weights (and takes its pruned shapes); ``resume`` continues from ``run_dir/last.pt`` where it stopped.
     """
-    stage = stage or config.train
-    zebra = config.zebra.enabled if zebra is None else zebra
+    optim = optim or config.train
+    masked = config.zebra.enabled if masked is None else masked
     run_dir = Path(run_dir)
     world, device = distributed.setup(resolve_device(config.device))
-    batch_size = _rank_batch(config, stage, world, device)
+    batch_size = _rank_batch(config, optim, world, device)
     train_set, test_set, spec = build_data(config)
     checkpoint_path = run_dir / CHECKPOINT
     resuming = resume and checkpoint_path.exists()
     source = load_checkpoint(checkpoint_path if resuming else init) if resuming or init is not None else None
-    model = _start_model(config, spec, zebra, source, None if resuming or init is None else f"checkpoint {init}")
+    model = _start_model(config, spec, masked, source, None if resuming or init is None else f"checkpoint {init}")
     model.to(device)
-    if stage.channels_last:
+    if optim.channels_last:
         model.to(memory_format=torch.channels_last)
-    run = _new_run(config, stage, model, world, device, _steps_per_epoch(train_set, batch_size, stage, world),
-                   [*(zebra_extensions(config.zebra) if zebra else []), *extensions], progress)
-    state = {"config": config.to_dict(), "stage": _stage_dict(stage), "zebra": zebra, "spec": spec.__dict__,
-             "extensions": _extension_settings(extensions), "structure": source.get("structure") if source else None}
-    log = _open_run_dir(run_dir, world, stage.tensorboard)
-    start_epoch = _restore(run, source, state, log, checkpoint_path) if resuming else 0
+    loggers = metric_loggers(run_dir, optim.tensorboard) if world.main else []  # only the main process writes
+    run = _new_run(config, optim, model, world, device, _steps_per_epoch(train_set, batch_size, optim, world),
+                   [*(zebra_extensions(config.zebra) if masked else []), *extensions, *loggers], progress)
+    _check_names(run.extensions)
+    template = Checkpoint({}, config.to_dict(), spec.__dict__, masked, source.structure if source else None,
+                          _fields(optim), extensions=_extension_settings(extensions))  # each epoch adds the state
+    _open_run_dir(run_dir, world)
+    start_epoch = _restore(run, source, template, checkpoint_path) if resuming else 0
     if world.main:
         save_config(config, run_dir / "config.yaml")
+    for extension in run.extensions:
+        extension.train_start(run)
     started = time.perf_counter()
-    report = None
-    for epoch in range(start_epoch, stage.epochs):
-        run.epoch = epoch
-        epoch_seed = config.seed * 1000 + epoch
-        torch.manual_seed(epoch_seed)
-        row = _train_epoch(run, _loader(train_set, batch_size, config.data, device, True, epoch_seed, world))
-        report = evaluate(model, test_set, config, device, progress)
-        row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in COMPRESSED})
-        log.append(row, {layer.name: layer.block_density for layer in report.layers})
-        if world.main:
-            print(_epoch_line(row, stage.epochs), flush=True)
-            _save(checkpoint_path, {**state, "epoch": epoch + 1, "model": model.state_dict(), "rng": _rng_state(),
-                                    "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-                                    "metrics": log.rows})
+    report = _train_epochs(run, start_epoch, (train_set, test_set), batch_size, checkpoint_path, template)
     report = report or evaluate(model, test_set, config, device, progress)  # nothing left to train: evaluate it
     seconds = time.perf_counter() - started
+    for extension in run.extensions:
+        extension.train_end(run, report)
     if world.main:
-        _write_report(report, run_dir, config, zebra, seconds, device)
-    log.close()
-    return TrainResult(model, report, log.rows, run_dir, seconds)
+        _write_report(report, run_dir, config, masked, seconds, device)
+    return TrainResult(model, report, run.metrics, run_dir, seconds)
 
 
-def _rank_batch(config: RunConfig, stage: OptimSection, world: distributed.World, device: torch.device) -> int:
+def _train_epochs(run: TrainRun, start_epoch: int, data: tuple[Any, Any], batch_size: int, path: Path,
+                  template: Checkpoint) -> TrafficReport | None:
+    """Train and evaluate every epoch from ``start_epoch`` on, writing ``template`` with the training state to
+    ``path`` after each; returns the last evaluation (None when no epoch was left)."""
+    train_set, test_set = data
+    report = None
+    for epoch in range(start_epoch, run.optim.epochs):
+        run.epoch = epoch
+        epoch_seed = run.config.seed * 1000 + epoch
+        torch.manual_seed(epoch_seed)
+        row = _train_epoch(run, _loader(train_set, batch_size, run.config.data, run.device, True, epoch_seed,
+                                        run.world))
+        report = evaluate(run.model, test_set, run.config, run.device, run.progress)
+        row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in COMPRESSED})
+        run.metrics.append(row)
+        for extension in run.extensions:
+            extension.after_evaluation(run, row, report)
+        if run.world.main:
+            print(_epoch_line(row, run.optim.epochs), flush=True)
+            _save(path, replace(template, epoch=epoch + 1, model=run.model.state_dict(), rng=_rng_state(),
+                                optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                                metrics=run.metrics, extension_state=_extension_state(run.extensions)))
+    return report
+
+
+def _rank_batch(config: RunConfig, optim: OptimSection, world: distributed.World, device: torch.device) -> int:
     """This process's share of ``data.batch_size`` (the global batch); settings the machine cannot run are refused."""
     if config.data.batch_size % world.size:
         raise ConfigError(f"data.batch_size={config.data.batch_size} must divide among {world.size} processes")
-    if stage.sync_bn and device.type == "cpu":
+    if optim.sync_bn and device.type == "cpu":
         raise ConfigError("train.sync_bn needs GPUs: SyncBatchNorm has no CPU kernel; set train.sync_bn=false on CPU")
     return config.data.batch_size // world.size
 
 
-def _start_model(config: RunConfig, spec: DataSpec, zebra: bool, source: dict[str, Any] | None,
+def _start_model(config: RunConfig, spec: DataSpec, masked: bool, source: Checkpoint | None,
                  fine_tune_from: str | None) -> nn.Module:
     """The prepared model at its start: seeded initial weights, the source checkpoint's pruned shapes, and
     when fine-tuning (``fine_tune_from`` names the source) its weights, keeping the new Zebra thresholds."""
     torch.manual_seed(config.seed)  # the same initial weights for every run with this seed
-    model = build_prepared_model(config, spec, zebra, source.get("structure") if source else None)
+    model = build_prepared_model(config, spec, masked, source.structure if source else None)
     if fine_tune_from is not None:
-        load_weights(model, source["model"], fine_tune_from)
+        load_weights(model, source.model, fine_tune_from)
     return model
 
 
-def _steps_per_epoch(train_set, batch_size: int, stage: OptimSection, world: distributed.World) -> int:
+def _steps_per_epoch(train_set, batch_size: int, optim: OptimSection, world: distributed.World) -> int:
     share = len(train_set) // world.size
     steps = share // batch_size if share > batch_size else 1
-    return min(steps, stage.max_steps or steps)
+    return min(steps, optim.max_steps or steps)
 
 
-def _new_run(config: RunConfig, stage: OptimSection, model: nn.Module, world: distributed.World,
+def _new_run(config: RunConfig, optim: OptimSection, model: nn.Module, world: distributed.World,
              device: torch.device, steps_per_epoch: int, extensions: list[Extension], progress: bool) -> TrainRun:
-    """The optimiser, schedule, (under torchrun) DistributedDataParallel wrapper and compilation of a stage."""
-    optimizer = build_optimizer(model, stage)
-    scheduler = build_scheduler(optimizer, stage, stage.epochs * steps_per_epoch)
+    """The optimiser, schedule, (under torchrun) DistributedDataParallel wrapper and compilation of a training."""
+    optimizer = build_optimizer(model, optim)
+    scheduler = build_scheduler(optimizer, optim, optim.epochs * steps_per_epoch)
     trained = model
     if world.size > 1:
-        if stage.sync_bn:
+        if optim.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if stage.compile or (stage.compile is None and device.type == "cuda"):
+    if optim.compile or (optim.compile is None and device.type == "cuda"):
         trained = torch.compile(trained)  # the training step only: counting and calibration run the eager model
-    return TrainRun(model, trained, optimizer, scheduler, nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing),
-                    config, stage, device, world, steps_per_epoch, extensions, progress and world.main)
+    return TrainRun(model, trained, optimizer, scheduler, nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing),
+                    config, optim, device, world, steps_per_epoch, extensions, progress and world.main)
+
+
+def _check_names(extensions: list[Extension]) -> None:
+    """Each extension's name keys its settings and state in checkpoints: two of one name are refused."""
+    names = [extension.name for extension in extensions]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ZebraError(f"two training extensions are named {', '.join(map(repr, twice))}: give each extension "
+                         "class its own name (class attribute `name`)")
 
 
 def _extension_settings(extensions) -> dict[str, dict[str, Any]]:
-    return {extension.name: extension.settings() for extension in extensions}
+    """The settings a resume must match: those of the extensions that change results (not the loggers')."""
+    return {extension.name: extension.settings() for extension in extensions if extension.changes_results}
 
 
-def _open_run_dir(run_dir: Path, world: distributed.World, tensorboard: bool) -> MetricsLog:
-    """Create the folder, drop temporary files of a process killed while writing, open the metrics log."""
+def _extension_state(extensions: list[Extension]) -> dict[str, dict[str, Any]]:
+    """What each extension saves in the checkpoint (extensions without state save nothing)."""
+    states = {extension.name: extension.state_dict() for extension in extensions}
+    return {name: state for name, state in states.items() if state}
+
+
+def _open_run_dir(run_dir: Path, world: distributed.World) -> None:
+    """Create the folder and drop temporary files of a process killed while writing."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if world.main:  # a process killed while writing leaves a temporary file (never a half-written checkpoint)
         for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):
             stale.unlink(missing_ok=True)
-    return MetricsLog(run_dir, write=world.main, tensorboard=tensorboard)
 
 
-def _restore(run: TrainRun, source: dict[str, Any], state: dict[str, Any], log: MetricsLog, path: Path) -> int:
-    """Continue exactly where the checkpoint stopped; a checkpoint of other settings is refused. Returns the epoch."""
-    saved_extensions = source.get("extensions", {"bn_sparsity": {"s": source["sparsity"]}} if source.get("sparsity")
-                                  else {})  # checkpoints of earlier versions stored the Slimming weight alone
-    if (not same_settings(source["config"], run.config) or _saved_stage(source["stage"]) != state["stage"]
-            or source["zebra"] != state["zebra"] or saved_extensions != state["extensions"]):
-        raise CheckpointError(f"{path} was written by a run with other settings; resume needs the same config")
-    load_model_state(run.model, source["model"], f"checkpoint {path}")
-    run.optimizer.load_state_dict(source["optimizer"])
-    run.scheduler.load_state_dict(source["scheduler"])
-    _set_rng_state(source["rng"])
-    log.rows = list(source["metrics"])
-    return source["epoch"]
+def _restore(run: TrainRun, source: Checkpoint, expected: Checkpoint, path: Path) -> int:
+    """Continue exactly where the checkpoint stopped, extensions' state included; a checkpoint of other settings
+    (those that change results) is refused, naming them. Returns the epoch to start with."""
+    if source.optimizer is None:
+        raise CheckpointError(f"{path} holds no training state (a pruned or calibrated model): fine-tune from it "
+                              "with --init instead of --resume")
+    differ = _resume_differences(source, expected, run)
+    if differ:
+        raise CheckpointError(f"{path} was written by a run with other settings: {'; '.join(differ)}; resume with "
+                              "the same settings or train into a new --run-dir")
+    load_model_state(run.model, source.model, f"checkpoint {path}")
+    run.optimizer.load_state_dict(source.optimizer)
+    run.scheduler.load_state_dict(source.scheduler)
+    _set_rng_state(source.rng)
+    run.metrics = list(source.metrics)
+    for extension in run.extensions:
+        if extension.name in source.extension_state:
+            extension.load_state_dict(source.extension_state[extension.name])
+    return source.epoch
 
 
-def _stage_dict(stage: OptimSection) -> dict[str, Any]:
-    return {k: getattr(stage, k) for k in stage.__dataclass_fields__}
+def _resume_differences(source: Checkpoint, expected: Checkpoint, run: TrainRun) -> list[str]:
+    """Every setting that changes results and differs between a checkpoint and the run resuming it."""
+    differ = changed_settings(source.config, run.config) + changed_settings(source.optim or {}, run.optim, "optim")
+    if source.masked != expected.masked:
+        differ.append(f"Zebra masks {'on' if source.masked else 'off'} (here {'on' if expected.masked else 'off'})")
+    for name in sorted(set(source.extensions) | set(expected.extensions)):
+        before, after = source.extensions.get(name), expected.extensions.get(name)
+        if before != after:
+            differ.append(f"extension {name}={before} (here {after})")
+    return differ
 
 
-def _saved_stage(values: dict[str, Any]) -> dict[str, Any] | None:
-    """A stage's settings as an earlier version saved them (settings added since take defaults); None if foreign."""
-    try:
-        return _stage_dict(OptimSection(**values))
-    except TypeError:
-        return None
+def _fields(optim: OptimSection) -> dict[str, Any]:
+    return {k: getattr(optim, k) for k in optim.__dataclass_fields__}
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
@@ -290,7 +335,7 @@ def _train_epoch(run: TrainRun, loader: DataLoader) -> dict[str, Any]:
     seen = 0
     first_bad = torch.full((), -1, device=run.device, dtype=torch.int64)
     steps = run.steps_per_epoch
-    bar = tqdm(loader, total=steps, desc=f"epoch {run.epoch + 1}/{run.stage.epochs}", disable=not run.progress,
+    bar = tqdm(loader, total=steps, desc=f"epoch {run.epoch + 1}/{run.optim.epochs}", disable=not run.progress,
                leave=False)
     for step, (inputs, labels) in enumerate(bar):
         if step >= steps:
@@ -317,16 +362,16 @@ def _train_epoch(run: TrainRun, loader: DataLoader) -> dict[str, Any]:
 
 def _to_device(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     inputs = inputs.to(run.device, non_blocking=True)
-    if run.stage.channels_last:
+    if run.optim.channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs, labels.to(run.device, non_blocking=True)
 
 
 def _train_step(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, task loss plus every extension's term, backward, optimiser and schedule step."""
+    """Forward, task loss plus every extension's term, backward, optimiser and schedule step, with their hooks."""
     for extension in run.extensions:
         extension.before_forward(run, inputs)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.stage.amp):
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.optim.amp):
         outputs = run.trained(inputs)
         loss = run.criterion(outputs, labels)
         for extension in run.extensions:
@@ -339,6 +384,8 @@ def _train_step(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tu
         extension.after_backward(run)
     run.optimizer.step()
     run.scheduler.step()
+    for extension in run.extensions:
+        extension.after_optimizer_step(run)
     return loss, outputs
 
 
@@ -355,10 +402,10 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
             f"zebra+zvc {row['zebra_zvc']:.1%}  lam {row.get('lam', 0.0):g}  {row['images_per_s']:.0f} img/s")
 
 
-def _write_report(report: TrafficReport, run_dir: Path, config: RunConfig, zebra: bool, seconds: float,
+def _write_report(report: TrafficReport, run_dir: Path, config: RunConfig, masked: bool, seconds: float,
                   device: torch.device) -> None:
-    """The stage's ``report.json`` (a one-row result) and ``traffic.csv``."""
-    row = model_row(run_dir.name, ZEBRA if zebra else BASELINE, report, report, seconds=seconds, folder=run_dir)
+    """The training's ``report.json`` (a one-row result) and ``traffic.csv``."""
+    row = model_row(run_dir.name, ZEBRA if masked else BASELINE, report, report, seconds=seconds, folder=run_dir)
     info = RunInfo("zebra train", Machine.here(device), seconds)
     write_result(run_dir / REPORT, RunResult("train", info, config.to_dict(), row.label, (row,)))
     report.to_csv(run_dir / "traffic.csv")
@@ -369,18 +416,18 @@ def load_trained(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] 
     return rebuild(load_checkpoint(checkpoint), overrides, f"checkpoint {checkpoint}")
 
 
-def checkpoint_config(payload: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def checkpoint_config(payload: Checkpoint, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """The run config saved in a checkpoint, with ``section.key=value`` overrides applied and validated."""
-    values = payload["config"]
+    values = payload.config
     for assignment in overrides:
         values = apply_override(values, assignment)
     return from_dict(values)
 
 
-def rebuild(payload: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
+def rebuild(payload: Checkpoint, overrides: list[str] | tuple[str, ...] = (),
             origin: str = "checkpoint") -> tuple[nn.Module, RunConfig]:
     """``load_trained`` for a checkpoint already read with ``load_checkpoint``."""
     config = checkpoint_config(payload, overrides)
-    model = build_prepared_model(config, DataSpec(**payload["spec"]), payload["zebra"], payload.get("structure"))
-    load_model_state(model, payload["model"], origin)
+    model = build_prepared_model(config, DataSpec(**payload.spec), payload.masked, payload.structure)
+    load_model_state(model, payload.model, origin)
     return model.eval(), config

@@ -40,7 +40,7 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[i
     model.to(device)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    layers = conv_layers(model, example_inputs(DataSpec(**payload["spec"])).to(device))
+    layers = conv_layers(model, example_inputs(DataSpec(**payload.spec)).to(device))
     atomic_write_text(folder / "topology.csv", topology_csv(layers))
     atomic_write_text(folder / "layout.csv", layout_csv(layers))
     report = evaluate(model, test_set, dataclasses.replace(config, bits=bits), device, progress)
@@ -68,4 +68,4 @@ def onnx_checkpoint(checkpoint: str | Path, path: str | Path, overrides: list[st
     """Write the model of ``checkpoint`` (prepared, with its thresholds) to ONNX at ``path``; masks stay dynamic."""
     payload = load_checkpoint(checkpoint)
     model, _ = rebuild(payload, overrides, f"checkpoint {checkpoint}")
-    return to_onnx(model.cpu(), example_inputs(DataSpec(**payload["spec"])), path)
+    return to_onnx(model.cpu(), example_inputs(DataSpec(**payload.spec)), path)

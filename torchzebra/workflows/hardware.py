@@ -41,7 +41,7 @@ def estimate_checkpoint(checkpoint: str | Path, accelerators: Iterable[str | Acc
     device = resolve_device(config.device)
     model.to(device)
     report = evaluate(model, test_set, config, device, progress)
-    return model_estimate(model, DataSpec(**payload["spec"]), report, accelerators, on_chip)
+    return model_estimate(model, DataSpec(**payload.spec), report, accelerators, on_chip)
 
 
 def run_estimate(run_dir: str | Path, checkpoint: str | Path, report: TrafficReport) -> Estimate:
@@ -49,7 +49,7 @@ def run_estimate(run_dir: str | Path, checkpoint: str | Path, report: TrafficRep
     ``run_dir/estimate.json``, one line per preset printed (what ``zebra run`` does last)."""
     payload = load_checkpoint(checkpoint)
     model, _ = rebuild(payload, (), f"checkpoint {checkpoint}")
-    result = model_estimate(model, DataSpec(**payload["spec"]), report)
+    result = model_estimate(model, DataSpec(**payload.spec), report)
     write_estimate(Path(run_dir) / ESTIMATE, result)
     print("\n".join(["Accelerator estimate (docs/ACCELERATORS.md), per image:", *estimate_lines(result)]), flush=True)
     return result

@@ -17,7 +17,7 @@ from ..data import DataSpec
 from ..errors import ZebraError
 from ..results import BASELINE, CALIBRATED, CHECKPOINT, METHODS, ModelRow, RunResult, model_row
 from ..results.tables import allocation_markdown, points_change, rows_markdown
-from ..training.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from ..training.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from .run import publish, run_info
 from ..training.trainer import build_data, build_prepared_model, checkpoint_config, evaluate, resolve_device
 
@@ -55,9 +55,8 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
         raise ZebraError(f"--images {images} and --holdout {holdout} need {images + holdout} training images; the "
                          f"data has {len(train_set)}: lower them")
     calibrated = METHODS[CALIBRATED]
-    model = build_prepared_model(config, DataSpec(**payload["spec"]), calibrated.zebra_masks,
-                                 payload.get("structure")).to(device)
-    load_weights(model, payload["model"], f"checkpoint {checkpoint}")
+    model = build_prepared_model(config, DataSpec(**payload.spec), calibrated.zebra_masks, payload.structure).to(device)
+    load_weights(model, payload.model, f"checkpoint {checkpoint}")
     dense = evaluate(model, test_set, config, device, progress)  # thresholds 0: exactly the unmasked model
     calibration, held_out = _training_images(train_set, (images, holdout), config.seed)
     measured = allocation.profile(model, [calibration], bits=config.bits, held_out=[held_out],
@@ -66,9 +65,9 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     for budget in budgets:
         chosen = allocation.search(model, budget_points=budget, measured=measured)
         folder = out / f"budget-{budget:g}"
-        save_checkpoint(folder / CHECKPOINT, {"config": config.to_dict(), "spec": payload["spec"],
-                                              "zebra": calibrated.zebra_masks, "model": model.state_dict(),
-                                              "structure": payload.get("structure"), "calibrated_from": str(checkpoint)})
+        save_checkpoint(folder / CHECKPOINT, Checkpoint(model.state_dict(), config.to_dict(), payload.spec,
+                                                        calibrated.zebra_masks, payload.structure,
+                                                        derived_from=str(checkpoint)))
         rows.append(model_row(f"calibrated, budget {budget:g} point", calibrated.name, evaluate(
             model, test_set, config, device, progress), dense, folder=folder, settings={
             "budget_points": budget, "images": images, "held_out_images": chosen.check_images,

@@ -17,7 +17,7 @@ from ..analysis.measure import TrafficReport
 from ..results import (BASELINE, CHECKPOINT, METHODS, PRUNED_STAGE, SPARSE_STAGE, ZEBRA, RunResult, method_extensions,
                        model_row, slim_flows)
 from ..results.tables import slim_markdown
-from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from ..config.run import OptimSection, RunConfig, save_config
 from .run import publish, run_info, stage_row
 from ..training.trainer import TrainResult, build_data, evaluate, example_inputs, rebuild, resolve_device, train
@@ -35,16 +35,14 @@ def prune_checkpoint(source: str | Path, target: str | Path | None,
         raise CheckpointError(f"the pruned model would overwrite {source}: write it to another file")
     payload = load_checkpoint(source)
     model, config = rebuild(payload, overrides, f"checkpoint {source}")
-    inputs = example_inputs(DataSpec(**payload["spec"]))
+    inputs = example_inputs(DataSpec(**payload.spec))
     section = config.slim
     plan = slim.plan(model, section.ratio, inputs, min_channels=section.min_channels, exclude=section.exclude)
     if target is None:
         return plan
     pruned = slim.prune(model, plan=plan, example_inputs=inputs)
-    save_checkpoint(target, {
-        "config": config.to_dict(), "spec": payload["spec"], "zebra": payload["zebra"], "model": pruned.state_dict(),
-        "structure": slim.structure(pruned), "plan": asdict(plan), "pruned_from": str(source),
-    })
+    save_checkpoint(target, Checkpoint(pruned.state_dict(), config.to_dict(), payload.spec, payload.masked,
+                                       slim.structure(pruned), derived_from=str(source), plan=asdict(plan)))
     return plan
 
 
@@ -63,15 +61,15 @@ class _Stages:
         self.number += 1
         print(f"[{self.number}/{self.total}] {title}", flush=True)
 
-    def train(self, method: str, title: str, stage: OptimSection, init: Path | None = None,
+    def train(self, method: str, title: str, optim: OptimSection, init: Path | None = None,
               zebra_masks: bool | None = None) -> TrainResult:
         """Train ``method``'s stage in its folder, with its extensions, and with Zebra's masks when it has them
         (``zebra_masks`` overrides that: the joint flow's sparsity training has them)."""
         entry = METHODS[method]
         folder = self.run_dir / entry.folder
-        self.announce(f"{title}: {stage.epochs} epochs -> {folder}")
+        self.announce(f"{title}: {optim.epochs} epochs -> {folder}")
         masks = entry.zebra_masks if zebra_masks is None else zebra_masks
-        return train(self.config, folder, stage=stage, zebra=masks, init=init, resume=self.resume,
+        return train(self.config, folder, optim=optim, masked=masks, init=init, resume=self.resume,
                      extensions=method_extensions(method, self.config), progress=self.progress)
 
 
@@ -141,4 +139,4 @@ def _evaluate_checkpoint(path: Path, progress: bool) -> tuple[nn.Module, Traffic
     model, config = rebuild(payload, origin=f"checkpoint {path}")
     device = resolve_device(config.device)
     _, test_set, _ = build_data(config)
-    return model, evaluate(model.to(device), test_set, config, device, progress), DataSpec(**payload["spec"])
+    return model, evaluate(model.to(device), test_set, config, device, progress), DataSpec(**payload.spec)

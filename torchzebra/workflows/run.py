@@ -59,13 +59,13 @@ def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False,
     started = time.perf_counter()
     dense, method = METHODS[BASELINE], METHODS[config.run.method]
     print(f"[1/2] dense baseline: {config.train.epochs} epochs -> {run_dir / dense.folder}", flush=True)
-    baseline = train(config, run_dir / dense.folder, stage=config.train, zebra=dense.zebra_masks, resume=resume,
+    baseline = train(config, run_dir / dense.folder, optim=config.train, masked=dense.zebra_masks, resume=resume,
                      progress=progress)
     scratch = method.start == "scratch"
-    stage = config.train if scratch else config.finetune
-    print(f"[2/2] {method.description}: {stage.epochs} epochs -> {run_dir / method.folder}", flush=True)
+    optim = config.train if scratch else config.finetune
+    print(f"[2/2] {method.description}: {optim.epochs} epochs -> {run_dir / method.folder}", flush=True)
     extensions = [*method_extensions(method.name, config), *distillation(config, plain_model(baseline.model))]
-    zebra = train(config, run_dir / method.folder, stage=stage, zebra=method.zebra_masks,
+    zebra = train(config, run_dir / method.folder, optim=optim, masked=method.zebra_masks,
                   init=None if scratch else run_dir / dense.folder / CHECKPOINT, resume=resume, extensions=extensions,
                   progress=progress)
     rows = (stage_row(BASELINE, baseline, baseline.report), stage_row(method.name, zebra, baseline.report))

@@ -20,7 +20,7 @@ from ..analysis.measure import TrafficReport
 from ..results import (BASELINE, CHECKPOINT, METHODS, REPORT, SPARSE_STAGE, SWEEP, ModelRow, RunResult,
                        method_extensions, read_result, sweep_methods, write_result)
 from ..training.checkpoint import load_checkpoint
-from ..config.run import (ConfigError, RunConfig, SweepSection, ZebraSection, from_dict, same_settings, save_config,
+from ..config.run import (ConfigError, RunConfig, SweepSection, ZebraSection, from_dict, changed_settings, save_config,
                           with_value)
 from ..training.extensions import distillation
 from .run import run_info, stage_row
@@ -104,20 +104,23 @@ def _stage_config(values: dict[str, Any], changes: dict[str, Any]) -> RunConfig:
 
 
 def _finished(folder: Path, config: RunConfig) -> TrainResult | None:
-    """The result of a stage finished with exactly ``config`` (model not loaded), else None (so it is trained)."""
+    """The result of a stage finished with ``config``'s result-relevant settings (model not loaded), else None (so it
+    is trained); a folder trained with other such settings is refused, naming them."""
     report, checkpoint = folder / REPORT, folder / CHECKPOINT
     if not (report.is_file() and checkpoint.is_file()):
         return None
     payload = load_checkpoint(checkpoint)
-    if not same_settings(payload["config"], config):
-        raise ConfigError(f"{folder} was trained with other settings: use a new --run-dir for a changed sweep")
-    if payload["epoch"] < payload["stage"]["epochs"]:
+    differ = changed_settings(payload.config, config)
+    if differ:
+        raise ConfigError(f"{folder} was trained with other settings: {'; '.join(differ)}; use a new --run-dir for a "
+                          "changed sweep")
+    if payload.optim is None or payload.epoch < payload.optim["epochs"]:
         return None
     row = read_result(report).rows[0]
     timing = folder / "seconds.json"  # where earlier versions kept a stage's time
     seconds = row.seconds if row.seconds is not None else (
         json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0)
-    return TrainResult(None, row.traffic, payload["metrics"], folder, seconds)
+    return TrainResult(None, row.traffic, payload.metrics, folder, seconds)
 
 
 def _stage(config: RunConfig, folder: Path, progress: bool, **kwargs: Any) -> TrainResult:
@@ -142,23 +145,23 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
     base_config = _stage_config(values, {})
     dense = run_dir / METHODS[BASELINE].folder
     print(f"[baseline] {base_config.train.epochs} epochs -> {dense}", flush=True)
-    baseline = _stage(base_config, dense, progress, stage=base_config.train, zebra=METHODS[BASELINE].zebra_masks)
+    baseline = _stage(base_config, dense, progress, optim=base_config.train, masked=METHODS[BASELINE].zebra_masks)
     rows = [_row(BASELINE, BASELINE, {}, baseline, baseline.report, baseline.seconds)]
     teacher = None
     for index, (method, point, stage_config) in enumerate(plan, 1):
         name = point_name(method, point)
         print(f"[{index}/{len(plan)}] {name}", flush=True)
-        start, stage, init, extra = METHODS[method].start, stage_config.finetune, dense / CHECKPOINT, 0.0
+        start, optim, init, extra = METHODS[method].start, stage_config.finetune, dense / CHECKPOINT, 0.0
         if start == "pruned":
             slim_settings = {key: value for key, value in point.items() if key.startswith("slim.")}
             init, extra = _pruned(_stage_config(values, slim_settings), run_dir, progress)
         elif start == "scratch":
-            stage, init = stage_config.train, None
+            optim, init = stage_config.train, None
         if stage_config.distill.weight and teacher is None:
             teacher = load_trained(dense / CHECKPOINT)[0]  # once, for every point that distils
         extensions = [*method_extensions(method, stage_config), *distillation(stage_config, teacher)]
-        trained = _stage(stage_config, run_dir / "points" / name, progress, stage=stage,
-                         zebra=METHODS[method].zebra_masks, init=init, extensions=extensions)
+        trained = _stage(stage_config, run_dir / "points" / name, progress, optim=optim,
+                         masked=METHODS[method].zebra_masks, init=init, extensions=extensions)
         rows.append(_row(point_label(method, point), method, point, trained, baseline.report, trained.seconds + extra))
         _write(run_dir, config, rows, started)
     return _write(run_dir, config, rows, started)
@@ -182,7 +185,7 @@ def _plan(config: RunConfig) -> list[tuple[str, dict[str, Any], RunConfig]]:
 def _pruned(config: RunConfig, run_dir: Path, progress: bool) -> tuple[Path, float]:
     """The pruned checkpoint for ``config.slim`` (its sparsity-trained model is shared by all its points)."""
     folder = run_dir / f"sparse-s{config.slim.s:g}"
-    sparse = _stage(config, folder, progress, stage=config.train, zebra=METHODS[SPARSE_STAGE].zebra_masks,
+    sparse = _stage(config, folder, progress, optim=config.train, masked=METHODS[SPARSE_STAGE].zebra_masks,
                     extensions=method_extensions(SPARSE_STAGE, config))
     pruned = folder / f"pruned-r{config.slim.ratio:g}-m{config.slim.min_channels}.pt"
     if not pruned.is_file():
