@@ -1,6 +1,6 @@
 """Results of runs: the method registry, one typed result for every kind of run, its JSON file and its
-Markdown tables. Below the engine and the reports, which both read it. Names load on first use (the method
-registry is torch-free)."""
+Markdown tables. Below the run configuration, the engine and the reports, which all read it. Names load on
+first use (the method registry is torch-free)."""
 
 from .._lazy import lazy_package
 
