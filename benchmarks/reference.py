@@ -163,7 +163,8 @@ def slimming_claim(points: list[Point]) -> dict | None:
 
 def points_of(run_dir: Path) -> list[Point]:
     folders = [run_dir / "main-seed0", run_dir / "levers", run_dir / "calibrate"]
-    return [point for folder in folders if folder.is_dir() for point in load_points(folder)]
+    finished = [f for f in folders if (f / REPORT).is_file() or (f / "sweep.json").is_file()]  # not a step underway
+    return [point for folder in finished for point in load_points(folder)]
 
 
 def best_point(points: list[Point]) -> dict | None:
