@@ -35,6 +35,6 @@ def test_paper_preset_runs_baseline_and_zebra_on_tiny_imagenet(tmp_path):
     assert max(kept[name] for name in kept if name.startswith("layer1.")) < 0.4  # calibrated to keep 19%
     checkpoint = torch.load(run_dir / "zebra" / "last.pt", weights_only=True)
     assert checkpoint["extensions"] == {"distillation": {"weight": 1.0, "temperature": 4.0}}
-    stage = checkpoint["stage"]  # the fine-tune repeats the baseline's recipe
-    assert (stage["lr"], stage["schedule"]) == (preset.train.lr, preset.train.schedule) == (0.2, "onecycle")
+    optim = checkpoint["optim"]  # the fine-tune repeats the baseline's recipe
+    assert (optim["lr"], optim["schedule"]) == (preset.train.lr, preset.train.schedule) == (0.2, "onecycle")
     assert "| dense baseline |" in (run_dir / "report.md").read_text() and (run_dir / "estimate.json").is_file()
