@@ -161,10 +161,14 @@ def slimming_claim(points: list[Point]) -> dict | None:
                 for p in alone]}
 
 
-def points_of(run_dir: Path) -> list[Point]:
+def finished_folders(run_dir: Path) -> list[Path]:
+    """The seed-0 folders whose points the documents show, leaving out a step still underway."""
     folders = [run_dir / "main-seed0", run_dir / "levers", run_dir / "calibrate"]
-    finished = [f for f in folders if (f / REPORT).is_file() or (f / "sweep.json").is_file()]  # not a step underway
-    return [point for folder in finished for point in load_points(folder)]
+    return [f for f in folders if (f / REPORT).is_file() or (f / "sweep.json").is_file()]
+
+
+def points_of(run_dir: Path) -> list[Point]:
+    return [point for folder in finished_folders(run_dir) for point in load_points(folder)]
 
 
 def best_point(points: list[Point]) -> dict | None:
@@ -210,7 +214,7 @@ def markdown(document: dict, points: list[Point], pairs: list[tuple[Point, Point
         budget_markdown(points, BUDGET), "", *controls_markdown(points, pairs, document["best_against_control"]),
         *no_training_markdown(document["no_training"], run_dir), *architectures_markdown(document["architectures"]),
         *slimming_markdown(document["slimming_claim"]), "## Every point", "", points_markdown(points), "",
-        f"`zebra report {run_dir}/main-seed0 {run_dir}/levers {run_dir}/calibrate --out DIR` draws the Pareto fronts.",
+        f"`zebra report {' '.join(str(f) for f in finished_folders(run_dir))} --out DIR` draws the Pareto fronts.",
         "",
     ])
 
