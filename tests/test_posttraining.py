@@ -99,8 +99,9 @@ def test_zebra_calibrate_reports_the_held_out_check_and_its_command(tmp_path, ca
     assert result.info.command.startswith(f"zebra calibrate {checkpoint} --out {out} --budget 0 50 --images 64 "
                                           "--holdout 128")
     strict, loose = result.rows[1:]
-    assert strict.settings["held_out_images"] == 128 and strict.settings["margin_points"] == 0.0
-    assert -strict.settings["held_out_top1"] + strict.settings["held_out_dense_top1"] <= 0
+    drop = (strict.settings["held_out_dense_top1"] - strict.settings["held_out_top1"]) * 100
+    assert strict.settings["held_out_images"] == 128 and strict.settings["margin_points"] >= 0.0
+    assert drop + strict.settings["margin_points"] <= 1e-9  # budget 0: no loss on the held-out images, margin included
     markdown = (out / "report.md").read_text()
     assert "| budget (points) | held-out top-1 % |" in markdown and markdown.count("\n| 50 |") == 1
     assert ("**Warning**: budget 50" in markdown) == (-loose.delta_top1 * 100 > 50)
