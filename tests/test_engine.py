@@ -1,5 +1,6 @@
 """Training engine: learning, resume, checkpoints, configs, models."""
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -44,8 +45,21 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, tiny_run):
     config = tiny_run.config("train.epochs=2", "zebra.enabled=true", "zebra.lam=0.05")
     straight = train(config, tmp_path / "straight", progress=False)
 
-    calls = {"n": 0}
+    with pytest.raises(KeyboardInterrupt), interrupted_in_epoch_two(monkeypatch):
+        train(config, tmp_path / "resumed", progress=False)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt").epoch == 1
+    resumed = train(config, tmp_path / "resumed", resume=True, progress=False)
+    for (key, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), key
+    assert [r["epoch"] for r in resumed.metrics] == [1, 2]
+
+
+@contextlib.contextmanager
+def interrupted_in_epoch_two(monkeypatch):
+    """A training inside stops with KeyboardInterrupt at its second evaluation (epoch two); evaluation is real again
+    afterwards."""
     real_evaluate = trainer_module.evaluate
+    calls = {"n": 0}
 
     def interrupt_in_epoch_two(*args, **kwargs):
         calls["n"] += 1
@@ -54,14 +68,10 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, tiny_run):
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "evaluate", interrupt_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "resumed", progress=False)
-    assert load_checkpoint(tmp_path / "resumed" / "last.pt").epoch == 1
-    monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
-    resumed = train(config, tmp_path / "resumed", resume=True, progress=False)
-    for (key, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), key
-    assert [r["epoch"] for r in resumed.metrics] == [1, 2]
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
 
 
 def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path, tiny_run):
@@ -360,20 +370,9 @@ def test_a_stateful_extension_resumes_exactly(tmp_path, monkeypatch, tiny_run):
     config = tiny_run.config("train.epochs=2")
     straight = WeightAverage()
     train(config, tmp_path / "straight", extensions=[straight], progress=False)
-    real_evaluate = trainer_module.evaluate
-    calls = {"n": 0}
-
-    def interrupt_in_epoch_two(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "evaluate", interrupt_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), interrupted_in_epoch_two(monkeypatch):
         train(config, tmp_path / "resumed", extensions=[WeightAverage()], progress=False)
     assert load_checkpoint(tmp_path / "resumed" / "last.pt").extension_state["average"]["updates"] == 4
-    monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
     resumed = WeightAverage()
     result = train(config, tmp_path / "resumed", resume=True, extensions=[resumed], progress=False)
     assert resumed.updates == straight.updates == 8
