@@ -88,11 +88,25 @@ def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path, tiny_r
     assert loaded_config.zebra.threshold == 0.2
 
 
+def test_a_finished_baseline_is_reused_under_new_zebra_settings_and_a_zebra_stage_is_not(tmp_path, tiny_run):
+    dense = train(tiny_run.config(), tmp_path / "base", progress=False)
+    changed = tiny_run.config("zebra.density=0.3", "zebra.lam=0.5", "zebra.block_size=4")
+    reused = train(changed, tmp_path / "base", resume=True, progress=False)  # nothing left to train: measured again
+    assert reused.metrics == dense.metrics
+    assert {layer.block_size for layer in reused.report.layers} == {4}
+    masked = tiny_run.config("zebra.enabled=true", "zebra.lam=0.05")
+    train(masked, tmp_path / "zebra", progress=False)
+    with pytest.raises(CheckpointError, match=r"other settings: zebra\.lam=0\.05 \(here 0\.5\)"):
+        train(tiny_run.config("zebra.enabled=true", "zebra.lam=0.5"), tmp_path / "zebra", resume=True, progress=False)
+
+
 def test_resume_with_other_settings_is_refused_naming_them(tmp_path, tiny_run):
     train(tiny_run.config(), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match=r"other settings: train\.lr=0\.1 \(here 0\.2\); optim\.lr=0\.1 \(here "
                                               r"0\.2\); resume with the same settings"):
         train(tiny_run.config("train.lr=0.2"), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match=r"other settings: zebra\.leaf_modules=\[\] \(here \['layer4'\]\)"):
+        train(tiny_run.config("zebra.leaf_modules=[layer4]"), tmp_path / "run", resume=True, progress=False)
     (tmp_path / "pruned").mkdir()  # a checkpoint without training state, as zebra prune and calibrate write
     save_checkpoint(tmp_path / "pruned" / "last.pt", dataclasses.replace(load_checkpoint(tmp_path / "run" / "last.pt"),
                                                                          optimizer=None))

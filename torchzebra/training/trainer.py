@@ -301,8 +301,13 @@ def _restore(run: TrainRun, source: Checkpoint, expected: Checkpoint, path: Path
 
 
 def _resume_differences(source: Checkpoint, expected: Checkpoint, run: TrainRun) -> list[str]:
-    """Every setting that changes results and differs between a checkpoint and the run resuming it."""
+    """Every setting that changes results and differs between a checkpoint and the run resuming it. An unmasked
+    training (a dense baseline) ignores the Zebra settings but the traced structure (``zebra.leaf_modules``): they
+    shape only masks, penalties and what is measured, and a finished stage is measured again; so a run with new
+    Zebra settings reuses its baseline."""
     differ = changed_settings(source.config, run.config) + changed_settings(source.optim or {}, run.optim, "optim")
+    if not source.masked and not expected.masked:
+        differ = [d for d in differ if not d.startswith("zebra.") or d.startswith("zebra.leaf_modules=")]
     if source.masked != expected.masked:
         differ.append(f"Zebra masks {'on' if source.masked else 'off'} (here {'on' if expected.masked else 'off'})")
     for name in sorted(set(source.extensions) | set(expected.extensions)):
