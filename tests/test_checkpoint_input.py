@@ -1,6 +1,7 @@
 """Files that are not torchzebra checkpoints, and model.options / torchvision models from the command line."""
 
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -171,6 +172,18 @@ def test_a_damaged_real_checkpoint_loads_or_is_a_checkpoint_error(offset, value)
 ])
 def test_model_options_can_be_replaced_and_cleared(overrides, options):
     assert load_config("quick", overrides=overrides).model.options == options
+
+
+@pytest.mark.parametrize("key", ["zebra.density", "zebra.threshold", "zebra.block_size"])
+def test_a_per_site_mapping_replaces_the_presets_whole(tmp_path, key):
+    """Patterns are ordered (the first match wins): merged into the preset's, the preset's '*' would shadow them."""
+    mapping = {"features.[0-4].*": 4, "*": 2} if key == "zebra.block_size" else {"features.[0-4].*": 0.5, "*": 0.8}
+    override = f"{key}={json.dumps(mapping)}"
+    section, name = key.split(".")
+    assert getattr(load_config("quick", overrides=[override]).zebra, name) == mapping
+    file = tmp_path / "run.yaml"
+    file.write_text(yaml.safe_dump({section: {name: mapping}}))
+    assert getattr(load_config("quick", file).zebra, name) == mapping
 
 
 @pytest.mark.parametrize("file, options", [

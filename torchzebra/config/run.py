@@ -151,11 +151,18 @@ def _differences(old: Any, new: Any, prefix: str) -> list[str]:
     return found
 
 
-def _merge(base: dict, update: dict) -> dict:
-    """``update`` on top of ``base``: mappings merge key by key, any other value replaces."""
+MERGED_SETTINGS = {("model", "options")}  # settings whose mappings merge key by key, as sections do
+
+
+def _merge(base: dict, update: dict, path: tuple[str, ...] = ()) -> dict:
+    """``update`` on top of ``base``: sections and ``MERGED_SETTINGS`` merge key by key; any other value replaces,
+    a per-site mapping such as ``zebra.density`` whole (its patterns are ordered: the first match wins)."""
     out = dict(base)
     for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        where = (*path, key)
+        merges = isinstance(value, dict) and isinstance(out.get(key), dict) and (
+            len(where) == 1 or where in MERGED_SETTINGS)
+        out[key] = _merge(out[key], value, where) if merges else value
     return out
 
 
