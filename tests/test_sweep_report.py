@@ -10,7 +10,7 @@ import yaml
 
 import torchzebra as tz
 from torchzebra.cli import main
-from torchzebra.training import load_trained
+from torchzebra.training import load_checkpoint, load_trained
 from torchzebra.workflows import sweep as sweep_module
 from torchzebra.config.run import ConfigError
 from torchzebra.reports.summary import Point, best_within, pareto_front
@@ -71,6 +71,20 @@ def test_sweep_rows_and_resume(swept, monkeypatch):
     changed = {**yaml.safe_load((run_dir / "config.yaml").read_text()), "seed": 7}
     with pytest.raises(ConfigError, match="trained with other settings"):
         sweep_module.run_sweep(sweep_module.from_dict(changed), run_dir, progress=False)
+
+
+def test_slimming_points_of_other_ratios_share_one_sparsity_training(tmp_path, tiny_run, monkeypatch):
+    trained = []
+    real_train = sweep_module.train
+    monkeypatch.setattr(sweep_module, "train", lambda config, folder, **kw: trained.append(folder.name) or real_train(
+        config, folder, **kw))
+    assert main(["sweep", *tiny_run.args(), "--methods", "slim", "--grid", "slim.ratio=[0.25, 0.5]",
+                 "--run-dir", str(tmp_path)]) == 0
+    assert trained == ["baseline", "sparse-s0.0001", "slim,slim.ratio=0.25", "slim,slim.ratio=0.5"]
+    plans = {ratio: load_checkpoint(tmp_path / "sparse-s0.0001" / f"pruned-r{ratio:g}-m1.pt").plan
+             for ratio in (0.25, 0.5)}
+    assert [plans[r]["ratio"] for r in plans] == [0.25, 0.5]  # each point pruned at its own ratio
+    assert sum(len(g["keep"]) for g in plans[0.25]["groups"]) > sum(len(g["keep"]) for g in plans[0.5]["groups"])
 
 
 def test_a_point_is_labelled_as_written_and_stored_under_a_safe_folder_name():

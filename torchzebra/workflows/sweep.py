@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
@@ -154,7 +155,7 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
         start, optim, init, extra = METHODS[method].start, stage_config.finetune, dense / CHECKPOINT, 0.0
         if start == "pruned":
             slim_settings = {key: value for key, value in point.items() if key.startswith("slim.")}
-            init, extra = _pruned(_stage_config(values, slim_settings), run_dir, progress)
+            init, extra = _pruned(values, slim_settings, run_dir, progress)
         elif start == "scratch":
             optim, init = stage_config.train, None
         if stage_config.distill.weight and teacher is None:
@@ -182,14 +183,20 @@ def _plan(config: RunConfig) -> list[tuple[str, dict[str, Any], RunConfig]]:
             for method, point in _method_points(config.sweep)]
 
 
-def _pruned(config: RunConfig, run_dir: Path, progress: bool) -> tuple[Path, float]:
-    """The pruned checkpoint for ``config.slim`` (its sparsity-trained model is shared by all its points)."""
-    folder = run_dir / f"sparse-s{config.slim.s:g}"
-    sparse = _stage(config, folder, progress, optim=config.train, masked=METHODS[SPARSE_STAGE].zebra_masks,
-                    extensions=method_extensions(SPARSE_STAGE, config))
-    pruned = folder / f"pruned-r{config.slim.ratio:g}-m{config.slim.min_channels}.pt"
+def _pruned(values: dict[str, Any], slim_settings: dict[str, Any], run_dir: Path,
+            progress: bool) -> tuple[Path, float]:
+    """The pruned checkpoint for a point's ``slim.*`` settings. Its sparsity-trained model depends on ``slim.s``
+    alone, so it is trained once and shared by every point with that ``s``, whatever ratio each prunes."""
+    sparse_config = _stage_config(values, {k: v for k, v in slim_settings.items() if k == "slim.s"})
+    pruning = _stage_config(values, slim_settings).slim
+    folder = run_dir / f"sparse-s{sparse_config.slim.s:g}"
+    sparse = _stage(sparse_config, folder, progress, optim=sparse_config.train,
+                    masked=METHODS[SPARSE_STAGE].zebra_masks, extensions=method_extensions(SPARSE_STAGE, sparse_config))
+    kept = f"-x{hashlib.sha1(json.dumps(pruning.exclude).encode()).hexdigest()[:8]}" if pruning.exclude else ""
+    pruned = folder / f"pruned-r{pruning.ratio:g}-m{pruning.min_channels}{kept}.pt"
     if not pruned.is_file():
-        prune_checkpoint(folder / CHECKPOINT, pruned)
+        prune_checkpoint(folder / CHECKPOINT, pruned, [f"slim.{key}={json.dumps(getattr(pruning, key))}"
+                                                       for key in ("ratio", "min_channels", "exclude")])
     return pruned, sparse.seconds
 
 
