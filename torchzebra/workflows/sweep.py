@@ -192,8 +192,8 @@ def _pruned(values: dict[str, Any], slim_settings: dict[str, Any], run_dir: Path
     folder = run_dir / f"sparse-s{sparse_config.slim.s:g}"
     sparse = _stage(sparse_config, folder, progress, optim=sparse_config.train,
                     masked=METHODS[SPARSE_STAGE].zebra_masks, extensions=method_extensions(SPARSE_STAGE, sparse_config))
-    kept = f"-x{hashlib.sha1(json.dumps(pruning.exclude).encode()).hexdigest()[:8]}" if pruning.exclude else ""
-    pruned = folder / f"pruned-r{pruning.ratio:g}-m{pruning.min_channels}{kept}.pt"
+    excluded = f"-x{hashlib.sha1(json.dumps(pruning.exclude).encode()).hexdigest()[:8]}" if pruning.exclude else ""
+    pruned = folder / f"pruned-r{pruning.ratio:g}-m{pruning.min_channels}{excluded}.pt"
     if not pruned.is_file():
         prune_checkpoint(folder / CHECKPOINT, pruned, [f"slim.{key}={json.dumps(getattr(pruning, key))}"
                                                        for key in ("ratio", "min_channels", "exclude")])
