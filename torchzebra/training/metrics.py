@@ -15,34 +15,42 @@ from ..errors import ZebraError
 from .extensions import Extension, TrainRun
 
 
-class CsvLogger(Extension):
+class _FileLogger(Extension):
+    """A file in the run folder rewritten atomically after every evaluation with ``text`` of the rows so far."""
+
+    filename = ""
+    changes_results = False
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / self.filename
+
+    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
+        atomic_write_text(self.path, self.text(run.metrics, row))
+
+    def text(self, rows: list[dict[str, Any]], latest: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+class CsvLogger(_FileLogger):
     """``metrics.csv``: every epoch's row so far, the columns of the latest row."""
 
-    name = "csv"
-    changes_results = False
+    name, filename = "csv", "metrics.csv"
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / "metrics.csv"
-
-    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
+    def text(self, rows: list[dict[str, Any]], latest: dict[str, Any]) -> str:
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(row))
+        writer = csv.DictWriter(out, fieldnames=list(latest))
         writer.writeheader()
-        writer.writerows(run.metrics)
-        atomic_write_text(self.path, out.getvalue())
+        writer.writerows(rows)
+        return out.getvalue()
 
 
-class JsonLogger(Extension):
+class JsonLogger(_FileLogger):
     """``metrics.json``: every epoch's row so far, as a list."""
 
-    name = "json"
-    changes_results = False
+    name, filename = "json", "metrics.json"
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / "metrics.json"
-
-    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
-        atomic_write_text(self.path, json.dumps(run.metrics, indent=2))
+    def text(self, rows: list[dict[str, Any]], latest: dict[str, Any]) -> str:
+        return json.dumps(rows, indent=2)
 
 
 class TensorBoardLogger(Extension):
