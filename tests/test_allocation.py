@@ -21,10 +21,31 @@ def probe_data(residual_net):
 
 
 def test_allocate_trades_bytes_against_cost():
-    curve = allocation.LayerCurve("a", (0.2, 0.5, 1.0), (1.0, 0.1, 0.0), (20, 50, 100))
-    assert allocation.allocate([curve], 0.0, 100) == {"a": 0.2}  # bytes only
-    assert allocation.allocate([curve], 1e6, 100) == {"a": 1.0}  # cost only
-    assert allocation.allocate([curve], 1.0, 100) == {"a": 0.5}  # 0.5 + 0.1 beats 0.2 + 1.0 and 1.0 + 0
+    curve = allocation.LayerCurve("a", ((2, 0.2), (2, 0.5), (2, 1.0)), (1.0, 0.1, 0.0), (20, 50, 100))
+    assert allocation.allocate([curve], 0.0, 100) == {"a": (2, 0.2)}  # bytes only
+    assert allocation.allocate([curve], 1e6, 100) == {"a": (2, 1.0)}  # cost only
+    assert allocation.allocate([curve], 1.0, 100) == {"a": (2, 0.5)}  # 0.5 + 0.1 beats 0.2 + 1.0 and 1.0 + 0
+
+
+def test_allocate_picks_the_block_size_with_it():
+    """A larger block at density 1 sends less metadata at no cost; a smaller one keeps more at the same bytes."""
+    curve = allocation.LayerCurve("a", ((2, 0.5), (2, 1.0), (4, 0.5), (4, 1.0)), (0.1, 0.0, 0.4, 0.0),
+                                  (50, 100, 45, 90))
+    assert allocation.allocate([curve], 1e6, 100) == {"a": (4, 1.0)}
+    assert allocation.allocate([curve], 1.0, 100) == {"a": (2, 0.5)}  # 0.5 + 0.1 beats 0.45 + 0.4 and 0.9 + 0
+    assert allocation.allocate([curve], 0.0, 100) == {"a": (4, 0.5)}
+
+
+def test_a_search_over_block_sizes_leaves_the_model_with_the_chosen_ones(probe_data):
+    model, x, y = probe_data
+    measured = allocation.profile(model, [(x, y)], block_sizes=(2, 4))
+    assert all({size for size, _ in curve.settings} == {2, 4} for curve in measured.curves)
+    loose = allocation.search(model, budget_points=100.0, measured=measured)
+    assert {site: layer.block_size for site, layer in tz.zebra_layers(model)} == loose.block_sizes
+    assert tz.measure(model, [(x, y)]).reduction("zebra_zvc") == pytest.approx(loose.reduction)
+    strict = allocation.search(model, budget_points=0.0, measured=measured)
+    assert strict.top1 == pytest.approx(strict.dense_top1)
+    assert {site: layer.block_size for site, layer in tz.zebra_layers(model)} == strict.block_sizes
 
 
 def test_search_keeps_the_budget_on_its_images_and_saves_more_with_a_larger_one(probe_data):
@@ -55,15 +76,29 @@ def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys, tiny_r
     assert main(["train", *tiny_run.args("data.name=fashion-mnist"), "--run-dir", str(tmp_path / "dense")]) == 0
     out = tmp_path / "calibrated"
     assert main(["calibrate", str(tmp_path / "dense" / "last.pt"), "--out", str(out), "--budget", "0", "50",
-                 "--images", "64", "--holdout", "128", "--quiet"]) == 0
+                 "--images", "64", "--holdout", "128", "--block-sizes", "2", "4", "--quiet"]) == 0
     result = read_result(out / "report.json")
     assert result.kind == "calibrate" and [row.method for row in result.rows] == ["dense", *2 * ["zebra-calibrated"]]
     dense, strict, loose = result.rows
     assert dense.top1 == read_result(tmp_path / "dense" / "report.json").rows[0].top1  # threshold 0 is exact
     assert loose.reduction["zebra_zvc"] > strict.reduction["zebra_zvc"] >= dense.reduction["zebra_zvc"]
     assert set(loose.settings["densities"]) >= {"layer1.0.relu", "layer4.1.relu:1"}
+    assert set(loose.settings["block_sizes"].values()) <= {2, 4}
+    assert "--block-sizes 2 4" in result.info.command
     capsys.readouterr()
     assert main(["eval", str(out / "budget-50" / "last.pt"), "--quiet", "--json", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["accuracy"] == pytest.approx(loose.top1)
     assert main(["report", str(out), "--out", str(tmp_path / "report"), "--no-pictures"]) == 0
     assert "Zebra calibrated, no training" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_the_kept_blocks_table_names_the_block_sizes_where_they_are_not_all_one():
+    from torchzebra.results import ModelRow
+    from torchzebra.results.tables import allocation_markdown
+
+    def row(sizes):
+        return ModelRow("budget 1", "zebra-calibrated", 0.9, -0.01, {}, {}, settings={
+            "densities": {"a": 0.5, "b": 1.0}, "block_sizes": sizes})
+
+    assert "| a | 50.00 (block 4) |" in allocation_markdown([row({"a": 4, "b": 2})])
+    assert "| a | 50.00 |" in allocation_markdown([row({"a": 2, "b": 2})])

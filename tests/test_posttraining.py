@@ -18,6 +18,8 @@ from torchzebra.results import read_result
     (["--images", "0"], "--images 0 is invalid"),
     (["--images", "-5"], "--images -5 is invalid"),
     (["--holdout", "0"], "--holdout 0 is invalid"),
+    (["--block-sizes", "2", "0"], "--block-sizes 0 is invalid"),
+    (["--block-sizes", "-2"], "--block-sizes -2 is invalid"),
 ])
 def test_a_bad_argument_is_one_line_before_the_checkpoint_is_read(args, named, tmp_path, capsys):
     """The checkpoint does not exist: the argument is refused first, and nothing is written."""
@@ -105,3 +107,16 @@ def test_zebra_calibrate_reports_the_held_out_check_and_its_command(tmp_path, ca
     markdown = (out / "report.md").read_text()
     assert "| budget (points) | held-out top-1 % |" in markdown and markdown.count("\n| 50 |") == 1
     assert ("**Warning**: budget 50" in markdown) == (-loose.delta_top1 * 100 > 50)
+
+
+def test_searched_block_sizes_go_first_in_the_checkpoints_config(tmp_path):
+    """A model built from the calibrated checkpoint's config has the block sizes the search chose."""
+    from torchzebra.config import load_config
+    from torchzebra.workflows.no_training import _with_block_sizes
+
+    config = load_config("quick")
+    own = {"stem.2": 2, "layer1.0.relu": 2}
+    chosen = _with_block_sizes(config, {"stem.2": 2, "layer1.0.relu": 4}, own)
+    assert chosen.zebra.block_size == {"layer1.0.relu": 4, "*": 2}
+    assert chosen.zebra.for_site("layer1.0.relu").block_size == 4 and chosen.zebra.for_site("stem.2").block_size == 2
+    assert _with_block_sizes(config, own, own) is config  # nothing changed: the config as it was

@@ -1,18 +1,19 @@
 """Per-layer settings of a trained model searched without training, for the largest reduction within a top-1 budget.
 
 ``profile`` measures on a few hundred calibration images, one layer at a time, what keeping each fraction of
-its blocks costs (the KL divergence of the outputs from the unmasked model's) and what it leaves in bytes.
-``allocate`` picks one density per layer that minimises ``bytes / dense bytes + weight * cost`` (a Lagrangian
-over the per-layer curves). ``search`` bisects the weight for the allocation that saves the most bytes while
-the top-1 drop stays within a budget. Every setting it tries has its thresholds calibrated in execution order,
-then (``renorm``) the BatchNorm statistics re-estimated on the masked model with no gradient and the
-thresholds calibrated again. With ``held_out`` images the drop is measured on them, paired image by image
-with the unmasked model, and raised by a one-sided margin (``CONFIDENCE``) for the noise of those images and
-of the split the result is quoted on.
+its blocks, at each block size tried, costs (the KL divergence of the outputs from the unmasked model's) and
+what it leaves in bytes. ``allocate`` picks one (block size, density) per layer that minimises ``bytes / dense
+bytes + weight * cost`` (a Lagrangian over the per-layer curves). ``search`` bisects the weight for the
+allocation that saves the most bytes while the top-1 drop stays within a budget. Every setting it tries has
+its thresholds calibrated in execution order, then (``renorm``) the BatchNorm statistics re-estimated on the
+masked model with no gradient and the thresholds calibrated again. With ``held_out`` images the drop is
+measured on them, paired image by image with the unmasked model, and raised by a one-sided margin
+(``CONFIDENCE``) for the noise of those images and of the split the result is quoted on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -23,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .calibrate import calibrate, validate_density
-from ..core import validate_format
+from ..core import BlockSize, validate_block_size, validate_format
 from ..errors import ZebraError
 from .measure import TrafficReport, measure
 from ..nn import eval_mode, model_device, zebra_layers
@@ -34,21 +35,25 @@ _Z = NormalDist().inv_cdf(CONFIDENCE)
 _CHUNK = 512  # images per forward pass of a held-out check or a BatchNorm re-estimation
 
 
+Setting = tuple[BlockSize, float]  # one layer's (block size, kept-block density)
+
+
 @dataclass(frozen=True)
 class LayerCurve:
-    """One layer's cost and bytes at each density, the other layers unmasked."""
+    """One layer's cost and bytes at each (block size, density) setting, the other layers unmasked."""
 
     site: str
-    densities: tuple[float, ...]
+    settings: tuple[Setting, ...]
     cost: tuple[float, ...]  # mean KL(unmasked outputs || outputs), nats per image
     bytes: tuple[int, ...]  # the layer's traffic in the chosen format over the calibration images
 
 
 @dataclass(frozen=True)
 class Allocation:
-    """The chosen density and threshold of every active layer, with the top-1 they give on the check images
-    (the held-out images, else the calibration images) and the reduction on the calibration images."""
+    """The chosen block size, density and threshold of every active layer, with the top-1 they give on the
+    check images (the held-out images, else the calibration images) and the reduction on the calibration images."""
 
+    block_sizes: dict[str, BlockSize]
     densities: dict[str, float]
     thresholds: dict[str, float]
     top1: float
@@ -96,18 +101,20 @@ class _Probe:
         self.renorm = bool(batch_norms(model))  # re-estimate BatchNorm statistics for every setting tried
         self.statistics = [{k: v.clone() for k, v in norm.state_dict().items()} for norm in batch_norms(model)]
         self.sites = [site for site, layer in zebra_layers(model) if layer.active]
-        self.set_densities({})
+        self.block_sizes = {site: layer.block_size for site, layer in zebra_layers(model)}  # the model's own
+        self.set_settings({})
         self.logits, self.report = self.run()
 
-    def set_densities(self, densities: dict[str, float], renorm: bool = True) -> dict[str, float]:
-        """The trained BatchNorm statistics and thresholds 0, then the listed layers below density 1 calibrated
-        (in execution order); with ``renorm`` (and the probe's) the statistics re-estimated and the thresholds
-        calibrated again."""
+    def set_settings(self, settings: dict[str, Setting], renorm: bool = True) -> dict[str, float]:
+        """The trained BatchNorm statistics, the model's own block sizes and thresholds 0, then the listed
+        layers set to their block size and those below density 1 calibrated (in execution order); with
+        ``renorm`` (and the probe's) the statistics re-estimated and the thresholds calibrated again."""
         for norm, state in zip(batch_norms(self.model), self.statistics):
             norm.load_state_dict(state)
-        for _, layer in zebra_layers(self.model):
+        for site, layer in zebra_layers(self.model):
             layer.threshold.zero_()
-        masked = {site: d for site, d in densities.items() if d < 1.0}
+            layer.block_size = settings[site][0] if site in settings else self.block_sizes[site]
+        masked = {site: d for site, (_, d) in settings.items() if d < 1.0}
         if not masked:
             return {}
         thresholds = calibrate(self.model, [self.inputs], masked)
@@ -150,24 +157,32 @@ class _Check:
         return 100 * _Z * math.sqrt(discordant * (1 / len(hits) + quoted))
 
 
-def sensitivity(probe: _Probe, densities: tuple[float, ...] = DENSITIES, progress: bool = False) -> list[LayerCurve]:
-    """Every active layer's curve: each density alone on that layer, the others unmasked (and the trained
-    BatchNorm statistics: one masked layer moves them little, and re-estimating would double the cost).
-    Density 1 is the unmasked model the probe has already measured."""
-    curves = []
-    masked = [density for density in densities if density < 1.0]
-    bar = tqdm(total=len(probe.sites) * len(masked), desc="calibrate: layer sensitivity", disable=not progress,
+def sensitivity(probe: _Probe, densities: tuple[float, ...] = DENSITIES, block_sizes: tuple[BlockSize, ...] = (),
+                progress: bool = False) -> list[LayerCurve]:
+    """Every active layer's curve: each density at each block size (``()``: the layer's own) alone on that
+    layer, the others unmasked (and the trained BatchNorm statistics: one masked layer moves them little, and
+    re-estimating would double the cost). The model's own block size at density 1 is the unmasked model the
+    probe has already measured; another block size at density 1 changes the bytes only."""
+    settings = [(size, density) for size in block_sizes or (None,) for density in densities]
+    bar = tqdm(total=len(probe.sites) * len(settings), desc="calibrate: layer sensitivity", disable=not progress,
                leave=False)
+    curves = []
     with bar:
         for site in probe.sites:
-            points = {1.0: (0.0, _layer_bytes(probe.report, site, probe.fmt))}
-            for density in masked:
-                probe.set_densities({site: density}, renorm=False)
-                logits, report = probe.run()
-                points[density] = (probe.cost(logits), _layer_bytes(report, site, probe.fmt))
+            own = probe.block_sizes[site]
+            points = {}
+            for size, density in settings:
+                setting = (own if size is None else size, density)
+                if setting == (own, 1.0):
+                    points[setting] = (0.0, _layer_bytes(probe.report, site, probe.fmt))
+                elif setting not in points:
+                    probe.set_settings({site: setting}, renorm=False)
+                    logits, report = probe.run()
+                    points[setting] = (probe.cost(logits) if density < 1.0 else 0.0,
+                                       _layer_bytes(report, site, probe.fmt))
                 bar.update()
-            curves.append(LayerCurve(site, tuple(densities), *(tuple(points[d][i] for d in densities) for i in (0, 1))))
-    probe.set_densities({})
+            curves.append(LayerCurve(site, tuple(points), *(tuple(p[i] for p in points.values()) for i in (0, 1))))
+    probe.set_settings({})
     return curves
 
 
@@ -175,10 +190,11 @@ def _layer_bytes(report: TrafficReport, site: str, fmt: str) -> int:
     return next(layer.bytes[fmt] for layer in report.layers if layer.name == site)
 
 
-def allocate(curves: list[LayerCurve], weight: float, dense_bytes: int) -> dict[str, float]:
-    """Per layer, the density minimising ``bytes / dense_bytes + weight * cost``."""
-    return {curve.site: min(zip(curve.densities, curve.bytes, curve.cost),
-                            key=lambda c: (c[1] / dense_bytes + weight * c[2], -c[0]))[0] for curve in curves}
+def allocate(curves: list[LayerCurve], weight: float, dense_bytes: int) -> dict[str, Setting]:
+    """Per layer, the (block size, density) minimising ``bytes / dense_bytes + weight * cost`` (ties: the
+    higher density, then the earlier setting)."""
+    return {curve.site: min(zip(curve.settings, curve.bytes, curve.cost),
+                            key=lambda c: (c[1] / dense_bytes + weight * c[2], -c[0][1]))[0] for curve in curves}
 
 
 @dataclass
@@ -190,7 +206,7 @@ class Profile:
     curves: list[LayerCurve]
     check: _Check | None = None
     progress: bool = False
-    tried: dict[tuple[float, ...], Allocation] = field(default_factory=dict)
+    tried: dict[tuple[Setting, ...], Allocation] = field(default_factory=dict)
 
 
 def _images(batches, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,13 +218,16 @@ def _images(batches, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def profile(model: nn.Module, batches, densities: tuple[float, ...] = DENSITIES, fmt: str = "zebra_zvc",
-            bits: int = 8, *, held_out=(), quoted_images: int = 0, progress: bool = False) -> Profile:
-    """Measure every active layer's curve on ``batches`` (``(inputs, labels)``, a few hundred images). With
-    ``held_out`` batches, budgets are checked there with a margin that also covers ``quoted_images`` (the
-    size of the split the result is quoted on); ``progress`` shows bars here and in ``search``."""
+            bits: int = 8, *, block_sizes: tuple[BlockSize, ...] = (), held_out=(), quoted_images: int = 0,
+            progress: bool = False) -> Profile:
+    """Measure every active layer's curve on ``batches`` (``(inputs, labels)``, a few hundred images), at each
+    of ``block_sizes`` (``()``: each layer's own). With ``held_out`` batches, budgets are checked there with a
+    margin that also covers ``quoted_images`` (the size of the split the result is quoted on); ``progress``
+    shows bars here and in ``search``."""
     validate_format(fmt)
     for density in densities:
         validate_density(density, "densities")
+    sizes = tuple(dict.fromkeys(validate_block_size(size, "block_sizes") for size in block_sizes))
     inputs, labels = _images(batches, model_device(model))
     if not len(inputs):
         raise ZebraError("search() needs calibration images: the batches are empty")
@@ -218,57 +237,63 @@ def profile(model: nn.Module, batches, densities: tuple[float, ...] = DENSITIES,
             raise ZebraError("search() found no active Zebra layer: prepare the model with Zebra enabled")
         check_inputs, check_labels = _images(held_out, inputs.device)
         check = _Check(model, check_inputs, check_labels, quoted_images) if len(check_inputs) else None
-        return Profile(probe, sensitivity(probe, tuple(sorted(set(densities) | {1.0})), progress), check, progress)
+        curves = sensitivity(probe, tuple(sorted(set(densities) | {1.0})), sizes, progress)
+        return Profile(probe, curves, check, progress)
 
 
 @torch.no_grad()
 def search(model: nn.Module, batches=(), budget_points: float = 1.0, densities: tuple[float, ...] = DENSITIES,
            fmt: str = "zebra_zvc", bits: int = 8, *, steps: int = 10, measured: Profile | None = None) -> Allocation:
-    """Calibrate per-layer thresholds of a prepared model for the largest ``fmt`` reduction whose top-1 drop
-    (on the profile's held-out images plus margin, else on ``batches``) stays within ``budget_points`` of the
-    unmasked model's; no training. The model keeps the chosen thresholds (and BatchNorm statistics).
-    ``measured`` reuses a ``profile`` of it."""
+    """Calibrate per-layer thresholds (and block sizes, where the profile tried several) of a prepared model
+    for the largest ``fmt`` reduction whose top-1 drop (on the profile's held-out images plus margin, else on
+    ``batches``) stays within ``budget_points`` of the unmasked model's; no training. The model keeps the
+    chosen settings (and BatchNorm statistics). ``measured`` reuses a ``profile`` of it."""
     if not budget_points >= 0:
         raise ZebraError(f"budget_points={budget_points!r} is invalid: use the top-1 points you accept to lose, >= 0")
     measured = measured or profile(model, batches, densities, fmt, bits)
     with eval_mode(model):
-        best = _best_weight(measured, budget_points, steps)
-        thresholds = measured.probe.set_densities(best.densities)
-    return Allocation(best.densities, {s: thresholds.get(s, 0.0) for s in measured.probe.sites}, best.top1,
-                      best.dense_top1, best.reduction, best.fmt, best.margin_points, best.check_images)
+        best, settings = _best_weight(measured, budget_points, steps)
+        thresholds = measured.probe.set_settings(settings)
+    return dataclasses.replace(best, thresholds={s: thresholds.get(s, 0.0) for s in measured.probe.sites})
 
 
-def _trial(measured: Profile, densities: dict[str, float]) -> Allocation:
-    """The model under ``densities`` (remembered: bisections for other budgets revisit the same settings)."""
-    key = tuple(densities[site] for site in measured.probe.sites)
+def _trial(measured: Profile, settings: dict[str, Setting]) -> Allocation:
+    """The model under ``settings`` (remembered: bisections for other budgets revisit the same settings)."""
+    key = tuple(settings[site] for site in measured.probe.sites)
     if key not in measured.tried:
         probe, check = measured.probe, measured.check
-        probe.set_densities(densities)
+        probe.set_settings(settings)
         _, report = probe.run()
+        chosen = {"block_sizes": {site: size for site, (size, _) in settings.items()},
+                  "densities": {site: density for site, (_, density) in settings.items()}, "thresholds": {}}
         if check is None:
-            trial = Allocation(densities, {}, report.accuracy, probe.report.accuracy, report.reduction(probe.fmt),
-                               probe.fmt, 0.0, len(probe.inputs))
+            trial = Allocation(**chosen, top1=report.accuracy, dense_top1=probe.report.accuracy,
+                               reduction=report.reduction(probe.fmt), fmt=probe.fmt, check_images=len(probe.inputs))
         else:
             hits = check.run()
-            trial = Allocation(densities, {}, hits.float().mean().item(), check.hits.float().mean().item(),
-                               report.reduction(probe.fmt), probe.fmt, check.margin(hits), len(hits))
+            trial = Allocation(**chosen, top1=hits.float().mean().item(), dense_top1=check.hits.float().mean().item(),
+                               reduction=report.reduction(probe.fmt), fmt=probe.fmt, margin_points=check.margin(hits),
+                               check_images=len(hits))
         measured.tried[key] = trial
     return measured.tried[key]
 
 
-def _best_weight(measured: Profile, budget_points: float, steps: int) -> Allocation:
+def _best_weight(measured: Profile, budget_points: float, steps: int) -> tuple[Allocation, dict[str, Setting]]:
     """Bisection over the Lagrangian weight (log scale): the allocation of largest joint reduction whose drop
-    plus margin is within budget."""
+    plus margin is within budget, and its settings."""
     dense_bytes = measured.probe.report.total_bytes("dense")
-    best = _trial(measured, {site: 1.0 for site in measured.probe.sites})
+    unmasked = {site: (measured.probe.block_sizes[site], 1.0) for site in measured.probe.sites}
+    best, best_settings = _trial(measured, unmasked), unmasked
     low, high = math.log(1e-3), math.log(1e5)
     for _ in tqdm(range(steps), desc=f"calibrate: budget {budget_points:g}", disable=not measured.progress,
                   leave=False):
         middle = (low + high) / 2
-        trial = _trial(measured, allocate(measured.curves, math.exp(middle), dense_bytes))
+        settings = allocate(measured.curves, math.exp(middle), dense_bytes)
+        trial = _trial(measured, settings)
         if trial.drop_points + trial.margin_points <= budget_points + 1e-9:
             high = middle  # within budget: try a smaller weight (more sparsity)
-            best = trial if trial.reduction > best.reduction else best
+            if trial.reduction > best.reduction:
+                best, best_settings = trial, settings
         else:
             low = middle
-    return best
+    return best, best_settings

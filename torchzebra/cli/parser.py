@@ -108,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = commands.add_parser(
         "calibrate", help="Zebra on a trained model without training: per-layer thresholds for a top-1 budget",
         description="Search per-layer thresholds on training images (each layer's cost and bytes at each kept-block "
-                    "density, then the allocation of most saved bytes, BatchNorm statistics re-estimated on the "
-                    "masked model) for the largest Zebra+ZVC reduction whose top-1 drop on held-out training images, "
-                    "plus a 95%% one-sided margin, stays within each budget; measure on the test split; write one "
+                    "density and block size, then the allocation of most saved bytes, BatchNorm statistics "
+                    "re-estimated on the masked model) for the largest Zebra+ZVC reduction whose top-1 drop on "
+                    "held-out training images, plus a 95%% one-sided margin, stays within each budget; measure on the test split; write one "
                     "prepared checkpoint per budget and report.md/report.json. No training.")
     c.add_argument("checkpoint", type=Path, help="a trained model's last.pt (e.g. a dense baseline)")
     c.add_argument("--out", type=Path, required=True, help="the folder to write")
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--holdout", type=int,
                    help="other training images the budget is checked on (default 10000; one image should be a small "
                         "fraction of the budget)")
+    c.add_argument("--block-sizes", dest="block_sizes", nargs="+", metavar="SIZE",
+                   help="block sizes each layer may take, e.g. 2 4 (default: each layer keeps its own)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the checkpoint's config, e.g. --set zebra.block_size=4")
     c.add_argument("--quiet", action="store_true", help="no progress bars")

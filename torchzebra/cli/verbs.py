@@ -112,7 +112,8 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    sizes = {name: getattr(args, name) for name in ("images", "holdout") if getattr(args, name) is not None}
+    sizes = {name: getattr(args, name) for name in ("images", "holdout", "block_sizes")
+             if getattr(args, name) is not None}
     calibrate_checkpoint(args.checkpoint, args.out, args.budget, overrides=args.set, progress=not args.quiet, **sizes)
     print(f"report: {args.out / 'report.md'}; calibrated checkpoints: "
           f"{', '.join(str(args.out / f'budget-{b:g}' / 'last.pt') for b in args.budget)}")

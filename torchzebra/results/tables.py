@@ -131,11 +131,19 @@ def slim_markdown(result: RunResult, flow: str) -> str:
 
 
 def allocation_markdown(rows: tuple[ModelRow, ...] | list[ModelRow]) -> str:
-    """Per layer, the density each calibrated row keeps (its ``settings["densities"]``)."""
+    """Per layer, the density each calibrated row keeps (its ``settings["densities"]``), with the block size
+    (``settings["block_sizes"]``) beside it where the rows' block sizes are not all one."""
     calibrated = [row for row in rows if "densities" in row.settings]
     sites = list(dict.fromkeys(site for row in calibrated for site in row.settings["densities"]))
+    sizes = {str(size) for row in calibrated for size in row.settings.get("block_sizes", {}).values()}
+
+    def cell(row: ModelRow, site: str) -> str:
+        size = row.settings.get("block_sizes", {}).get(site)
+        kept = _pct(row.settings["densities"].get(site))
+        return f"{kept} (block {size})" if len(sizes) > 1 and size is not None else kept
+
     titles = ["layer"] + [f"{row.label}: kept blocks %" for row in calibrated]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for site in sites:
-        lines.append("| " + " | ".join([site] + [_pct(row.settings["densities"].get(site)) for row in calibrated]) + " |")
+        lines.append("| " + " | ".join([site] + [cell(row, site) for row in calibrated]) + " |")
     return "\n".join(lines)

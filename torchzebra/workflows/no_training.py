@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from ..analysis import allocation
+from ..config import RunConfig
+from ..core import BlockSize, validate_block_size
 from ..data import DataSpec
 from ..errors import ZebraError
 from ..results import BASELINE, CALIBRATED, CHECKPOINT, METHODS, ModelRow, RunResult, model_row
@@ -24,8 +26,9 @@ from ..training.trainer import build_data, build_prepared_model, checkpoint_conf
 IMAGES, HOLDOUT = 1024, 10000  # calibration images; held-out training images the budget is checked on
 
 
-def check_arguments(budgets: list[float] | tuple[float, ...], images: int, holdout: int) -> None:
-    """Refuse a bad budget or image count in one line, before anything is read or written."""
+def check_arguments(budgets: list[float] | tuple[float, ...], images: int, holdout: int,
+                    block_sizes: list[BlockSize] | tuple[BlockSize, ...] = ()) -> None:
+    """Refuse a bad budget, image count or block size in one line, before anything is read or written."""
     if not budgets:
         raise ZebraError("give at least one budget: the top-1 points you accept to lose, e.g. --budget 0.5 1")
     for budget in budgets:
@@ -36,16 +39,25 @@ def check_arguments(budgets: list[float] | tuple[float, ...], images: int, holdo
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ZebraError(f"--{name} {value!r} is invalid: use a positive number of training images "
                              f"(default {example})")
+    for size in block_sizes:
+        try:
+            validate_block_size(size)
+        except ValueError:
+            raise ZebraError(f"--block-sizes {size} is invalid: use positive integers (block edges) or 'map', "
+                             "e.g. --block-sizes 2 4") from None
 
 
 def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[float] | tuple[float, ...] = (1.0,),
                          images: int = IMAGES, overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
-                         holdout: int = HOLDOUT) -> RunResult:
-    """For each top-1 budget (points), search per-layer thresholds on ``images`` training images, checked on
-    ``holdout`` other training images, and write ``out/budget-<b>/last.pt`` (a prepared checkpoint ``zebra eval``
+                         holdout: int = HOLDOUT,
+                         block_sizes: list[BlockSize] | tuple[BlockSize, ...] = ()) -> RunResult:
+    """For each top-1 budget (points), search per-layer thresholds (and block sizes among ``block_sizes``; none
+    given: each layer keeps its own) on ``images`` training images, checked on ``holdout`` other training images,
+    and write ``out/budget-<b>/last.pt`` (a prepared checkpoint ``zebra eval``
     and ``--init`` read) beside ``out/report.json`` and ``report.md`` (the model unmasked, then one row per
     budget, on the test split, with the held-out check beside it)."""
-    check_arguments(budgets, images, holdout)
+    block_sizes = tuple(_block_size(size) for size in block_sizes)
+    check_arguments(budgets, images, holdout, block_sizes)
     started, out = time.perf_counter(), Path(out)
     payload = load_checkpoint(checkpoint)
     config = checkpoint_config(payload, overrides)
@@ -59,24 +71,42 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     load_weights(model, payload.model, f"checkpoint {checkpoint}")
     dense = evaluate(model, test_set, config, device, progress)  # thresholds 0: exactly the unmasked model
     calibration, held_out = _training_images(train_set, (images, holdout), config.seed)
-    measured = allocation.profile(model, [calibration], bits=config.bits, held_out=[held_out],
-                                  quoted_images=dense.images, progress=progress)
+    measured = allocation.profile(model, [calibration], bits=config.bits, block_sizes=block_sizes,
+                                  held_out=[held_out], quoted_images=dense.images, progress=progress)
     rows = [model_row(METHODS[BASELINE].title, BASELINE, dense, dense)]
     for budget in budgets:
         chosen = allocation.search(model, budget_points=budget, measured=measured)
         folder = out / f"budget-{budget:g}"
-        save_checkpoint(folder / CHECKPOINT, Checkpoint(model.state_dict(), config.to_dict(), payload.spec,
+        chosen_config = _with_block_sizes(config, chosen.block_sizes, measured.probe.block_sizes)
+        save_checkpoint(folder / CHECKPOINT, Checkpoint(model.state_dict(), chosen_config.to_dict(), payload.spec,
                                                         calibrated.zebra_masks, payload.structure,
                                                         derived_from=str(checkpoint)))
         rows.append(model_row(f"calibrated, budget {budget:g} point", calibrated.name, evaluate(
             model, test_set, config, device, progress), dense, folder=folder, settings={
             "budget_points": budget, "images": images, "held_out_images": chosen.check_images,
             "held_out_top1": chosen.top1, "held_out_dense_top1": chosen.dense_top1,
-            "margin_points": chosen.margin_points, "densities": chosen.densities, "thresholds": chosen.thresholds}))
-    command = _command(checkpoint, out, budgets, images, holdout, overrides)
+            "margin_points": chosen.margin_points, "densities": chosen.densities, "block_sizes": chosen.block_sizes,
+            "thresholds": chosen.thresholds}))
+    command = _command(checkpoint, out, budgets, images, holdout, block_sizes, overrides)
     result = RunResult("calibrate", run_info(command, config, started), config.to_dict(), rows[0].label, tuple(rows))
     out.mkdir(parents=True, exist_ok=True)
     return publish(out, result, _markdown(result, checkpoint, images))
+
+
+def _block_size(value: object) -> object:
+    """A block size as the command line gives it: ``"4"`` is 4; anything else is checked as it is."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+def _with_block_sizes(config: RunConfig, chosen: dict[str, BlockSize], own: dict[str, BlockSize]) -> RunConfig:
+    """``config`` with the sites whose chosen block size is not their own named first in ``zebra.block_size``
+    (the first matching pattern wins), so a model built from it has the searched layers."""
+    changed = {site: size for site, size in chosen.items() if size != own[site]}
+    if not changed:
+        return config
+    current = config.zebra.block_size
+    mapping = {**changed, **(dict(current) if isinstance(current, dict) else {"*": current})}
+    return dataclasses.replace(config, zebra=dataclasses.replace(config.zebra, block_size=mapping))
 
 
 def _training_images(train_set, counts: tuple[int, ...], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -91,10 +121,11 @@ def _training_images(train_set, counts: tuple[int, ...], seed: int) -> list[tupl
     return sets
 
 
-def _command(checkpoint: str | Path, out: Path, budgets, images: int, holdout: int, overrides) -> str:
+def _command(checkpoint: str | Path, out: Path, budgets, images: int, holdout: int, block_sizes, overrides) -> str:
     """The ``zebra calibrate`` command line that makes this result."""
     words = ["zebra", "calibrate", str(checkpoint), "--out", str(out), "--budget", *(f"{b:g}" for b in budgets),
              "--images", str(images), "--holdout", str(holdout)]
+    words += ["--block-sizes", *map(str, block_sizes)] if block_sizes else []
     return shlex.join(words + [word for override in overrides for word in ("--set", override)])
 
 
