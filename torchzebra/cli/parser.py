@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search per-layer thresholds on training images (each layer's cost and bytes at each kept-block "
                     "density and block size, then the allocation of most saved bytes, BatchNorm statistics "
                     "re-estimated on the masked model) for the largest Zebra+ZVC reduction whose top-1 drop on "
-                    "held-out training images, plus a 95%% one-sided margin, stays within each budget; measure on the test split; write one "
-                    "prepared checkpoint per budget and report.md/report.json. No training.")
+                    "held-out training images, plus a 95 % one-sided margin, stays within each budget; measure on "
+                    "the test split; write one prepared checkpoint per budget and report.md/report.json. No training.")
     c.add_argument("checkpoint", type=Path, help="a trained model's last.pt (e.g. a dense baseline)")
     c.add_argument("--out", type=Path, required=True, help="the folder to write")
     c.add_argument("--budget", type=float, nargs="+", default=[1.0], metavar="POINTS",
