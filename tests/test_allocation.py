@@ -38,7 +38,7 @@ def test_allocate_picks_the_block_size_with_it():
 
 def test_a_search_over_block_sizes_leaves_the_model_with_the_chosen_ones(probe_data):
     model, x, y = probe_data
-    measured = allocation.profile(model, [(x, y)], block_sizes=(2, 4))
+    measured = allocation.profile(model, [(x, y)], allocation.Grid(block_sizes=(2, 4)))
     assert all({size for size, _ in curve.settings} == {2, 4} for curve in measured.curves)
     loose = allocation.search(model, budget_points=100.0, measured=measured)
     assert {site: layer.block_size for site, layer in tz.zebra_layers(model)} == loose.block_sizes

@@ -139,3 +139,24 @@ def test_nothing_refers_to_files_outside_the_repository():
     outside = "../" + "shared"  # split so that this file does not match itself
     assert not [str(p) for p in texts if outside in p.read_text() or "DESIGN" + ".md" in p.read_text()]
     assert (root / "docs" / "METHOD.md").is_file()
+
+
+def test_every_import_in_the_docs_python_examples_resolves():
+    """A renamed module breaks the examples users copy: each of their torchzebra imports must work."""
+    import importlib
+    import re
+
+    root = PACKAGE.parent
+    lines = [line.split("#")[0].strip() for doc in [root / "README.md", *(root / "docs").glob("*.md")]
+             for block in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S) for line in block.splitlines()
+             if re.match(r"\s*(from torchzebra\S* import|import torchzebra)", line)]
+    assert lines
+    for line in lines:
+        if line.startswith("from "):
+            module, names = re.match(r"from (\S+) import (.+)", line).groups()
+            imported = importlib.import_module(module)
+            missing = [n.strip() for n in names.strip("()").split(",")
+                       if not hasattr(imported, n.strip().split(" as ")[0])]
+            assert not missing, f"{line}: {missing}"
+        else:
+            importlib.import_module(line.split()[1])

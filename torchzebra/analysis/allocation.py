@@ -39,6 +39,21 @@ Setting = tuple[BlockSize, float]  # one layer's (block size, kept-block density
 
 
 @dataclass(frozen=True)
+class Grid:
+    """The settings each layer's curve is measured at: every density at every block size (none: the layer's own)."""
+
+    densities: tuple[float, ...] = DENSITIES
+    block_sizes: tuple[BlockSize, ...] = ()
+
+    def __post_init__(self) -> None:
+        for density in self.densities:
+            validate_density(density, "densities")
+        sizes = tuple(dict.fromkeys(validate_block_size(size, "block_sizes") for size in self.block_sizes))
+        object.__setattr__(self, "densities", tuple(sorted(set(self.densities) | {1.0})))
+        object.__setattr__(self, "block_sizes", sizes)
+
+
+@dataclass(frozen=True)
 class LayerCurve:
     """One layer's cost and bytes at each (block size, density) setting, the other layers unmasked."""
 
@@ -157,13 +172,12 @@ class _Check:
         return 100 * _Z * math.sqrt(discordant * (1 / len(hits) + quoted))
 
 
-def sensitivity(probe: _Probe, densities: tuple[float, ...] = DENSITIES, block_sizes: tuple[BlockSize, ...] = (),
-                progress: bool = False) -> list[LayerCurve]:
-    """Every active layer's curve: each density at each block size (``()``: the layer's own) alone on that
-    layer, the others unmasked (and the trained BatchNorm statistics: one masked layer moves them little, and
-    re-estimating would double the cost). The model's own block size at density 1 is the unmasked model the
-    probe has already measured; another block size at density 1 changes the bytes only."""
-    settings = [(size, density) for size in block_sizes or (None,) for density in densities]
+def sensitivity(probe: _Probe, grid: Grid = Grid(), progress: bool = False) -> list[LayerCurve]:
+    """Every active layer's curve: each setting of ``grid`` alone on that layer, the others unmasked (and the
+    trained BatchNorm statistics: one masked layer moves them little, and re-estimating would double the cost).
+    The model's own block size at density 1 is the unmasked model the probe has already measured; another block
+    size at density 1 changes the bytes only."""
+    settings = [(size, density) for size in grid.block_sizes or (None,) for density in grid.densities]
     bar = tqdm(total=len(probe.sites) * len(settings), desc="calibrate: layer sensitivity", disable=not progress,
                leave=False)
     curves = []
@@ -217,17 +231,14 @@ def _images(batches, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def profile(model: nn.Module, batches, densities: tuple[float, ...] = DENSITIES, fmt: str = "zebra_zvc",
-            bits: int = 8, *, block_sizes: tuple[BlockSize, ...] = (), held_out=(), quoted_images: int = 0,
-            progress: bool = False) -> Profile:
-    """Measure every active layer's curve on ``batches`` (``(inputs, labels)``, a few hundred images), at each
-    of ``block_sizes`` (``()``: each layer's own). With ``held_out`` batches, budgets are checked there with a
-    margin that also covers ``quoted_images`` (the size of the split the result is quoted on); ``progress``
-    shows bars here and in ``search``."""
+def profile(model: nn.Module, batches, grid: Grid | tuple[float, ...] = Grid(), fmt: str = "zebra_zvc",
+            bits: int = 8, *, held_out=(), quoted_images: int = 0, progress: bool = False) -> Profile:
+    """Measure every active layer's curve on ``batches`` (``(inputs, labels)``, a few hundred images) at the
+    settings of ``grid`` (a tuple of densities: at each layer's own block size). With ``held_out`` batches,
+    budgets are checked there with a margin that also covers ``quoted_images`` (the size of the split the result
+    is quoted on); ``progress`` shows bars here and in ``search``."""
     validate_format(fmt)
-    for density in densities:
-        validate_density(density, "densities")
-    sizes = tuple(dict.fromkeys(validate_block_size(size, "block_sizes") for size in block_sizes))
+    grid = grid if isinstance(grid, Grid) else Grid(tuple(grid))
     inputs, labels = _images(batches, model_device(model))
     if not len(inputs):
         raise ZebraError("search() needs calibration images: the batches are empty")
@@ -237,7 +248,7 @@ def profile(model: nn.Module, batches, densities: tuple[float, ...] = DENSITIES,
             raise ZebraError("search() found no active Zebra layer: prepare the model with Zebra enabled")
         check_inputs, check_labels = _images(held_out, inputs.device)
         check = _Check(model, check_inputs, check_labels, quoted_images) if len(check_inputs) else None
-        curves = sensitivity(probe, tuple(sorted(set(densities) | {1.0})), sizes, progress)
+        curves = sensitivity(probe, grid, progress)
         return Profile(probe, curves, check, progress)
 
 

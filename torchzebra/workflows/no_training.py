@@ -71,7 +71,7 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     load_weights(model, payload.model, f"checkpoint {checkpoint}")
     dense = evaluate(model, test_set, config, device, progress)  # thresholds 0: exactly the unmasked model
     calibration, held_out = _training_images(train_set, (images, holdout), config.seed)
-    measured = allocation.profile(model, [calibration], bits=config.bits, block_sizes=block_sizes,
+    measured = allocation.profile(model, [calibration], allocation.Grid(block_sizes=block_sizes), bits=config.bits,
                                   held_out=[held_out], quoted_images=dense.images, progress=progress)
     rows = [model_row(METHODS[BASELINE].title, BASELINE, dense, dense)]
     for budget in budgets:
