@@ -102,3 +102,22 @@ def test_the_kept_blocks_table_names_the_block_sizes_where_they_are_not_all_one(
 
     assert "| a | 50.00 (block 4) |" in allocation_markdown([row({"a": 4, "b": 2})])
     assert "| a | 50.00 |" in allocation_markdown([row({"a": 2, "b": 2})])
+
+
+def test_the_search_bridges_the_jump_of_the_lagrangian_path_one_layer_at_a_time(monkeypatch):
+    """Within budget: nothing masked; past it: both layers at 0.5. Masking only ``a`` fits the budget and is
+    kept; adding ``b`` would not fit and is left out."""
+    curves = [allocation.LayerCurve(site, ((2, 0.5), (2, 1.0)), (cost, 0.0), (50, 100))
+              for site, cost in (("a", 0.1), ("b", 0.2))]
+    drops = {"a": 0.6, "b": 2.0}
+
+    def trial(_measured, settings):
+        masked = [site for site, (_, density) in settings.items() if density < 1]
+        return allocation.Allocation({}, {}, {}, top1=1 - sum(drops[s] for s in masked) / 100, dense_top1=1.0,
+                                     reduction=len(masked) / 4, fmt="zebra_zvc")
+
+    monkeypatch.setattr(allocation, "_trial", trial)
+    measured = allocation.Profile(probe=None, curves=curves)
+    within = {"a": (2, 1.0), "b": (2, 1.0)}
+    best, settings = allocation._bridge(measured, 1.0, trial(None, within), within, {"a": (2, 0.5), "b": (2, 0.5)})
+    assert settings == {"a": (2, 0.5), "b": (2, 1.0)} and best.reduction == 0.25

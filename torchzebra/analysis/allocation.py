@@ -4,10 +4,11 @@
 its blocks, at each block size tried, costs (the KL divergence of the outputs from the unmasked model's) and
 what it leaves in bytes. ``allocate`` picks one (block size, density) per layer that minimises ``bytes / dense
 bytes + weight * cost`` (a Lagrangian over the per-layer curves). ``search`` bisects the weight for the
-allocation that saves the most bytes while the top-1 drop stays within a budget. Every setting it tries has
-its thresholds calibrated in execution order, then (``renorm``) the BatchNorm statistics re-estimated on the
-masked model with no gradient and the thresholds calibrated again. With ``held_out`` images the drop is
-measured on them, paired image by image with the unmasked model, and raised by a one-sided margin
+allocation that saves the most bytes while the top-1 drop stays within a budget, then bridges the jump of the
+Lagrangian path from there to the nearest allocation past the budget one layer at a time. Every setting it
+tries has its thresholds calibrated in execution order, then (``renorm``) the BatchNorm statistics re-
+estimated on the masked model with no gradient and the thresholds calibrated again. With ``held_out`` images
+the drop is measured on them, paired image by image with the unmasked model, and raised by a one-sided margin
 (``CONFIDENCE``) for the noise of those images and of the split the result is quoted on.
 """
 
@@ -289,22 +290,46 @@ def _trial(measured: Profile, settings: dict[str, Setting]) -> Allocation:
     return measured.tried[key]
 
 
+def _within(trial: Allocation, budget_points: float) -> bool:
+    return trial.drop_points + trial.margin_points <= budget_points + 1e-9
+
+
 def _best_weight(measured: Profile, budget_points: float, steps: int) -> tuple[Allocation, dict[str, Setting]]:
-    """Bisection over the Lagrangian weight (log scale): the allocation of largest joint reduction whose drop
-    plus margin is within budget, and its settings."""
+    """Bisection over the Lagrangian weight (log scale) for the allocation of largest joint reduction whose drop
+    plus margin is within budget, then ``_bridge`` towards the nearest allocation past the budget; with its
+    settings."""
     dense_bytes = measured.probe.report.total_bytes("dense")
     unmasked = {site: (measured.probe.block_sizes[site], 1.0) for site in measured.probe.sites}
-    best, best_settings = _trial(measured, unmasked), unmasked
+    best, best_settings, over = _trial(measured, unmasked), unmasked, None
     low, high = math.log(1e-3), math.log(1e5)
     for _ in tqdm(range(steps), desc=f"calibrate: budget {budget_points:g}", disable=not measured.progress,
                   leave=False):
         middle = (low + high) / 2
         settings = allocate(measured.curves, math.exp(middle), dense_bytes)
         trial = _trial(measured, settings)
-        if trial.drop_points + trial.margin_points <= budget_points + 1e-9:
+        if _within(trial, budget_points):
             high = middle  # within budget: try a smaller weight (more sparsity)
             if trial.reduction > best.reduction:
                 best, best_settings = trial, settings
         else:
-            low = middle
-    return best, best_settings
+            low, over = middle, settings  # the last one past the budget is the nearest to it
+    return _bridge(measured, budget_points, best, best_settings, over) if over else (best, best_settings)
+
+
+def _bridge(measured: Profile, budget_points: float, best: Allocation, settings: dict[str, Setting],
+            over: dict[str, Setting]) -> tuple[Allocation, dict[str, Setting]]:
+    """Between the best allocation within budget and the nearest past it, the Lagrangian path jumps several
+    layers at once: take the layers where they differ one at a time, most bytes saved per cost first, keeping
+    each change whose allocation stays within budget and saves more."""
+    curves = {curve.site: dict(zip(curve.settings, zip(curve.bytes, curve.cost))) for curve in measured.curves}
+
+    def value(site: str) -> float:
+        (bytes_now, cost_now), (bytes_then, cost_then) = curves[site][settings[site]], curves[site][over[site]]
+        return (bytes_now - bytes_then) / max(cost_then - cost_now, 1e-12)
+
+    for site in sorted((s for s in settings if settings[s] != over[s]), key=value, reverse=True):
+        candidate = {**settings, site: over[site]}
+        trial = _trial(measured, candidate)
+        if _within(trial, budget_points) and trial.reduction > best.reduction:
+            best, settings = trial, candidate
+    return best, settings
