@@ -27,7 +27,7 @@ import yaml
 from torchzebra._io import atomic_write_text
 from torchzebra.training import keep_freed_memory
 from torchzebra.config import RunConfig, load_config
-from torchzebra.workflows.no_training import calibrate_checkpoint
+from torchzebra.workflows.no_training import calibrate_checkpoint, command_line
 from torchzebra.workflows.run import run_experiment
 from torchzebra.workflows.sweep import run_sweep
 from torchzebra.reports.summary import Point, best_within, budget_markdown, load_points, points_markdown
@@ -35,7 +35,8 @@ from torchzebra.results import CHECKPOINT, METHODS, REPORT, RunResult, read_resu
 from torchzebra.results.tables import DELTA_TOP1_TITLE, points_change
 
 TARGET, BUDGET = 0.75, 1.0  # the main job's target: 75 % less activation bandwidth within 1 point, every seed
-CALIBRATION_BUDGETS = [0.25, 0.5, 1.0, 2.0]
+CALIBRATION_BUDGETS = [0.25, 0.5, 1.0]
+CALIBRATION_BLOCK_SIZES = [1, 2, 4]  # each layer's block size searched with its density
 CONTROL = "dense-retrained"  # no masks: what the extra epochs alone give, never a candidate for the best
 # On seed 0, sharing the main job's baseline: the control (the dense baseline retrained as long as the main job's
 # Zebra model, no masks); Slimming+Zebra (the main job's Zebra recipe on the Slimming-pruned model) and Slimming
@@ -131,9 +132,14 @@ def levers(run_dir: Path, overrides: list[str]) -> None:
 
 
 def calibration(run_dir: Path) -> None:
-    folder = run_dir / "calibrate"
+    """``zebra calibrate`` on seed 0's baseline: run unless finished, and a finished one must be this one."""
+    folder, checkpoint = run_dir / "calibrate", run_dir / "main-seed0" / "baseline" / CHECKPOINT
     if not (folder / REPORT).is_file():
-        calibrate_checkpoint(run_dir / "main-seed0" / "baseline" / CHECKPOINT, folder, CALIBRATION_BUDGETS, progress=False)
+        calibrate_checkpoint(checkpoint, folder, CALIBRATION_BUDGETS, block_sizes=CALIBRATION_BLOCK_SIZES,
+                             progress=False)
+    expected = command_line(checkpoint, Path(folder), CALIBRATION_BUDGETS, block_sizes=CALIBRATION_BLOCK_SIZES)
+    if read_result(folder / REPORT).info.command != expected:
+        raise SystemExit(f"{folder} holds a calibration of other settings (not `{expected}`): move it away")
 
 
 def no_training(points: list[Point]) -> dict | None:

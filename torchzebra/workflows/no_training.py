@@ -87,7 +87,7 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
             "held_out_top1": chosen.top1, "held_out_dense_top1": chosen.dense_top1,
             "margin_points": chosen.margin_points, "densities": chosen.densities, "block_sizes": chosen.block_sizes,
             "thresholds": chosen.thresholds}))
-    command = _command(checkpoint, out, budgets, images, holdout, block_sizes, overrides)
+    command = command_line(checkpoint, out, budgets, images, holdout, block_sizes, overrides)
     result = RunResult("calibrate", run_info(command, config, started), config.to_dict(), rows[0].label, tuple(rows))
     out.mkdir(parents=True, exist_ok=True)
     return publish(out, result, _markdown(result, checkpoint, images))
@@ -121,7 +121,8 @@ def _training_images(train_set, counts: tuple[int, ...], seed: int) -> list[tupl
     return sets
 
 
-def _command(checkpoint: str | Path, out: Path, budgets, images: int, holdout: int, block_sizes, overrides) -> str:
+def command_line(checkpoint: str | Path, out: Path, budgets, images: int = IMAGES, holdout: int = HOLDOUT,
+                 block_sizes=(), overrides=()) -> str:
     """The ``zebra calibrate`` command line that makes this result."""
     words = ["zebra", "calibrate", str(checkpoint), "--out", str(out), "--budget", *(f"{b:g}" for b in budgets),
              "--images", str(images), "--holdout", str(holdout)]
