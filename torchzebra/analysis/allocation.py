@@ -6,8 +6,8 @@ what it leaves in bytes. ``allocate`` picks one (block size, density) per layer 
 bytes + weight * cost`` (a Lagrangian over the per-layer curves). ``search`` bisects the weight for the
 allocation that saves the most bytes while the top-1 drop stays within a budget, then bridges the jump of the
 Lagrangian path from there to the nearest allocation past the budget one layer at a time. Every setting it
-tries has its thresholds calibrated in execution order, then (``renorm``) the BatchNorm statistics re-
-estimated on the masked model with no gradient and the thresholds calibrated again. With ``held_out`` images
+tries has its thresholds calibrated in execution order, then (``renorm``) the BatchNorm statistics
+re-estimated on the masked model with no gradient and the thresholds calibrated again. With ``held_out`` images
 the drop is measured on them, paired image by image with the unmasked model, and raised by a one-sided margin
 (``CONFIDENCE``) for the noise of those images and of the split the result is quoted on.
 """
@@ -176,8 +176,8 @@ class _Check:
 def sensitivity(probe: _Probe, grid: Grid = Grid(), progress: bool = False) -> list[LayerCurve]:
     """Every active layer's curve: each setting of ``grid`` alone on that layer, the others unmasked (and the
     trained BatchNorm statistics: one masked layer moves them little, and re-estimating would double the cost).
-    The model's own block size at density 1 is the unmasked model the probe has already measured; another block
-    size at density 1 changes the bytes only."""
+    The layer as it is (its own block size at density 1, the unmasked model the probe has already measured) is
+    always on the curve; another block size at density 1 changes the bytes only."""
     settings = [(size, density) for size in grid.block_sizes or (None,) for density in grid.densities]
     bar = tqdm(total=len(probe.sites) * len(settings), desc="calibrate: layer sensitivity", disable=not progress,
                leave=False)
@@ -185,12 +185,10 @@ def sensitivity(probe: _Probe, grid: Grid = Grid(), progress: bool = False) -> l
     with bar:
         for site in probe.sites:
             own = probe.block_sizes[site]
-            points = {}
+            points = {(own, 1.0): (0.0, _layer_bytes(probe.report, site, probe.fmt))}  # always a choice
             for size, density in settings:
                 setting = (own if size is None else size, density)
-                if setting == (own, 1.0):
-                    points[setting] = (0.0, _layer_bytes(probe.report, site, probe.fmt))
-                elif setting not in points:
+                if setting not in points:
                     probe.set_settings({site: setting}, renorm=False)
                     logits, report = probe.run()
                     points[setting] = (probe.cost(logits) if density < 1.0 else 0.0,
