@@ -27,7 +27,7 @@ import yaml
 from torchzebra._io import atomic_write_text
 from torchzebra.training import keep_freed_memory
 from torchzebra.config import RunConfig, load_config
-from torchzebra.workflows.no_training import calibrate_checkpoint, command_line
+from torchzebra.workflows.no_training import budget_lines, calibrate_checkpoint, command_line
 from torchzebra.workflows.run import run_experiment
 from torchzebra.workflows.sweep import run_sweep
 from torchzebra.reports.summary import Point, best_within, budget_markdown, load_points, points_markdown
@@ -242,16 +242,18 @@ def markdown(document: dict, points: list[Point], pairs: list[tuple[Point, Point
 
 
 def no_training_markdown(best: dict | None, run_dir: Path) -> list[str]:
-    """The no-training route: its best point within the budget on the test split, and where its report is."""
-    report = run_dir / "calibrate" / "report.md"
+    """The no-training route: every budget's held-out check beside the test split, and its best point within the
+    budget on the test split."""
+    report = run_dir / "calibrate" / REPORT
     verdict = (f"Best within {BUDGET:g} point on the test split: {best['reduction'] * 100:.1f} % ({best['format']}) "
                f"at {points_change(-best['top1_drop_points'])} points (`{best['label']}`)." if best else
                f"No calibrated point is within {BUDGET:g} point on the test split.")
+    table, warnings = budget_lines(read_result(report).rows) if report.is_file() else ([], [])
     return ["## Without training (`zebra calibrate`)", "",
-            "Per-layer kept-block densities searched on the dense baseline with no training: the budget is checked "
-            "on held-out training images with a one-sided 95 % margin, BatchNorm statistics re-estimated on the "
-            f"masked model, then measured on the test split. {verdict} The held-out and test top-1 of every budget "
-            f"are in `{report}` (section 'The budget').", ""]
+            f"Per-layer kept-block densities and block sizes ({', '.join(map(str, CALIBRATION_BLOCK_SIZES))}) searched "
+            "on the dense baseline with no training: the budget is checked on held-out training images with a one-sided 95 % margin, BatchNorm "
+            f"statistics re-estimated on the masked model, then measured on the test split. {verdict}", "",
+            *table, *([""] if table else []), *warnings, *([""] if warnings else [])]
 
 
 def architectures_markdown(entries: list[dict]) -> list[str]:

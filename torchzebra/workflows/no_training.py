@@ -130,10 +130,11 @@ def command_line(checkpoint: str | Path, out: Path, budgets, images: int = IMAGE
     return shlex.join(words + [word for override in overrides for word in ("--set", override)])
 
 
-def _budget_lines(rows: tuple[ModelRow, ...]) -> tuple[list[str], list[str]]:
-    """The held-out check beside the test split, one row per budget, and a warning per budget the test breaks."""
+def budget_lines(rows: tuple[ModelRow, ...]) -> tuple[list[str], list[str]]:
+    """The held-out check beside the test split and the Zebra+ZVC reduction, one row per budget (of a calibrate
+    result's rows), and a warning per budget the test breaks."""
     lines = ["| budget (points) | held-out top-1 % | held-out Δ top-1 (points) | margin (points) | test top-1 % | "
-             "test Δ top-1 (points) | test within budget |", "|---|---|---|---|---|---|---|"]
+             "test Δ top-1 (points) | test within budget | Zebra+ZVC reduction % |", "|---|---|---|---|---|---|---|---|"]
     warnings = []
     for row in rows[1:]:
         s = row.settings
@@ -141,7 +142,7 @@ def _budget_lines(rows: tuple[ModelRow, ...]) -> tuple[list[str], list[str]]:
         within = -test <= s["budget_points"] + 1e-9
         lines.append(f"| {s['budget_points']:g} | {s['held_out_top1'] * 100:.2f} | {points_change(held_out)} | "
                      f"{s['margin_points']:.2f} | {row.top1 * 100:.2f} | {points_change(test)} | "
-                     f"{'yes' if within else 'no'} |")
+                     f"{'yes' if within else 'no'} | {row.reduction['zebra_zvc'] * 100:.2f} |")
         if not within:
             warnings.append(f"**Warning**: budget {s['budget_points']:g}: the test split loses {-test:.2f} points, "
                             "more than the budget (the held-out check and its margin did not foresee it).")
@@ -149,7 +150,7 @@ def _budget_lines(rows: tuple[ModelRow, ...]) -> tuple[list[str], list[str]]:
 
 
 def _markdown(result: RunResult, checkpoint: str | Path, images: int) -> str:
-    checks, warnings = _budget_lines(result.rows)
+    checks, warnings = budget_lines(result.rows)
     held_out = result.rows[1].settings["held_out_images"] if len(result.rows) > 1 else 0
     return "\n".join([
         "# torchzebra calibrate: Zebra without training", "", result.info.markdown(), "", *warnings,
