@@ -250,9 +250,10 @@ def no_training_markdown(best: dict | None, run_dir: Path) -> list[str]:
                f"No calibrated point is within {BUDGET:g} point on the test split.")
     table, warnings = budget_lines(read_result(report).rows) if report.is_file() else ([], [])
     return ["## Without training (`zebra calibrate`)", "",
-            f"Per-layer kept-block densities and block sizes ({', '.join(map(str, CALIBRATION_BLOCK_SIZES))}) searched "
-            "on the dense baseline with no training: the budget is checked on held-out training images with a one-sided 95 % margin, BatchNorm "
-            f"statistics re-estimated on the masked model, then measured on the test split. {verdict}", "",
+            f"Per-layer kept-block densities and block sizes ({', '.join(map(str, CALIBRATION_BLOCK_SIZES))}) "
+            "searched on the dense baseline with no training: the budget is checked on held-out training images "
+            "with a one-sided 95 % margin, BatchNorm statistics re-estimated on the masked model, then measured on "
+            f"the test split. {verdict}", "",
             *table, *([""] if table else []), *warnings, *([""] if warnings else [])]
 
 

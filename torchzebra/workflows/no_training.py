@@ -53,9 +53,9 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
                          block_sizes: list[BlockSize] | tuple[BlockSize, ...] = ()) -> RunResult:
     """For each top-1 budget (points), search per-layer thresholds (and block sizes among ``block_sizes``; none
     given: each layer keeps its own) on ``images`` training images, checked on ``holdout`` other training images,
-    and write ``out/budget-<b>/last.pt`` (a prepared checkpoint ``zebra eval``
-    and ``--init`` read) beside ``out/report.json`` and ``report.md`` (the model unmasked, then one row per
-    budget, on the test split, with the held-out check beside it)."""
+    and write ``out/budget-<b>/last.pt`` (a prepared checkpoint ``zebra eval`` and ``--init`` read) beside
+    ``out/report.json`` and ``report.md`` (the model unmasked, then one row per budget, on the test split, with
+    the held-out check beside it)."""
     block_sizes = tuple(_block_size(size) for size in block_sizes)
     check_arguments(budgets, images, holdout, block_sizes)
     started, out = time.perf_counter(), Path(out)
@@ -134,7 +134,7 @@ def budget_lines(rows: tuple[ModelRow, ...]) -> tuple[list[str], list[str]]:
     """The held-out check beside the test split and the Zebra+ZVC reduction, one row per budget (of a calibrate
     result's rows), and a warning per budget the test breaks."""
     lines = ["| budget (points) | held-out top-1 % | held-out Δ top-1 (points) | margin (points) | test top-1 % | "
-             "test Δ top-1 (points) | test within budget | Zebra+ZVC reduction % |", "|---|---|---|---|---|---|---|---|"]
+             "test Δ top-1 (points) | test within budget | Zebra+ZVC reduction % |", "|" + "---|" * 8]
     warnings = []
     for row in rows[1:]:
         s = row.settings
