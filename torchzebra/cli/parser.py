@@ -12,6 +12,11 @@ from ..core.registry import FORMATS
 from ..results.methods import METHODS, slim_flows, sweep_methods
 
 
+def _block_size_word(word: str) -> int | str:
+    """A block size as typed: digits are a number (``4``), anything else stays a word (``map``) to be checked."""
+    return int(word) if word.isdigit() else word
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="quick", choices=PRESETS,
                         help="settings shipped with torchzebra: quick (CPU reference) or paper (GPU); default quick")
@@ -120,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--holdout", type=int,
                    help="other training images the budget is checked on (default 10000; one image should be a small "
                         "fraction of the budget)")
-    c.add_argument("--block-sizes", dest="block_sizes", nargs="+", metavar="SIZE",
+    c.add_argument("--block-sizes", dest="block_sizes", type=_block_size_word, nargs="+", metavar="SIZE",
                    help="block sizes each layer may take, e.g. 2 4 (default: each layer keeps its own)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the checkpoint's config, e.g. --set zebra.block_size=4")

@@ -56,7 +56,7 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     and write ``out/budget-<b>/last.pt`` (a prepared checkpoint ``zebra eval`` and ``--init`` read) beside
     ``out/report.json`` and ``report.md`` (the model unmasked, then one row per budget, on the test split, with
     the held-out check beside it)."""
-    block_sizes = tuple(_block_size(size) for size in block_sizes)
+    block_sizes = tuple(block_sizes)
     check_arguments(budgets, images, holdout, block_sizes)
     started, out = time.perf_counter(), Path(out)
     payload = load_checkpoint(checkpoint)
@@ -91,11 +91,6 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     result = RunResult("calibrate", run_info(command, config, started), config.to_dict(), rows[0].label, tuple(rows))
     out.mkdir(parents=True, exist_ok=True)
     return publish(out, result, _markdown(result, checkpoint, images))
-
-
-def _block_size(value: object) -> object:
-    """A block size as the command line gives it: ``"4"`` is 4; anything else is checked as it is."""
-    return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
 def _with_block_sizes(config: RunConfig, chosen: dict[str, BlockSize], own: dict[str, BlockSize]) -> RunConfig:
