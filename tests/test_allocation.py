@@ -124,11 +124,13 @@ def test_the_search_bridges_the_jump_of_the_lagrangian_path_one_layer_at_a_time(
 
     def trial(_measured, settings):
         masked = [site for site, (_, density) in settings.items() if density < 1]
-        return allocation.Allocation({}, {}, {}, top1=1 - sum(drops[s] for s in masked) / 100, dense_top1=1.0,
+        return allocation.Allocation({s: size for s, (size, _) in settings.items()},
+                                     {s: density for s, (_, density) in settings.items()}, {},
+                                     top1=1 - sum(drops[s] for s in masked) / 100, dense_top1=1.0,
                                      reduction=len(masked) / 4, fmt="zebra_zvc")
 
     monkeypatch.setattr(allocation, "_trial", trial)
     measured = allocation.Profile(probe=None, curves=curves)
     within = {"a": (2, 1.0), "b": (2, 1.0)}
-    best, settings = allocation._bridge(measured, 1.0, trial(None, within), within, {"a": (2, 0.5), "b": (2, 0.5)})
-    assert settings == {"a": (2, 0.5), "b": (2, 1.0)} and best.reduction == 0.25
+    best = allocation._bridge(measured, 1.0, trial(None, within), {"a": (2, 0.5), "b": (2, 0.5)})
+    assert best.settings == {"a": (2, 0.5), "b": (2, 1.0)} and best.reduction == 0.25

@@ -80,6 +80,11 @@ class Allocation:
     check_images: int = 0
 
     @property
+    def settings(self) -> dict[str, Setting]:
+        """Every layer's (block size, density)."""
+        return {site: (self.block_sizes[site], density) for site, density in self.densities.items()}
+
+    @property
     def drop_points(self) -> float:
         """Top-1 lost on the check images, in points."""
         return (self.dense_top1 - self.top1) * 100
@@ -262,8 +267,8 @@ def search(model: nn.Module, batches=(), budget_points: float = 1.0, densities: 
         raise ZebraError(f"budget_points={budget_points!r} is invalid: use the top-1 points you accept to lose, >= 0")
     measured = measured or profile(model, batches, densities, fmt, bits)
     with eval_mode(model):
-        best, settings = _best_weight(measured, budget_points, steps)
-        thresholds = measured.probe.set_settings(settings)
+        best = _best_weight(measured, budget_points, steps)
+        thresholds = measured.probe.set_settings(best.settings)
     return dataclasses.replace(best, thresholds={s: thresholds.get(s, 0.0) for s in measured.probe.sites})
 
 
@@ -292,13 +297,12 @@ def _within(trial: Allocation, budget_points: float) -> bool:
     return trial.drop_points + trial.margin_points <= budget_points + 1e-9
 
 
-def _best_weight(measured: Profile, budget_points: float, steps: int) -> tuple[Allocation, dict[str, Setting]]:
+def _best_weight(measured: Profile, budget_points: float, steps: int) -> Allocation:
     """Bisection over the Lagrangian weight (log scale) for the allocation of largest joint reduction whose drop
-    plus margin is within budget, then ``_bridge`` towards the nearest allocation past the budget; with its
-    settings."""
+    plus margin is within budget, then ``_bridge`` towards the nearest allocation past the budget."""
     dense_bytes = measured.probe.report.total_bytes("dense")
-    unmasked = {site: (measured.probe.block_sizes[site], 1.0) for site in measured.probe.sites}
-    best, best_settings, over = _trial(measured, unmasked), unmasked, None
+    best = _trial(measured, {site: (measured.probe.block_sizes[site], 1.0) for site in measured.probe.sites})
+    over = None
     low, high = math.log(1e-3), math.log(1e5)
     for _ in tqdm(range(steps), desc=f"calibrate: budget {budget_points:g}", disable=not measured.progress,
                   leave=False):
@@ -307,27 +311,25 @@ def _best_weight(measured: Profile, budget_points: float, steps: int) -> tuple[A
         trial = _trial(measured, settings)
         if _within(trial, budget_points):
             high = middle  # within budget: try a smaller weight (more sparsity)
-            if trial.reduction > best.reduction:
-                best, best_settings = trial, settings
+            best = trial if trial.reduction > best.reduction else best
         else:
             low, over = middle, settings  # the last one past the budget is the nearest to it
-    return _bridge(measured, budget_points, best, best_settings, over) if over else (best, best_settings)
+    return _bridge(measured, budget_points, best, over) if over else best
 
 
-def _bridge(measured: Profile, budget_points: float, best: Allocation, settings: dict[str, Setting],
-            over: dict[str, Setting]) -> tuple[Allocation, dict[str, Setting]]:
+def _bridge(measured: Profile, budget_points: float, best: Allocation, over: dict[str, Setting]) -> Allocation:
     """Between the best allocation within budget and the nearest past it, the Lagrangian path jumps several
     layers at once: take the layers where they differ one at a time, most bytes saved per cost first, keeping
     each change whose allocation stays within budget and saves more."""
     curves = {curve.site: dict(zip(curve.settings, zip(curve.bytes, curve.cost))) for curve in measured.curves}
+    start = best.settings
 
     def value(site: str) -> float:
-        (bytes_now, cost_now), (bytes_then, cost_then) = curves[site][settings[site]], curves[site][over[site]]
+        (bytes_now, cost_now), (bytes_then, cost_then) = curves[site][start[site]], curves[site][over[site]]
         return (bytes_now - bytes_then) / max(cost_then - cost_now, 1e-12)
 
-    for site in sorted((s for s in settings if settings[s] != over[s]), key=value, reverse=True):
-        candidate = {**settings, site: over[site]}
-        trial = _trial(measured, candidate)
+    for site in sorted((s for s in start if start[s] != over[s]), key=value, reverse=True):
+        trial = _trial(measured, {**best.settings, site: over[site]})
         if _within(trial, budget_points) and trial.reduction > best.reduction:
-            best, settings = trial, candidate
-    return best, settings
+            best = trial
+    return best
