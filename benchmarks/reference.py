@@ -255,15 +255,17 @@ def no_training_markdown(best: dict | None, run_dir: Path) -> list[str]:
     verdict = (f"Best within {BUDGET:g} point on the test split: {best['reduction'] * 100:.1f} % ({best['format']}) "
                f"at {points_change(-best['top1_drop_points'])} points (`{best['label']}`)." if best else
                f"No calibrated point is within {BUDGET:g} point on the test split.")
-    result = read_result(report) if report.is_file() else None
-    table, warnings = budget_lines(result.rows) if result else ([], [])
+    if not report.is_file():
+        return ["## Without training (`zebra calibrate`)", "", verdict, ""]
+    result = read_result(report)
+    table, warnings = budget_lines(result.rows)
+    held_out = result.rows[1].settings["held_out_images"] if len(result.rows) > 1 else 0
     return ["## Without training (`zebra calibrate`)", "",
-            f"Per-layer kept-block densities and block sizes ({', '.join(map(str, CALIBRATION_BLOCK_SIZES))}) "
-            "searched on the dense baseline with no training, each block scored by its largest value: the budget "
-            f"is checked on {CALIBRATION_HOLDOUT} held-out training images with a one-sided 95 % margin, BatchNorm "
-            f"statistics re-estimated on the masked model, then measured on the test split. {verdict}", "",
-            *([f"Command: `{result.info.command}`.", ""] if result else []),
-            *table, *([""] if table else []), *warnings, *([""] if warnings else [])]
+            "Per-layer kept-block densities and block sizes searched on the dense baseline with no training, blocks "
+            f"scored by their {result.config['zebra']['score']}: the budget is checked on {held_out} held-out training "
+            "images with a one-sided 95 % margin, BatchNorm statistics re-estimated on the masked model, then "
+            f"measured on the test split. {verdict}", "", f"Command: `{result.info.command}`.", "",
+            *table, "", *warnings, *([""] if warnings else [])]
 
 
 def architectures_markdown(entries: list[dict]) -> list[str]:
