@@ -143,7 +143,6 @@ def test_nothing_refers_to_files_outside_the_repository():
 
 def test_every_import_in_the_docs_python_examples_resolves():
     """A renamed module breaks the examples users copy: each of their torchzebra imports must work."""
-    import importlib
     import re
 
     root = PACKAGE.parent
@@ -151,12 +150,8 @@ def test_every_import_in_the_docs_python_examples_resolves():
              for block in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S) for line in block.splitlines()
              if re.match(r"\s*(from torchzebra\S* import|import torchzebra)", line)]
     assert lines
-    for line in lines:
-        if line.startswith("from "):
-            module, names = re.match(r"from (\S+) import (.+)", line).groups()
-            imported = importlib.import_module(module)
-            missing = [n.strip() for n in names.strip("()").split(",")
-                       if not hasattr(imported, n.strip().split(" as ")[0])]
-            assert not missing, f"{line}: {missing}"
-        else:
-            importlib.import_module(line.split()[1])
+    for line in lines:  # run as written: ``from package import submodule`` imports the submodule, as for users
+        try:
+            exec(line, {})
+        except ImportError as error:
+            pytest.fail(f"{line}: {error}")
