@@ -26,6 +26,7 @@ import yaml
 
 from torchzebra._io import atomic_write_text
 from torchzebra.training import keep_freed_memory
+from torchzebra.analysis import allocation
 from torchzebra.config import RunConfig, load_config
 from torchzebra.workflows.no_training import budget_lines, calibrate_checkpoint, command_line
 from torchzebra.workflows.run import run_experiment
@@ -140,11 +141,12 @@ def levers(run_dir: Path, overrides: list[str]) -> None:
 def calibration(run_dir: Path) -> None:
     """``zebra calibrate`` on seed 0's baseline: run unless finished, and a finished one must be this one."""
     folder, checkpoint = run_dir / "calibrate", run_dir / "main-seed0" / "baseline" / CHECKPOINT
+    grid = allocation.Grid(block_sizes=CALIBRATION_BLOCK_SIZES)
     if not (folder / REPORT).is_file():
         calibrate_checkpoint(checkpoint, folder, CALIBRATION_BUDGETS, CALIBRATION_IMAGES, CALIBRATION_OVERRIDES,
-                             progress=False, holdout=CALIBRATION_HOLDOUT, block_sizes=CALIBRATION_BLOCK_SIZES)
+                             progress=False, holdout=CALIBRATION_HOLDOUT, grid=grid)
     expected = command_line(checkpoint, Path(folder), CALIBRATION_BUDGETS, CALIBRATION_IMAGES, CALIBRATION_HOLDOUT,
-                            CALIBRATION_BLOCK_SIZES, CALIBRATION_OVERRIDES)
+                            grid, CALIBRATION_OVERRIDES)
     if read_result(folder / REPORT).info.command != expected:
         raise SystemExit(f"{folder} holds a calibration of other settings (not `{expected}`): move it away")
 

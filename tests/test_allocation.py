@@ -88,8 +88,8 @@ def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys, tiny_r
     assert main(["train", *tiny_run.args("data.name=fashion-mnist"), "--run-dir", str(tmp_path / "dense")]) == 0
     out = tmp_path / "calibrated"
     assert main(["calibrate", str(tmp_path / "dense" / "last.pt"), "--out", str(out), "--budget", "0", "50",
-                 "--images", "64", "--holdout", "128", "--block-sizes", "2", "4", "--set", "zebra.score=max",
-                 "--quiet"]) == 0
+                 "--images", "64", "--holdout", "128", "--block-sizes", "2", "4", "--densities", "0.6", "0.3",
+                 "--set", "zebra.score=max", "--quiet"]) == 0
     result = read_result(out / "report.json")
     assert result.kind == "calibrate" and [row.method for row in result.rows] == ["dense", *2 * ["zebra-calibrated"]]
     dense, strict, loose = result.rows
@@ -97,7 +97,8 @@ def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys, tiny_r
     assert loose.reduction["zebra_zvc"] > strict.reduction["zebra_zvc"] >= dense.reduction["zebra_zvc"]
     assert set(loose.settings["densities"]) >= {"layer1.0.relu", "layer4.1.relu:1"}
     assert set(loose.settings["block_sizes"].values()) <= {2, 4}
-    assert "--block-sizes 2 4 --set zebra.score=max" in result.info.command
+    assert set(loose.settings["densities"].values()) <= {0.3, 0.6, 1.0}
+    assert "--block-sizes 2 4 --densities 0.3 0.6 1 --set zebra.score=max" in result.info.command
     assert load_checkpoint(out / "budget-50" / "last.pt").config["zebra"]["score"] == "max"  # eval rebuilds it
     capsys.readouterr()
     assert main(["eval", str(out / "budget-50" / "last.pt"), "--quiet", "--json", str(tmp_path / "e.json")]) == 0

@@ -1,5 +1,7 @@
 """zebra calibrate: arguments refused before any work, BatchNorm re-estimation, the held-out check and its margin."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -7,7 +9,7 @@ from torch import nn
 import torchzebra as tz
 from torchzebra.analysis import allocation
 from torchzebra.cli import main
-from torchzebra.workflows.no_training import _training_images
+from torchzebra.workflows.no_training import _training_images, calibration_grid, command_line
 from torchzebra.results import read_result
 
 
@@ -20,6 +22,8 @@ from torchzebra.results import read_result
     (["--holdout", "0"], "--holdout 0 is invalid"),
     (["--block-sizes", "2", "0"], "--block-sizes 0 is invalid"),
     (["--block-sizes", "-2"], "--block-sizes -2 is invalid"),
+    (["--densities", "0.5", "0"], "--densities 0.0 is invalid"),
+    (["--densities", "1.5"], "--densities 1.5 is invalid"),
 ])
 def test_a_bad_argument_is_one_line_before_the_checkpoint_is_read(args, named, tmp_path, capsys):
     """The checkpoint does not exist: the argument is refused first, and nothing is written."""
@@ -36,6 +40,20 @@ def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("zebra calibrate: error: ") and "missing.pt" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_the_recorded_command_names_the_densities_only_where_they_are_not_the_default():
+    default = calibration_grid([2], list(reversed(allocation.DENSITIES)))  # the defaults in another order
+    assert "--densities" not in command_line("m.pt", Path("out"), [1], grid=default)
+    chosen = calibration_grid(densities=[0.6, 0.3])
+    assert command_line("m.pt", Path("out"), [1], grid=chosen).endswith("--densities 0.3 0.6 1")
+
+
+def test_the_help_names_the_default_densities(capsys):
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"default {' '.join(f'{d:g}' for d in allocation.DENSITIES)};" in help_text
 
 
 def _net() -> nn.Module:

@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fraction of the budget)")
     c.add_argument("--block-sizes", dest="block_sizes", type=_block_size_word, nargs="+", metavar="SIZE",
                    help="block sizes each layer may take, e.g. 2 4 (default: each layer keeps its own)")
+    c.add_argument("--densities", type=float, nargs="+", metavar="FRACTION",
+                   help="kept-block fractions each layer is measured at (default 0.1 0.2 0.3 0.4 0.5 0.7 1; more: a "
+                        "finer search and a longer profile)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the checkpoint's config, e.g. --set zebra.block_size=4")
     c.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -26,9 +26,8 @@ from ..training.trainer import build_data, build_prepared_model, checkpoint_conf
 IMAGES, HOLDOUT = 1024, 10000  # calibration images; held-out training images the budget is checked on
 
 
-def check_arguments(budgets: list[float] | tuple[float, ...], images: int, holdout: int,
-                    block_sizes: list[BlockSize] | tuple[BlockSize, ...] = ()) -> None:
-    """Refuse a bad budget, image count or block size in one line, before anything is read or written."""
+def check_arguments(budgets: list[float] | tuple[float, ...], images: int, holdout: int) -> None:
+    """Refuse a bad budget or image count in one line, before anything is read or written."""
     if not budgets:
         raise ZebraError("give at least one budget: the top-1 points you accept to lose, e.g. --budget 0.5 1")
     for budget in budgets:
@@ -39,25 +38,37 @@ def check_arguments(budgets: list[float] | tuple[float, ...], images: int, holdo
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ZebraError(f"--{name} {value!r} is invalid: use a positive number of training images "
                              f"(default {example})")
+
+
+def calibration_grid(block_sizes: list[BlockSize] | None = None,
+                     densities: list[float] | None = None) -> allocation.Grid:
+    """The settings each layer is measured at, from ``--block-sizes`` and ``--densities`` (None: the defaults):
+    a bad one is refused in one line naming the option."""
+    block_sizes, densities = block_sizes or (), densities or allocation.DENSITIES
     for size in block_sizes:
         try:
             validate_block_size(size)
         except ValueError:
             raise ZebraError(f"--block-sizes {size} is invalid: use positive integers (block edges) or 'map', "
                              "e.g. --block-sizes 2 4") from None
+    for density in densities:
+        try:
+            allocation.validate_density(density, "densities")
+        except ValueError:
+            raise ZebraError(f"--densities {density!r} is invalid: use fractions of blocks to keep, in (0, 1], "
+                             "e.g. --densities 0.3 0.5 0.7") from None
+    return allocation.Grid(tuple(densities), tuple(block_sizes))
 
 
 def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[float] | tuple[float, ...] = (1.0,),
                          images: int = IMAGES, overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
-                         holdout: int = HOLDOUT,
-                         block_sizes: list[BlockSize] | tuple[BlockSize, ...] = ()) -> RunResult:
-    """For each top-1 budget (points), search per-layer thresholds (and block sizes among ``block_sizes``; none
-    given: each layer keeps its own) on ``images`` training images, checked on ``holdout`` other training images,
-    and write ``out/budget-<b>/last.pt`` (a prepared checkpoint ``zebra eval`` and ``--init`` read) beside
-    ``out/report.json`` and ``report.md`` (the model unmasked, then one row per budget, on the test split, with
-    the held-out check beside it)."""
-    block_sizes = tuple(block_sizes)
-    check_arguments(budgets, images, holdout, block_sizes)
+                         holdout: int = HOLDOUT, grid: allocation.Grid = allocation.Grid()) -> RunResult:
+    """For each top-1 budget (points), search per-layer settings among ``grid``'s (kept-block densities, and
+    block sizes where it names some: else each layer keeps its own) on ``images`` training images, checked on
+    ``holdout`` other training images, and write ``out/budget-<b>/last.pt`` (a prepared checkpoint ``zebra eval``
+    and ``--init`` read) beside ``out/report.json`` and ``report.md`` (the model unmasked, then one row per budget,
+    on the test split, with the held-out check beside it)."""
+    check_arguments(budgets, images, holdout)
     started, out = time.perf_counter(), Path(out)
     payload = load_checkpoint(checkpoint)
     config = checkpoint_config(payload, overrides)
@@ -71,8 +82,8 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     load_weights(model, payload.model, f"checkpoint {checkpoint}")
     dense = evaluate(model, test_set, config, device, progress)  # thresholds 0: exactly the unmasked model
     calibration, held_out = _training_images(train_set, (images, holdout), config.seed)
-    measured = allocation.profile(model, [calibration], allocation.Grid(block_sizes=block_sizes), bits=config.bits,
-                                  held_out=[held_out], quoted_images=dense.images, progress=progress)
+    measured = allocation.profile(model, [calibration], grid, bits=config.bits, held_out=[held_out],
+                                  quoted_images=dense.images, progress=progress)
     rows = [model_row(METHODS[BASELINE].title, BASELINE, dense, dense)]
     for budget in budgets:
         chosen = allocation.search(model, budget_points=budget, measured=measured)
@@ -87,7 +98,7 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
             "held_out_top1": chosen.top1, "held_out_dense_top1": chosen.dense_top1,
             "margin_points": chosen.margin_points, "densities": chosen.densities, "block_sizes": chosen.block_sizes,
             "thresholds": chosen.thresholds}))
-    command = command_line(checkpoint, out, budgets, images, holdout, block_sizes, overrides)
+    command = command_line(checkpoint, out, budgets, images, holdout, grid, overrides)
     result = RunResult("calibrate", run_info(command, config, started), config.to_dict(), rows[0].label, tuple(rows))
     out.mkdir(parents=True, exist_ok=True)
     return publish(out, result, _markdown(result, checkpoint, images))
@@ -117,11 +128,12 @@ def _training_images(train_set, counts: tuple[int, ...], seed: int) -> list[tupl
 
 
 def command_line(checkpoint: str | Path, out: Path, budgets, images: int = IMAGES, holdout: int = HOLDOUT,
-                 block_sizes=(), overrides=()) -> str:
+                 grid: allocation.Grid = allocation.Grid(), overrides=()) -> str:
     """The ``zebra calibrate`` command line that makes this result."""
     words = ["zebra", "calibrate", str(checkpoint), "--out", str(out), "--budget", *(f"{b:g}" for b in budgets),
              "--images", str(images), "--holdout", str(holdout)]
-    words += ["--block-sizes", *map(str, block_sizes)] if block_sizes else []
+    words += ["--block-sizes", *map(str, grid.block_sizes)] if grid.block_sizes else []
+    words += ["--densities", *(f"{d:g}" for d in grid.densities)] if grid.densities != allocation.DENSITIES else []
     return shlex.join(words + [word for override in overrides for word in ("--set", override)])
 
 
