@@ -45,18 +45,16 @@ def calibration_grid(block_sizes: list[BlockSize] | None = None,
     """The settings each layer is measured at, from ``--block-sizes`` and ``--densities`` (None: the defaults):
     a bad one is refused in one line naming the option."""
     block_sizes, densities = block_sizes or (), densities or allocation.DENSITIES
-    for size in block_sizes:
-        try:
-            validate_block_size(size)
-        except ValueError:
-            raise ZebraError(f"--block-sizes {size} is invalid: use positive integers (block edges) or 'map', "
-                             "e.g. --block-sizes 2 4") from None
-    for density in densities:
-        try:
-            allocation.validate_density(density, "densities")
-        except ValueError:
-            raise ZebraError(f"--densities {density!r} is invalid: use fractions of blocks to keep, in (0, 1], "
-                             "e.g. --densities 0.3 0.5 0.7") from None
+    for option, values, validate, use in (
+            ("--block-sizes", block_sizes, validate_block_size,
+             "positive integers (block edges) or 'map', e.g. --block-sizes 2 4"),
+            ("--densities", densities, allocation.validate_density,
+             "fractions of blocks to keep, in (0, 1], e.g. --densities 0.3 0.5 0.7")):
+        for value in values:
+            try:
+                validate(value, option)
+            except ValueError:
+                raise ZebraError(f"{option} {value} is invalid: use {use}") from None
     return allocation.Grid(tuple(densities), tuple(block_sizes))
 
 
