@@ -75,6 +75,44 @@ def test_search_keeps_the_budget_on_its_images_and_saves_more_with_a_larger_one(
     assert thresholds == pytest.approx(loose.thresholds)
 
 
+def test_curves_in_context_are_measured_with_the_other_layers_at_the_allocation(probe_data):
+    model, x, y = probe_data
+    measured = allocation.profile(model, [(x, y)], (0.3, 1.0))
+    assert allocation.in_context(measured, {s: (2, 1.0) for s in measured.probe.sites}) is measured  # masks nothing
+    first, *others = measured.probe.sites
+    context = {first: (2, 0.3), **{site: (2, 1.0) for site in others}}
+    refined = allocation.in_context(measured, context)
+    assert refined.probe is measured.probe and refined.tried is measured.tried  # one check, one memory of trials
+    assert [c.settings for c in refined.curves] == [c.settings for c in measured.curves]
+    alone = {c.site: dict(zip(c.settings, c.cost)) for c in measured.curves}
+    together = {c.site: dict(zip(c.settings, c.cost)) for c in refined.curves}
+    assert alone[first] == pytest.approx(together[first])  # the others unmasked in the context: the same curve
+    for site in others:  # the first layer masked: leaving this one as it is costs what the first layer costs
+        assert alone[site][(2, 1.0)] == 0.0
+        assert together[site][(2, 1.0)] == pytest.approx(alone[first][(2, 0.3)], rel=1e-4)
+        assert together[site][(2, 0.3)] != pytest.approx(alone[site][(2, 0.3)])
+
+
+def test_refine_searches_each_round_in_the_context_of_the_one_before_and_keeps_the_best(probe_data):
+    model, x, y = probe_data
+    measured = allocation.profile(model, [(x, y)], (0.2, 0.5, 1.0))
+    budget = 20.0  # past the first layer at density 0.5 on these 96 images
+    profiles = allocation.refine(model, measured, budget, rounds=2)
+    assert len(profiles) == 2 and profiles[0] is measured
+    first = allocation.search(model, budget_points=budget, measured=measured)
+    assert min(first.densities.values()) < 1.0  # the context masks something
+    assert profiles[1].curves != measured.curves
+    best = allocation.search(model, budget_points=budget, measured=profiles)
+    assert best.reduction >= first.reduction and best.drop_points <= budget
+    each = [allocation.search(model, budget_points=budget, measured=p).reduction for p in profiles]
+    assert best.reduction == max(each) and best.round == each.index(max(each)) + 1  # ties: the earlier round
+    assert tz.measure(model, [(x, y)]).reduction("zebra_zvc") == pytest.approx(
+        allocation.search(model, budget_points=budget, measured=profiles).reduction)  # the model keeps the best
+    assert allocation.refine(model, measured, budget, rounds=1) == [measured]
+    with pytest.raises(ValueError, match="rounds=0 is invalid"):
+        allocation.refine(model, measured, budget, rounds=0)
+
+
 def test_search_refuses_what_it_cannot_use(residual_net):
     with pytest.raises(ValueError, match="no active Zebra layer"):
         allocation.search(tz.prepare(residual_net, tz.ZebraConfig(include=())), [(torch.randn(4, 1, 8, 8),
@@ -89,7 +127,7 @@ def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys, tiny_r
     out = tmp_path / "calibrated"
     assert main(["calibrate", str(tmp_path / "dense" / "last.pt"), "--out", str(out), "--budget", "0", "50",
                  "--images", "64", "--holdout", "128", "--block-sizes", "2", "4", "--densities", "0.6", "0.3",
-                 "--set", "zebra.score=max", "--quiet"]) == 0
+                 "--rounds", "2", "--set", "zebra.score=max", "--quiet"]) == 0
     result = read_result(out / "report.json")
     assert result.kind == "calibrate" and [row.method for row in result.rows] == ["dense", *2 * ["zebra-calibrated"]]
     dense, strict, loose = result.rows
@@ -98,7 +136,7 @@ def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys, tiny_r
     assert set(loose.settings["densities"]) >= {"layer1.0.relu", "layer4.1.relu:1"}
     assert set(loose.settings["block_sizes"].values()) <= {2, 4}
     assert set(loose.settings["densities"].values()) <= {0.3, 0.6, 1.0}
-    assert "--block-sizes 2 4 --densities 0.3 0.6 1 --set zebra.score=max" in result.info.command
+    assert "--block-sizes 2 4 --densities 0.3 0.6 1 --rounds 2 --set zebra.score=max" in result.info.command
     assert load_checkpoint(out / "budget-50" / "last.pt").config["zebra"]["score"] == "max"  # eval rebuilds it
     capsys.readouterr()
     assert main(["eval", str(out / "budget-50" / "last.pt"), "--quiet", "--json", str(tmp_path / "e.json")]) == 0

@@ -9,8 +9,8 @@ from torch import nn
 import torchzebra as tz
 from torchzebra.analysis import allocation
 from torchzebra.cli import main
-from torchzebra.workflows.no_training import _training_images, calibration_grid, command_line
-from torchzebra.results import read_result
+from torchzebra.results import ModelRow, read_result
+from torchzebra.workflows.no_training import _training_images, budget_lines, command_line, search_plan
 
 
 @pytest.mark.parametrize("args, named", [
@@ -24,6 +24,7 @@ from torchzebra.results import read_result
     (["--block-sizes", "-2"], "--block-sizes -2 is invalid"),
     (["--densities", "0.5", "0"], "--densities 0.0 is invalid"),
     (["--densities", "1.5"], "--densities 1.5 is invalid"),
+    (["--rounds", "0"], "--rounds 0 is invalid"),
 ])
 def test_a_bad_argument_is_one_line_before_the_checkpoint_is_read(args, named, tmp_path, capsys):
     """The checkpoint does not exist: the argument is refused first, and nothing is written."""
@@ -42,11 +43,26 @@ def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_the_recorded_command_names_the_densities_only_where_they_are_not_the_default():
-    default = calibration_grid([2], list(reversed(allocation.DENSITIES)))  # the defaults in another order
-    assert "--densities" not in command_line("m.pt", Path("out"), [1], grid=default)
-    chosen = calibration_grid(densities=[0.6, 0.3])
-    assert command_line("m.pt", Path("out"), [1], grid=chosen).endswith("--densities 0.3 0.6 1")
+def test_the_recorded_command_names_the_densities_and_rounds_only_where_they_are_not_the_default():
+    default = search_plan([2], list(reversed(allocation.DENSITIES)))  # the defaults in another order
+    assert "--densities" not in command_line("m.pt", Path("out"), [1], plan=default)
+    assert "--rounds" not in command_line("m.pt", Path("out"), [1], plan=default)
+    chosen = search_plan(densities=[0.6, 0.3], rounds=2)
+    assert command_line("m.pt", Path("out"), [1], plan=chosen).endswith("--densities 0.3 0.6 1 --rounds 2")
+
+
+def test_the_budget_table_names_the_round_only_where_there_were_several():
+    def row(budget, round_=None):
+        settings = {"budget_points": budget, "held_out_top1": 0.9, "held_out_dense_top1": 0.91, "margin_points": 0.3,
+                    **({"round": round_} if round_ else {})}
+        return ModelRow("b", "zebra-calibrated", 0.905, -0.005, {"zebra_zvc": 0.5}, {}, settings=settings)
+
+    dense = ModelRow("dense", "dense", 0.91, 0.0, {"zebra_zvc": 0.3}, {})
+    lines, _ = budget_lines((dense, row(0.5), row(1.0)))  # a report written before rounds existed
+    assert "round" not in lines[0] and lines[1].count("---") == 8
+    lines, warnings = budget_lines((dense, row(0.5, 1), row(1.0, 2)))
+    assert lines[0].endswith("| round |") and lines[1].count("---") == 9
+    assert lines[2].endswith("| 50.00 | 1 |") and lines[3].endswith("| 50.00 | 2 |") and not warnings
 
 
 def test_the_help_names_the_default_densities(capsys):

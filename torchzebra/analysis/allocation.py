@@ -5,7 +5,9 @@ its blocks, at each block size tried, costs (the KL divergence of the outputs fr
 what it leaves in bytes. ``allocate`` picks one (block size, density) per layer that minimises ``bytes / dense
 bytes + weight * cost`` (a Lagrangian over the per-layer curves). ``search`` bisects the weight for the
 allocation that saves the most bytes while the top-1 drop stays within a budget, then bridges the jump of the
-Lagrangian path from there to the nearest allocation past the budget one layer at a time. Every setting it
+Lagrangian path from there to the nearest allocation past the budget one layer at a time. ``refine`` measures
+the curves again with the other layers at the allocation found (``in_context``), where masked layers no longer
+cost what they cost alone, and searches those too. Every setting it
 tries has its thresholds calibrated in execution order, then (``renorm``) the BatchNorm statistics
 re-estimated on the masked model with no gradient and the thresholds calibrated again. With ``held_out`` images
 the drop is measured on them, paired image by image with the unmasked model, and raised by a one-sided margin
@@ -56,7 +58,8 @@ class Grid:
 
 @dataclass(frozen=True)
 class LayerCurve:
-    """One layer's cost and bytes at each (block size, density) setting, the other layers unmasked."""
+    """One layer's cost and bytes at each (block size, density) setting, the other layers unmasked (or at the
+    allocation of an ``in_context`` profile)."""
 
     site: str
     settings: tuple[Setting, ...]
@@ -78,6 +81,7 @@ class Allocation:
     fmt: str
     margin_points: float = 0.0  # one-sided margin on the drop for the noise of the check and quoted images
     check_images: int = 0
+    round: int = 1  # the profile (of ``refine``'s list) whose curves found it
 
     @property
     def settings(self) -> dict[str, Setting]:
@@ -184,24 +188,48 @@ def sensitivity(probe: _Probe, grid: Grid = Grid(), progress: bool = False) -> l
     The layer as it is (its own block size at density 1, the unmasked model the probe has already measured) is
     always on the curve; another block size at density 1 changes the bytes only."""
     settings = [(size, density) for size in grid.block_sizes or (None,) for density in grid.densities]
-    bar = tqdm(total=len(probe.sites) * len(settings), desc="calibrate: layer sensitivity", disable=not progress,
-               leave=False)
+    return _curves(probe, {site: list(dict.fromkeys([(probe.block_sizes[site], 1.0)] + [
+        (probe.block_sizes[site] if size is None else size, density) for size, density in settings]))
+        for site in probe.sites}, {}, progress)
+
+
+def _curves(probe: _Probe, settings: dict[str, list[Setting]], context: dict[str, Setting],
+            progress: bool) -> list[LayerCurve]:
+    """Each listed layer's cost and bytes at each of its settings, the other layers at ``context`` (absent there:
+    unmasked). With no layer of ``context`` masked, density 1 costs nothing and the layer as it is is not run."""
+    masked = any(density < 1.0 for _, density in context.values())
+    desc = "calibrate: layer sensitivity" + (" in context" if masked else "")
+    bar = tqdm(total=sum(map(len, settings.values())), desc=desc, disable=not progress, leave=False)
     curves = []
     with bar:
-        for site in probe.sites:
-            own = probe.block_sizes[site]
-            points = {(own, 1.0): (0.0, _layer_bytes(probe.report, site, probe.fmt))}  # always a choice
-            for size, density in settings:
-                setting = (own if size is None else size, density)
-                if setting not in points:
-                    probe.set_settings({site: setting}, renorm=False)
+        for site, points in settings.items():
+            measured = []
+            for setting in points:
+                if not masked and setting == (probe.block_sizes[site], 1.0):
+                    measured.append((0.0, _layer_bytes(probe.report, site, probe.fmt)))
+                else:
+                    probe.set_settings({**context, site: setting}, renorm=False)
                     logits, report = probe.run()
-                    points[setting] = (probe.cost(logits) if density < 1.0 else 0.0,
-                                       _layer_bytes(report, site, probe.fmt))
+                    measured.append((probe.cost(logits) if masked or setting[1] < 1.0 else 0.0,
+                                     _layer_bytes(report, site, probe.fmt)))
                 bar.update()
-            curves.append(LayerCurve(site, tuple(points), *(tuple(p[i] for p in points.values()) for i in (0, 1))))
+            curves.append(LayerCurve(site, tuple(points), *(tuple(m[i] for m in measured) for i in (0, 1))))
     probe.set_settings({})
     return curves
+
+
+@torch.no_grad()
+def in_context(measured: Profile, context: dict[str, Setting]) -> Profile:
+    """``measured`` with every layer's curve measured again with the other layers at ``context`` (an allocation):
+    layers masked together cost more than the sum of their costs alone, and unevenly. The check and the settings
+    tried are shared; a ``context`` that masks nothing returns ``measured``."""
+    if all(density >= 1.0 for _, density in context.values()):
+        return measured
+    probe = measured.probe
+    with eval_mode(probe.model):
+        curves = _curves(probe, {curve.site: list(curve.settings) for curve in measured.curves}, context,
+                         measured.progress)
+    return dataclasses.replace(measured, curves=curves)
 
 
 def _layer_bytes(report: TrafficReport, site: str, fmt: str) -> int:
@@ -258,18 +286,42 @@ def profile(model: nn.Module, batches, grid: Grid | tuple[float, ...] = Grid(), 
 
 @torch.no_grad()
 def search(model: nn.Module, batches=(), budget_points: float = 1.0, densities: tuple[float, ...] = DENSITIES,
-           fmt: str = "zebra_zvc", bits: int = 8, *, steps: int = 10, measured: Profile | None = None) -> Allocation:
+           fmt: str = "zebra_zvc", bits: int = 8, *, steps: int = 10,
+           measured: Profile | list[Profile] | None = None) -> Allocation:
     """Calibrate per-layer thresholds (and block sizes, where the profile tried several) of a prepared model
     for the largest ``fmt`` reduction whose top-1 drop (on the profile's held-out images plus margin, else on
     ``batches``) stays within ``budget_points`` of the unmasked model's; no training. The model keeps the
-    chosen settings (and BatchNorm statistics). ``measured`` reuses a ``profile`` of it."""
+    chosen settings (and BatchNorm statistics). ``measured`` reuses a ``profile`` of it, or several of one probe
+    (``refine``'s): each is searched and the allocation that saves the most is kept."""
     if not budget_points >= 0:
         raise ZebraError(f"budget_points={budget_points!r} is invalid: use the top-1 points you accept to lose, >= 0")
     measured = measured or profile(model, batches, densities, fmt, bits)
+    profiles = [measured] if isinstance(measured, Profile) else measured
     with eval_mode(model):
-        best = _best_weight(measured, budget_points, steps)
-        thresholds = measured.probe.set_settings(best.settings)
-    return dataclasses.replace(best, thresholds={s: thresholds.get(s, 0.0) for s in measured.probe.sites})
+        best = max((dataclasses.replace(_best_weight(p, budget_points, steps), round=number)
+                    for number, p in enumerate(profiles, 1)), key=lambda a: a.reduction)
+        thresholds = profiles[0].probe.set_settings(best.settings)
+    return dataclasses.replace(best, thresholds={s: thresholds.get(s, 0.0) for s in profiles[0].probe.sites})
+
+
+def refine(model: nn.Module, measured: Profile, budget_points: float, rounds: int = 2) -> list[Profile]:
+    """``measured`` and up to ``rounds - 1`` profiles more, each measured ``in_context`` of the allocation the
+    search over the ones before finds for ``budget_points`` (stops early where that allocation masks nothing);
+    ``search`` over the list keeps the best of them, for this budget or another."""
+    validate_rounds(rounds)
+    profiles = [measured]
+    while len(profiles) < rounds:
+        context = in_context(profiles[-1], search(model, budget_points=budget_points, measured=profiles).settings)
+        if context is profiles[-1]:
+            break
+        profiles.append(context)
+    return profiles
+
+
+def validate_rounds(rounds: int, name: str = "rounds") -> None:
+    """Refuse a number of profile rounds that is not a positive integer."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"{name}={rounds!r} is invalid: use a positive number of profiles (1: no refinement)")
 
 
 def _trial(measured: Profile, settings: dict[str, Setting]) -> Allocation:

@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--densities", type=float, nargs="+", metavar="FRACTION",
                    help="kept-block fractions each layer is measured at (default 0.1 0.2 0.3 0.4 0.5 0.7 1; more: a "
                         "finer search and a longer profile)")
+    c.add_argument("--rounds", type=int, default=1, metavar="N",
+                   help="profiles to search (default 1); each after the first measures every layer again with the "
+                        "others at the largest budget's allocation so far, where masked layers cost more together "
+                        "than alone: about 2.5 times the time for 2, and a larger cut")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the checkpoint's config, e.g. --set zebra.block_size=4")
     c.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -19,7 +19,7 @@ from ..config.run import parse_assignment
 from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
 from ..workflows.hardware import estimate_checkpoint, write_estimate
 from ..workflows.artefacts import checkpoint_maps, export_checkpoint, onnx_checkpoint
-from ..workflows.no_training import calibrate_checkpoint, calibration_grid
+from ..workflows.no_training import calibrate_checkpoint, search_plan
 from ..workflows.run import new_run_dir, run_experiment
 from ..workflows.pruning import prune_checkpoint, run_slim
 from ..workflows.sweep import run_sweep
@@ -113,9 +113,9 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     sizes = {name: getattr(args, name) for name in ("images", "holdout") if getattr(args, name) is not None}
-    grid = calibration_grid(args.block_sizes, args.densities)
+    plan = search_plan(args.block_sizes, args.densities, args.rounds)
     calibrate_checkpoint(args.checkpoint, args.out, args.budget, overrides=args.set, progress=not args.quiet,
-                         grid=grid, **sizes)
+                         plan=plan, **sizes)
     print(f"report: {args.out / 'report.md'}; calibrated checkpoints: "
           f"{', '.join(str(args.out / f'budget-{b:g}' / 'last.pt') for b in args.budget)}")
     return 0

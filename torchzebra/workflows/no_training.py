@@ -8,6 +8,7 @@ import dataclasses
 import math
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,32 +41,42 @@ def check_arguments(budgets: list[float] | tuple[float, ...], images: int, holdo
                              f"(default {example})")
 
 
-def calibration_grid(block_sizes: list[BlockSize] | None = None,
-                     densities: list[float] | None = None) -> allocation.Grid:
-    """The settings each layer is measured at, from ``--block-sizes`` and ``--densities`` (None: the defaults):
-    a bad one is refused in one line naming the option."""
+@dataclass(frozen=True)
+class SearchPlan:
+    """How ``zebra calibrate`` measures: the settings of each layer's curve, and the profile rounds (each after the
+    first measured with the other layers at the largest budget's allocation of the rounds before)."""
+
+    grid: allocation.Grid = allocation.Grid()
+    rounds: int = 1
+
+
+def search_plan(block_sizes: list[BlockSize] | None = None, densities: list[float] | None = None,
+                rounds: int = 1) -> SearchPlan:
+    """The plan from ``--block-sizes``, ``--densities`` (None: the defaults) and ``--rounds``: a bad value is
+    refused in one line naming the option."""
     block_sizes, densities = block_sizes or (), densities or allocation.DENSITIES
     for option, values, validate, use in (
             ("--block-sizes", block_sizes, validate_block_size,
              "positive integers (block edges) or 'map', e.g. --block-sizes 2 4"),
             ("--densities", densities, allocation.validate_density,
-             "fractions of blocks to keep, in (0, 1], e.g. --densities 0.3 0.5 0.7")):
+             "fractions of blocks to keep, in (0, 1], e.g. --densities 0.3 0.5 0.7"),
+            ("--rounds", [rounds], allocation.validate_rounds, "a positive number of profiles, e.g. --rounds 2")):
         for value in values:
             try:
                 validate(value, option)
             except ValueError:
                 raise ZebraError(f"{option} {value} is invalid: use {use}") from None
-    return allocation.Grid(tuple(densities), tuple(block_sizes))
+    return SearchPlan(allocation.Grid(tuple(densities), tuple(block_sizes)), rounds)
 
 
 def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[float] | tuple[float, ...] = (1.0,),
                          images: int = IMAGES, overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
-                         holdout: int = HOLDOUT, grid: allocation.Grid = allocation.Grid()) -> RunResult:
-    """For each top-1 budget (points), search per-layer settings among ``grid``'s (kept-block densities, and
-    block sizes where it names some: else each layer keeps its own) on ``images`` training images, checked on
-    ``holdout`` other training images, and write ``out/budget-<b>/last.pt`` (a prepared checkpoint ``zebra eval``
-    and ``--init`` read) beside ``out/report.json`` and ``report.md`` (the model unmasked, then one row per budget,
-    on the test split, with the held-out check beside it)."""
+                         holdout: int = HOLDOUT, plan: SearchPlan = SearchPlan()) -> RunResult:
+    """For each top-1 budget (points), search per-layer settings among ``plan.grid``'s (kept-block densities,
+    and block sizes where it names some: else each layer keeps its own) on ``images`` training images, over
+    ``plan.rounds`` profiles, checked on ``holdout`` other training images, and write ``out/budget-<b>/last.pt``
+    (a prepared checkpoint ``zebra eval`` and ``--init`` read) beside ``out/report.json`` and ``report.md`` (the
+    model unmasked, then one row per budget, on the test split, with the held-out check beside it)."""
     check_arguments(budgets, images, holdout)
     started, out = time.perf_counter(), Path(out)
     payload = load_checkpoint(checkpoint)
@@ -80,8 +91,9 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     load_weights(model, payload.model, f"checkpoint {checkpoint}")
     dense = evaluate(model, test_set, config, device, progress)  # thresholds 0: exactly the unmasked model
     calibration, held_out = _training_images(train_set, (images, holdout), config.seed)
-    measured = allocation.profile(model, [calibration], grid, bits=config.bits, held_out=[held_out],
-                                  quoted_images=dense.images, progress=progress)
+    measured = allocation.refine(model, allocation.profile(
+        model, [calibration], plan.grid, bits=config.bits, held_out=[held_out], quoted_images=dense.images,
+        progress=progress), max(budgets), plan.rounds)
     rows = [model_row(METHODS[BASELINE].title, BASELINE, dense, dense)]
     for budget in budgets:
         chosen = allocation.search(model, budget_points=budget, measured=measured)
@@ -94,9 +106,9 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
             model, test_set, config, device, progress), dense, folder=folder, settings={
             "budget_points": budget, "images": images, "held_out_images": chosen.check_images,
             "held_out_top1": chosen.top1, "held_out_dense_top1": chosen.dense_top1,
-            "margin_points": chosen.margin_points, "densities": chosen.densities, "block_sizes": chosen.block_sizes,
-            "thresholds": chosen.thresholds}))
-    command = command_line(checkpoint, out, budgets, images, holdout, grid, overrides)
+            "margin_points": chosen.margin_points, "round": chosen.round, "densities": chosen.densities,
+            "block_sizes": chosen.block_sizes, "thresholds": chosen.thresholds}))
+    command = command_line(checkpoint, out, budgets, images, holdout, plan, overrides)
     result = RunResult("calibrate", run_info(command, config, started), config.to_dict(), rows[0].label, tuple(rows))
     out.mkdir(parents=True, exist_ok=True)
     return publish(out, result, _markdown(result, checkpoint, images))
@@ -126,20 +138,25 @@ def _training_images(train_set, counts: tuple[int, ...], seed: int) -> list[tupl
 
 
 def command_line(checkpoint: str | Path, out: Path, budgets, images: int = IMAGES, holdout: int = HOLDOUT,
-                 grid: allocation.Grid = allocation.Grid(), overrides=()) -> str:
+                 plan: SearchPlan = SearchPlan(), overrides=()) -> str:
     """The ``zebra calibrate`` command line that makes this result."""
+    grid = plan.grid
     words = ["zebra", "calibrate", str(checkpoint), "--out", str(out), "--budget", *(f"{b:g}" for b in budgets),
              "--images", str(images), "--holdout", str(holdout)]
     words += ["--block-sizes", *map(str, grid.block_sizes)] if grid.block_sizes else []
     words += ["--densities", *(f"{d:g}" for d in grid.densities)] if grid.densities != allocation.DENSITIES else []
+    words += ["--rounds", str(plan.rounds)] if plan.rounds != 1 else []
     return shlex.join(words + [word for override in overrides for word in ("--set", override)])
 
 
 def budget_lines(rows: tuple[ModelRow, ...]) -> tuple[list[str], list[str]]:
     """The held-out check beside the test split and the Zebra+ZVC reduction, one row per budget (of a calibrate
-    result's rows), and a warning per budget the test breaks."""
+    result's rows), with the profile round that found it where there were several, and a warning per budget the
+    test breaks."""
+    rounds = any(row.settings.get("round", 1) > 1 for row in rows[1:])
     lines = ["| budget (points) | held-out top-1 % | held-out Δ top-1 (points) | margin (points) | test top-1 % | "
-             "test Δ top-1 (points) | test within budget | Zebra+ZVC reduction % |", "|" + "---|" * 8]
+             "test Δ top-1 (points) | test within budget | Zebra+ZVC reduction % |" + (" round |" if rounds else ""),
+             "|" + "---|" * (8 + rounds)]
     warnings = []
     for row in rows[1:]:
         s = row.settings
@@ -147,7 +164,8 @@ def budget_lines(rows: tuple[ModelRow, ...]) -> tuple[list[str], list[str]]:
         within = -test <= s["budget_points"] + 1e-9
         lines.append(f"| {s['budget_points']:g} | {s['held_out_top1'] * 100:.2f} | {points_change(held_out)} | "
                      f"{s['margin_points']:.2f} | {row.top1 * 100:.2f} | {points_change(test)} | "
-                     f"{'yes' if within else 'no'} | {row.reduction['zebra_zvc'] * 100:.2f} |")
+                     f"{'yes' if within else 'no'} | {row.reduction['zebra_zvc'] * 100:.2f} |"
+                     + (f" {s.get('round', 1)} |" if rounds else ""))
         if not within:
             warnings.append(f"**Warning**: budget {s['budget_points']:g}: the test split loses {-test:.2f} points, "
                             "more than the budget (the held-out check and its margin did not foresee it).")
