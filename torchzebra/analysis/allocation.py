@@ -7,11 +7,11 @@ bytes + weight * cost`` (a Lagrangian over the per-layer curves). ``search`` bis
 allocation that saves the most bytes while the top-1 drop stays within a budget, then bridges the jump of the
 Lagrangian path from there to the nearest allocation past the budget one layer at a time. ``refine`` measures
 the curves again with the other layers at the allocation found (``in_context``), where masked layers no longer
-cost what they cost alone, and searches those too. Every setting it
-tries has its thresholds calibrated in execution order, then (``renorm``) the BatchNorm statistics
-re-estimated on the masked model with no gradient and the thresholds calibrated again. With ``held_out`` images
-the drop is measured on them, paired image by image with the unmasked model, and raised by a one-sided margin
-(``CONFIDENCE``) for the noise of those images and of the split the result is quoted on.
+cost what they cost alone, and ``search`` over both keeps the better. Every setting it tries has its thresholds
+calibrated in execution order, then (``renorm``) the BatchNorm statistics re-estimated on the masked model
+with no gradient and the thresholds calibrated again. With ``held_out`` images the drop is measured on them,
+paired image by image with the unmasked model, and raised by a one-sided margin (``CONFIDENCE``) for the noise
+of those images and of the split the result is quoted on.
 """
 
 from __future__ import annotations
