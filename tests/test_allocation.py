@@ -106,8 +106,8 @@ def test_refine_searches_each_round_in_the_context_of_the_one_before_and_keeps_t
     assert best.reduction >= first.reduction and best.drop_points <= budget
     each = [allocation.search(model, budget_points=budget, measured=p).reduction for p in profiles]
     assert best.reduction == max(each) and best.round == each.index(max(each)) + 1  # ties: the earlier round
-    assert tz.measure(model, [(x, y)]).reduction("zebra_zvc") == pytest.approx(
-        allocation.search(model, budget_points=budget, measured=profiles).reduction)  # the model keeps the best
+    chosen = allocation.search(model, budget_points=budget, measured=profiles)
+    assert tz.measure(model, [(x, y)]).reduction("zebra_zvc") == pytest.approx(chosen.reduction)  # keeps the best
     assert allocation.refine(model, measured, budget, rounds=1) == [measured]
     with pytest.raises(ValueError, match="rounds=0 is invalid"):
         allocation.refine(model, measured, budget, rounds=0)

@@ -7,7 +7,7 @@ bytes + weight * cost`` (a Lagrangian over the per-layer curves). ``search`` bis
 allocation that saves the most bytes while the top-1 drop stays within a budget, then bridges the jump of the
 Lagrangian path from there to the nearest allocation past the budget one layer at a time. ``refine`` measures
 the curves again with the other layers at the allocation found (``in_context``), where masked layers no longer
-cost what they cost alone, and ``search`` over both keeps the better. Every setting it tries has its thresholds
+cost what they cost alone, and ``search`` over every round keeps the best. Every setting it tries has its thresholds
 calibrated in execution order, then (``renorm``) the BatchNorm statistics re-estimated on the masked model
 with no gradient and the thresholds calibrated again. With ``held_out`` images the drop is measured on them,
 paired image by image with the unmasked model, and raised by a one-sided margin (``CONFIDENCE``) for the noise
@@ -221,8 +221,10 @@ def _curves(probe: _Probe, settings: dict[str, list[Setting]], context: dict[str
 @torch.no_grad()
 def in_context(measured: Profile, context: dict[str, Setting]) -> Profile:
     """``measured`` with every layer's curve measured again with the other layers at ``context`` (an allocation):
-    layers masked together cost more than the sum of their costs alone, and unevenly. The check and the settings
-    tried are shared; a ``context`` that masks nothing returns ``measured``."""
+    layers masked together cost more than the sum of their costs alone, and unevenly. As in ``sensitivity``,
+    the trained BatchNorm statistics are kept (re-estimating for every point would double the cost; the search
+    checks every allocation with them re-estimated). The check and the settings tried are shared; a ``context``
+    that masks nothing returns ``measured``."""
     if all(density >= 1.0 for _, density in context.values()):
         return measured
     probe = measured.probe
@@ -297,6 +299,8 @@ def search(model: nn.Module, batches=(), budget_points: float = 1.0, densities: 
         raise ZebraError(f"budget_points={budget_points!r} is invalid: use the top-1 points you accept to lose, >= 0")
     measured = measured or profile(model, batches, densities, fmt, bits)
     profiles = [measured] if isinstance(measured, Profile) else measured
+    if any(p.probe is not profiles[0].probe for p in profiles):
+        raise ZebraError("search() over several profiles needs them all of one probe (refine's rounds)")
     with eval_mode(model):
         best = max((dataclasses.replace(_best_weight(p, budget_points, steps), round=number)
                     for number, p in enumerate(profiles, 1)), key=lambda a: a.reduction)
@@ -306,15 +310,18 @@ def search(model: nn.Module, batches=(), budget_points: float = 1.0, densities: 
 
 def refine(model: nn.Module, measured: Profile, budget_points: float, rounds: int = 2) -> list[Profile]:
     """``measured`` and up to ``rounds - 1`` profiles more, each measured ``in_context`` of the allocation the
-    search over the ones before finds for ``budget_points`` (stops early where that allocation masks nothing);
-    ``search`` over the list keeps the best of them, for this budget or another."""
+    search over the ones before finds for ``budget_points`` (stops early where that allocation masks nothing or
+    was a context already); ``search`` over the list keeps the best of them, for this budget or another. The
+    model is left unmasked."""
     validate_rounds(rounds)
-    profiles = [measured]
+    profiles, contexts = [measured], []
     while len(profiles) < rounds:
-        context = in_context(profiles[-1], search(model, budget_points=budget_points, measured=profiles).settings)
-        if context is profiles[-1]:
+        context = search(model, budget_points=budget_points, measured=profiles).settings
+        if context in contexts or all(density >= 1.0 for _, density in context.values()):
             break
-        profiles.append(context)
+        contexts.append(context)
+        profiles.append(in_context(profiles[-1], context))
+    measured.probe.set_settings({})
     return profiles
 
 

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rounds", type=int, default=1, metavar="N",
                    help="profiles to search (default 1); each after the first measures every layer again with the "
                         "others at the largest budget's allocation so far, where masked layers cost more together "
-                        "than alone: about 2.5 times the time for 2, and a larger cut")
+                        "than alone; each budget keeps its best allocation of the rounds (2: over twice the time)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the checkpoint's config, e.g. --set zebra.block_size=4")
     c.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -91,14 +91,14 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     load_weights(model, payload.model, f"checkpoint {checkpoint}")
     dense = evaluate(model, test_set, config, device, progress)  # thresholds 0: exactly the unmasked model
     calibration, held_out = _training_images(train_set, (images, holdout), config.seed)
-    measured = allocation.refine(model, allocation.profile(
+    profiles = allocation.refine(model, allocation.profile(
         model, [calibration], plan.grid, bits=config.bits, held_out=[held_out], quoted_images=dense.images,
         progress=progress), max(budgets), plan.rounds)
     rows = [model_row(METHODS[BASELINE].title, BASELINE, dense, dense)]
     for budget in budgets:
-        chosen = allocation.search(model, budget_points=budget, measured=measured)
+        chosen = allocation.search(model, budget_points=budget, measured=profiles)
         folder = out / f"budget-{budget:g}"
-        chosen_config = _with_block_sizes(config, chosen.block_sizes, measured.probe.block_sizes)
+        chosen_config = _with_block_sizes(config, chosen.block_sizes, profiles[0].probe.block_sizes)
         save_checkpoint(folder / CHECKPOINT, Checkpoint(model.state_dict(), chosen_config.to_dict(), payload.spec,
                                                         calibrated.zebra_masks, payload.structure,
                                                         derived_from=str(checkpoint)))
