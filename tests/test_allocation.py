@@ -109,6 +109,12 @@ def test_refine_searches_each_round_in_the_context_of_the_one_before_and_keeps_t
     chosen = allocation.search(model, budget_points=budget, measured=profiles)
     assert tz.measure(model, [(x, y)]).reduction("zebra_zvc") == pytest.approx(chosen.reduction)  # keeps the best
     assert allocation.refine(model, measured, budget, rounds=1) == [measured]
+    assert best.settings == first.settings  # so a third round would measure the second's context again
+    assert len(allocation.refine(model, measured, budget, rounds=3)) == 2
+    assert all(layer.threshold.item() == 0.0 for _, layer in tz.zebra_layers(model))  # refine leaves it unmasked
+    other = allocation.profile(model, [(x, y)], (0.2, 0.5, 1.0))
+    with pytest.raises(ValueError, match="one probe"):
+        allocation.search(model, budget_points=budget, measured=[measured, other])
     with pytest.raises(ValueError, match="rounds=0 is invalid"):
         allocation.refine(model, measured, budget, rounds=0)
 
