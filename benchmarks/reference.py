@@ -46,8 +46,8 @@ CALIBRATION_HOLDOUT = 60000 - CALIBRATION_IMAGES  # every other training image: 
 CALIBRATION_OVERRIDES = ["zebra.score=max"]
 # A second profile with the other layers at budget 1's first allocation: layers masked together cost more than
 # alone, unevenly, and the first curves put the bytes where they do not hold. Budget 1 keeps 49.4 % of the
-# traffic off in one round (the same command without --rounds, 39.7 min), 51.0 % in two (96.8 min); budgets
-# 0.25 and 0.5 keep round 1's allocations.
+# traffic off in one round (the same command without --rounds: 39.7 min, another day), 51.0 % in two (96.8
+# min on a day the machine ran about 2.2x slower than 2026-11-28); budgets 0.25 and 0.5 keep round 1's.
 CALIBRATION_ROUNDS = 2
 CONTROL = "dense-retrained"  # no masks: what the extra epochs alone give, never a candidate for the best
 # On seed 0, sharing the main job's baseline: the control (the dense baseline retrained as long as the main job's
@@ -255,8 +255,9 @@ def markdown(document: dict, points: list[Point], pairs: list[tuple[Point, Point
     ])
 
 
-_ROUNDS = (" Each layer's cost is measured alone (round 1), then again with the other layers at budget 1's "
-           "allocation of round 1 (round 2); each budget keeps the allocation of the round that saves the most.")
+_ROUNDS = (" Each layer's cost is measured alone (round 1), then again with the other layers at budget "
+           f"{max(CALIBRATION_BUDGETS):g}'s allocation of round 1 (round 2); each budget keeps the allocation of the "
+           "round that saves the most.")
 
 
 def no_training_markdown(best: dict | None, run_dir: Path) -> list[str]:
