@@ -102,12 +102,11 @@ def test_refine_searches_each_round_in_the_context_of_the_one_before_and_keeps_t
     first = allocation.search(model, budget_points=budget, measured=measured)
     assert min(first.densities.values()) < 1.0  # the context masks something
     assert profiles[1].curves != measured.curves
+    each = [allocation.search(model, budget_points=budget, measured=p).reduction for p in profiles]
     best = allocation.search(model, budget_points=budget, measured=profiles)
     assert best.reduction >= first.reduction and best.drop_points <= budget
-    each = [allocation.search(model, budget_points=budget, measured=p).reduction for p in profiles]
     assert best.reduction == max(each) and best.round == each.index(max(each)) + 1  # ties: the earlier round
-    chosen = allocation.search(model, budget_points=budget, measured=profiles)
-    assert tz.measure(model, [(x, y)]).reduction("zebra_zvc") == pytest.approx(chosen.reduction)  # keeps the best
+    assert tz.measure(model, [(x, y)]).reduction("zebra_zvc") == pytest.approx(best.reduction)  # keeps the best
     assert allocation.refine(model, measured, budget, rounds=1) == [measured]
     assert best.settings == first.settings  # so a third round would measure the second's context again
     assert len(allocation.refine(model, measured, budget, rounds=3)) == 2

@@ -197,7 +197,7 @@ def _curves(probe: _Probe, settings: dict[str, list[Setting]], context: dict[str
             progress: bool) -> list[LayerCurve]:
     """Each listed layer's cost and bytes at each of its settings, the other layers at ``context`` (absent there:
     unmasked). With no layer of ``context`` masked, density 1 costs nothing and the layer as it is is not run."""
-    masked = any(density < 1.0 for _, density in context.values())
+    masked = _masks_any(context)
     desc = "calibrate: layer sensitivity" + (" in context" if masked else "")
     bar = tqdm(total=sum(map(len, settings.values())), desc=desc, disable=not progress, leave=False)
     curves = []
@@ -225,13 +225,18 @@ def in_context(measured: Profile, context: dict[str, Setting]) -> Profile:
     the trained BatchNorm statistics are kept (re-estimating for every point would double the cost; the search
     checks every allocation with them re-estimated). The check and the settings tried are shared; a ``context``
     that masks nothing returns ``measured``."""
-    if all(density >= 1.0 for _, density in context.values()):
+    if not _masks_any(context):
         return measured
     probe = measured.probe
     with eval_mode(probe.model):
         curves = _curves(probe, {curve.site: list(curve.settings) for curve in measured.curves}, context,
                          measured.progress)
     return dataclasses.replace(measured, curves=curves)
+
+
+def _masks_any(settings: dict[str, Setting]) -> bool:
+    """Whether some layer of ``settings`` keeps fewer than all its blocks."""
+    return any(density < 1.0 for _, density in settings.values())
 
 
 def _layer_bytes(report: TrafficReport, site: str, fmt: str) -> int:
@@ -317,7 +322,7 @@ def refine(model: nn.Module, measured: Profile, budget_points: float, rounds: in
     profiles, contexts = [measured], []
     while len(profiles) < rounds:
         context = search(model, budget_points=budget_points, measured=profiles).settings
-        if context in contexts or all(density >= 1.0 for _, density in context.values()):
+        if context in contexts or not _masks_any(context):
             break
         contexts.append(context)
         profiles.append(in_context(profiles[-1], context))
