@@ -1,12 +1,13 @@
 # One-command set-up on a fresh machine: `make run` (the main job), `make test` (the test suite) and
-# `make test-fast` (the suite without the tests marked slow).
+# `make test-fast` (the suite without the tests marked slow); `make csrc` builds the C reference model of the
+# codec stream (csrc/, docs/FORMAT.md section 6) into build/csrc/.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup run test test-fast csrc clean
 
 setup: $(STAMP) $(FMNIST)
 
@@ -34,6 +35,19 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+CSRC_FLAGS := -std=c99 -O2 -Wall -Wextra -Wpedantic
+CSRC_BUILD := build/csrc
+
+csrc: $(CSRC_BUILD)/zebra-stream $(CSRC_BUILD)/libzebra_stream.so
+
+$(CSRC_BUILD)/zebra-stream: csrc/zebra_stream.c csrc/zebra_stream_cli.c csrc/zebra_stream.h
+	mkdir -p $(CSRC_BUILD)
+	$(CC) $(CSRC_FLAGS) $(CFLAGS) -o $@ csrc/zebra_stream.c csrc/zebra_stream_cli.c
+
+$(CSRC_BUILD)/libzebra_stream.so: csrc/zebra_stream.c csrc/zebra_stream.h
+	mkdir -p $(CSRC_BUILD)
+	$(CC) $(CSRC_FLAGS) $(CFLAGS) -shared -fPIC -o $@ csrc/zebra_stream.c
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -40,15 +40,16 @@ def capture_maps(model: nn.Module, images: torch.Tensor) -> dict[str, tuple[torc
     return maps
 
 
-def file_name(site: str) -> str:
-    """A file name for a call site (``layer1.0.relu:1`` -> ``layer1.0.relu_1.zbra``)."""
-    return re.sub(r"[^\w.-]", "_", site) + ".zbra"
+def file_name(site: str, suffix: str = ".zbra") -> str:
+    """A file name for a call site (``layer1.0.relu:1`` -> ``layer1.0.relu_1.zbra``; ``suffix`` replaces ``.zbra``)."""
+    return re.sub(r"[^\w.-]", "_", site) + suffix
 
 
 def export_maps(model: nn.Module, images: torch.Tensor, folder: str | Path, fmt: str = "zebra_zvc",
                 bits: int = 8, per_channel: bool = False) -> dict[str, Any]:
-    """Write one stream per call site (all ``images`` in it, at the site's block size) and ``manifest.json``
-    listing each file's shape, block size, payload bytes and the traffic model's bytes (they are equal)."""
+    """Write one stream per call site (all ``images`` in it, at the site's block size), its levels as a decoder
+    returns them (``.levels``: raw little-endian, raster order) and ``manifest.json`` listing each file's shape,
+    block size, payload bytes and the traffic model's bytes (they are equal)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     blocks = {site: layer.block_size for site, layer in zebra_layers(model)}
@@ -57,9 +58,14 @@ def export_maps(model: nn.Module, images: torch.Tensor, folder: str | Path, fmt:
         stream = codec.encode(x, fmt, blocks[site], bits, per_channel=per_channel)
         info = codec.inspect(stream)
         atomic_write_bytes(folder / file_name(site), stream)
-        predicted = int(bits_to_bytes(map_bits(codec.decode(stream), blocks[site], bits)[fmt]).sum())
+        decoded = codec.decode(stream)
+        # the golden decoded levels: what encode quantised (at 32 bits the values, as a skipped -0.0 decodes to 0.0)
+        levels = decoded.numpy().astype("<f4", copy=False) if bits == 32 else codec.quantize(x, bits, per_channel).levels
+        atomic_write_bytes(folder / file_name(site, ".levels"), levels.tobytes())
+        predicted = int(bits_to_bytes(map_bits(decoded, blocks[site], bits)[fmt]).sum())
         files.append({"layer": site, "file": file_name(site), "shape": list(x.shape), "block_size": blocks[site],
-                      "bytes": len(stream), "payload_bytes": info.payload_bytes, "model_bytes": predicted})
+                      "bytes": len(stream), "payload_bytes": info.payload_bytes, "model_bytes": predicted,
+                      "levels": file_name(site, ".levels"), "levels_dtype": levels.dtype.name})
     manifest = {"format": fmt, "bits": bits, "per_channel": per_channel, "images": int(images.shape[0]),
                 "layout": "docs/FORMAT.md", "files": files}
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2))
