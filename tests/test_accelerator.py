@@ -13,7 +13,7 @@ from torch import nn
 import torchzebra as tz
 from torchzebra.accelerator import (PRESETS, Accelerator, AcceleratorError, Gemm, compute_cycles, estimate,
                                     layer_work, load_accelerator)
-from torchzebra.accelerator.estimate import AcceleratorEstimate, layer_cost
+from torchzebra.accelerator.cost import AcceleratorEstimate, layer_cost
 from torchzebra.accelerator.work import UNLINKED, LayerWork
 from torchzebra.cli import main
 from torchzebra.core import FORMATS
@@ -148,8 +148,9 @@ def test_an_incomplete_report_warns_once_and_the_json_carries_its_coverage(partl
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = estimate(model, x, report, ["eyeriss", "tpu-v1"])
-    assert len(caught) == 1  # once, not once per accelerator
-    message = str(caught[0].message)
+    coverage = [w for w in caught if "traffic report" in str(w.message)]  # tpu-v1's array also dwarfs these layers
+    assert len(coverage) == 1  # once, not once per accelerator
+    message = str(coverage[0].message)
     assert "\n" not in message and "counts 50.0% of the activation elements" in message
     assert "leaves the uncounted maps' DRAM bytes out" in message
     assert result.to_dict()["coverage"] == 0.5
@@ -243,8 +244,8 @@ def test_estimate_command_writes_the_documented_json(tmp_path, capsys):
     assert "mean of 8 measured images" in out and "board: 8x8 ws array" in out and "Zebra+ZVC" in out
     result = json.loads((tmp_path / "e.json").read_text())
     assert list(result["accelerators"]) == ["board", "eyeriss"]
-    types = {"cycles": int, "stall_cycles": int, "speedup": float, "dram_bytes": int, "dram_energy_uj": float,
-             "energy_uj": float}
+    types = {"cycles": (int, float), "stall_cycles": (int, float), "speedup": float, "dram_bytes": (int, float),
+             "dram_energy_uj": float, "energy_uj": float}
     for entry in result["accelerators"].values():
         assert list(entry["formats"]) == list(FORMATS)
         assert all(isinstance(entry["formats"][fmt][key], kind) for fmt in FORMATS for key, kind in types.items())
@@ -253,7 +254,8 @@ def test_estimate_command_writes_the_documented_json(tmp_path, capsys):
         for layer in entry["layers"]:
             assert isinstance(layer["name"], str) and isinstance(layer["macs"], int)
             assert isinstance(layer["compute_cycles"], int)
-            assert all(isinstance(layer["formats"][fmt][key], int) for fmt in FORMATS for key in ("dram_bytes", "cycles"))
+            assert all(isinstance(layer["formats"][fmt][key], (int, float)) for fmt in FORMATS
+                       for key in ("dram_bytes", "cycles"))
 
 
 def test_the_docs_worked_example_is_what_the_model_computes():
@@ -263,8 +265,8 @@ def test_the_docs_worked_example_is_what_the_model_computes():
     activations = {"dense": 2000, "zvc": 1200, "zebra": 800, "zebra_zvc": 600}
     layer = layer_cost(LayerWork("conv", Gemm(16, 36, 8), activations), accelerator(), bits=8)
     for fmt, cost in layer.formats.items():
-        row = (f"| {fmt} | {activations[fmt]} | {cost.dram_bytes} | {cost.memory_cycles} | {cost.cycles} | "
-               f"{cost.stall_cycles} | {cost.serial_cycles} | {cost.dram_energy_uj:.6f} | {cost.energy_uj:.6f} |")
+        row = (f"| {fmt} | {activations[fmt]} | {cost.dram_bytes:g} | {cost.memory_cycles:g} | {cost.cycles:g} | "
+               f"{cost.stall_cycles:g} | {cost.serial_cycles:g} | {cost.dram_energy_uj:.6f} | {cost.energy_uj:.6f} |")
         assert row in block, row
     assert layer.compute_cycles == 335 and "`8 x 42 - 1 = 335` cycles" in doc
 

@@ -83,7 +83,10 @@ def test_run_writes_side_by_side_report(tmp_path, capsys, tiny_run):
     assert (tmp_path / "r" / "report.json").is_file() and (tmp_path / "r" / "zebra" / "last.pt").is_file()
     estimate = json.loads((tmp_path / "r" / "estimate.json").read_text())  # one line per preset, and the JSON
     out = capsys.readouterr().out
-    assert all(f"{name}: zebra_zvc speed-up" in out for name in estimate["accelerators"]) and len(estimate["accelerators"]) == 3
+    assert all(f"{name}, batch 1: " in out for name in estimate["accelerators"]) and len(estimate["accelerators"]) == 4
+    batched = json.loads((tmp_path / "r" / "estimate-batched.json").read_text())  # each preset at its source's batch
+    assert batched["accelerators"]["tpu-v1"]["batch"] == 32 and "tpu-v1, batch 32 (its source" in out
+    assert "Why the energy saving is smaller than the traffic cut:" in out
 
 
 @pytest.mark.slow  # zebra run: two training runs and the HTML report

@@ -17,10 +17,10 @@ import yaml
 from ..errors import ZebraError
 
 DATAFLOWS = ("os", "ws", "is")  # output, weight and input stationary, as SCALE-Sim names them
-PRESETS = ("eyeriss", "tpu-v1", "mobile-npu")  # YAML files in this package's presets/ folder
+PRESETS = ("eyeriss", "tpu-v1", "mobile-npu", "ethos-u55")  # YAML files in this package's presets/ folder
 BUFFERS = ("ifmap", "filter", "ofmap")
 REQUIRED = ("array", "dataflow", "clock_ghz", "dram_gbps", "sram_kb", "pj_per_mac", "pj_per_dram_bit")
-KNOWN = (*REQUIRED, "weight_bits")
+KNOWN = (*REQUIRED, "weight_bits", "batch")
 
 
 class AcceleratorError(ZebraError):
@@ -30,7 +30,7 @@ class AcceleratorError(ZebraError):
 @dataclass(frozen=True)
 class Accelerator:
     """A systolic-array accelerator: ``rows x cols`` MACs, a dataflow, a clock, a DRAM link, three on-chip
-    buffers and energy per operation. ``dram_gbps`` is in gigabytes (1e9 bytes) per second."""
+    buffers, energy per operation and the batch it runs. ``dram_gbps`` is in gigabytes (1e9 bytes) per second."""
 
     name: str
     rows: int
@@ -42,6 +42,7 @@ class Accelerator:
     pj_per_mac: float
     pj_per_dram_bit: float
     weight_bits: int | None = None  # None: the traffic report's bit width
+    batch: int = 1  # images per weight read, as the design's source runs it
 
     @property
     def bytes_per_cycle(self) -> float:
@@ -62,7 +63,7 @@ class Accelerator:
         return {"name": self.name, "array": [self.rows, self.cols], "dataflow": self.dataflow,
                 "clock_ghz": self.clock_ghz, "dram_gbps": self.dram_gbps, "sram_kb": dict(self.sram_kb),
                 "pj_per_mac": self.pj_per_mac, "pj_per_dram_bit": self.pj_per_dram_bit,
-                "weight_bits": self.weight_bits}
+                "weight_bits": self.weight_bits, "batch": self.batch}
 
 
 def _number(value: Any) -> bool:
@@ -104,9 +105,11 @@ def from_dict(values: Any, name: str, origin: str | None = None) -> Accelerator:
     bits = values.get("weight_bits")
     _check(bits is None or (_integer(bits) and 1 <= bits <= 64), origin, "weight_bits", bits,
            "an integer from 1 to 64, or null (the report's bit width)")
+    batch = values.get("batch", 1)
+    _check(_integer(batch) and batch >= 1, origin, "batch", batch, "an integer >= 1 (images per weight read)")
     return Accelerator(name, array[0], array[1], values["dataflow"], float(values["clock_ghz"]),
                        float(values["dram_gbps"]), {b: float(sram[b]) for b in BUFFERS}, float(values["pj_per_mac"]),
-                       float(values["pj_per_dram_bit"]), bits)
+                       float(values["pj_per_dram_bit"]), bits, batch)
 
 
 def _parse(text: str, name: str, origin: str) -> Accelerator:
@@ -118,7 +121,8 @@ def _parse(text: str, name: str, origin: str) -> Accelerator:
 
 
 def load_accelerator(source: str | Path | Accelerator) -> Accelerator:
-    """A shipped preset by name (``eyeriss``, ``tpu-v1``, ``mobile-npu``) or a YAML file (named by its stem)."""
+    """A shipped preset by name (``eyeriss``, ``tpu-v1``, ``mobile-npu``, ``ethos-u55``) or a YAML file (named by
+    its stem)."""
     if isinstance(source, Accelerator):
         return source
     if str(source) in PRESETS:

@@ -134,7 +134,7 @@ class TrafficReport:
         atomic_write_text(path, out.getvalue())
 
     def __str__(self) -> str:
-        header = ["layer", "shape", "blk", "reads", "density", "blk dens", "dense KB"]
+        header = ["layer", "shape", "blk", "reads", "density", "blk dens", f"dense KiB/{self.images} images"]
         header += [fmt.replace("_", "+") for fmt in COMPRESSED]
         rows = [
             [

@@ -40,6 +40,13 @@ def _add_estimate_parser(commands) -> None:
     a.add_argument("--images", type=int, help="measure this many test images (default: the whole test split)")
     a.add_argument("--on-chip", action="store_true",
                    help="keep a map on chip (no DRAM write or read) when one copy fits in the ifmap and ofmap buffers")
+    a.add_argument("--baseline", type=Path, metavar="BASE.pt",
+                   help="the baseline model's checkpoint (e.g. runs/X/baseline/last.pt): measured on the same images, "
+                        "in dense and ZVC; every format of the checkpoint is compared with both, across bandwidths "
+                        "and batches too, with the break-even bandwidth")
+    a.add_argument("--batch", type=int, metavar="N",
+                   help="images per batch: weights are read once per batch, activations once per image; figures stay "
+                        "per image (default: each accelerator's batch key, 1 unless its file sets it)")
     a.add_argument("--json", type=Path, help="also write the estimate as JSON here")
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the checkpoint's config, e.g. --set data.root=/data")

@@ -155,10 +155,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    with warnings.catch_warnings(record=True) as caught:  # each warning (maps left uncounted) as one line
+    with warnings.catch_warnings(record=True) as caught:  # each warning (maps uncounted, settings) as one line
         warnings.simplefilter("default")
         result = estimate_checkpoint(args.checkpoint, args.accelerator or ACCELERATOR_PRESETS, args.images,
-                                     args.on_chip, args.set, progress=not args.quiet)
+                                     args.on_chip, args.set, progress=not args.quiet, batch=args.batch,
+                                     baseline=args.baseline)
     for warning in caught:
         print(f"zebra estimate: warning: {warning.message}", file=sys.stderr)
     print(result)

@@ -1,5 +1,5 @@
 """The report's accelerator figures, from a run's ``estimate.json`` (``zebra run`` writes it): per preset, a
-per-layer roofline and each layer's compute against stall cycles."""
+per-layer roofline and each layer's compute against stall cycles, then the curves against the baseline."""
 
 from __future__ import annotations
 
@@ -8,10 +8,30 @@ from pathlib import Path
 from typing import Any
 
 from ..core import FORMATS, format_title
+from .curves import curves_caption, curves_png
 from .plots import _png, plt
 
 ESTIMATE = "estimate.json"
 SHOWN = ("dense", "zebra_zvc")  # the stall bars compare these two
+
+
+def stall_bars(bars, layers: list[dict[str, Any]]) -> None:
+    """Each layer's compute and stall cycles, dense beside Zebra+ZVC, on ``bars``; the axis holds the tallest bar
+    whole (bars of no stall would otherwise pin the top to the tallest compute bar)."""
+    width, top = 0.4, 0.0
+    for index, fmt in enumerate(SHOWN):
+        xs = [i + (index - 0.5) * width for i in range(len(layers))]
+        compute = [layer["formats"][fmt]["compute_cycles"] for layer in layers]
+        stall = [layer["formats"][fmt]["stall_cycles"] for layer in layers]
+        bars.bar(xs, compute, width, color=("#4c72b0", "#55a868")[index], label=f"{format_title(fmt)}: compute")
+        bars.bar(xs, stall, width, bottom=compute, color=("#c44e52", "#dd8452")[index],
+                 label=f"{format_title(fmt)}: stall")
+        top = max([top, *(c + s for c, s in zip(compute, stall))])
+    bars.set_ylim(0, top * 1.08 or 1)
+    bars.set_xticks(range(len(layers)), [layer["name"] for layer in layers], rotation=60, ha="right", fontsize=7)
+    bars.set_ylabel("cycles per image")
+    bars.legend(fontsize=7)
+    bars.grid(axis="y", alpha=0.3)
 
 
 def roofline_png(name: str, result: dict[str, Any]) -> bytes:
@@ -38,30 +58,23 @@ def roofline_png(name: str, result: dict[str, Any]) -> bytes:
     roof.set_ylabel("attained MAC/s")
     roof.grid(alpha=0.3, which="both")
     roof.legend(fontsize=7)
-    width = 0.4
-    for index, fmt in enumerate(SHOWN):
-        xs = [i + (index - 0.5) * width for i in range(len(layers))]
-        compute = [layer["formats"][fmt]["compute_cycles"] for layer in layers]
-        stall = [layer["formats"][fmt]["stall_cycles"] for layer in layers]
-        bars.bar(xs, compute, width, color=("#4c72b0", "#55a868")[index], label=f"{format_title(fmt)}: compute")
-        bars.bar(xs, stall, width, bottom=compute, color=("#c44e52", "#dd8452")[index],
-                 label=f"{format_title(fmt)}: stall")
-    bars.set_xticks(range(len(layers)), [layer["name"] for layer in layers], rotation=60, ha="right", fontsize=7)
-    bars.set_ylabel("cycles per image")
-    bars.legend(fontsize=7)
-    bars.grid(axis="y", alpha=0.3)
+    stall_bars(bars, layers)
     figure.suptitle(f"{name}: {spec['array'][0]}x{spec['array'][1]} {spec['dataflow']}, {spec['clock_ghz']:g} GHz, "
                     f"{spec['dram_gbps']:g} GB/s DRAM", fontsize=9)
     return _png(figure)
 
 
 def estimate_figures(run_dir: str | Path, prefix: str = "") -> list[tuple[str, str, bytes]]:
-    """(file name, caption, PNG) per preset of ``run_dir/estimate.json``; none when the run has no estimate."""
+    """(file name, caption, PNG) per preset of ``run_dir/estimate.json``: its roofline, and its curves against the
+    baseline where the estimate has them; none when the run has no estimate."""
     path = Path(run_dir) / ESTIMATE
     if not path.is_file():
         return []
-    estimate = json.loads(path.read_text())
-    return [(f"{prefix}roofline-{name}.png",
-             f"{name} ({run_dir}): per-layer roofline of every format, and compute against stall cycles per layer "
-             f"(dense beside Zebra+ZVC), per image (docs/ACCELERATORS.md)", roofline_png(name, result))
-            for name, result in estimate["accelerators"].items()]
+    figures = []
+    for name, result in json.loads(path.read_text())["accelerators"].items():
+        caption = (f"{name} ({run_dir}): per-layer roofline of every format, and compute against stall cycles per "
+                   "layer (dense beside Zebra+ZVC), per image (docs/ACCELERATORS.md)")
+        figures.append((f"{prefix}roofline-{name}.png", caption, roofline_png(name, result)))
+        if result.get("curves"):
+            figures.append((f"{prefix}curves-{name}.png", curves_caption(name, result), curves_png(name, result)))
+    return figures

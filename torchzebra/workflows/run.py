@@ -71,5 +71,6 @@ def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False,
     rows = (stage_row(BASELINE, baseline, baseline.report), stage_row(method.name, zebra, baseline.report))
     result = RunResult("run", run_info("zebra run", config, started), config.to_dict(), rows[0].label, rows)
     publish(run_dir, result, run_markdown(result))
-    run_estimate(run_dir, run_dir / method.folder / CHECKPOINT, zebra.report)  # estimate.json: the presets' cycles
+    run_estimate(run_dir, (run_dir / method.folder / CHECKPOINT, zebra.report),  # estimate.json: the presets' cycles
+                 (run_dir / dense.folder / CHECKPOINT, baseline.report))
     return result
