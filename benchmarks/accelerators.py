@@ -1,11 +1,14 @@
-"""The table of docs/ACCELERATORS.md: for each shipped accelerator preset, a run's Zebra+ZVC speed-up and energy
-saving against dense, and the deviation of the analytical compute cycles from the real SCALE-Sim 3.0.0's per
-layer (median and max) on ResNet-18 (CIFAR stem, width 16) and MobileNet-V2 (width 0.25, depthwise), with the
-preset's array and dataflow. The run's figures come from its ``estimate.json`` (``zebra run`` writes it), or
-from ``zebra estimate``'s computation on its Zebra checkpoint where the file is missing. SCALE-Sim runs in its
-own virtual environment (see benchmarks/scalesim_check.py). Not part of the test suite.
+"""The generated parts of docs/ACCELERATORS.md. With ``--run``: a main job's two models on every preset (the
+baseline in dense and ZVC, the Zebra model in Zebra+ZVC) at batch 1 and at the batch each preset's source runs,
+speed-ups and savings against both baselines, the curves across bandwidth and batch, the break-even bandwidths and
+the energy story. The figures come from the run's ``estimate.json`` and ``estimate-batched.json`` (``zebra run``
+writes them), or from ``zebra estimate``'s computation on its two checkpoints where a file is missing or has no
+baseline. With ``--deviations``: the deviation of the analytical compute cycles from the real SCALE-Sim 3.0.0's
+per layer (median and max) on ResNet-18 (CIFAR stem, width 16) and MobileNet-V2 (width 0.25, depthwise), with
+each preset's array and dataflow; SCALE-Sim runs in its own virtual environment (see benchmarks/scalesim_check.py).
+Not part of the test suite.
 
-    .venv/bin/python benchmarks/accelerators.py --run runs/X [--venv DIR] [--doc docs/ACCELERATORS.md]
+    .venv/bin/python benchmarks/accelerators.py --run runs/X [--deviations [--venv DIR]] [--doc docs/ACCELERATORS.md]
 """
 
 from __future__ import annotations
@@ -19,20 +22,76 @@ from pathlib import Path
 import scalesim_check as check
 
 from torchzebra.accelerator import PRESETS, load_accelerator
-from torchzebra.workflows.hardware import ESTIMATE, estimate_checkpoint
+from torchzebra.results import CHECKPOINT
+from torchzebra.workflows.hardware import ESTIMATE, ESTIMATE_BATCHED, estimate_checkpoint
 
-BEGIN, END = "<!-- accelerators.py: begin -->", "<!-- accelerators.py: end -->"
+RUN_BLOCK = ("<!-- accelerators.py run: begin -->", "<!-- accelerators.py run: end -->")
+DEVIATION_BLOCK = ("<!-- accelerators.py: begin -->", "<!-- accelerators.py: end -->")
 NETWORKS = ("resnet18", "mobilenet_v2")
+FACTORS = (4, 8, 12, 16, 20)  # indices of the bandwidth curve: 1/64, 1/16, 1/4, 1 and 4 times the preset's
+BATCHES = (1, 4, 16, 64, 256)
 
 
-def run_figures(run: Path) -> tuple[dict, int]:
-    """Per preset: the Zebra+ZVC totals (speed-up, savings) of the run's Zebra model; and the images measured."""
-    path = run / ESTIMATE
-    if path.is_file():
-        result = json.loads(path.read_text())
-    else:
-        result = estimate_checkpoint(run / "zebra" / "last.pt", PRESETS, progress=False).to_dict()
-    return {name: result["accelerators"][name]["formats"]["zebra_zvc"] for name in PRESETS}, result["images"]
+def run_estimates(run: Path) -> tuple[dict, dict]:
+    """The run's estimates against its baseline at batch 1 and at each preset's batch (as JSON dictionaries)."""
+    results = []
+    for name, batch in ((ESTIMATE, 1), (ESTIMATE_BATCHED, None)):
+        path = run / name
+        result = json.loads(path.read_text()) if path.is_file() else None
+        if result is None or result.get("baseline_bits") is None:
+            result = estimate_checkpoint(run / "zebra" / CHECKPOINT, PRESETS, progress=False, batch=batch,
+                                         baseline=run / "baseline" / CHECKPOINT).to_dict()
+        results.append(result)
+    return results[0], results[1]
+
+
+def two_model_rows(name: str, entry: dict) -> str:
+    """One preset at one batch: DRAM KiB per image of the three, and Zebra+ZVC against both baselines."""
+    base, zz = entry["baseline"]["formats"], entry["formats"]["zebra_zvc"]
+    dense, zvc = entry["against_baseline"]["dense"]["zebra_zvc"], entry["against_baseline"]["zvc"]["zebra_zvc"]
+    return (f"| {name} | {entry['batch']} | {base['dense']['dram_bytes'] / 1024:,.1f} | "
+            f"{base['zvc']['dram_bytes'] / 1024:,.1f} | {zz['dram_bytes'] / 1024:,.1f} | {dense['speedup']:.3f}x | "
+            f"{zvc['speedup']:.3f}x | {dense['energy_saving']:.1%} | {zvc['energy_saving']:.1%} | "
+            f"{zvc['dram_energy_saving']:.1%} |")
+
+
+def break_even_cell(point: dict) -> str:
+    """A break-even point as GB/s and bytes per MAC, or none."""
+    if point["dram_gbps"] is None:
+        return "none"
+    return f"{point['dram_gbps']:.3g} GB/s ({point['bytes_per_mac']:.2g} B/MAC)"
+
+
+def curve_rows(name: str, entry: dict) -> str:
+    """One preset's speed-ups across bandwidths (batch 1) and across batches, with the break-even points."""
+    bandwidth = entry["curves"]["bandwidth"]
+    by_batch = {point["batch"]: point for point in entry["curves"]["batch"]}
+    speeds = " | ".join(f"{bandwidth[i]['speedup']:.3f}x" for i in FACTORS)
+    batches = " | ".join(f"{by_batch[b]['speedup']:.3f}x, {by_batch[b]['energy_saving']:.0%}" for b in BATCHES)
+    evens = " / ".join(break_even_cell(by_batch[b]["break_even"]) for b in (1, 16))
+    return f"| {name} | {entry['accelerator']['dram_gbps']:g} | {speeds} | {batches} | {evens} |"
+
+
+def run_tables(run: Path) -> str:
+    """The Markdown of the run block, with the command that made it."""
+    single, batched = run_estimates(run)
+    lines = [f"Generated by `.venv/bin/python benchmarks/accelerators.py --run {run}` (run folder `{run}`: its "
+             f"baseline and Zebra models measured on {single['images']} test images; per image).", "",
+             "| preset | batch | baseline dense, DRAM KiB | baseline ZVC, DRAM KiB | Zebra+ZVC, DRAM KiB | speed-up "
+             "vs baseline dense | vs baseline ZVC | energy saving vs baseline dense | vs baseline ZVC | DRAM energy "
+             "saving vs baseline ZVC |", "|---" * 10 + "|"]
+    for name in PRESETS:
+        lines.append(two_model_rows(name, single["accelerators"][name]))
+        if batched["accelerators"][name]["batch"] > 1:
+            lines.append(two_model_rows(name, batched["accelerators"][name]))
+    lines += ["", "Zebra+ZVC over the baseline's ZVC across the DRAM bandwidth (at batch 1; x the preset's) and across "
+              "the batch (at the preset's bandwidth: speed-up, energy saving), and the break-even bandwidth below "
+              "which it is at least 1.10x faster (at batch 1 / batch 16):", "",
+              "| preset | GB/s | x1/64 | x1/16 | x1/4 | x1 | x4 | "
+              + " | ".join(f"batch {b}" for b in BATCHES) + " | break-even, batch 1 / 16 |", "|---" * 13 + "|"]
+    lines += [curve_rows(name, single["accelerators"][name]) for name in PRESETS]
+    lines += ["", *(f"- {single['accelerators'][name]['curves']['energy_story']}" for name in PRESETS)]
+    return "\n".join(lines)
 
 
 def deviation(name: str, network: str, venv: Path, scratch: Path) -> tuple[float, float, int]:
@@ -46,35 +105,44 @@ def deviation(name: str, network: str, venv: Path, scratch: Path) -> tuple[float
     return spread["median"], spread["max"], len(layers)
 
 
-def table(run: Path, venv: Path) -> str:
-    """The Markdown table, with the command that made it."""
-    figures, images = run_figures(run)
-    lines = [f"Generated by `.venv/bin/python benchmarks/accelerators.py --run {run}` (run folder `{run}`, its Zebra "
-             f"model measured on {images} test images; deviations: |analytical - SCALE-Sim| / SCALE-Sim per layer).",
-             "", "| preset | array, dataflow | Zebra+ZVC speed-up | DRAM energy saving | energy saving | "
-             + " | ".join(f"SCALE-Sim deviation, {n} (median / max, rows)" for n in NETWORKS) + " |",
-             "|---" * (5 + len(NETWORKS)) + "|"]
+def deviation_table(venv: Path) -> str:
+    """The Markdown of the SCALE-Sim block, with the command that made it."""
+    lines = ["Generated by `.venv/bin/python benchmarks/accelerators.py --deviations` (|analytical - SCALE-Sim| / "
+             "SCALE-Sim per layer).", "",
+             "| preset | array, dataflow | " + " | ".join(f"SCALE-Sim deviation, {n} (median / max, rows)"
+                                                       for n in NETWORKS) + " |", "|---" * (2 + len(NETWORKS)) + "|"]
     with tempfile.TemporaryDirectory(prefix="accelerators-") as scratch:
         for name in PRESETS:
-            spec, zz = load_accelerator(name), figures[name]
+            spec = load_accelerator(name)
             cells = [f"{m:.2%} / {x:.2%} ({n})" for m, x, n in (deviation(name, net, venv, Path(scratch))
                                                                  for net in NETWORKS)]
-            lines.append(f"| {name} | {spec.rows}x{spec.cols} {spec.dataflow} | {zz['speedup']:.3f}x | "
-                         f"{zz['dram_energy_saving']:.1%} | {zz['energy_saving']:.1%} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {spec.rows}x{spec.cols} {spec.dataflow} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def replace_block(doc: str, block: tuple[str, str], text: str) -> str:
+    """``doc`` with the text between the block's two markers replaced by ``text``."""
+    head, rest = doc.split(block[0])
+    return f"{head}{block[0]}\n{text}\n{block[1]}{rest.split(block[1])[1]}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a zebra run folder (its zebra/last.pt)")
+    parser.add_argument("--run", type=Path, help="a zebra run folder (its estimate JSON, or baseline/ and zebra/)")
+    parser.add_argument("--deviations", action="store_true", help="also run SCALE-Sim on every preset")
     parser.add_argument("--venv", type=Path, default=check.VENV, help="SCALE-Sim's virtual environment")
     parser.add_argument("--doc", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "ACCELERATORS.md")
     args = parser.parse_args()
-    text = table(args.run, args.venv)
-    print(text)
+    if args.run is None and not args.deviations:
+        parser.error("give --run RUN_DIR, --deviations or both")
     doc = args.doc.read_text()
-    head, rest = doc.split(BEGIN)
-    args.doc.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END)[1]}")
+    if args.run is not None:
+        doc = replace_block(doc, RUN_BLOCK, text := run_tables(args.run))
+        print(text)
+    if args.deviations:
+        doc = replace_block(doc, DEVIATION_BLOCK, text := deviation_table(args.venv))
+        print(text)
+    args.doc.write_text(doc)
 
 
 if __name__ == "__main__":

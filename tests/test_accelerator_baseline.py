@@ -120,7 +120,7 @@ def test_the_json_carries_both_baselines_and_the_curves(pair_of_models):
     assert len(curves["bandwidth"]) == 25 and [p["batch"] for p in curves["batch"]][:3] == [1, 2, 4]
     gbps = [p["dram_gbps"] for p in curves["bandwidth"]]
     assert gbps == sorted(gbps) and gbps[0] == pytest.approx(4 / 256) and 4.0 in gbps
-    assert all("break_even_gbps" in p and p["dram_gbps"] == 4.0 for p in curves["batch"])
+    assert all(p["break_even"]["batch"] == p["batch"] and p["dram_gbps"] == 4.0 for p in curves["batch"])
     assert set(curves["break_even"]) == {"dram_gbps", "bytes_per_mac", "batch", "reason"}
     json.dumps(result)  # plain JSON
 

@@ -81,7 +81,7 @@ def model_curves(pair: Pair, batch: int) -> dict[str, Any]:
     """The JSON of the curves: speed-up and savings across bandwidths (at ``batch``) and across batches (at the
     accelerator's bandwidth, each with its break-even bandwidth), and the break-even point at ``batch``."""
     gbps = pair.accelerator.dram_gbps
-    batches = [{**pair.point(gbps, b), "break_even_gbps": break_even(pair, b)["dram_gbps"]} for b in BATCHES]
+    batches = [{**pair.point(gbps, b), "break_even": break_even(pair, b)} for b in BATCHES]
     return {"compared": "the Zebra model in zebra_zvc against the baseline model in zvc", "margin": MARGIN,
             "bandwidth": [pair.point(gbps * factor, batch) for factor in BANDWIDTH_FACTORS],
             "batch": batches, "break_even": break_even(pair, batch)}
