@@ -359,8 +359,9 @@ def test_the_block_sums_of_a_relu_map_copy_it_only_where_documented(plain, dtype
 @pytest.mark.parametrize("shape, block, channels_last", [((4, 8, 32, 32), 4, False), ((4, 8, 32, 32), 4, True),
                                                          ((4, 8, 16, 16), 4, True), ((4, 8, 16, 16), "map", False)])
 def test_a_mask_takes_no_full_size_temporary_where_the_blocks_tile_the_map(plain, dtype, shape, block, channels_last):
-    """Channels_last maps whose blocks tile them, contiguous maps of more than 16 blocks and whole-map blocks are
-    masked through a broadcast: the output is the one new full-size tensor, and in place there is none."""
+    """Contiguous maps of more than 16 blocks and whole-map blocks, and channels_last maps under block views, are
+    masked through a broadcast: the output is the one new full-size tensor, and in place there is none. The eager
+    CPU path expands a channels_last map's mask in full first (one more full-size tensor, faster there)."""
     x = torch.relu(torch.randn(shape)).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -371,6 +372,8 @@ def test_a_mask_takes_no_full_size_temporary_where_the_blocks_tile_the_map(plain
             out = apply_block_mask(x, keep, block)
         with _NewFullSizeTensors(target) as inplace_ops:
             apply_block_mask(target, keep, block, inplace=True)
-    assert [ptr for _, ptr in ops.found] == [out.untyped_storage().data_ptr()]
+    full_mask = channels_last and not plain
+    assert [ptr for _, ptr in ops.found][-1] == out.untyped_storage().data_ptr()
+    assert len(ops.found) == 1 + full_mask and len(inplace_ops.found) == full_mask
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    assert inplace_ops.found == [] and torch.equal(target, out)
+    assert torch.equal(target, out)

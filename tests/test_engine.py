@@ -281,7 +281,7 @@ def test_synthetic_throughput_run_with_bf16_and_channels_last(tmp_path):
         "data.batch_size=16", "data.eval_batch_size=16", "model.options={stem: imagenet, width: 4}",
         "train.epochs=1", "train.max_steps=2", "zebra.enabled=true", "zebra.lam=0.01",
     ])
-    assert config.train.amp and config.train.channels_last
+    assert config.train.precision == "bf16" and config.train.channels_last is True
     result = train(config, tmp_path / "run", progress=False)
     assert result.metrics[0]["images_per_s"] > 0 and result.report.images == 16
 

@@ -22,6 +22,10 @@ from .nn import model_device, prepared_module, set_penalty
 from .analysis.regularizer import zero_block_loss
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch."""
     log_student = F.log_softmax(student.float() / temperature, dim=1)
@@ -39,13 +43,18 @@ class Distiller:
         self.weight = _number(weight, "weight")
         self.temperature = _number(temperature, "temperature", positive=True)
         self.teacher = teacher.eval().requires_grad_(False)
+        self._placed: tuple[torch.device, torch.memory_format] | None = None  # where the teacher runs now
 
     def __call__(self, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-        """The distillation term for the student's ``outputs`` (logits) on ``inputs``."""
-        self.teacher.to(inputs.device)  # a no-op once it is there
-        with torch.no_grad():
+        """The distillation term for the student's ``outputs`` (logits) on ``inputs``: the teacher runs in inference
+        mode, in the precision of the caller's autocast and the memory format of ``inputs``."""
+        layout = torch.channels_last if _channels_last(inputs) else torch.contiguous_format
+        if (inputs.device, layout) != self._placed:  # moved once, on the first batch (and again if they change)
+            self.teacher.to(inputs.device, memory_format=layout)
+            self._placed = (inputs.device, layout)
+        with torch.inference_mode():
             target = self.teacher(inputs)
-        return self.weight * distillation_loss(outputs, target, self.temperature)
+        return self.weight * distillation_loss(outputs, target.clone(), self.temperature)
 
 
 @dataclass(eq=False)
@@ -55,8 +64,9 @@ class ZebraRecipe:
     ``zebra`` section.
 
     ``density`` (a fraction, or ``{name-pattern: fraction}``) recalibrates thresholds at the first step of every
-    epoch and every ``calibrate_every`` steps, to a target that falls from 1 over ``density_ramp_steps`` (cubic);
-    None keeps the thresholds as they are. The penalty weight is ``lam`` (or ``lam_epochs[epoch]``, the last
+    epoch, every ``calibrate_every`` steps and at the last of ``total_steps`` (when given: however short the
+    training, the model ends at its schedule's density), to a target that falls from 1 over
+    ``density_ramp_steps`` (cubic); None keeps the thresholds as they are. The penalty weight is ``lam`` (or ``lam_epochs[epoch]``, the last
     repeating) times a linear warm-up over ``warmup_steps``. ``steps_per_epoch`` (e.g. ``len(loader)``) places
     the epoch boundaries. A ``teacher`` adds ``distill_weight * T^2 * KL`` at ``temperature`` T.
     """
@@ -70,6 +80,7 @@ class ZebraRecipe:
     lam_epochs: Sequence[float] | None = None
     warmup_steps: int = 0
     steps_per_epoch: int | None = None
+    total_steps: int | None = None
     teacher: nn.Module | None = field(default=None, repr=False)
     distill_weight: float = 1.0
     temperature: float = 4.0
@@ -81,8 +92,9 @@ class ZebraRecipe:
         self.model = prepared_module(self.model, "ZebraRecipe")  # a torch.compile wrapper's eager module
         validate_schedule(self.density, self.density_ramp_steps, self.calibrate_every, self.lam, self.lam_epochs,
                           self.warmup_steps)
-        if self.steps_per_epoch is not None:
-            _count(self.steps_per_epoch, "steps_per_epoch", least=1)
+        for name in ("steps_per_epoch", "total_steps"):
+            if getattr(self, name) is not None:
+                _count(getattr(self, name), name, least=1)
         if self.lam_epochs is not None and self.steps_per_epoch is None:
             raise ZebraError("lam_epochs needs steps_per_epoch (e.g. len(loader)) to know where each epoch starts")
         _number(self.distill_weight, "distill_weight")
@@ -115,9 +127,14 @@ class ZebraRecipe:
         self.last_step += 1
         within = self.last_step % self.steps_per_epoch if self.steps_per_epoch else self.last_step
         set_penalty(self.model, self.last_lam != 0)
-        if self.density is not None and (within == 0 or (self.calibrate_every and within % self.calibrate_every == 0)):
+        if self.density is not None and self._calibration_due(within):
             calibrate(self.model, [inputs], self.target_density(self.last_step))
         self._inputs = inputs if self._distiller is not None else None
+
+    def _calibration_due(self, within: int) -> bool:
+        """Whether this step recalibrates: an epoch's first step, every ``calibrate_every``, the training's last."""
+        scheduled = within == 0 or (self.calibrate_every and within % self.calibrate_every == 0)
+        return bool(scheduled) or self.last_step + 1 == self.total_steps
 
     def loss(self, outputs: torch.Tensor | None = None) -> torch.Tensor:
         """The extra loss term of this step, after its forward: ``lam * zero_block_loss(model)`` plus, with a
@@ -138,7 +155,7 @@ class ZebraRecipe:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from ``state_dict``; one saved with other settings is a ``ValueError`` naming them."""
         saved = state_dict["settings"]
-        differ = [f"{k}={saved.get(k)!r} (here {v!r})" for k, v in self._settings().items() if saved.get(k) != v]
+        differ = [f"{k}={saved[k]!r} (here {v!r})" for k, v in self._settings().items() if k in saved and saved[k] != v]
         if differ:
             raise ZebraError(f"ZebraRecipe.load_state_dict: the state was saved with other settings: {', '.join(differ)}; "
                              "build the recipe with the saved settings to resume")
@@ -150,6 +167,7 @@ class ZebraRecipe:
                 "calibrate_every": self.calibrate_every, "lam": self.lam,
                 "lam_epochs": list(self.lam_epochs) if self.lam_epochs is not None else None,
                 "warmup_steps": self.warmup_steps, "steps_per_epoch": self.steps_per_epoch,
+                "total_steps": self.total_steps,
                 "teacher": self.teacher is not None, "distill_weight": self.distill_weight,
                 "temperature": self.temperature}
 

@@ -83,8 +83,10 @@ class OptimSection(Section):
     schedule: str = "onecycle"  # onecycle | cosine | constant
     label_smoothing: float = 0.0
     max_steps: int | None = None  # per epoch; for throughput runs
-    amp: bool = False  # bf16 autocast
-    channels_last: bool = False
+    # The training step's precision and memory format (evaluation and counting always run fp32, plain layout);
+    # auto: bf16 autocast and channels_last where the device has native bf16 (training/precision.py), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
     tensorboard: bool = field(default=False, metadata=SAME_RESULTS)  # also log every epoch to RUN_DIR/tensorboard
     # (pip install 'torchzebra[tensorboard]')

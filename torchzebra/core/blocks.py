@@ -138,12 +138,16 @@ def _sum_blocks(x: torch.Tensor, bh: int, bw: int, dtype: torch.dtype | None = N
     ``x``), each from its own block only.
 
     Block views (GPUs, torch.compile) cast inside the reduction, with no full-size copy of ``x`` in ``dtype``.
-    The eager CPU paths cast ``x`` whole first: mixed-dtype row sums measured slower there (bf16 resnet18).
+    The eager CPU paths cast ``x`` whole first: mixed-dtype row sums measured slower there (bf16 resnet18). A
+    channels_last map is summed by strided adds over its (N, H, W, C) view, whose rows are runs of whole pixels
+    (4x faster than avg_pool2d for a bf16 map of 128x16x32x32 in blocks of 2).
     """
     dtype = dtype or x.dtype
     if _plain_views(x):
         return _padded_blocks(x, bh, bw).sum((3, 5), dtype=dtype)
     x = x.to(dtype)
+    if _channels_last(x):
+        return _strided_sums(_strided_sums(x.permute(0, 2, 3, 1), 1, bh), 2, bw).permute(0, 3, 1, 2)
     n, c, height, width = x.shape
     hb, wb = math.ceil(height / bh), math.ceil(width / bw)
     partial = height % bh or width % bw
@@ -333,7 +337,8 @@ def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize,
     The per-block mask is broadcast (over the map, over block rows, or over the blocks of a view in the
     layout of ``x``, channels_last included, which the output keeps), so no full-size mask is made where
     the blocks tile the map; except on the eager CPU path, where a contiguous map of at most 16 blocks, and a
-    map with partial border blocks, are multiplied by the mask expanded in full (faster there).
+    map with partial border blocks, and a channels_last map, are multiplied by the mask expanded in full in the
+    layout of ``x`` (faster there).
     """
     n, c, height, width = x.shape
     bh, bw = block_shape(block_size, height, width)
@@ -342,7 +347,11 @@ def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize,
     compiling = torch.compiler.is_compiling()  # no 6-D product: inductor would write it contiguous, then copy it
     if hb * wb == 1:
         full = keep
-    elif height % bh == 0 and width % bw == 0 and not compiling and (_plain_views(x) or _channels_last(x)):
+    elif height % bh == 0 and width % bw == 0 and _channels_last(x) and not _plain_views(x):
+        # eager CPU: the mask expanded in the layout of x, then one flat multiply (4x faster than the broadcast)
+        full = F.interpolate(keep.contiguous(memory_format=torch.channels_last), scale_factor=(bh, bw),
+                             mode="nearest-exact")
+    elif height % bh == 0 and width % bw == 0 and not compiling and _plain_views(x):
         blocks = x.unflatten(3, (wb, bw)).unflatten(2, (hb, bh))  # (N, C, Hb, bh, Wb, bw), a view in any layout
         per_block = keep[:, :, :, None, :, None]
         if inplace:

@@ -11,10 +11,12 @@ the value does not grow with the batch size:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import ZebraError
-from .blocks import BlockSize, accumulation_dtype, block_scores, block_shape
+from .blocks import BlockSize, accumulation_dtype, block_scores, block_shape, recorded_or_transformed
 
 PENALTIES = ("group_lasso", "l1", "l2")
 _EPS = 1e-12  # keeps the gradient of sqrt finite (zero) at an all-zero block
@@ -38,10 +40,33 @@ def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_las
     if kind == "l1":
         bh, bw = block_shape(block_size, x.shape[-2], x.shape[-1])
         if x.shape[-2] % bh == 0 and x.shape[-1] % bw == 0:  # equal blocks: the mean of block means is the mean
-            return (x if nonnegative else x.abs()).mean()
+            return _mean(x if nonnegative else x.abs())
         return block_scores(x, block_size, "mean", nonnegative).mean()
     wide = x.to(accumulation_dtype(x))  # in float16 x*x overflows and 1e-12 rounds to 0
     return penalty_from_moments(block_scores(wide * wide, block_size, "mean", nonnegative=True), kind)
+
+
+class _LayoutMean(torch.autograd.Function):
+    """``x.mean()`` whose gradient keeps the layout of ``x``: autograd's own is a contiguous map, and adding it to
+    a channels_last gradient costs several times a plain add on the CPU."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape, ctx.dtype, ctx.strides = x.shape, x.dtype, x.stride()
+        return x.mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_strided(ctx.shape, ctx.strides, dtype=ctx.dtype, device=grad.device)
+        return out.fill_(grad / math.prod(ctx.shape))
+
+
+def _mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x``; on a channels_last map in eager mode, with a gradient in the same layout."""
+    if x.requires_grad and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+            and not recorded_or_transformed():
+        return _LayoutMean.apply(x)
+    return x.mean()
 
 
 def penalty_from_moments(moments: torch.Tensor, kind: str) -> torch.Tensor:

@@ -27,11 +27,12 @@ class Machine:
     cpus: int
     torch: str
     device: str
+    training: str = ""  # the training step's precision and memory format (empty in files written before it)
 
     @classmethod
-    def here(cls, device: torch.device | str) -> "Machine":
-        """This machine, with ``device`` the one the models ran on."""
-        return cls(platform.platform(), torch.get_num_threads(), torch.__version__, str(device))
+    def here(cls, device: torch.device | str, training: str = "") -> "Machine":
+        """This machine, with ``device`` the one the models ran on and ``training`` how they were trained."""
+        return cls(platform.platform(), torch.get_num_threads(), torch.__version__, str(device), training)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class RunInfo:
         """One Markdown line saying how the result was made."""
         m = self.machine
         return (f"Command: `{self.command}`; machine: {m.platform}, {m.cpus} threads, torch {m.torch} on {m.device}; "
-                f"wall time {self.wall_seconds / 60:.1f} min.")
+                f"{f'trained in {m.training}; ' if m.training else ''}wall time {self.wall_seconds / 60:.1f} min.")
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,8 @@ class ZebraTraining(Extension):
 
     def before_forward(self, run: TrainRun, inputs: torch.Tensor) -> None:
         if self.recipe is None:
-            self.recipe = zebra_recipe(self.section, run.model, run.steps_per_epoch)
+            self.recipe = zebra_recipe(self.section, run.model, run.steps_per_epoch,
+                                       run.optim.epochs * run.steps_per_epoch)
             if run.world.main:
                 warn_short_ramp(self.recipe, run.optim.epochs * run.steps_per_epoch)
         self.recipe.last_step = run.global_step - 1  # the loop's count: a resumed run starts at its epoch's first step
@@ -134,7 +135,8 @@ def warn_short_ramp(recipe: ZebraRecipe, steps: int) -> None:
     if recipe.density is None or recipe.density_ramp_steps <= steps:
         return
     warnings.warn(f"zebra.density_ramp_steps={recipe.density_ramp_steps} is longer than this training ({steps} "
-                  f"steps): its last step keeps {_rounded(recipe.target_density(steps - 1))} of the blocks, not "
+                  f"steps): its last step recalibrates to keep {_rounded(recipe.target_density(steps - 1))} of the "
+                  f"blocks, not "
                   f"zebra.density={_rounded(recipe.density)}; train more epochs or lower zebra.density_ramp_steps",
                   stacklevel=2)
 
@@ -143,11 +145,12 @@ def _rounded(density: float | Mapping[str, float]) -> float | dict[str, float]:
     return {key: round(value, 3) for key, value in density.items()} if isinstance(density, Mapping) else round(density, 3)
 
 
-def zebra_recipe(section: ZebraSection, model: nn.Module, steps_per_epoch: int | None = None) -> ZebraRecipe:
+def zebra_recipe(section: ZebraSection, model: nn.Module, steps_per_epoch: int | None = None,
+                 total_steps: int | None = None) -> ZebraRecipe:
     """The ``ZebraRecipe`` of a run config's ``zebra`` section for a prepared ``model``."""
     return ZebraRecipe(model, density=section.density, density_ramp_steps=section.density_ramp_steps,
                        calibrate_every=section.calibrate_every, lam=section.lam, lam_epochs=section.lam_epochs,
-                       warmup_steps=section.warmup_steps, steps_per_epoch=steps_per_epoch)
+                       warmup_steps=section.warmup_steps, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
 
 class BnSparsity(Extension):

@@ -8,9 +8,10 @@ and the Zebra model get their accuracy and traffic from the same evaluation code
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ from ..errors import ZebraError
 from .extensions import Extension, TrainRun, zebra_extensions
 from .metrics import metric_loggers
 from .optim import build_optimizer, build_scheduler
+from .precision import resolve_precision, resolved
 
 
 class TrainingError(RuntimeError):
@@ -148,10 +150,14 @@ def train(
     penalty); ``extensions`` add other methods' work (e.g. ``BnSparsity``). ``init`` fine-tunes from a checkpoint's
     weights (and takes its pruned shapes); ``resume`` continues from ``run_dir/last.pt`` where it stopped.
     """
-    optim = optim or config.train
     masked = config.zebra.enabled if masked is None else masked
     run_dir = Path(run_dir)
     world, device = distributed.setup(resolve_device(config.device))
+    precision = resolve_precision(optim or config.train, device)
+    optim = resolved(optim or config.train, device)
+    config = replace(config, train=resolved(config.train, device), finetune=resolved(config.finetune, device))
+    if world.main and progress:
+        print(f"training in {precision.describe()}", flush=True)
     batch_size = _rank_batch(config, optim, world, device)
     train_set, test_set, spec = build_data(config)
     checkpoint_path = run_dir / CHECKPOINT
@@ -159,8 +165,6 @@ def train(
     source = load_checkpoint(checkpoint_path if resuming else init) if resuming or init is not None else None
     model = _start_model(config, spec, masked, source, None if resuming or init is None else f"checkpoint {init}")
     model.to(device)
-    if optim.channels_last:
-        model.to(memory_format=torch.channels_last)
     loggers = metric_loggers(run_dir, optim.tensorboard) if world.main else []  # only the main process writes
     run = _new_run(config, optim, model, world, device, _steps_per_epoch(train_set, batch_size, optim, world),
                    [*(zebra_extensions(config.zebra) if masked else []), *extensions, *loggers], progress)
@@ -180,7 +184,7 @@ def train(
     for extension in run.extensions:
         extension.train_end(run, report)
     if world.main:
-        _write_report(report, run_dir, config, masked, seconds, device)
+        _write_report(report, run_dir, config, masked, seconds, Machine.here(device, precision.describe()))
     return TrainResult(model, report, run.metrics, run_dir, seconds)
 
 
@@ -194,8 +198,9 @@ def _train_epochs(run: TrainRun, start_epoch: int, data: tuple[Any, Any], batch_
         run.epoch = epoch
         epoch_seed = run.config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
-        row = _train_epoch(run, _loader(train_set, batch_size, run.config.data, run.device, True, epoch_seed,
-                                        run.world))
+        with training_layout(run.model, run.optim.channels_last):
+            row = _train_epoch(run, _loader(train_set, batch_size, run.config.data, run.device, True, epoch_seed,
+                                            run.world))
         report = evaluate(run.model, test_set, run.config, run.device, run.progress)
         row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in COMPRESSED})
         run.metrics.append(row)
@@ -331,6 +336,20 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
                             ) from error
 
 
+@contextmanager
+def training_layout(model: nn.Module, channels_last: bool) -> Iterator[None]:
+    """The model in channels_last while it trains (where chosen), back in its plain layout afterwards, so that
+    evaluation, counting and calibration measure it as deployed."""
+    if not channels_last:
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
 def _train_epoch(run: TrainRun, loader: DataLoader) -> dict[str, Any]:
     """One epoch of ``run``; returns its metrics row (with every extension's columns)."""
     run.trained.train()
@@ -376,7 +395,7 @@ def _train_step(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tu
     """Forward, task loss plus every extension's term, backward, optimiser and schedule step, with their hooks."""
     for extension in run.extensions:
         extension.before_forward(run, inputs)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.optim.amp):
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.optim.precision == "bf16"):
         outputs = run.trained(inputs)
         loss = run.criterion(outputs, labels)
         for extension in run.extensions:
@@ -408,10 +427,10 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 
 def _write_report(report: TrafficReport, run_dir: Path, config: RunConfig, masked: bool, seconds: float,
-                  device: torch.device) -> None:
+                  machine: Machine) -> None:
     """The training's ``report.json`` (a one-row result) and ``traffic.csv``."""
     row = model_row(run_dir.name, ZEBRA if masked else BASELINE, report, report, seconds=seconds, folder=run_dir)
-    info = RunInfo("zebra train", Machine.here(device), seconds)
+    info = RunInfo("zebra train", machine, seconds)
     write_result(run_dir / REPORT, RunResult("train", info, config.to_dict(), row.label, (row,)))
     report.to_csv(run_dir / "traffic.csv")
 

@@ -16,6 +16,7 @@ from ..nn import plain_model
 from ..config.run import RunConfig, save_config
 from .hardware import run_estimate
 from ..training.extensions import distillation
+from ..training.precision import training_modes
 from ..training.trainer import TrainResult, resolve_device, train
 
 
@@ -46,7 +47,8 @@ def publish(run_dir: Path, result: RunResult, markdown: str) -> RunResult:
 
 def run_info(command: str, config: RunConfig, started: float) -> RunInfo:
     """The command/machine/wall-time line of a run that started at ``started`` (``time.perf_counter``)."""
-    return RunInfo(command, Machine.here(resolve_device(config.device)), time.perf_counter() - started)
+    device = resolve_device(config.device)
+    return RunInfo(command, Machine.here(device, training_modes(config, device)), time.perf_counter() - started)
 
 
 def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
