@@ -139,9 +139,10 @@ static int32_t level_of(const geometry *g, uint32_t raw) {
 /* ZS_OK when a level is one the encoder writes: inside the symmetric range, or a finite float. */
 static zs_status check_level(const geometry *g, int32_t level) {
     word v;
-    int32_t top = g->is_signed ? (int32_t)((1u << (g->q - 1)) - 1u) : (int32_t)((1u << g->q) - 1u);
+    int32_t top;
     v.i = level;
     if (g->q == 32) return (v.u & 0x7F800000u) == 0x7F800000u ? ZS_E_NON_FINITE : ZS_OK;
+    top = g->is_signed ? (int32_t)((1u << (g->q - 1)) - 1u) : (int32_t)((1u << g->q) - 1u);
     return level > top || level < (g->is_signed ? -top : 0) ? ZS_E_LEVEL_RANGE : ZS_OK;
 }
 

@@ -45,7 +45,7 @@ typedef enum {
 } zs_status;
 
 /* The fixed header of a stream. zs_encode reads format, bits, flags, n, c, h, w and block_size (0 = "map");
- * zs_inspect and the decoders fill every field. */
+ * zs_inspect and the decoders fill every field once the header and tables pass their checks. */
 typedef struct {
     uint8_t version, format, bits, flags;
     uint32_t n, c, h, w, block_size, scales;

@@ -59,8 +59,9 @@ def export_maps(model: nn.Module, images: torch.Tensor, folder: str | Path, fmt:
         info = codec.inspect(stream)
         atomic_write_bytes(folder / file_name(site), stream)
         decoded = codec.decode(stream)
-        # the golden decoded levels: what encode quantised (at 32 bits the values, as a skipped -0.0 decodes to 0.0)
-        levels = decoded.numpy().astype("<f4", copy=False) if bits == 32 else codec.quantize(x, bits, per_channel).levels
+        # the golden decoded levels: what encode quantised (at 32 bits the values: a skipped -0.0 decodes to 0.0)
+        levels = (decoded.numpy().astype("<f4", copy=False) if bits == 32
+                  else codec.quantize(x, bits, per_channel).levels)
         atomic_write_bytes(folder / file_name(site, ".levels"), levels.tobytes())
         predicted = int(bits_to_bytes(map_bits(decoded, blocks[site], bits)[fmt]).sum())
         files.append({"layer": site, "file": file_name(site), "shape": list(x.shape), "block_size": blocks[site],
