@@ -85,7 +85,7 @@ def test_run_writes_side_by_side_report(tmp_path, capsys, tiny_run):
     out = capsys.readouterr().out
     assert all(f"{name}, batch 1: " in out for name in estimate["accelerators"]) and len(estimate["accelerators"]) == 4
     batched = json.loads((tmp_path / "r" / "estimate-batched.json").read_text())  # each preset at its source's batch
-    assert batched["accelerators"]["tpu-v1"]["batch"] == 32 and "tpu-v1, batch 32 (its source" in out
+    assert batched["accelerators"]["tpu-v1"]["batch"] == 32 and "tpu-v1, batch 32 (the batch its source runs)" in out
     assert "Why the energy saving is smaller than the traffic cut:" in out
 
 

@@ -21,6 +21,7 @@ from .systolic import compute_cycles
 from .work import LayerWork
 
 PJ_PER_UJ = 1e6
+SAVINGS = {"energy_uj": "energy_saving", "dram_energy_uj": "dram_energy_saving"}  # energy -> its saving's key
 BASELINE_FORMATS = ("dense", "zvc")  # the baseline model's formats: stored as is, and as hardware compresses zeros
 
 
@@ -121,7 +122,7 @@ class AcceleratorEstimate:
 
     def saving(self, fmt: str, energy: str = "energy_uj") -> float:
         """``1 - energy(fmt) / energy(dense)`` (``energy``: ``energy_uj`` or ``dram_energy_uj``)."""
-        return compare(self.total(fmt), self.total("dense"))[energy.replace("_uj", "_saving")]
+        return compare(self.total(fmt), self.total("dense"))[SAVINGS[energy]]
 
     def against_baseline(self, fmt: str, reference: str) -> dict[str, float]:
         """``fmt`` against the baseline model in ``reference`` (``dense`` or ``zvc``); needs a baseline."""

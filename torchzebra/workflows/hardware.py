@@ -86,10 +86,12 @@ def estimate_lines(single: Estimate, batched: Estimate) -> list[str]:
         for est in (one, many) if many.batch > 1 else (one,):
             zvc, dense = est.against_baseline("zebra_zvc", "zvc"), est.against_baseline("zebra_zvc", "dense")
             point = est.curves["break_even"]
-            even = (f"{point['dram_gbps']:.3g} GB/s" if point["dram_gbps"] is not None else "none in 1/256-16x its")
-            lines.append(f"{name}, batch {est.batch}{' (its source runs this batch)' if est.batch > 1 else ''}: "
-                         f"{zvc['speedup']:.2f}x faster than its ZVC ({dense['speedup']:.2f}x than its dense), energy "
-                         f"-{zvc['energy_saving']:.1%} (-{dense['energy_saving']:.1%}); {est.curves['margin']:.2f}x "
-                         f"below {even} ({est.accelerator.dram_gbps:g} GB/s here)")
+            even = (f"below {point['dram_gbps']:.3g} GB/s" if point["dram_gbps"] is not None
+                    else "at no bandwidth down to 1/256 of")
+            source = " (the batch its source runs)" if est.batch > 1 else ""
+            lines.append(f"{name}, batch {est.batch}{source}: {zvc['speedup']:.2f}x faster than the baseline's ZVC "
+                         f"({dense['speedup']:.2f}x than its dense), energy -{zvc['energy_saving']:.1%} "
+                         f"(-{dense['energy_saving']:.1%}); {est.curves['margin']:.2f}x faster {even} "
+                         f"(here {est.accelerator.dram_gbps:g} GB/s)")
     return [*lines, "Why the energy saving is smaller than the traffic cut:",
             *(energy_story(est) for est in single.accelerators.values())]
