@@ -264,7 +264,7 @@ def print_bandwidth(result: dict[str, dict], bandwidth: int) -> None:
           "prefetch | ours no overlap   vs Total")
     for fmt, r in result.items():
         cycles, speedup = r["cycles"], r["speedup"]
-        cells = [f"{cycles[tool]:>9,} ({speedup[tool]:.3f}x)" for tool in cycles]
+        cells = [f"{cycles[tool]:>9,.0f} ({speedup[tool]:.3f}x)" for tool in cycles]
         devs = [f"{r[name]['median']:>6.1%} / {r[name]['max']:>6.1%}" for name in
                 ("deviation", "prefetch_deviation", "serial_deviation")]
         print(f"{fmt:<10} {cells[0]} {cells[1]} | {cells[2]} {devs[0]} {devs[1]} | {cells[3]} {devs[2]}")
