@@ -150,7 +150,7 @@ def cost_network(works: list[LayerWork], accelerator: Accelerator, bits: int, ba
 
 @dataclass(frozen=True)
 class Estimate:
-    """One network on several accelerators, from one traffic report."""
+    """One network on several accelerators, from one traffic report (and the baseline model's, when compared)."""
 
     accelerators: dict[str, AcceleratorEstimate]
     images: int
