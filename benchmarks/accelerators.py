@@ -21,9 +21,9 @@ from pathlib import Path
 
 import scalesim_check as check
 
-from torchzebra.accelerator import PRESETS, load_accelerator
+from torchzebra.accelerator import PRESETS, estimate_layers, load_accelerator
 from torchzebra.results import CHECKPOINT
-from torchzebra.workflows.hardware import ESTIMATE, ESTIMATE_BATCHED, estimate_checkpoint
+from torchzebra.workflows.hardware import ESTIMATE, ESTIMATE_BATCHED, measure_checkpoint
 
 RUN_BLOCK = ("<!-- accelerators.py run: begin -->", "<!-- accelerators.py run: end -->")
 DEVIATION_BLOCK = ("<!-- accelerators.py: begin -->", "<!-- accelerators.py: end -->")
@@ -33,14 +33,16 @@ BATCHES = (1, 4, 16, 64, 256)
 
 
 def run_estimates(run: Path) -> tuple[dict, dict]:
-    """The run's estimates against its baseline at batch 1 and at each preset's batch (as JSON dictionaries)."""
-    results = []
+    """The run's estimates against its baseline at batch 1 and at each preset's batch (as JSON dictionaries); the
+    two checkpoints are measured once, where a file is missing or has no baseline."""
+    results, measured = [], []
     for name, batch in ((ESTIMATE, 1), (ESTIMATE_BATCHED, None)):
         path = run / name
         result = json.loads(path.read_text()) if path.is_file() else None
         if result is None or result.get("baseline_bits") is None:
-            result = estimate_checkpoint(run / "zebra" / CHECKPOINT, PRESETS, progress=False, batch=batch,
-                                         baseline=run / "baseline" / CHECKPOINT).to_dict()
+            measured = measured or [measure_checkpoint(run / stage / CHECKPOINT, (), False)
+                                    for stage in ("zebra", "baseline")]
+            result = estimate_layers(*measured[0], PRESETS, batch=batch, baseline=measured[1]).to_dict()
         results.append(result)
     return results[0], results[1]
 
