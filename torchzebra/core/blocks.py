@@ -138,16 +138,17 @@ def _sum_blocks(x: torch.Tensor, bh: int, bw: int, dtype: torch.dtype | None = N
     ``x``), each from its own block only.
 
     Block views (GPUs, torch.compile) cast inside the reduction, with no full-size copy of ``x`` in ``dtype``.
-    The eager CPU paths cast ``x`` whole first: mixed-dtype row sums measured slower there (bf16 resnet18). A
-    channels_last map is summed by strided adds over its (N, H, W, C) view, whose rows are runs of whole pixels
-    (4x faster than avg_pool2d for a bf16 map of 128x16x32x32 in blocks of 2).
+    The eager contiguous CPU paths cast ``x`` whole first: mixed-dtype row sums measured slower there (bf16
+    resnet18). A channels_last map is summed by strided adds over its (N, H, W, C) view, whose rows are runs of
+    whole pixels, widening as the first rows are added (4x faster than avg_pool2d for a bf16 map of 128x16x32x32
+    in blocks of 2).
     """
     dtype = dtype or x.dtype
     if _plain_views(x):
         return _padded_blocks(x, bh, bw).sum((3, 5), dtype=dtype)
+    if _channels_last(x):  # the rows' sums widen to dtype as they go: no full-size copy of x
+        return _strided_sums(_strided_sums(x.permute(0, 2, 3, 1), 1, bh, dtype), 2, bw).permute(0, 3, 1, 2)
     x = x.to(dtype)
-    if _channels_last(x):
-        return _strided_sums(_strided_sums(x.permute(0, 2, 3, 1), 1, bh), 2, bw).permute(0, 3, 1, 2)
     n, c, height, width = x.shape
     hb, wb = math.ceil(height / bh), math.ceil(width / bw)
     partial = height % bh or width % bw
@@ -160,13 +161,19 @@ def _sum_blocks(x: torch.Tensor, bh: int, bw: int, dtype: torch.dtype | None = N
     return _strided_sums(_strided_sums(x, 2, bh), 3, bw)  # each block's column sums, then their sums
 
 
-def _strided_sums(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:
-    """Sums of every ``step`` consecutive entries of ``x`` along ``dim`` (the last group may be shorter): offset k
-    of every group added in turn, in strided adds, which the CPU runs several times faster than a reduction or
-    a matrix product over a short axis. An Inf stays in its own group."""
+def _strided_sums(x: torch.Tensor, dim: int, step: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Sums of every ``step`` consecutive entries of ``x`` along ``dim`` (the last group may be shorter), in
+    ``dtype`` (default: that of ``x``): offset k of every group added in turn, in strided adds, which the CPU runs
+    several times faster than a reduction or a matrix product over a short axis. An Inf stays in its own group."""
     def offset(k: int) -> torch.Tensor:
         return x[(slice(None),) * dim + (slice(k, None, step),)]
 
+    if dtype not in (None, x.dtype):  # offset 0 widened, then the others added to it in the wider type
+        total = offset(0).to(dtype, memory_format=torch.contiguous_format, copy=True)
+        for k in range(1, step):
+            piece = offset(k)
+            total.narrow(dim, 0, piece.shape[dim]).add_(piece)
+        return total
     if step == 1:
         return x
     if offset(1).shape[dim] == offset(0).shape[dim]:

@@ -156,7 +156,7 @@ def train(
     precision = resolve_precision(optim or config.train, device)
     optim = resolved(optim or config.train, device)
     config = replace(config, train=resolved(config.train, device), finetune=resolved(config.finetune, device))
-    if world.main and progress:
+    if world.main:
         print(f"training in {precision.describe()}", flush=True)
     batch_size = _rank_batch(config, optim, world, device)
     train_set, test_set, spec = build_data(config)
@@ -166,7 +166,7 @@ def train(
     model = _start_model(config, spec, masked, source, None if resuming or init is None else f"checkpoint {init}")
     model.to(device)
     loggers = metric_loggers(run_dir, optim.tensorboard) if world.main else []  # only the main process writes
-    run = _new_run(config, optim, model, world, device, _steps_per_epoch(train_set, batch_size, optim, world),
+    run = new_run(config, optim, model, world, device, _steps_per_epoch(train_set, batch_size, optim, world),
                    [*(zebra_extensions(config.zebra) if masked else []), *extensions, *loggers], progress)
     _check_names(run.extensions)
     template = Checkpoint({}, config.to_dict(), spec.__dict__, masked, source.structure if source else None,
@@ -240,8 +240,8 @@ def _steps_per_epoch(train_set, batch_size: int, optim: OptimSection, world: dis
     return min(steps, optim.max_steps or steps)
 
 
-def _new_run(config: RunConfig, optim: OptimSection, model: nn.Module, world: distributed.World,
-             device: torch.device, steps_per_epoch: int, extensions: list[Extension], progress: bool) -> TrainRun:
+def new_run(config: RunConfig, optim: OptimSection, model: nn.Module, world: distributed.World,
+            device: torch.device, steps_per_epoch: int, extensions: list[Extension], progress: bool) -> TrainRun:
     """The optimiser, schedule, (under torchrun) DistributedDataParallel wrapper and compilation of a training."""
     optimizer = build_optimizer(model, optim)
     scheduler = build_scheduler(optimizer, optim, optim.epochs * steps_per_epoch)
@@ -365,8 +365,8 @@ def _train_epoch(run: TrainRun, loader: DataLoader) -> dict[str, Any]:
         if step >= steps:
             break
         run.step = step
-        inputs, labels = _to_device(run, inputs, labels)
-        loss, outputs = _train_step(run, inputs, labels)
+        inputs, labels = to_device(run, inputs, labels)
+        loss, outputs = train_step(run, inputs, labels)
         total_loss += loss.detach().float() * len(labels)
         correct += (outputs.detach().argmax(1) == labels).sum()
         seen += len(labels)
@@ -384,14 +384,15 @@ def _train_epoch(run: TrainRun, loader: DataLoader) -> dict[str, Any]:
     return row
 
 
-def _to_device(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def to_device(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch on the run's device, in its training memory format."""
     inputs = inputs.to(run.device, non_blocking=True)
     if run.optim.channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs, labels.to(run.device, non_blocking=True)
 
 
-def _train_step(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, task loss plus every extension's term, backward, optimiser and schedule step, with their hooks."""
     for extension in run.extensions:
         extension.before_forward(run, inputs)

@@ -1,0 +1,102 @@
+"""The main job's training step, dense and with Zebra, in fp32 NCHW and in the mode ``auto`` chooses here.
+
+The step is the trainer's own (``training.trainer.train_step``) on the ``quick`` preset's model and settings
+(CIFAR-stem ResNet-18 of width 16, 1x32x32 inputs, batch 128): the dense step, and the Zebra fine-tune's step
+with its recipe (masks at the target densities, the l1 penalty; the median step is one without the
+recalibration that every 20th step adds) and the dense teacher's distillation; also Zebra without the teacher. All four are timed
+alternately in one process, the medians printed with two ratios and their goals: the chosen mode's dense step
+against fp32 NCHW (>= 1.8x faster) and the chosen mode's Zebra step against its dense step (<= 1.15x).
+
+    .venv/bin/python benchmarks/train_step.py [--repeats 20] [--batch-size 128] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+
+from torchzebra.config import load_config
+from torchzebra.data import DataSpec
+from torchzebra.nn import plain_model
+from torchzebra.training import keep_freed_memory
+from torchzebra.training import distributed
+from torchzebra.training.extensions import distillation, zebra_extensions
+from torchzebra.training.precision import resolve_precision
+from torchzebra.training.trainer import build_prepared_model, new_run, to_device, train_step
+
+SPEC = DataSpec("fashion-mnist", 10, 1, 32)
+VARIANTS = ("dense", "zebra", "zebra+teacher")
+GOALS = {"speed-up": 1.8, "zebra": 1.15}
+
+
+def make_runs(config, precision: str, channels_last: bool, device: torch.device) -> dict:
+    """A fresh TrainRun per variant, in one mode: the same seeded weights, the recipe of the Zebra fine-tune."""
+    optim = replace(config.finetune, precision=precision, channels_last=channels_last)
+    zebra = replace(config.zebra, enabled=True)
+    runs = {}
+    for variant in VARIANTS:
+        torch.manual_seed(config.seed)
+        model = build_prepared_model(config, SPEC, masked=variant != "dense").to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        extensions = zebra_extensions(zebra) if variant != "dense" else []
+        if variant == "zebra+teacher":
+            torch.manual_seed(config.seed)
+            extensions += distillation(config, plain_model(build_prepared_model(config, SPEC, False)).to(device))
+        runs[variant] = new_run(config, optim, model, distributed.current(), device, 469, extensions, False)
+        runs[variant].trained.train()
+    return runs
+
+
+def time_steps(runs: dict, batch: tuple[torch.Tensor, torch.Tensor], repeats: int, calibrate_every: int) -> dict:
+    """Median seconds of one step per variant (the step index cycles so recalibrations keep their share)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs.items())
+    for repeat in range(repeats + 2):  # two warm-up rounds; the order alternates
+        for name, run in (order if repeat % 2 else order[::-1]):
+            run.step = repeat % calibrate_every if calibrate_every else 1
+            inputs, labels = to_device(run, *batch)
+            started = time.perf_counter()
+            train_step(run, inputs, labels)
+            if repeat >= 2:
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20, help="timed steps per variant and mode")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the zebra command does
+    config = load_config("quick", overrides=["device=cpu"])
+    device = torch.device("cpu")
+    chosen = resolve_precision(config.finetune, device)
+    print(f"quick preset's model, batch {args.batch_size}x1x32x32, {args.threads} threads, torch {torch.__version__}; "
+          f"auto chooses {chosen.describe()}; median of {args.repeats} alternating steps")
+    generator = torch.Generator().manual_seed(0)
+    batch = (torch.randn(args.batch_size, 1, 32, 32, generator=generator),
+             torch.randint(0, 10, (args.batch_size,), generator=generator))
+    modes = {"fp32 NCHW": ("fp32", False), "chosen": (chosen.dtype, chosen.channels_last)}
+    medians = {mode: time_steps(make_runs(config, *settings, device), batch, args.repeats,
+                                config.zebra.calibrate_every) for mode, settings in modes.items()}
+    print("| mode | dense step | Zebra step | Zebra + teacher step | Zebra + teacher / dense |")
+    print("|---|---|---|---|---|")
+    for mode, m in medians.items():
+        print(f"| {mode} | {m['dense'] * 1e3:.1f} ms | {m['zebra'] * 1e3:.1f} ms | {m['zebra+teacher'] * 1e3:.1f} ms | "
+              f"{m['zebra+teacher'] / m['dense']:.2f}x |")
+    speed_up = medians["fp32 NCHW"]["dense"] / medians["chosen"]["dense"]
+    ratio = medians["chosen"]["zebra+teacher"] / medians["chosen"]["dense"]
+    print(f"chosen dense step {speed_up:.2f}x faster than fp32 NCHW (goal >= {GOALS['speed-up']}x: "
+          f"{'meets' if speed_up >= GOALS['speed-up'] else 'misses'}); chosen Zebra + teacher step {ratio:.2f}x its "
+          f"dense step (goal <= {GOALS['zebra']}x: {'meets' if ratio <= GOALS['zebra'] else 'misses'})")
+
+
+if __name__ == "__main__":
+    main()

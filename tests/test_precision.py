@@ -1,0 +1,115 @@
+"""The training precision and memory format: auto from the device's native bf16, explicit settings as given,
+evaluation always in float32 and the plain layout; and the pieces of a cheap Zebra step (layout-keeping penalty
+gradient, the teacher in inference mode, the last step's recalibration)."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import torchzebra as tz
+
+from torchzebra.core import penalty as penalty_module
+from torchzebra.recipe import Distiller, ZebraRecipe
+from torchzebra.results import read_result
+from torchzebra.training import precision, train
+from torchzebra.training.extensions import Extension
+
+
+class StepProbe(Extension):
+    """Records, at the first training step, whether autocast is on and whether the inputs are channels_last."""
+
+    name = "probe"
+    changes_results = False
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bool, bool]] = []
+
+    def extra_loss(self, run, inputs, outputs, labels):
+        if not self.seen:
+            self.seen.append((torch.is_autocast_enabled("cpu"),
+                              inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous()))
+        return None
+
+
+def _train_with(tiny_run, tmp_path, native: str | None, *settings: str):
+    probe = StepProbe()
+    with mock.patch.object(precision, "native_bf16", lambda device: native):
+        result = train(tiny_run.config("data.channels=3", *settings), tmp_path / "run", extensions=[probe],
+                       progress=False)
+    return result, probe.seen[0]
+
+
+def test_a_cpu_without_native_bf16_trains_in_fp32_and_the_plain_layout_as_before(tiny_run, tmp_path):
+    result, (autocast, channels_last) = _train_with(tiny_run, tmp_path, None)
+    assert (autocast, channels_last) == (False, False)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["train"]["precision"] == "fp32" and saved["train"]["channels_last"] is False
+    assert read_result(tmp_path / "run" / "report.json").info.machine.training.startswith("fp32, contiguous")
+
+
+def test_auto_trains_in_bf16_and_channels_last_where_bf16_is_native_and_evaluates_as_deployed(tiny_run, tmp_path):
+    result, (autocast, channels_last) = _train_with(tiny_run, tmp_path, "AVX512_BF16")
+    assert (autocast, channels_last) == (True, True)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["train"]["precision"] == "bf16" and saved["train"]["channels_last"] is True
+    machine = read_result(tmp_path / "run" / "report.json").info.machine
+    assert machine.training == "bf16 autocast, channels_last (native bf16: AVX512_BF16)"
+    weights = [p for p in result.model.parameters() if p.dim() == 4]
+    assert all(w.is_contiguous() for w in weights)  # evaluated and saved in the plain layout
+
+
+def test_explicit_settings_win_over_the_device(tiny_run, tmp_path):
+    _, seen = _train_with(tiny_run, tmp_path, "AMX", "train.precision=fp32", "train.channels_last=true")
+    assert seen == (False, True)
+
+
+def test_a_resume_compares_the_resolved_choice(tiny_run, tmp_path):
+    """A run trained in fp32 on a machine without bf16 is not resumed in bf16 elsewhere without a word."""
+    _train_with(tiny_run, tmp_path, None)
+    with pytest.raises(Exception, match="precision='fp32' \\(here 'bf16'\\)"):
+        with mock.patch.object(precision, "native_bf16", lambda device: "AMX"):
+            train(tiny_run.config("data.channels=3", "train.epochs=2"), tmp_path / "run", resume=True, progress=False)
+
+
+def test_an_invalid_precision_is_refused_in_one_line(tiny_run):
+    with pytest.raises(Exception, match="train.precision='fp16' is invalid: expected 'auto' or 'fp32' or 'bf16'"):
+        tiny_run.config("train.precision=fp16")
+
+
+def test_the_penalty_gradient_of_a_channels_last_map_keeps_its_layout():
+    x = torch.rand(2, 3, 4, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    penalty_module.block_penalty(x, 2, "l1", nonnegative=True).backward()
+    plain = x.detach().clone().requires_grad_()
+    plain.mean().backward()
+    assert torch.equal(x.grad, plain.grad) and x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_teacher_runs_in_the_inputs_layout_and_gives_the_logits_of_a_plain_forward():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        want = teacher(x)
+    distiller = Distiller(teacher)
+    student = want.clone().requires_grad_()
+    loss = distiller(x.contiguous(memory_format=torch.channels_last), student)
+    loss.backward()  # the teacher's logits left inference mode: they can be saved for the student's backward
+    assert teacher[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert loss.item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_a_training_shorter_than_calibrate_every_still_ends_at_its_schedule_density():
+    """16 steps, recalibration every 20: the last step recalibrates, to the ramp's target at that step."""
+    model = tz.prepare(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), tz.ZebraConfig(block_size=2))
+    recipe = ZebraRecipe(model, density=0.5, density_ramp_steps=400, calibrate_every=20,
+                         steps_per_epoch=16, total_steps=16)
+    targets = []
+    with mock.patch("torchzebra.recipe.calibrate", lambda model, batches, density: targets.append(density)):
+        for _ in range(16):
+            recipe.step(torch.rand(2, 3, 16, 16))
+    assert targets == [1.0, recipe.target_density(15)] and targets[-1] < 0.95
