@@ -113,3 +113,13 @@ def test_a_training_shorter_than_calibrate_every_still_ends_at_its_schedule_dens
         for _ in range(16):
             recipe.step(torch.rand(2, 3, 16, 16))
     assert targets == [1.0, recipe.target_density(15)] and targets[-1] < 0.95
+
+
+def test_eval_every_zero_evaluates_after_the_last_epoch_only_and_trains_alike(tiny_run, tmp_path):
+    """Skipping the test split between epochs changes what is logged, never the model."""
+    every = train(tiny_run.config("train.epochs=2"), tmp_path / "every", progress=False)
+    last = train(tiny_run.config("train.epochs=2", "train.eval_every=0"), tmp_path / "last", progress=False)
+    assert "test_acc" in every.metrics[0] and "test_acc" not in last.metrics[0]
+    assert last.metrics[1]["test_acc"] == every.metrics[1]["test_acc"]
+    assert all(torch.equal(a, b) for a, b in zip(every.model.state_dict().values(), last.model.state_dict().values()))
+    assert "test_acc" in (tmp_path / "last" / "metrics.csv").read_text().splitlines()[0]

@@ -91,11 +91,16 @@ class OptimSection(Section):
     tensorboard: bool = field(default=False, metadata=SAME_RESULTS)  # also log every epoch to RUN_DIR/tensorboard
     # (pip install 'torchzebra[tensorboard]')
     compile: bool | None = None  # torch.compile the training forward/backward; null: on a GPU only (see docs/PERFORMANCE.md)
+    eval_every: int = field(default=1, metadata=SAME_RESULTS)  # evaluate on the test split after every N-th epoch
+    # and after the last; 0: after the last only (each evaluation is a pass over the whole test split)
 
     def check(self) -> None:
-        """The schedule is one that ``training.optim.build_scheduler`` builds."""
+        """The schedule is one that ``training.optim.build_scheduler`` builds; ``eval_every`` is a count."""
         if self.schedule not in SCHEDULES:
             raise SettingError(f"schedule={self.schedule!r} is invalid: use one of {', '.join(SCHEDULES)}")
+        if self.eval_every < 0:
+            raise SettingError(f"eval_every={self.eval_every!r} is invalid: use a whole number of epochs >= 0 "
+                               "(0: evaluate after the last epoch only)")
 
 
 @dataclass(frozen=True)

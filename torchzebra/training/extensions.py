@@ -5,7 +5,8 @@ Lightning's ``Callback`` or timm's ``train_one_epoch`` callbacks). Hooks, in the
 ``train_start`` (once, after a resume restored everything), then per step ``before_forward`` (e.g. recalibrate
 thresholds), ``extra_loss`` (a term added to the task loss), ``after_backward`` (e.g. a subgradient on some
 parameters) and ``after_optimizer_step``, per epoch ``epoch_end`` (columns of the epoch's metrics row) and
-``after_evaluation`` (the complete row and the test report: loggers write here), and once ``train_end``.
+``after_evaluation`` (the complete row and the test report, None for an epoch not evaluated: loggers write
+here), and once ``train_end``.
 Every hook is optional. ``settings`` is what must match for ``--resume`` to continue a run, ``state_dict`` what
 the checkpoint keeps of the extension, given back to ``load_state_dict`` on resume.
 """
@@ -92,9 +93,9 @@ class Extension:
     def epoch_end(self, run: TrainRun, row: dict[str, Any]) -> None:
         """Add this extension's columns to the epoch's metrics row (after its last step, before evaluation)."""
 
-    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
-        """Called after each epoch's evaluation, with its complete row (already in ``run.metrics``), before the
-        checkpoint is written."""
+    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport | None) -> None:
+        """Called after each epoch, with its complete row (already in ``run.metrics``) and its test report (None
+        where ``train.eval_every`` skipped the epoch's evaluation), before the checkpoint is written."""
 
     def train_end(self, run: TrainRun, report: TrafficReport) -> None:
         """Called once after the last epoch, with the final evaluation."""

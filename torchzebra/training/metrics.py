@@ -24,7 +24,7 @@ class _FileLogger(Extension):
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / self.filename
 
-    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
+    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport | None) -> None:
         atomic_write_text(self.path, self.text(run.metrics, row))
 
     def text(self, rows: list[dict[str, Any]], latest: dict[str, Any]) -> str:
@@ -67,9 +67,10 @@ class TensorBoardLogger(Extension):
     def train_start(self, run: TrainRun) -> None:
         self._writer = self._writer_class(str(self.folder))
 
-    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport) -> None:
+    def after_evaluation(self, run: TrainRun, row: dict[str, Any], report: TrafficReport | None) -> None:
         scalars = {key: value for key, value in row.items() if isinstance(value, (int, float)) and key != "epoch"}
-        scalars.update({f"kept_blocks/{layer.name}": layer.block_density for layer in report.layers})
+        if report is not None:
+            scalars.update({f"kept_blocks/{layer.name}": layer.block_density for layer in report.layers})
         for tag, value in scalars.items():
             self._writer.add_scalar(tag, value, row["epoch"])
         self._writer.flush()

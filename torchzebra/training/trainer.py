@@ -190,8 +190,9 @@ def train(
 
 def _train_epochs(run: TrainRun, start_epoch: int, data: tuple[Any, Any], batch_size: int, path: Path,
                   template: Checkpoint) -> TrafficReport | None:
-    """Train and evaluate every epoch from ``start_epoch`` on, writing ``template`` with the training state to
-    ``path`` after each; returns the last evaluation (None when no epoch was left)."""
+    """Train every epoch from ``start_epoch`` on, evaluate after those ``eval_every`` picks and the last, and write
+    ``template`` with the training state to ``path`` after each; returns the last evaluation (None when no epoch
+    was left)."""
     train_set, test_set = data
     report = None
     for epoch in range(start_epoch, run.optim.epochs):
@@ -201,8 +202,10 @@ def _train_epochs(run: TrainRun, start_epoch: int, data: tuple[Any, Any], batch_
         with training_layout(run.model, run.optim.channels_last):
             row = _train_epoch(run, _loader(train_set, batch_size, run.config.data, run.device, True, epoch_seed,
                                             run.world))
-        report = evaluate(run.model, test_set, run.config, run.device, run.progress)
-        row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in COMPRESSED})
+        evaluated = epoch + 1 == run.optim.epochs or (run.optim.eval_every and (epoch + 1) % run.optim.eval_every == 0)
+        report = evaluate(run.model, test_set, run.config, run.device, run.progress) if evaluated else None
+        if report is not None:
+            row.update(test_acc=report.accuracy, **{fmt: report.reduction(fmt) for fmt in COMPRESSED})
         run.metrics.append(row)
         for extension in run.extensions:
             extension.after_evaluation(run, row, report)
@@ -422,9 +425,11 @@ def _stop_if_non_finite(first_bad: torch.Tensor, epoch: int) -> None:
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
-    return (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.2%}  "
-            f"test {row['test_acc']:.2%}  reduction zvc {row['zvc']:.1%} zebra {row['zebra']:.1%} "
-            f"zebra+zvc {row['zebra_zvc']:.1%}  lam {row.get('lam', 0.0):g}  {row['images_per_s']:.0f} img/s")
+    """The epoch's progress line; the test figures where the epoch was evaluated (``train.eval_every``)."""
+    test = (f"test {row['test_acc']:.2%}  reduction zvc {row['zvc']:.1%} zebra {row['zebra']:.1%} "
+            f"zebra+zvc {row['zebra_zvc']:.1%}  " if "test_acc" in row else "")
+    return (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.2%}  {test}"
+            f"lam {row.get('lam', 0.0):g}  {row['images_per_s']:.0f} img/s")
 
 
 def _write_report(report: TrafficReport, run_dir: Path, config: RunConfig, masked: bool, seconds: float,
