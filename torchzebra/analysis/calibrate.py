@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..nn.config import _resolve
+from ..nn.config import resolve_per_site
 from ..nn import eval_mode, model_device, prepared_module, zebra_layers
 
 
@@ -38,7 +38,7 @@ def calibrate(model: nn.Module, batches: Iterable, density: float | Mapping[str,
     model = prepared_module(model, "calibrate")  # a torch.compile wrapper's eager module
     targets = {}
     for site, layer in zebra_layers(model):
-        value = _resolve(density, site, None)
+        value = resolve_per_site(density, site, None)
         if value is not None and layer.active:
             targets[site] = validate_density(value, f"density for {site}")
     device = model_device(model)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -159,9 +160,12 @@ class DistillSection(Section):
     temperature: float = 4.0  # softens both models' logits
 
     def check(self) -> None:
-        """A weight >= 0 and a temperature > 0."""
-        if not (self.weight >= 0 and self.temperature > 0):
-            raise ConfigError(f"weight={self.weight!r} must be >= 0 and temperature={self.temperature!r} > 0")
+        """A finite weight >= 0 and a finite temperature > 0 (what ``recipe.Distiller`` takes), checked when the
+        config is read, before any training."""
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise SettingError(f"weight={self.weight!r} is invalid: use a finite number >= 0 (0: no distillation)")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise SettingError(f"temperature={self.temperature!r} is invalid: use a finite number > 0, e.g. 4")
 
 
 @dataclass

@@ -58,7 +58,7 @@ def _per_site(value: PerSite, name: str, check) -> PerSite:
     return check(value, name)
 
 
-def _resolve(value: PerSite, site: str, default: Any) -> Any:
+def resolve_per_site(value: PerSite, site: str, default: Any) -> Any:
     """The value for ``site``: the first matching pattern of a mapping (else ``default``), or the value."""
     if not isinstance(value, Mapping):
         return value
@@ -104,9 +104,9 @@ class ZebraConfig:
             fnmatchcase(site, p) for p in self.exclude
         )
         return SiteConfig(
-            block_size=_resolve(self.block_size, site, DEFAULT_BLOCK_SIZE),
-            threshold=_resolve(self.threshold, site, 0.0),
-            weight=_resolve(self.weight, site, 1.0),
+            block_size=resolve_per_site(self.block_size, site, DEFAULT_BLOCK_SIZE),
+            threshold=resolve_per_site(self.threshold, site, 0.0),
+            weight=resolve_per_site(self.weight, site, 1.0),
             active=active,
         )
 

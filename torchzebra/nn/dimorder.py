@@ -70,8 +70,8 @@ def _writes_map(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def _node_layout(node: fx.Node, inputs: list, modules: dict[str, nn.Module]) -> tuple[int, ...] | None:
-    """Which logical dim each dim of a node's 4-D output holds; None when unknown, NOT_A_MAP for a tensor
-    made of parameters and constants only."""
+    """Which logical dim each dim of a node's 4-D output holds; None when unknown, PARAMETER for a tensor made of
+    parameters and constants only, NOT_4D for one of another rank computed from the maps."""
     maps = [layout for layout in inputs if layout not in (PARAMETER, NOT_4D)]  # a broadcast keeps the map's order
     if not maps:
         return NOT_4D if NOT_4D in inputs else PARAMETER

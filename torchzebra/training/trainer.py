@@ -329,7 +329,7 @@ def _fields(optim: OptimSection) -> dict[str, Any]:
     return {k: getattr(optim, k) for k in optim.__dataclass_fields__}
 
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
+def _save(path: Path, payload: Checkpoint) -> None:
     """Write a checkpoint; a full disk or a read-only folder stops training with the last good one intact."""
     try:
         save_checkpoint(path, payload)
