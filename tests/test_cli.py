@@ -11,7 +11,7 @@ import yaml
 from torchzebra import cli
 from torchzebra.cli import main, verbs
 
-VERBS = ["train", "eval", "run", "slim", "prune", "calibrate", "export", "estimate", "sweep", "report"]
+VERBS = ["train", "eval", "run", "slim", "prune", "calibrate", "export", "estimate", "import", "sweep", "report"]
 
 
 def test_help_lists_every_verb():

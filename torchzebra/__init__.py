@@ -3,7 +3,7 @@
 ``prepare`` instruments a CNN so that blocks of its activation maps whose score is at most a per-layer
 threshold are zeroed; ``zero_block_loss`` trains the network to put its information in few blocks;
 ``measure`` counts the DRAM traffic of every map in dense, ZVC, Zebra and Zebra+ZVC formats; ``estimate``
-turns it into cycles, stalls and energy on an accelerator.
+turns it into cycles, stalls and energy on an accelerator; ``import_model`` reads a model trained elsewhere.
 Names load on first use (``import torchzebra`` alone does not import torch).
 """
 
@@ -20,4 +20,5 @@ __all__ = lazy_package(__name__, {
     "nn": ["ZebraConfig", "ZebraLayer", "eval_mode", "is_prepared", "plain_model", "prepare", "remove", "set_masking", "set_penalty", "zebra_layers"],
     "recipe": ["ZebraRecipe"],
     "analysis.regularizer": ["zero_block_loss"],
+    "workflows.importing": ["import_model"],
 })

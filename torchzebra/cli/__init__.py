@@ -1,4 +1,4 @@
-"""The ``zebra`` command line: train, eval, run, slim, prune, calibrate, export, estimate, sweep and
+"""The ``zebra`` command line: train, eval, run, slim, prune, calibrate, export, estimate, import, sweep and
 report.
 
 Bad input is one line on stderr, never a traceback. The parser (``parser.py``) is torch-free, so help is

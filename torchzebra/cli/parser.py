@@ -54,6 +54,27 @@ def _add_estimate_parser(commands) -> None:
     a.set_defaults(verb="estimate")
 
 
+def _add_import_parser(commands) -> None:
+    """``zebra import``: a model trained elsewhere, as a checkpoint that every verb reads."""
+    m = commands.add_parser(
+        "import", help="a model trained elsewhere (its weights file) as a checkpoint that every verb reads",
+        description="Build the model --model names for the data's classes and channels, load WEIGHTS into it (a "
+                    "state dict, a dict with one under 'state_dict' or 'model', or with --trust-pickle a whole "
+                    "pickled module), refuse any mismatch in one line, measure top-1 and dense/ZVC traffic on the "
+                    "test split and write a checkpoint that eval, calibrate, estimate, export, prune and train --init "
+                    "read; see docs/OWN_MODEL.md.")
+    _add_config_options(m)
+    m.add_argument("weights", type=Path, help="the file torch.save wrote (e.g. torch.save(model.state_dict(), ...))")
+    m.add_argument("--model", required=True, metavar="NAME",
+                   help="torchvision:<name>, timm:<name>, one of the project's (resnet18 ...), or your own builder: "
+                        "module:function or path/to/file.py:function, called with the classes, the input channels "
+                        "and model.options as keywords")
+    m.add_argument("--output", "-o", type=Path, required=True, help="the checkpoint to write")
+    m.add_argument("--trust-pickle", dest="trust_pickle", action="store_true",
+                   help="read a whole pickled module (torch.save(model, ...)); loading it runs code from the file")
+    m.set_defaults(verb="import")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``zebra`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="zebra", description="Zero-block regularisation of activation maps.")
@@ -150,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Write topology.csv and layout.csv (the topology and layout files "
                                         "SCALE-Sim reads), layers.csv (every row's maps, their bytes and SCALE-Sim's "
                                         "IFMAP words), density.yaml (per-layer element and block density on the test "
-                                        "split, for Sparseloop/Timeloop) and maps/ (one codec stream per layer for "
-                                        "chosen test images); with --onnx, model.onnx; see docs/EXPORTS.md.")
+                                        "split, for Sparseloop/Timeloop), timeloop/ (a Timeloop/Sparseloop problem "
+                                        "file per layer) and maps/ (one codec stream per layer for chosen test "
+                                        "images); with --onnx, model.onnx; see docs/EXPORTS.md.")
     x.add_argument("checkpoint", type=Path, help="a last.pt (or pruned checkpoint) written by zebra")
     x.add_argument("--out", type=Path, required=True, help="the folder to write")
     x.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3], metavar="INDEX",
@@ -169,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(verb="export")
 
     _add_estimate_parser(commands)
+    _add_import_parser(commands)
 
     w = commands.add_parser("sweep", help="a grid of fine-tunes (methods x settings) from one baseline, resumable",
                             description="Train the dense baseline once, then fine-tune every method at every grid "

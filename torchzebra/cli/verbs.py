@@ -18,6 +18,7 @@ from ..training import distributed
 from ..config.run import parse_assignment
 from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
 from ..workflows.hardware import estimate_checkpoint, write_estimate
+from ..workflows.importing import import_model
 from ..workflows.artefacts import checkpoint_maps, export_checkpoint, onnx_checkpoint
 from ..workflows.no_training import calibrate_checkpoint, search_plan
 from ..workflows.run import new_run_dir, run_experiment
@@ -168,8 +169,17 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-VERBS = {"estimate": _estimate, "train": _train, "eval": _eval, "run": _run, "slim": _slim, "prune": _prune, "calibrate": _calibrate,
-         "export": _export, "sweep": _sweep, "report": _report}
+def _import(args: argparse.Namespace) -> int:
+    imported = import_model(args.weights, args.model, args.output, args.set, args.preset, args.config,
+                            args.trust_pickle, progress=not args.quiet)
+    print(imported.report)
+    print(imported.summary())
+    print(f"checkpoint: {args.output} (zebra eval, calibrate, estimate, export, prune and train --init read it)")
+    return 0
+
+
+VERBS = {"train": _train, "eval": _eval, "run": _run, "slim": _slim, "prune": _prune, "calibrate": _calibrate,
+         "export": _export, "estimate": _estimate, "import": _import, "sweep": _sweep, "report": _report}
 
 
 def dispatch(args: argparse.Namespace) -> int:

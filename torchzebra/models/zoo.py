@@ -1,7 +1,11 @@
-"""Build a model by name: the project's own, or any torchvision or timm classifier adapted to the data."""
+"""Build a model by name: the project's own, any torchvision or timm classifier adapted to the data, or the user's
+own builder (``module:function``)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from pathlib import Path
 from typing import Any, Callable
 
 import torchvision
@@ -62,17 +66,46 @@ def _timm(name: str) -> Callable[..., nn.Module]:
         timm_name, pretrained=False, num_classes=classes, in_chans=channels, **options)
 
 
+def _load_module(name: str, where: str):
+    """The module ``where`` names: a ``.py`` file's path, or a module importable from ``sys.path``."""
+    if where.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(Path(where).stem, where)
+        if not Path(where).is_file() or spec is None or spec.loader is None:
+            raise ZebraError(f"model {name!r}: the file {where} does not exist")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(where)
+    except ModuleNotFoundError as error:
+        raise ZebraError(f"model {name!r}: cannot import {error.name!r}: put the folder that holds {where} on "
+                         "PYTHONPATH, or name its file (path/to/file.py:function)") from error
+
+
+def _user(name: str) -> Callable[..., nn.Module]:
+    """The builder of ``module:function`` or ``path/to/file.py:function``: the user's function, called with the
+    number of classes and input channels, then ``model.options`` as keywords."""
+    where, _, function = name.rpartition(":")
+    builder = getattr(_load_module(name, where), function, None)
+    if not callable(builder):
+        raise ZebraError(f"model {name!r}: {where} has no function {function!r}")
+    return builder
+
+
 def build_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
     """``name`` is one of ``OWN``, ``torchvision:<name>`` or ``timm:<name>`` (random init, inputs and classes
-    adapted)."""
+    adapted), or ``module:function`` / ``path/to/file.py:function``: the user's builder."""
     if name.startswith("torchvision:"):
         builder = _torchvision(name)
     elif name.startswith("timm:"):
         builder = _timm(name)
     elif name in OWN:
         builder = OWN[name]
+    elif ":" in name:
+        builder = _user(name)
     else:
-        raise ZebraError(f"model {name!r} is unknown: use one of {', '.join(OWN)}, torchvision:<name> or timm:<name>")
+        raise ZebraError(f"model {name!r} is unknown: use one of {', '.join(OWN)}, torchvision:<name>, timm:<name> "
+                         "or module:function (your own builder)")
     try:
         return builder(num_classes, in_channels, **options)
     except TypeError as error:

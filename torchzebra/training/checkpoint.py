@@ -3,7 +3,7 @@ and one reader, ``load_checkpoint`` (``torch.load(weights_only=True)``), which a
 
 Reading anything else (a directory, an empty, truncated or random file, another program's ``torch.save``)
 is a one-line ``CheckpointError`` that says why; "could run code" only when ``weights_only`` refused a
-pickled Python global.
+pickled Python global. ``read_torch_file`` is that reader for any ``torch.save`` file (``zebra import``'s weights).
 """
 
 from __future__ import annotations
@@ -31,6 +31,23 @@ UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose mod
 
 class CheckpointError(ZebraError):
     """A checkpoint cannot be used; the message says what is wrong with it and what to do."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a file read by ``read_torch_file`` is called in its errors, and what each error tells the user to do."""
+
+    noun: str = "torchzebra checkpoint"
+    short: str = "checkpoint"  # as in "checkpoint X does not exist", "give the checkpoint file in it"
+    fix: str = FIX
+    unsafe_fix: str = "load only checkpoints written by torchzebra from a source you trust"
+
+    def unreadable(self, path: Path, reason: str, fix: str | None = None) -> CheckpointError:
+        """The one-line error for a file that is not a readable one of these."""
+        return CheckpointError(f"{path} is not a readable {self.noun}: {reason}; {fix or self.fix}")
+
+
+CHECKPOINT_READING = Reading()
 
 
 @dataclass
@@ -90,10 +107,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint written by ``save_checkpoint`` (of this version or an earlier one); anything else is a
     CheckpointError saying why."""
     path = Path(path)
-    payload = _read(path, map_location)
+    payload = read_torch_file(path, map_location)
     marker = payload.get("format") if isinstance(payload, dict) else None
     if not (isinstance(marker, str) and marker == FORMAT):
-        raise _unreadable(path, f"{_contents(payload)}, not a torchzebra checkpoint (no '{FORMAT}' marker)")
+        raise CHECKPOINT_READING.unreadable(path, f"{_contents(payload)}, not a torchzebra checkpoint (no '{FORMAT}' "
+                                                  "marker)")
     version = payload.get("version")
     if not (isinstance(version, int) and 1 <= version <= VERSION):
         raise CheckpointError(f"{path} has checkpoint version {reprlib.repr(version)}, this torchzebra reads 1 to "
@@ -101,50 +119,49 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return Checkpoint.from_dict(payload, str(path))
 
 
-def _unreadable(path: Path, reason: str, fix: str = FIX) -> CheckpointError:
-    """The one-line error for a file that is not a readable torchzebra checkpoint."""
-    return CheckpointError(f"{path} is not a readable torchzebra checkpoint: {reason}; {fix}")
-
-
-def _read(path: Path, map_location: str | torch.device) -> Any:
-    """``torch.load(path, weights_only=True)``; every way a file can fail to load is a CheckpointError."""
+def read_torch_file(path: Path, map_location: str | torch.device = "cpu", reading: Reading = CHECKPOINT_READING,
+                    weights_only: bool = True) -> Any:
+    """``torch.load(path)`` (only tensors and plain data unless ``weights_only`` is False); every way a file can fail
+    to load is a CheckpointError worded by ``reading``."""
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"{reading.short} {path} does not exist")
     if path.is_dir():
-        raise _unreadable(path, "it is a directory", f"give the checkpoint file in it, e.g. {path / 'last.pt'}")
+        raise reading.unreadable(path, "it is a directory", f"give the {reading.short} file in it, e.g. "
+                                                              f"{path / 'last.pt'}")
     if not path.is_file():
-        raise _unreadable(path, "it is not a regular file")
+        raise reading.unreadable(path, "it is not a regular file")
     try:
         with path.open("rb") as handle:
             head = handle.read(len(ZIP_MAGIC))
     except OSError as error:
-        raise _unreadable(path, f"cannot read it ({error.strerror})", "check that the file is readable") from error
+        raise reading.unreadable(path, f"cannot read it ({error.strerror})",
+                                 "check that the file is readable") from error
     if head != ZIP_MAGIC:
-        raise _unreadable(path, f"it is not a zip archive as torch.save writes (it starts with {head!r})" if head
-                          else "the file is empty")
+        raise reading.unreadable(path, f"it is not a zip archive as torch.save writes (it starts with {head!r})" if head
+                                 else "the file is empty")
     try:
         with warnings.catch_warnings():  # a damaged archive may warn (e.g. of an odd pickle protocol) before failing
             warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as error:
         unsafe = UNSAFE_GLOBAL.search(str(error))
         if unsafe is None:
-            raise _corrupt(path, error) from error
-        raise _unreadable(
+            raise _corrupt(path, error, reading) from error
+        raise reading.unreadable(
             path, f"it was refused by torch.load(weights_only=True): it holds the Python object {unsafe.group(1)}, "
-                  "not only tensors and plain data, and loading it could run code",
-            "load only checkpoints written by torchzebra from a source you trust") from error
+                  "not only tensors and plain data, and loading it could run code", reading.unsafe_fix) from error
     except Exception as error:  # a damaged archive fails anywhere in the reader: KeyError, IndexError, struct.error ...
-        raise _corrupt(path, error) from error
+        raise _corrupt(path, error, reading) from error
 
 
-def _corrupt(path: Path, error: Exception) -> CheckpointError:
+def _corrupt(path: Path, error: Exception, reading: Reading) -> CheckpointError:
     """The error for an archive that torch.load cannot read, with the first line of its reason."""
     if isinstance(error, pickle.UnpicklingError) and isinstance(error.__context__, pickle.UnpicklingError):
         error = error.__context__  # torch.load wraps the unpickler's reason in advice about weights_only=False
     lines = str(error).splitlines() or [""]
     detail = lines[0] if len(lines[0]) <= 120 else f"{lines[0][:117]}..."
-    return _unreadable(path, f"torch.load cannot read it, truncated or corrupt? ({type(error).__name__}: {detail})")
+    return reading.unreadable(path, f"torch.load cannot read it, truncated or corrupt? ({type(error).__name__}: "
+                                    f"{detail})")
 
 
 def _contents(payload: Any) -> str:
@@ -155,16 +172,19 @@ def _contents(payload: Any) -> str:
     return f"it holds {'a state_dict' if tensors else 'a dict'} with keys {reprlib.repr(list(payload))}"
 
 
+def state_differences(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """The keys of ``state`` that ``own`` (a model's state dict) lacks, those it has and ``state`` lacks, and those
+    whose shapes differ, each sorted; empty lists when ``state`` fits."""
+    return {"missing": sorted(set(own) - set(state)), "unexpected": sorted(set(state) - set(own)),
+            "shape differs": sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)}
+
+
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
     """Load a state dict strictly; a shape or key mismatch is a CheckpointError listing the keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
+    differences = state_differences(model.state_dict(), state)
+    if any(differences.values()):
         parts = [f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", mismatched))
-                 if keys]
+                 for label, keys in differences.items() if keys]
         raise CheckpointError(f"{origin} does not fit this model ({'; '.join(parts)}); check model.* settings")
     model.load_state_dict(state)
 
