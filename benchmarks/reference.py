@@ -1,4 +1,5 @@
-"""The CPU reference experiment end to end, then docs/RESULTS.md and docs/results.json generated from its JSON.
+"""The CPU reference experiment end to end, then docs/RESULTS.md, docs/results.json and (when that is the JSON
+written) README.md's results box generated from its JSON.
 
 1. The main job (`make run`'s recipe: the `quick` preset) for every seed of `--seeds`, each in `RUN_DIR/main-seed<N>`.
 2. The no-training route on seed 0's dense baseline: `zebra calibrate` in `RUN_DIR/calibrate`.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from readme_box import README, RESULTS, with_box
 from torchzebra._io import atomic_write_text
 from torchzebra.training import keep_freed_memory
 from torchzebra.analysis import allocation
@@ -406,7 +408,10 @@ def main() -> None:
                             "drop_points": p.drop, "reduction": p.reduction} for p in points]}
     atomic_write_text(args.json, json.dumps(document, indent=2))
     atomic_write_text(args.results, markdown(document, points, pairs, args.run_dir))
-    print(f"{args.results} and {args.json} written ({(time.perf_counter() - started) / 60:.1f} min)")
+    if args.json.resolve() == RESULTS:  # the published results: README.md's box shows them
+        atomic_write_text(README, with_box(README.read_text(), document))
+    minutes = (time.perf_counter() - started) / 60
+    print(f"{args.results} and {args.json} written ({minutes:.1f} min)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The package's shape: each sub-package imports only those of lower layers (the README's layout section, in
-the same order; function-level imports included), and functions stay small."""
+"""The package's shape: each sub-package imports only those of lower layers (docs/CONTRIBUTING.md's layout section,
+in the same order; function-level imports included), and functions stay small."""
 
 from __future__ import annotations
 
@@ -93,9 +93,9 @@ def test_sub_packages_import_only_lower_layers():
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
-def test_the_layout_is_the_readme_s():
-    """The README's layout section lists the sub-packages in the layers' order."""
-    readme = (PACKAGE.parent / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+def test_the_layout_is_the_contributors_guide_s():
+    """docs/CONTRIBUTING.md's layout section lists the sub-packages in the layers' order."""
+    readme = (PACKAGE.parent / "docs" / "CONTRIBUTING.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
     positions = {unit: readme.find(f"`{unit}/`" if (PACKAGE / unit).is_dir() else f"`{unit}.py`")
                  for units in LAYERS for unit in units}
     assert all(p >= 0 for p in positions.values()), [u for u, p in positions.items() if p < 0]
