@@ -158,3 +158,13 @@ def test_an_imported_model_fine_tunes_with_zebra(tmp_path, images, capsys):
                  *(arg for setting in zebra for arg in ("--set", setting)), "--run-dir", str(tmp_path / "zebra"),
                  "--quiet"]) == 0
     assert load_checkpoint(tmp_path / "zebra" / "last.pt").masked and "run folder:" in capsys.readouterr().out
+
+
+def test_a_misspelt_model_name_suggests_the_closest_names():
+    from torchzebra.models import build_model
+
+    with pytest.raises(ValueError, match=r"'torchvision:resnet81' is unknown \(did you mean torchvision:resnet18"):
+        build_model("torchvision:resnet81", 3, 3)
+    with pytest.raises(ValueError) as refused:
+        build_model("torchvision:nonsense", 3, 3)
+    assert "alexnet" not in str(refused.value)  # no list of every classifier

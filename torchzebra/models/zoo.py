@@ -3,6 +3,7 @@ own builder (``module:function``)."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 from pathlib import Path
@@ -38,12 +39,19 @@ def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
                 return
 
 
+def _did_you_mean(prefix: str, name: str, known: list[str]) -> str:
+    """`` (did you mean <prefix>:<a>, <prefix>:<b>?)`` for the known names closest to ``name``, or nothing."""
+    close = difflib.get_close_matches(name, known, n=3)
+    return f" (did you mean {', '.join(f'{prefix}:{c}' for c in close)}?)" if close else ""
+
+
 def _torchvision(name: str) -> Callable[..., nn.Module]:
     """The builder of ``torchvision:<name>``: random init, ``classes`` outputs, first conv adapted to ``channels``."""
     tv_name = name.split(":", 1)[1]
     known = torchvision.models.list_models(module=torchvision.models)
     if tv_name not in known:
-        raise ZebraError(f"model {name!r} is unknown: torchvision classifiers are {', '.join(known)}")
+        raise ZebraError(f"model {name!r} is unknown{_did_you_mean('torchvision', tv_name, known)}: torchvision "
+                         "classifiers are listed by torchvision.models.list_models()")
 
     def build(classes: int, channels: int, **options: Any) -> nn.Module:
         model = torchvision.models.get_model(tv_name, weights=None, num_classes=classes, **options)
@@ -61,7 +69,8 @@ def _timm(name: str) -> Callable[..., nn.Module]:
         raise ZebraError(f"model {name!r} needs timm, which is not installed: pip install timm") from error
     timm_name = name.split(":", 1)[1]
     if not timm.is_model(timm_name):
-        raise ZebraError(f"model {name!r} is unknown to timm {timm.__version__}: timm.list_models() lists its models")
+        raise ZebraError(f"model {name!r} is unknown to timm {timm.__version__}"
+                         f"{_did_you_mean('timm', timm_name, timm.list_models())}: timm.list_models() lists its models")
     return lambda classes, channels, **options: timm.create_model(
         timm_name, pretrained=False, num_classes=classes, in_chans=channels, **options)
 
