@@ -211,6 +211,15 @@ def test_bad_description_is_one_line(tmp_path, capsys, change, message):
     assert message in err and "Traceback" not in err and err.count("\n") == 1
 
 
+def test_exponent_numbers_that_yaml_reads_as_text_are_numbers(tmp_path):
+    """``dram_gbps: 1.0e9`` is text to PyYAML (no exponent sign): the description takes it as the number."""
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(GOOD).replace("dram_gbps: 10", "dram_gbps: 1.0e9").replace(
+        "pj_per_mac: 0.3", "pj_per_mac: 3e-1"))
+    board = load_accelerator(path)
+    assert board.dram_gbps == 1e9 and board.pj_per_mac == 0.3
+
+
 @pytest.mark.parametrize("text, message", [("array: [8, 8\n", "is not valid YAML"), ("- 1\n", "must hold a mapping"),
                                            (None, "neither a preset")])
 def test_unreadable_description_is_one_line(tmp_path, capsys, text, message):

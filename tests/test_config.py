@@ -67,6 +67,17 @@ def test_a_bad_value_in_each_section_is_one_line(section):
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
 
 
+def test_exponent_numbers_that_yaml_reads_as_text_are_numbers(tmp_path):
+    """PyYAML reads ``1e-3`` and ``1.0e5`` (no dot or no exponent sign) as text: a number setting takes them."""
+    config = load_config("quick", overrides=["train.lr=1e-3", "slim.s=1.0e-5", "zebra.lam_epochs=[1e-2, 2E-2]"])
+    assert config.train.lr == 1e-3 and config.slim.s == 1e-5 and config.zebra.lam_epochs == [0.01, 0.02]
+    path = tmp_path / "c.yaml"
+    path.write_text("zebra:\n  density: {'layer4.*': 4e-1, '*': 2e-1}\n")
+    assert load_config("quick", path).zebra.density == {"layer4.*": 0.4, "*": 0.2}
+    with pytest.raises(ConfigError, match="data.size='1e2' is invalid: expected an int or null"):
+        load_config("quick", overrides=["data.size=1e2"])  # a float where an int is expected stays an error
+
+
 def test_the_hook_checks_a_section_built_in_python():
     OptimSection(schedule="cosine").check()
     with pytest.raises(SettingError, match="schedule='warm' is invalid"):

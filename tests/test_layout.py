@@ -73,7 +73,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 # Lowest first; a unit may import units of lower layers only (the CLI, on top, joins workflows and reports).
 LAYERS = [
-    {"errors", "_io", "_lazy"},
+    {"errors", "_io", "_lazy", "_numbers"},
     {"core", "data", "models"},  # tensor functions; data sets; models
     {"nn"},  # the ZebraLayer, prepare/remove, ZebraConfig
     {"analysis", "codec", "slim"},  # functions over prepared models; byte streams; Network Slimming

@@ -73,14 +73,21 @@ def test_sweep_rows_and_resume(swept, monkeypatch):
         sweep_module.run_sweep(sweep_module.from_dict(changed), run_dir, progress=False)
 
 
-def test_slimming_points_of_other_ratios_share_one_sparsity_training(tmp_path, tiny_run, monkeypatch):
+def test_slimming_points_of_other_ratios_share_one_sparsity_training(tmp_path, tiny_run, monkeypatch, capsys):
     trained = []
     real_train = sweep_module.train
     monkeypatch.setattr(sweep_module, "train", lambda config, folder, **kw: trained.append(folder.name) or real_train(
         config, folder, **kw))
-    assert main(["sweep", *tiny_run.args(), "--methods", "slim", "--grid", "slim.ratio=[0.25, 0.5]",
-                 "--run-dir", str(tmp_path)]) == 0
+    args = ["sweep", *tiny_run.args(), "--methods", "slim", "--grid", "slim.ratio=[0.25, 0.5]", "--run-dir",
+            str(tmp_path)]
+    assert main(args) == 0
     assert trained == ["baseline", "sparse-s0.0001", "slim,slim.ratio=0.25", "slim,slim.ratio=0.5"]
+    assert "[1/2] slim,slim.ratio=0.25\n" in capsys.readouterr().out
+    assert main(args) == 0 and len(trained) == 4  # a rerun says what it skips
+    announced = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert announced == [f"[baseline] 1 epoch -> {tmp_path / 'baseline'}: skipped (finished)",
+                         "[1/2] slim,slim.ratio=0.25: skipped (finished)",
+                         "[2/2] slim,slim.ratio=0.5: skipped (finished)"]
     plans = {ratio: load_checkpoint(tmp_path / "sparse-s0.0001" / f"pruned-r{ratio:g}-m1.pt").plan
              for ratio in (0.25, 0.5)}
     assert [plans[r]["ratio"] for r in plans] == [0.25, 0.5]  # each point pruned at its own ratio

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from .._numbers import yaml_numbers
 from ..errors import ZebraError
 
 DATAFLOWS = ("os", "ws", "is")  # output, weight and input stationary, as SCALE-Sim names them
@@ -84,6 +85,7 @@ def from_dict(values: Any, name: str, origin: str | None = None) -> Accelerator:
     origin = origin or f"accelerator {name}"
     if not isinstance(values, dict):
         raise AcceleratorError(f"{origin} must hold a mapping of settings, got {type(values).__name__}")
+    values = yaml_numbers(values)  # `dram_gbps: 1.0e9`, which YAML reads as text
     unknown = sorted(set(values) - set(KNOWN))
     if unknown:
         raise AcceleratorError(f"{origin}: unknown setting(s) {unknown}: known settings are {sorted(KNOWN)}")

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from .._io import atomic_write_text
+from .._numbers import counted
 from ..config import ConfigError, load_config
 from ..training import TrainingError, evaluate, keep_freed_memory, load_trained, train
 from ..training import distributed
@@ -138,7 +139,8 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     capture = None if args.no_pictures else functools.partial(checkpoint_maps, images=args.images)
     result = build_report(args.run_dirs, args.out, budget_points=args.budget, capture=capture)
-    print(f"{result['points']} points -> {args.out / 'report.html'} and report.md ({', '.join(result['figures'])})")
+    print(f"{counted(result['points'], 'point')} -> {args.out / 'report.html'} and report.md "
+          f"({', '.join(result['figures'])})")
     return 0
 
 

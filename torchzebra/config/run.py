@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .._io import atomic_write_text
+from .._numbers import yaml_numbers
 from .presets import PRESETS
 from .sections import (SAME_RESULTS, ConfigError, DataSection, DistillSection, ModelSection, OptimSection, RunSection,
                        Section, SettingError, SlimSection, SweepSection, ZebraSection)
@@ -68,7 +69,9 @@ def _build(cls, values: Any, path: str):
         if dataclasses.is_dataclass(hints[key]):
             value = _build(hints[key], value, where)
         elif not matches(value, hints[key]):
-            raise ConfigError(f"{where}={value!r} is invalid: expected {describe(hints[key])}")
+            if not matches(yaml_numbers(value), hints[key]):
+                raise ConfigError(f"{where}={value!r} is invalid: expected {describe(hints[key])}")
+            value = yaml_numbers(value)  # `1e-3` or `1.0e9`, which YAML reads as text
         kwargs[key] = value
     try:
         built = cls(**kwargs)

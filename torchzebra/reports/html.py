@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 
 from .._io import atomic_write_bytes, atomic_write_text
+from .._numbers import counted
 from ..core import COMPRESSED, format_title
 from ..results import METHODS, method_title, stage_traffic
 from . import plots
@@ -91,7 +92,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, budget_points: 
     budget = budget_markdown(points, budget_points)
     markdown = "\n".join([
         "# torchzebra report", "", f"Runs: {', '.join(str(d) for d in run_dirs)}.", "",
-        f"## Best reduction within {budget_points:g} point of the dense baseline's top-1", "", budget, "",
+        f"## Best reduction within {counted(budget_points, 'point')} of the dense baseline's top-1", "", budget, "",
         "## Every point", "", points_markdown(points), "",
         *[f"![{caption}]({name})\n" for name, caption, _ in figures],
     ])
@@ -128,7 +129,8 @@ figcaption {{ color: #555; font-size: 0.85em; }}
 <h1>torchzebra report</h1>
 <p>Runs: {html.escape(', '.join(str(d) for d in run_dirs))}. Reductions are against each run's dense baseline
 (one write plus one read per consumer of every activation map, metadata counted).</p>
-<h2>Best within {budget_points:g} point of the baseline's top-1</h2><ul>{headline or '<li>no point within the budget</li>'}</ul>
+<h2>Best within {counted(budget_points, 'point')} of the baseline's top-1</h2>
+<ul>{headline or '<li>no point within the budget</li>'}</ul>
 <h2>Every point</h2>
 <table><tr><th>method</th><th>point</th><th>top-1 %</th><th>{html.escape(DELTA_TOP1_TITLE)}</th>{format_heads}</tr>{rows}</table>
 {images}

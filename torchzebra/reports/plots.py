@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 
+from .._numbers import counted  # noqa: E402
 from ..core import FORMATS, expand_blocks, format_title, nonzero_blocks  # noqa: E402
 from ..analysis.measure import TrafficReport
 from ..results import method_colour, method_title  # noqa: E402
@@ -29,7 +30,7 @@ def pareto_png(points: list[Point], budget_points: float = 1.0) -> bytes:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     baseline = max(p.baseline_top1 for p in points) * 100
     axes.axhline(baseline - budget_points, color="#999999", linestyle="--", linewidth=1)
-    axes.text(0.99, baseline - budget_points, f"baseline - {budget_points:g} point", va="bottom", ha="right",
+    axes.text(0.99, baseline - budget_points, f"baseline - {counted(budget_points, 'point')}", va="bottom", ha="right",
               fontsize=8, color="#666666", transform=axes.get_yaxis_transform())  # x: axes fraction, y: data
     for method in dict.fromkeys(p.method for p in points):
         group = [p for p in points if p.method == method]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import COMPRESSED, format_title
+from .._numbers import counted
 from ..errors import ZebraError
 from ..analysis.measure import TrafficReport
 from ..results import BASELINE, CHECKPOINT, METHODS, ResultError, method_title, read_result, result_file
@@ -106,7 +107,8 @@ def points_markdown(points: list[Point]) -> str:
 def budget_markdown(points: list[Point], budget_points: float = 1.0) -> str:
     """The best reduction of each method within the budget, as a Markdown table."""
     best = best_within(points, budget_points)
-    lines = [f"| method | best reduction within {budget_points:g} point of top-1 | format | top-1 % | point |",
+    lines = [f"| method | best reduction within {counted(budget_points, 'point')} of top-1 | format | top-1 % "
+             "| point |",
              "|---|---|---|---|---|"]
     for method in dict.fromkeys([*METHODS, *(p.method for p in points)]):
         if method in best:

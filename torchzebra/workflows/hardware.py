@@ -10,6 +10,7 @@ from typing import Iterable
 from torch import nn
 
 from .._io import atomic_write_text
+from .._numbers import signed_percent
 from ..accelerator import PRESETS, Accelerator, Estimate, energy_story, estimate_layers, load_accelerators
 from ..accelerator.estimate import Measured, check_batch
 from ..data import DataSpec
@@ -90,8 +91,8 @@ def estimate_lines(single: Estimate, batched: Estimate) -> list[str]:
                     else "at no bandwidth down to 1/256 of")
             source = " (the batch its source runs)" if est.batch > 1 else ""
             lines.append(f"{name}, batch {est.batch}{source}: {zvc['speedup']:.2f}x faster than the baseline's ZVC "
-                         f"({dense['speedup']:.2f}x than its dense), energy -{zvc['energy_saving']:.1%} "
-                         f"(-{dense['energy_saving']:.1%}); {est.curves['margin']:.2f}x faster {even} "
+                         f"({dense['speedup']:.2f}x than its dense), energy {signed_percent(-zvc['energy_saving'])} "
+                         f"({signed_percent(-dense['energy_saving'])}); {est.curves['margin']:.2f}x faster {even} "
                          f"(here {est.accelerator.dram_gbps:g} GB/s)")
     return [*lines, "Why the energy saving is smaller than the traffic cut:",
             *(energy_story(est) for est in single.accelerators.values())]

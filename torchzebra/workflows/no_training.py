@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .._numbers import counted
 from ..analysis import allocation
 from ..config import RunConfig
 from ..core import BlockSize, validate_block_size
@@ -82,27 +83,35 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     payload = load_checkpoint(checkpoint)
     config = checkpoint_config(payload, overrides)
     device = resolve_device(config.device)
-    train_set, test_set, _ = build_data(dataclasses.replace(config, data=dataclasses.replace(config.data, augment=False)))
+    unaugmented = dataclasses.replace(config, data=dataclasses.replace(config.data, augment=False))
+    train_set, test_set, _ = build_data(unaugmented)
     if images + holdout > len(train_set):
         raise ZebraError(f"--images {images} and --holdout {holdout} need {images + holdout} training images; the "
                          f"data has {len(train_set)}: lower them")
     calibrated = METHODS[CALIBRATED]
     model = build_prepared_model(config, DataSpec(**payload.spec), calibrated.zebra_masks, payload.structure).to(device)
     load_weights(model, payload.model, f"checkpoint {checkpoint}")
+    _stage(progress, f"the unmasked model on the test split ({len(test_set)} images)")
     dense = evaluate(model, test_set, config, device, progress)  # thresholds 0: exactly the unmasked model
     calibration, held_out = _training_images(train_set, (images, holdout), config.seed)
+    renormed = _renormed_top1(model, calibration[0].to(device), test_set, config, device, progress)
+    settings = len(plan.grid.densities) * max(1, len(plan.grid.block_sizes))
+    _stage(progress, f"each layer's sensitivity, {settings} settings, on {images} training images ({plan.rounds} "
+                     f"round{'s' if plan.rounds > 1 else ''})")
     profiles = allocation.refine(model, allocation.profile(
         model, [calibration], plan.grid, bits=config.bits, held_out=[held_out], quoted_images=dense.images,
         progress=progress), max(budgets), plan.rounds)
-    rows = [model_row(METHODS[BASELINE].title, BASELINE, dense, dense)]
+    rows = [model_row(METHODS[BASELINE].title, BASELINE, dense, dense, settings={} if renormed is None else {
+        "batchnorm_reestimated_top1": renormed})]
     for budget in budgets:
+        _stage(progress, f"budget {counted(budget, 'point')}: search on {holdout} held-out images, then the test split")
         chosen = allocation.search(model, budget_points=budget, measured=profiles)
         folder = out / f"budget-{budget:g}"
         chosen_config = _with_block_sizes(config, chosen.block_sizes, profiles[0].probe.block_sizes)
         save_checkpoint(folder / CHECKPOINT, Checkpoint(model.state_dict(), chosen_config.to_dict(), payload.spec,
                                                         calibrated.zebra_masks, payload.structure,
                                                         derived_from=str(checkpoint)))
-        rows.append(model_row(f"calibrated, budget {budget:g} point", calibrated.name, evaluate(
+        rows.append(model_row(f"calibrated, budget {counted(budget, 'point')}", calibrated.name, evaluate(
             model, test_set, config, device, progress), dense, folder=folder, settings={
             "budget_points": budget, "images": images, "held_out_images": chosen.check_images,
             "held_out_top1": chosen.top1, "held_out_dense_top1": chosen.dense_top1,
@@ -112,6 +121,30 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     result = RunResult("calibrate", run_info(command, config, started), config.to_dict(), rows[0].label, tuple(rows))
     out.mkdir(parents=True, exist_ok=True)
     return publish(out, result, _markdown(result, checkpoint, images))
+
+
+def _stage(progress: bool, text: str) -> None:
+    """One line per stage where no progress bar shows it (output to a log file or a pipe, or ``--quiet``)."""
+    if not progress:
+        print(f"calibrate: {text}", flush=True)
+
+
+def _renormed_top1(model: torch.nn.Module, inputs: torch.Tensor, test_set, config: RunConfig, device: torch.device,
+                   progress: bool) -> float | None:
+    """The unmasked model's test top-1 with its BatchNorm statistics re-estimated on ``inputs`` (the calibration
+    images), as every calibrated model's are: the like-with-like reference for their top-1; None without
+    BatchNorm. The trained statistics are restored after."""
+    norms = allocation.batch_norms(model)
+    if not norms:
+        return None
+    _stage(progress, "the unmasked model with its BatchNorm statistics re-estimated, on the test split")
+    trained = [{key: value.clone() for key, value in norm.state_dict().items()} for norm in norms]
+    allocation.reestimate_batchnorm(model, inputs)
+    try:
+        return evaluate(model, test_set, config, device, progress).accuracy
+    finally:
+        for norm, state in zip(norms, trained):
+            norm.load_state_dict(state)
 
 
 def _with_block_sizes(config: RunConfig, chosen: dict[str, BlockSize], own: dict[str, BlockSize]) -> RunConfig:
@@ -172,6 +205,19 @@ def budget_lines(rows: tuple[ModelRow, ...]) -> tuple[list[str], list[str]]:
     return lines, warnings
 
 
+def _batchnorm_lines(dense: ModelRow) -> list[str]:
+    """What the calibrated rows' re-estimated BatchNorm statistics do to their top-1: the unmasked model with its
+    statistics re-estimated the same way, beside the dense row (which keeps the trained ones)."""
+    renormed = dense.settings.get("batchnorm_reestimated_top1")
+    if renormed is None or dense.top1 is None:
+        return []
+    return [f"BatchNorm statistics: the calibrated rows' are re-estimated on the calibration images, the dense "
+            f"baseline's are the trained ones. The unmasked model with its statistics re-estimated the same way scores "
+            f"{renormed * 100:.2f} % ({points_change((renormed - dense.top1) * 100)} points against the dense row): "
+            "compare the calibrated rows with it too; a large gap means the trained statistics are off (e.g. an "
+            "under-trained model), not that the masks help.", ""]
+
+
 def _markdown(result: RunResult, checkpoint: str | Path, images: int) -> str:
     checks, warnings = budget_lines(result.rows)
     held_out = result.rows[1].settings["held_out_images"] if len(result.rows) > 1 else 0
@@ -184,6 +230,7 @@ def _markdown(result: RunResult, checkpoint: str | Path, images: int) -> str:
         "those images and of the test split, stays within each budget (BatchNorm statistics re-estimated on the "
         "masked model, no training); then measured on the test split "
         f"({result.rows[0].traffic.images} images). Reductions are against the model's dense bytes.",
-        "", rows_markdown(result.rows), "", "## The budget: held-out training images and the test split", "", *checks,
+        "", rows_markdown(result.rows), "", *_batchnorm_lines(result.rows[0]),
+        "## The budget: held-out training images and the test split", "", *checks,
         "", "## Kept blocks per layer", "", allocation_markdown(result.rows), "",
     ])

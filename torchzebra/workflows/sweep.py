@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
+from .._numbers import counted
 from ..nn.config import ZebraConfig
 from ..core import FORMATS
 from ..analysis.measure import TrafficReport
@@ -26,7 +27,8 @@ from ..config.run import (ConfigError, RunConfig, SweepSection, ZebraSection, fr
 from ..training.extensions import distillation
 from .run import run_info, stage_row
 from .pruning import prune_checkpoint
-from ..training.trainer import TrainResult, load_trained, train
+from ..training.precision import resolved
+from ..training.trainer import TrainResult, load_trained, resolve_device, train
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -111,7 +113,10 @@ def _finished(folder: Path, config: RunConfig) -> TrainResult | None:
     if not (report.is_file() and checkpoint.is_file()):
         return None
     payload = load_checkpoint(checkpoint)
-    differ = changed_settings(payload.config, config)
+    device = resolve_device(config.device)  # a run saves `auto` precision and layout as it resolved them
+    as_run = dataclasses.replace(config, train=resolved(config.train, device),
+                                 finetune=resolved(config.finetune, device))
+    differ = changed_settings(payload.config, as_run)
     if differ:
         raise ConfigError(f"{folder} was trained with other settings: {'; '.join(differ)}; use a new --run-dir for a "
                           "changed sweep")
@@ -127,6 +132,14 @@ def _finished(folder: Path, config: RunConfig) -> TrainResult | None:
 def _stage(config: RunConfig, folder: Path, progress: bool, **kwargs: Any) -> TrainResult:
     """A training stage, trained only when not finished already."""
     return _finished(folder, config) or train(config, folder, resume=True, progress=progress, **kwargs)
+
+
+def _announced(title: str, folder: Path, config: RunConfig) -> TrainResult | None:
+    """The stage in ``folder`` if finished with ``config``'s settings, else None; announced as ``title``, and as
+    skipped when finished."""
+    done = _finished(folder, config)
+    print(f"{title}: skipped (finished)" if done else title, flush=True)
+    return done
 
 
 def _row(name: str, method: str, point: dict[str, Any], stage: TrainResult, baseline: TrafficReport,
@@ -145,13 +158,15 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
     values = config.to_dict()
     base_config = _stage_config(values, {})
     dense = run_dir / METHODS[BASELINE].folder
-    print(f"[baseline] {base_config.train.epochs} epochs -> {dense}", flush=True)
-    baseline = _stage(base_config, dense, progress, optim=base_config.train, masked=METHODS[BASELINE].zebra_masks)
+    title = f"[baseline] {counted(base_config.train.epochs, 'epoch')} -> {dense}"
+    baseline = _announced(title, dense, base_config) or _stage(
+        base_config, dense, progress, optim=base_config.train, masked=METHODS[BASELINE].zebra_masks)
     rows = [_row(BASELINE, BASELINE, {}, baseline, baseline.report, baseline.seconds)]
     teacher = None
     for index, (method, point, stage_config) in enumerate(plan, 1):
         name = point_name(method, point)
-        print(f"[{index}/{len(plan)}] {name}", flush=True)
+        folder = run_dir / "points" / name
+        done = _announced(f"[{index}/{len(plan)}] {name}", folder, stage_config)
         start, optim, init, extra = METHODS[method].start, stage_config.finetune, dense / CHECKPOINT, 0.0
         if start == "pruned":
             slim_settings = {key: value for key, value in point.items() if key.startswith("slim.")}
@@ -161,8 +176,8 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
         if stage_config.distill.weight and teacher is None:
             teacher = load_trained(dense / CHECKPOINT)[0]  # once, for every point that distils
         extensions = [*method_extensions(method, stage_config), *distillation(stage_config, teacher)]
-        trained = _stage(stage_config, run_dir / "points" / name, progress, optim=optim,
-                         masked=METHODS[method].zebra_masks, init=init, extensions=extensions)
+        trained = done or _stage(stage_config, folder, progress, optim=optim, masked=METHODS[method].zebra_masks,
+                                 init=init, extensions=extensions)
         rows.append(_row(point_label(method, point), method, point, trained, baseline.report, trained.seconds + extra))
         _write(run_dir, config, rows, started)
     return _write(run_dir, config, rows, started)
