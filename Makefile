@@ -50,4 +50,4 @@ $(CSRC_BUILD)/libzebra_stream.so: csrc/zebra_stream.c csrc/zebra_stream.h
 	$(CC) $(CSRC_FLAGS) $(CFLAGS) -shared -fPIC -o $@ csrc/zebra_stream.c
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -60,9 +60,11 @@ def overhead_row(args: argparse.Namespace, row: tuple, mode: str) -> tuple[str, 
     with fused_kernels(mode != "reference"):
         t = overhead.compare(base, x, y, options)
     rate = {key: args.batch_size / seconds for key, seconds in t.items()}
-    train_ratio, infer_ratio = t[("train", "zebra")] / t[("train", "baseline")], t[("infer", "zebra")] / t[("infer", "baseline")]
+    train_ratio = t[("train", "zebra")] / t[("train", "baseline")]
+    infer_ratio = t[("infer", "zebra")] / t[("infer", "baseline")]
     return (f"| {model} resnet18, {size}x{size} | {precision}, {'channels_last' if channels_last else 'contiguous'} | "
-            f"{MODE_NAMES[mode]} | {rate[('train', 'baseline')]:,.0f} / {rate[('train', 'zebra')]:,.0f} | {train_ratio:.2f}x "
+            f"{MODE_NAMES[mode]} | {rate[('train', 'baseline')]:,.0f} / {rate[('train', 'zebra')]:,.0f} | "
+            f"{train_ratio:.2f}x "
             f"({'meets' if train_ratio <= GPU_GOALS['train'] else 'misses'} <= {GPU_GOALS['train']:.2f}) | "
             f"{rate[('infer', 'baseline')]:,.0f} / {rate[('infer', 'zebra')]:,.0f} | {infer_ratio:.2f}x "
             f"({'meets' if infer_ratio <= GPU_GOALS['infer'] else 'misses'} <= {GPU_GOALS['infer']:.2f}) | "
@@ -74,7 +76,8 @@ def paper_row(args: argparse.Namespace, zebra: bool, compiled: bool, own: float 
     """The paper preset's own training loop on synthetic data (device-side batches), with or without Zebra."""
     overrides = ["data.name=synthetic", "data.size=64", f"data.length={args.batch_size * args.steps}",
                  "data.test_subset=1024", "train.epochs=2", f"train.max_steps={args.steps}",
-                 f"data.batch_size={args.batch_size}", f"device={args.device}", f"train.compile={str(compiled).lower()}",
+                 f"data.batch_size={args.batch_size}", f"device={args.device}",
+                 f"train.compile={str(compiled).lower()}",
                  f"zebra.enabled={str(zebra).lower()}"]
     with tempfile.TemporaryDirectory() as folder:
         result = train(load_config("paper", overrides=overrides), Path(folder) / "run", masked=zebra, progress=False)
@@ -116,7 +119,8 @@ def main() -> None:
     started = time.perf_counter()
     tests = "tests not run" if args.no_tests else kernel_tests(timeout_s=180)
     print(tests, f"[{time.perf_counter() - started:.0f} s]", flush=True)
-    overhead_lines = [f"`python benchmarks/gpu_check.py` on {name}, torch {torch.__version__}, batch {args.batch_size}, "
+    overhead_lines = [f"`python benchmarks/gpu_check.py` on {name}, torch {torch.__version__}, "
+                      f"batch {args.batch_size}, "
                       f"{time.strftime('%Y-%m-%d')}; median of {args.repeats} alternating runs; Zebra block "
                       f"{overhead.BLOCK_SIZE}, mean score, {overhead.PENALTY} penalty 1e-2. {tests}.", "",
                       "| model, input | precision, layout | mode | train: base / Zebra img/s | ratio | "

@@ -117,7 +117,8 @@ def profile_inference(base: nn.Module, x: torch.Tensor, args) -> None:
             for _ in range(3):
                 timed(infer, x.device)
         key = "self_cuda_time_total" if x.device.type == "cuda" else "self_cpu_time_total"
-        print(f"{name}, 3 inferences:\n{profiler.key_averages().table(sort_by=key, row_limit=8, max_name_column_width=70)}")
+        table = profiler.key_averages().table(sort_by=key, row_limit=8, max_name_column_width=70)
+        print(f"{name}, 3 inferences:\n{table}")
 
 
 def _report(name: str, mode: str, medians: dict[tuple[str, str], float], batch: int) -> None:
@@ -129,13 +130,15 @@ def _report(name: str, mode: str, medians: dict[tuple[str, str], float], batch: 
     infer_t, count_t = medians[("measure", "baseline")], medians[("measure", "zebra")]
     share = infer_t / count_t
     print(f"resnet18 {name:11s} {mode:8s} measure  inference {batch / infer_t:9.0f} img/s  counting "
-          f"{batch / count_t:9.0f} img/s  = {share:.0%} of inference  (goal >= 25%: {'meets' if share >= .25 else 'misses'})")
+          f"{batch / count_t:9.0f} img/s  = {share:.0%} of inference  "
+          f"(goal >= 25%: {'meets' if share >= .25 else 'misses'})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["torchvision", "cifar"])
-    parser.add_argument("--repeats", type=int, default=25, help="timed runs per phase and model (single compiled calls vary by +-15 %% on 2 cores)")
+    parser.add_argument("--repeats", type=int, default=25,
+                        help="timed runs per phase and model (single compiled calls vary by +-15 %% on 2 cores)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=32, help="input height and width (default 32)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -147,7 +150,8 @@ def main() -> None:
     parser.add_argument("--penalty", choices=["group_lasso", "l1", "l2"], default=PENALTY)
     parser.add_argument("--profile", action="store_true", help="also print where one inference spends its time")
     parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="glibc's malloc keeps freed memory, as the zebra command sets it (engine.keep_freed_memory)")
+                        help="glibc's malloc keeps freed memory, as the zebra command sets it "
+                             "(engine.keep_freed_memory)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.keep_freed_memory and not keep_freed_memory():

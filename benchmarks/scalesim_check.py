@@ -295,7 +295,8 @@ def main() -> None:
     parser.add_argument("--array", type=int, nargs="+", default=[32], metavar="N",
                         help="systolic array rows and columns: N (square) or ROWS COLS (default 32)")
     parser.add_argument("--sram-kb", type=int, default=64, help="each SRAM's size in kB (default 64)")
-    parser.add_argument("--dataflow", default="os", choices=("os", "ws", "is"), help="SCALE-Sim's dataflow (default os)")
+    parser.add_argument("--dataflow", default="os", choices=("os", "ws", "is"),
+                        help="SCALE-Sim's dataflow (default os)")
     parser.add_argument("--bandwidth", type=int, metavar="WORDS",
                         help="also run SCALE-Sim's USER bandwidth mode per format with DRAM links of WORDS (1-byte) "
                              "words per cycle, the IFMAP/OFMAP links widened by each row's byte ratio, and compare "

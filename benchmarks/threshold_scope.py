@@ -1,8 +1,8 @@
 """One threshold per layer (what ``zebra calibrate`` searches) against one per channel, at the same kept fraction:
 each named layer of a trained model is masked alone, every other layer kept whole, and the top-1 drop is measured
-on held-out training images (without augmentation, picked as `zebra calibrate` picks them). The thresholds are the score quantiles of the calibration images: over the whole
-layer, or over each channel apart (every channel keeps the same fraction of its blocks). No BatchNorm statistics
-are re-estimated. Not part of the test suite.
+on held-out training images (without augmentation, picked as `zebra calibrate` picks them). The thresholds
+are the score quantiles of the calibration images: over the whole layer, or over each channel apart (every
+channel keeps the same fraction of its blocks). No BatchNorm statistics are re-estimated. Not part of the test suite.
 
     .venv/bin/python benchmarks/threshold_scope.py CHECKPOINT [--layers stem.2 layer1.0.relu ...]
 """

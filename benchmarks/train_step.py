@@ -3,9 +3,9 @@
 The step is the trainer's own (``training.trainer.train_step``) on the ``quick`` preset's model and settings
 (CIFAR-stem ResNet-18 of width 16, 1x32x32 inputs, batch 128): the dense step, and the Zebra fine-tune's step
 with its recipe (masks at the target densities, the l1 penalty; the median step is one without the
-recalibration that every 20th step adds) and the dense teacher's distillation; also Zebra without the teacher. All four are timed
-alternately in one process, the medians printed with two ratios and their goals: the chosen mode's dense step
-against fp32 NCHW (>= 1.8x faster) and the chosen mode's Zebra step against its dense step (<= 1.15x).
+recalibration that every 20th step adds) and the dense teacher's distillation; also Zebra without the teacher.
+All four are timed alternately in one process, the medians printed with two ratios and their goals: the chosen
+mode's dense step against fp32 NCHW (>= 1.8x faster) and the chosen mode's Zebra step against its dense step (<= 1.15x).
 
     .venv/bin/python benchmarks/train_step.py [--repeats 20] [--batch-size 128] [--threads N]
 """

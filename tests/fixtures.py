@@ -33,7 +33,8 @@ def fashion_mnist_tree(root: Path, train: int = 12, test: int = 10) -> Path:
 def cifar_tree(root: Path, classes: int = 10, per_batch: int = 6) -> Path:
     rng = np.random.default_rng(1)
     if classes == 10:
-        folder, names, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels"
+        folder, key = root / "cifar-10-batches-py", b"labels"
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     else:
         folder, names, key = root / "cifar-100-python", ["train", "test"], b"fine_labels"
     folder.mkdir(parents=True)

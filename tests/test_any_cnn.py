@@ -236,7 +236,8 @@ class ConvNeXtV2Block(nn.Module):
     def forward(self, x):
         y = F.gelu(self.fc1(self.norm(self.dw(x).permute(0, 2, 3, 1))))
         g = y.norm(p=2, dim=(1, 2), keepdim=True)
-        y = y + torch.addcmul(self.grn_bias.view(1, 1, 1, -1), self.grn_weight.view(1, 1, 1, -1), y * g / (g.mean(-1, keepdim=True) + 1e-6))
+        y = y + torch.addcmul(self.grn_bias.view(1, 1, 1, -1), self.grn_weight.view(1, 1, 1, -1),
+                              y * g / (g.mean(-1, keepdim=True) + 1e-6))
         y = self.fc2(y).permute(0, 3, 1, 2)
         return torch.relu(x + y.mul(self.gamma.reshape(1, -1, 1, 1)))
 

@@ -109,7 +109,8 @@ def test_the_gpu_formulation_equals_the_cpu_one(h, w, block, score, channels_las
             scores = block_scores(leaf, block, score)
             scores.square().sum().backward()
             keep = block_keep(x, block, score, 0.0)
-            results.append((scores.detach(), leaf.grad, keep, apply_block_mask(x.clone(), keep, block, inplace=inplace)))
+            masked = apply_block_mask(x.clone(), keep, block, inplace=inplace)
+            results.append((scores.detach(), leaf.grad, keep, masked))
     (s_cpu, g_cpu, k_cpu, out_cpu), (s_plain, g_plain, k_plain, out_plain) = results
     torch.testing.assert_close(s_plain, s_cpu)
     torch.testing.assert_close(g_plain, g_cpu)
@@ -282,7 +283,8 @@ def test_a_block_of_one_fp16_subnormal_survives_threshold_zero():
     block=st.sampled_from([1, 2, 3, 4, 8, "map", 40]), h=st.integers(1, 33), w=st.integers(1, 33),
     threshold=st.floats(0.0, 1.5), channels_last=st.booleans(),
 )
-def test_masks_of_ordinary_inputs_match_the_float64_definition(seed, dtype, score, block, h, w, threshold, channels_last):
+def test_masks_of_ordinary_inputs_match_the_float64_definition(seed, dtype, score, block, h, w, threshold,
+                                                               channels_last):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 3, h, w, generator=g).to(dtype)
     if channels_last:

@@ -48,11 +48,14 @@ def test_help(command, capsys):
 @pytest.mark.parametrize("nproc", [["--nproc", "2"], ["--nproc=2"]])
 def test_nproc_hands_over_to_torchrun(monkeypatch, nproc):
     commands = []
-    monkeypatch.setattr(verbs.subprocess, "run", lambda command: commands.append(command) or subprocess.CompletedProcess(command, 0))
+    monkeypatch.setattr(verbs.subprocess, "run",
+                        lambda command: commands.append(command) or subprocess.CompletedProcess(command, 0))
     assert main(["train", *nproc, "--set", "device=cpu"]) == 0
     command = commands[0]
-    assert "--nproc-per-node=2" in command and not any(arg.startswith("--nproc=") or arg == "--nproc" for arg in command)
-    assert command[command.index("torchzebra.cli") + 1:][:3] == ["train", "--set", "device=cpu"] and "--run-dir" in command
+    assert "--nproc-per-node=2" in command
+    assert not any(arg.startswith("--nproc=") or arg == "--nproc" for arg in command)
+    assert command[command.index("torchzebra.cli") + 1:][:3] == ["train", "--set", "device=cpu"]
+    assert "--run-dir" in command
 
 
 def test_train_with_override_then_eval(tmp_path, capsys, tiny_run):

@@ -32,7 +32,8 @@ def maps(draw):
     x = torch.randn(shape, generator=g) * draw(st.sampled_from([1e-3, 1.0, 50.0]))
     x = x * (torch.rand(shape, generator=g) > draw(st.floats(0, 1)))  # element sparsity
     block = draw(st.integers(1, 4))
-    keep = torch.rand((*shape[:-2], -(-shape[-2] // block), -(-shape[-1] // block)), generator=g) > draw(st.floats(0, 1))
+    grid = (*shape[:-2], -(-shape[-2] // block), -(-shape[-1] // block))
+    keep = torch.rand(grid, generator=g) > draw(st.floats(0, 1))
     x = x * keep.repeat_interleave(block, -2).repeat_interleave(block, -1)[..., : shape[-2], : shape[-1]]
     return x.abs() if draw(st.booleans()) else x
 
@@ -149,7 +150,8 @@ def test_wire_codes_are_the_spec_s():
     container = re.search(r"^\| 5 \| 1 \| u8 \| format: (.*) \|$", spec, re.MULTILINE).group(1)
     from_container = {titles[title]: int(code) for code, title in re.findall(r"(\d+) ([^,]+)", container)}
     streams = spec.split("## 4.", 1)[1].split("\n## ", 1)[0]
-    from_streams = {titles[title]: int(code) for title, code in re.findall(r"^\| (\S+) \((\d+)\) \|", streams, re.MULTILINE)}
+    from_streams = {titles[title]: int(code)
+                    for title, code in re.findall(r"^\| (\S+) \((\d+)\) \|", streams, re.MULTILINE)}
     assert from_container == from_streams == FORMAT_CODES == {name: f.code for name, f in FORMAT_REGISTRY.items()}
     assert set(FORMAT_CODES) == set(FORMATS)
     for fmt in FORMATS:

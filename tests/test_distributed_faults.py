@@ -17,7 +17,8 @@ from torchzebra.cli import main
 from torchzebra.training import TrainingError, load_checkpoint, load_trained, train
 
 ZEBRA = ("zebra.enabled=true", "zebra.threshold=0.1")  # on top of the tiny run's settings
-pytestmark = pytest.mark.slow  # torchrun, SIGKILL and failing runs: several training runs per test, some in subprocesses
+# torchrun, SIGKILL and failing runs: several training runs per test, some in subprocesses
+pytestmark = pytest.mark.slow
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "torchzebra.cli"]
 
 

@@ -141,12 +141,14 @@ def test_resume_a_checkpoint_of_the_first_version(tmp_path, tiny_run):
 
 def test_the_checkpoint_payload_round_trips(tmp_path):
     saved = Checkpoint({"w": torch.arange(3.0)}, {"seed": 1}, {"name": "synthetic", "classes": 3, "channels": 1,
-                       "size": 8}, masked=True, structure={"bn": 2}, optim={"epochs": 2}, epoch=1, metrics=[{"epoch": 1}],
-                       extensions={"x": {"a": 1}}, extension_state={"x": {"n": torch.ones(2)}}, derived_from="a.pt")
+                       "size": 8}, masked=True, structure={"bn": 2}, optim={"epochs": 2}, epoch=1,
+                       metrics=[{"epoch": 1}], extensions={"x": {"a": 1}}, extension_state={"x": {"n": torch.ones(2)}},
+                       derived_from="a.pt")
     save_checkpoint(tmp_path / "c.pt", saved)
     loaded = load_checkpoint(tmp_path / "c.pt")
     assert loaded.to_dict().keys() == saved.to_dict().keys() and loaded.to_dict()["version"] == 2
-    assert torch.equal(loaded.model["w"], saved.model["w"]) and torch.equal(loaded.extension_state["x"]["n"], torch.ones(2))
+    assert torch.equal(loaded.model["w"], saved.model["w"])
+    assert torch.equal(loaded.extension_state["x"]["n"], torch.ones(2))
     assert (loaded.config, loaded.spec, loaded.masked, loaded.structure, loaded.optim, loaded.epoch, loaded.metrics,
             loaded.extensions, loaded.derived_from, loaded.plan) == (saved.config, saved.spec, True, {"bn": 2},
                                                                      {"epochs": 2}, 1, [{"epoch": 1}], {"x": {"a": 1}},
@@ -163,7 +165,8 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, tiny_run):
     train(tiny_run.config(), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / "last.pt").read_bytes()
     shutil.copy(tmp_path / "run" / "last.pt", tmp_path / "keep.pt")
-    with pytest.raises(trainer_module.TrainingError, match=r"loss became non-finite \(nan or inf\) at epoch 1, step 2;"):
+    with pytest.raises(trainer_module.TrainingError,
+                       match=r"loss became non-finite \(nan or inf\) at epoch 1, step 2;"):
         train(tiny_run.config("train.lr=.nan", "train.schedule=constant"), tmp_path / "run",
               progress=False)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
@@ -206,14 +209,17 @@ def test_checkpoint_of_another_model_lists_keys(tmp_path, tiny_run):
         ("data.size=abc", r"data.size='abc' is invalid: expected an int or null"),
         ("zebra.weight=heavy", r"zebra: weight='heavy' is invalid"),
         ("zebra.leaf_modules=3", r"zebra.leaf_modules=3 is invalid: expected a list \(each item a string\)"),
-        ("sweep.points=[1]", r"sweep.points=\[1\] is invalid: expected a list \(each item a mapping of a string to any value\)"),
+        ("sweep.points=[1]",
+         r"sweep.points=\[1\] is invalid: expected a list \(each item a mapping of a string to any value\)"),
         ("colour=blue", r"unknown setting\(s\) \['colour'\]"),
         ("novalue", "override 'novalue' is invalid: write section.key=value"),
         ("data=[1, 2]", "data must be a mapping"),
         ("zebra.block_size=big", "zebra: block_size='big' is invalid"),
         ("zebra.threshold={'layer1.*': -1}", r"zebra: threshold\['layer1.\*'\]=-1 is invalid"),
         ("zebra.density=1.5", r"zebra: density\['\*'\]=1.5 is invalid"),
-        ("zebra.density={'layer4.*': abc}", r"zebra.density=\{.*'layer4.\*': 'abc'.*\} is invalid: expected a number or a mapping of a string to a number"),
+        ("zebra.density={'layer4.*': abc}",
+         r"zebra.density=\{.*'layer4.\*': 'abc'.*\} is invalid: "
+         r"expected a number or a mapping of a string to a number"),
         ("zebra.lam_epochs=0.1", r"zebra.lam_epochs=0.1 is invalid: expected a list \(each item a number\) or null"),
         ("finetune.schedule=cosin", "finetune.schedule='cosin' is invalid: use one of onecycle, cosine, constant"),
     ],
@@ -224,7 +230,8 @@ def test_config_errors(override, message):
 
 
 def test_per_layer_and_map_values_are_accepted():
-    config = load_config("quick", overrides=["zebra.block_size={'layer4.*': map, '*': 4}", "zebra.threshold={'*': 0.1}"])
+    config = load_config("quick",
+                         overrides=["zebra.block_size={'layer4.*': map, '*': 4}", "zebra.threshold={'*': 0.1}"])
     assert config.zebra.block_size == {"layer4.*": "map", "*": 4}
     assert load_config("quick", overrides=["zebra.block_size=map"]).zebra.block_size == "map"
 
@@ -269,7 +276,8 @@ def test_model_zoo_errors():
 def test_training_with_calibrated_density_prunes_to_the_target(tmp_path, tiny_run):
     """32 steps, calibrated every 4: the last calibrations come where the one-cycle rate has fallen."""
     config = tiny_run.config("zebra.enabled=true", "zebra.density=0.3", "zebra.density_ramp_steps=0",
-                             "zebra.calibrate_every=4", "data.length=1024", "data.train_subset=1024", "data.batch_size=32")
+                             "zebra.calibrate_every=4", "data.length=1024", "data.train_subset=1024",
+                             "data.batch_size=32")
     result = train(config, tmp_path / "run", progress=False)
     densities = [row.block_density for row in result.report.layers]
     assert max(densities) < 0.6 and sum(densities) / len(densities) < 0.45
@@ -446,12 +454,14 @@ def test_keep_freed_memory_spares_the_page_faults_of_every_new_batch():
     command sets it)."""
     runs = {}
     for mode in ("default", "keep"):
-        done = subprocess.run([sys.executable, "-c", _FAULTS_PER_BATCH, mode], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, "-c", _FAULTS_PER_BATCH, mode], capture_output=True, text=True,
+                              timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         runs[mode] = done.stdout.split()
     if runs["keep"][0] != "True":
         pytest.skip("no glibc mallopt in this C library")
-    default_faults, kept_faults = [int(count) for count in runs["default"][1:]], [int(count) for count in runs["keep"][1:]]
+    default_faults = [int(count) for count in runs["default"][1:]]
+    kept_faults = [int(count) for count in runs["keep"][1:]]
     later_default, later_kept = default_faults[2:], kept_faults[2:]
     assert min(later_default) > 0 and sum(later_kept) <= sum(later_default) / 3, (default_faults, kept_faults)
 

@@ -52,7 +52,8 @@ def dyadic_map(shape, dtype, channels_last, specials=False, generator=None) -> t
 @given(n=st.integers(1, 2), c=st.integers(1, 5), h=st.integers(1, 11), w=st.integers(1, 11),
        block=st.one_of(st.integers(1, 5), st.just("map")), score=st.sampled_from(["mean", "max", "rms"]),
        dtype=st.sampled_from(sorted(DTYPES)), channels_last=st.booleans(), nonnegative=st.booleans(),
-       threshold=st.sampled_from([0.0, 0.3, 1.0, -1.0, float("inf"), -float("inf"), float("nan")]), specials=st.booleans(),
+       threshold=st.sampled_from([0.0, 0.3, 1.0, -1.0, float("inf"), -float("inf"), float("nan")]),
+       specials=st.booleans(),
        tile=st.sampled_from([16, 4096]), seed=st.integers(0, 2**16))
 def test_fused_forward_equals_the_reference(n, c, h, w, block, score, dtype, channels_last, nonnegative, threshold,
                                             specials, tile, seed):
@@ -155,7 +156,8 @@ def fused_calls(monkeypatch) -> list:
     monkeypatch.setattr(fused, "_kernel_device", lambda x: True)
     monkeypatch.setattr(fused, "_setting", None)  # and back to what it was after the test
     monkeypatch.delenv(fused.ENVIRONMENT_VARIABLE, raising=False)
-    monkeypatch.setattr(fused, "masked_activation", lambda *args, **kwargs: calls.append(args[0]) or real(*args, **kwargs))
+    monkeypatch.setattr(fused, "masked_activation",
+                        lambda *args, **kwargs: calls.append(args[0]) or real(*args, **kwargs))
     return calls
 
 
@@ -246,12 +248,14 @@ def test_an_nhwc_site_takes_the_kernels_in_its_own_layout(kernels_on):
     assert [layer.layout for _, layer in tz.zebra_layers(model)] == ["NHWC"]
     got, want = assert_same_step_through_the_kernels(model, torch.randn(2, 3, 8, 10, device=DEVICE))
     # one call, on a channels-first view of the N, H, W, C map, only while the kernels were on
-    assert [(tuple(m.shape), m.is_contiguous(memory_format=torch.channels_last)) for m in kernels_on] == [((2, 6, 8, 10), True)]
+    calls = [(tuple(m.shape), m.is_contiguous(memory_format=torch.channels_last)) for m in kernels_on]
+    assert calls == [((2, 6, 8, 10), True)]
     assert torch.equal(got == 0, want == 0) and (got == 0).any() and (got != 0).any()
 
 
 @pytest.mark.slow  # 120 compiles through ptxas
-@pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="Triton's NVIDIA backend is not installed")
+@pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None,
+                    reason="Triton's NVIDIA backend is not installed")
 def test_the_kernels_compile_for_an_h100():
     """What the interpreter cannot show: the kernels compile for sm_90 (through ptxas) as typical maps would launch
     them, GPU or not."""

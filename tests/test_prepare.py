@@ -106,7 +106,8 @@ def test_a_trace_failure_names_the_submodule_and_the_leaf_module_that_gets_past_
             return F.relu(x) if x.sum() > 0 else x
 
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(2, 2, 1), Dynamic()))
-    with pytest.raises(ValueError, match=r"tracing failed inside 2\.1 \(Dynamic\).*ZebraConfig\(leaf_modules=\['2\.1'\]\)"):
+    with pytest.raises(ValueError,
+                       match=r"tracing failed inside 2\.1 \(Dynamic\).*ZebraConfig\(leaf_modules=\['2\.1'\]\)"):
         tz.prepare(model)
     prepared = tz.prepare(model, tz.ZebraConfig(leaf_modules=["2.1"]))  # its functional relu is not seen
     assert [site for site, _ in tz.zebra_layers(prepared)] == ["1"]
@@ -127,7 +128,8 @@ def test_preparing_twice_and_removing_plain_model_are_errors(residual_net):
     (lambda m: tz.calibrate(m, [torch.zeros(1, 1, 8, 8)], 0.5), "calibrate"),
 ])
 def test_every_function_of_a_prepared_model_refuses_a_plain_one(residual_net, call, name):
-    with pytest.raises(ValueError, match=rf"{name}\(\) takes a model returned by torchzebra.prepare\(\) .*; this one is not"):
+    with pytest.raises(ValueError,
+                       match=rf"{name}\(\) takes a model returned by torchzebra.prepare\(\) .*; this one is not"):
         call(residual_net)
 
 

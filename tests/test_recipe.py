@@ -106,7 +106,8 @@ def test_no_penalty_is_computed_in_steps_whose_weight_is_zero(residual_net):
     """lam_epochs [0, 0.1, 0]: no layer computes a penalty in an epoch whose weight is 0 (nothing would use it), every
     one does in the other; the engine's adapter ends training with the penalty on, as a prepared model hands it back."""
     model = tz.prepare(residual_net).train()
-    adapter = ZebraTraining(load_config("quick", overrides=["zebra.lam_epochs=[0, 0.1, 0]", "zebra.density=null"]).zebra)
+    config = load_config("quick", overrides=["zebra.lam_epochs=[0, 0.1, 0]", "zebra.density=null"])
+    adapter = ZebraTraining(config.zebra)
     for epoch, wanted in ((0, False), (1, True), (2, False)):
         run = SimpleNamespace(model=model, epoch=epoch, step=0, global_step=epoch * 10, steps_per_epoch=10,
                               world=SimpleNamespace(main=True), optim=SimpleNamespace(epochs=3))
@@ -220,7 +221,8 @@ def test_the_guides_loop_trains_what_zebra_train_trains(tmp_path, calibrations, 
     config = load_config("quick", overrides=[*ENGINE, "zebra.enabled=true"])
     torch.manual_seed(config.seed)  # the engine's initial weights for this seed
     baseline = build_model("resnet18", 10, 1, **config.model.options)
-    engine = train(config, tmp_path / "engine", extensions=distillation(config, copy.deepcopy(baseline)), progress=False)
+    engine = train(config, tmp_path / "engine", extensions=distillation(config, copy.deepcopy(baseline)),
+                   progress=False)
     by_engine = list(calibrations)
     calibrations.clear()
 

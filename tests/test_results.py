@@ -46,7 +46,8 @@ def test_files_of_earlier_versions_are_read(folder, kind, methods):
     path = next(p for p in (LEGACY / folder / "sweep.json", LEGACY / folder / "report.json") if p.is_file())
     result = read_result(path)
     assert result.kind == kind and [row.method for row in result.rows] == methods
-    assert all(0 <= row.top1 <= 1 and set(row.reduction) == {"dense", "zvc", "zebra", "zebra_zvc"} for row in result.rows)
+    assert all(0 <= row.top1 <= 1 and set(row.reduction) == {"dense", "zvc", "zebra", "zebra_zvc"}
+               for row in result.rows)
     if kind in ("run", "slim"):
         assert result.rows[1].traffic.layers and result.rows[0].reduction["dense"] == 0
     if kind == "sweep":  # folders stored where the sweep ran are found beside the file
@@ -91,7 +92,8 @@ def test_one_registry_of_methods():
         "dense": "baseline", "zebra": "zebra", "zebra-scratch": "zebra", "slim": "slim", "slim-zebra": "slim-zebra",
         "slim-sparse": "sparse"}
     assert all(m.start in ("scratch", "baseline", "pruned") for m in METHODS.values())
-    assert len({m.title for m in METHODS.values()}) == len(METHODS) and len({m.colour for m in METHODS.values()}) == len(METHODS)
+    assert len({m.title for m in METHODS.values()}) == len(METHODS)
+    assert len({m.colour for m in METHODS.values()}) == len(METHODS)
 
 
 def test_the_training_loop_binds_its_built_in_extension_factories():

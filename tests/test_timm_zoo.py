@@ -25,7 +25,8 @@ MODELS = [
     "mobilenetv2_050", "vgg11_bn", "rexnet_100", "ese_vovnet19b_slim_dw", "skresnet18", "nf_resnet26", "resnetv2_50",
     "dpn48b", "xception41", "repghostnet_050", "hgnetv2_b0",
 ]
-KEPT_WHOLE = {"efficientvit_b0": "LiteMLA", "vgg11_bn": "ConvMlp"}  # modules timm registers as not traceable: their activations are not ours
+# modules timm registers as not traceable: their activations are not ours
+KEPT_WHOLE = {"efficientvit_b0": "LiteMLA", "vgg11_bn": "ConvMlp"}
 CONFIG = tz.ZebraConfig(block_size=2, score="mean", threshold=0.05)
 
 

@@ -7,7 +7,21 @@ turns it into cycles, stalls and energy on an accelerator; ``import_model`` read
 Names load on first use (``import torchzebra`` alone does not import torch).
 """
 
+from typing import TYPE_CHECKING
+
 from ._lazy import lazy_package
+
+if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at run time each loads on first use
+    from .accelerator import estimate
+    from .core import FORMATS
+    from .analysis.calibrate import calibrate
+    from .errors import ZebraError
+    from .analysis.measure import LayerTraffic, TrafficReport, measure
+    from .nn import (ZebraConfig, ZebraLayer, eval_mode, is_prepared, plain_model, prepare, remove, set_masking,
+                     set_penalty, zebra_layers)
+    from .recipe import ZebraRecipe
+    from .analysis.regularizer import zero_block_loss
+    from .workflows.importing import import_model
 
 __version__ = "0.1.0"
 
@@ -17,7 +31,8 @@ __all__ = lazy_package(__name__, {
     "analysis.calibrate": ["calibrate"],
     "errors": ["ZebraError"],
     "analysis.measure": ["LayerTraffic", "TrafficReport", "measure"],
-    "nn": ["ZebraConfig", "ZebraLayer", "eval_mode", "is_prepared", "plain_model", "prepare", "remove", "set_masking", "set_penalty", "zebra_layers"],
+    "nn": ["ZebraConfig", "ZebraLayer", "eval_mode", "is_prepared", "plain_model", "prepare", "remove", "set_masking",
+           "set_penalty", "zebra_layers"],
     "recipe": ["ZebraRecipe"],
     "analysis.regularizer": ["zero_block_loss"],
     "workflows.importing": ["import_model"],

@@ -66,9 +66,10 @@ class ZebraRecipe:
     ``density`` (a fraction, or ``{name-pattern: fraction}``) recalibrates thresholds at the first step of every
     epoch, every ``calibrate_every`` steps and at the last of ``total_steps`` (when given: however short the
     training, the model ends at its schedule's density), to a target that falls from 1 over
-    ``density_ramp_steps`` (cubic); None keeps the thresholds as they are. The penalty weight is ``lam`` (or ``lam_epochs[epoch]``, the last
-    repeating) times a linear warm-up over ``warmup_steps``. ``steps_per_epoch`` (e.g. ``len(loader)``) places
-    the epoch boundaries. A ``teacher`` adds ``distill_weight * T^2 * KL`` at ``temperature`` T.
+    ``density_ramp_steps`` (cubic); None keeps the thresholds as they are. The penalty weight is ``lam`` (or
+    ``lam_epochs[epoch]``, the last repeating) times a linear warm-up over ``warmup_steps``. ``steps_per_epoch``
+    (e.g. ``len(loader)``) places the epoch boundaries. A ``teacher`` adds ``distill_weight * T^2 * KL`` at
+    ``temperature`` T.
     """
 
     model: nn.Module = field(repr=False)
@@ -107,7 +108,9 @@ class ZebraRecipe:
         ramp_steps = self.density_ramp_steps
         left = max(0.0, 1.0 - step / ramp_steps) if ramp_steps else 0.0
         ramp = lambda target: target + (1.0 - target) * left**3  # noqa: E731
-        return {p: ramp(v) for p, v in self.density.items()} if isinstance(self.density, Mapping) else ramp(self.density)
+        if isinstance(self.density, Mapping):
+            return {p: ramp(v) for p, v in self.density.items()}
+        return ramp(self.density)
 
     def penalty_weight(self, step: int) -> float:
         """Lambda at ``step``: the epoch's base weight times the warm-up ramp."""
@@ -157,8 +160,8 @@ class ZebraRecipe:
         saved = state_dict["settings"]
         differ = [f"{k}={saved[k]!r} (here {v!r})" for k, v in self._settings().items() if k in saved and saved[k] != v]
         if differ:
-            raise ZebraError(f"ZebraRecipe.load_state_dict: the state was saved with other settings: {', '.join(differ)}; "
-                             "build the recipe with the saved settings to resume")
+            raise ZebraError("ZebraRecipe.load_state_dict: the state was saved with other settings: "
+                             f"{', '.join(differ)}; build the recipe with the saved settings to resume")
         self.last_step = int(state_dict["last_step"])
 
     def _settings(self) -> dict[str, Any]:

@@ -7,7 +7,19 @@ SCALE-Sim's analytical runtime, ``work`` gives each conv/linear layer its share 
 Names load on first use (the command line lists the presets without torch).
 """
 
+from typing import TYPE_CHECKING
+
 from .._lazy import lazy_package
+
+if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at run time each loads on first use
+    from .spec import DATAFLOWS, PRESETS, Accelerator, AcceleratorError, load_accelerator, load_accelerators
+    from .systolic import Gemm, compute_cycles
+    from .work import LayerWork, layer_work
+    from .cost import AcceleratorEstimate, Cost, Estimate, LayerEstimate
+    from .estimate import estimate, estimate_layers
+    from .curves import MARGIN, break_even
+    from .story import energy_story
+    from .table import estimate_text
 
 __all__ = lazy_package(__name__, {
     "spec": ["DATAFLOWS", "PRESETS", "Accelerator", "AcceleratorError", "load_accelerator",

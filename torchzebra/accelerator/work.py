@@ -16,7 +16,7 @@ from ..errors import ZebraError
 from ..export import ConvLayer
 from ..analysis.measure import TrafficReport
 from .spec import Accelerator
-from .systolic import Gemm, compute_cycles
+from .systolic import Gemm
 
 UNLINKED = "(maps not linked to a layer)"  # accesses of measured maps that no conv/linear row reads or writes
 

@@ -154,7 +154,8 @@ class TrafficReport:
             + [f"{self.reduction(fmt):.1%}" for fmt in COMPRESSED]
         )
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+        line = lambda cells: "  ".join(  # noqa: E731
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
         accuracy = "" if self.accuracy is None else f", top-1 {self.accuracy:.2%}"
         title = (
             f"Activation traffic, {self.images} images at {self.bits} bits{accuracy}; "

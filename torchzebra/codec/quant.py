@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ZebraError
-from .widths import WIDTHS, validate_width
+from .widths import validate_width
 
 _TINY = float(torch.finfo(torch.float32).tiny)  # the smallest scale: level * scale never underflows to 0
 _ROUNDER = 1.5 * 2**23  # v + R - R rounds a float32 |v| <= 2**22 to the nearest integer, ties to even
@@ -27,7 +27,8 @@ class Quantized:
 
 def level_dtype(bits: int, signed: bool) -> np.dtype:
     """The little-endian numpy dtype of one stored value."""
-    return np.dtype({(8, True): "<i1", (8, False): "<u1", (16, True): "<i2", (16, False): "<u2"}.get((bits, signed), "<f4"))
+    levels = {(8, True): "<i1", (8, False): "<u1", (16, True): "<i2", (16, False): "<u2"}
+    return np.dtype(levels.get((bits, signed), "<f4"))
 
 
 def level_range(bits: int, signed: bool) -> tuple[int, int]:

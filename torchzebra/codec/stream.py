@@ -14,7 +14,8 @@ from ..errors import ZebraError
 from . import bitstream
 from .layout import (BATCHED, FORMAT_CODES, HEADER, MAGIC, PER_CHANNEL, SIGNED, VERSION, Header, block_sizes,
                      from_block_major, occupied_blocks, to_block_major)
-from .quant import WIDTHS, dequantize, level_dtype, level_range, quantize
+from .quant import dequantize, level_dtype, level_range, quantize
+from .widths import WIDTHS
 
 MAX_ELEMENTS = 1 << 31  # decode refuses to allocate more unless asked (a zero map needs very few bytes)
 _FORMATS = {code: name for name, code in FORMAT_CODES.items()}

@@ -44,7 +44,8 @@ class Section:
 # were for another model (give the new model's options in the same file or in a later --set).
 @dataclass
 class ModelSection(Section):
-    """The network: ``name`` is one of ``models.OWN``, ``torchvision:<name>`` or ``timm:<name>``, ``options`` its builder's arguments."""
+    """The network: ``name`` is one of ``models.OWN``, ``torchvision:<name>`` or ``timm:<name>``, ``options`` its
+    builder's arguments."""
 
     name: str = "resnet18"
     options: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +92,8 @@ class OptimSection(Section):
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
     tensorboard: bool = field(default=False, metadata=SAME_RESULTS)  # also log every epoch to RUN_DIR/tensorboard
     # (pip install 'torchzebra[tensorboard]')
-    compile: bool | None = None  # torch.compile the training forward/backward; null: on a GPU only (see docs/PERFORMANCE.md)
+    # torch.compile the training forward/backward; null: on a GPU only (see docs/PERFORMANCE.md)
+    compile: bool | None = None
     eval_every: int = field(default=1, metadata=SAME_RESULTS)  # evaluate on the test split after every N-th epoch
     # and after the last; 0: after the last only (each evaluation is a pass over the whole test split)
 

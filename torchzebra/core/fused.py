@@ -33,7 +33,8 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _TILE = 4096  # elements of one program's tile, at most (more channels per program when a block row is small)
 _MAX_ROW_TILE = 16384  # the largest block row (padded to powers of two) one program takes; larger maps go the plain way
 ENVIRONMENT_VARIABLE = "TORCHZEBRA_FUSED_KERNELS"
-_SWITCH = {"": False, "0": False, "false": False, "off": False, "no": False, "1": True, "true": True, "on": True, "yes": True}
+_SWITCH = {"": False, "0": False, "false": False, "off": False, "no": False,
+           "1": True, "true": True, "on": True, "yes": True}
 _setting: bool | None = None  # set_fused_kernels / fused_kernels; None: the environment variable decides
 
 
@@ -209,7 +210,8 @@ class _MaskedActivation(torch.autograd.Function):
         out = torch.empty_like(x)
         keep, moments, nonzero = _forward(x, out, threshold, options)
         ctx.options = options
-        ctx.layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        ctx.layout = torch.channels_last if channels_last else torch.contiguous_format
         ctx.save_for_backward(keep, x if _reads_map(options) else None)
         ctx.mark_non_differentiable(*([nonzero] if options.moment else [moments, nonzero]))
         return out, moments, nonzero

@@ -29,7 +29,8 @@ def validate_penalty(kind: object) -> str:
     return kind  # type: ignore[return-value]
 
 
-def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_lasso", nonnegative: bool = False) -> torch.Tensor:
+def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_lasso",
+                  nonnegative: bool = False) -> torch.Tensor:
     """The zero-block penalty of ``x`` (N, C, H, W) as a scalar tensor (see module docstring).
 
     ``nonnegative=True`` promises ``x >= 0`` (a ReLU's output): ``l1`` then takes ``x`` for ``|x|`` and skips

@@ -44,5 +44,6 @@ def validate_format(fmt: object) -> str:
 def validate_bits(bits: object) -> int:
     """Return the data width ``bits`` if it is an integer in 1..64, else raise a ``ValueError``."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 64:
-        raise ZebraError(f"bits={bits!r} is invalid: use the data width in bits, an integer from 1 to 64 (e.g. 8 or 16)")
+        raise ZebraError(f"bits={bits!r} is invalid: use the data width in bits, an integer from 1 to 64 "
+                         "(e.g. 8 or 16)")
     return bits

@@ -23,7 +23,8 @@ def tile_indices(C, H, W, bh: tl.constexpr, bw: tl.constexpr, HBN, WBN,
               & ((k[None, :] < bw) & (w < W))[None, None, :, :])
     block_ok = (c < C)[:, None] & (j < WBN)[None, :]
     block_offset = n * C * HBN * WBN + (c[:, None] * HBN + i) * WBN + j[None, :]
-    count = tl.maximum(tl.minimum(bh, H - i * bh) * tl.minimum(bw, W - j * bw), 1).to(tl.float32)[None, :]  # 1 past the map
+    # elements per block, 1 past the map
+    count = tl.maximum(tl.minimum(bh, H - i * bh) * tl.minimum(bw, W - j * bw), 1).to(tl.float32)[None, :]
     return n, c[:, None, None, None], h[None, :, None, None], w[None, None, :, :], inside, block_ok, block_offset, count
 
 

@@ -69,7 +69,8 @@ class FashionMNIST(InMemoryImages):
         images, labels = read_idx(paths[0], 3), read_idx(paths[1], 1)
         if len(images) != len(labels) or images.shape[1:] != (28, 28):
             raise DatasetError(
-                f"{root}: {len(images)} images of {images.shape[1:]} but {len(labels)} labels; reinstall: {INSTALL_HINT}"
+                f"{root}: {len(images)} images of {images.shape[1:]} but {len(labels)} labels; "
+                f"reinstall: {INSTALL_HINT}"
             )
         pad = size - 28
         x = torch.from_numpy(images.copy()).unsqueeze(1)

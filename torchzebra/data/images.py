@@ -83,7 +83,8 @@ def image_folder(root: str | Path, train: bool, transform: Callable | None = Non
     layout = f"{root}/train/<class>/<image> and {root}/val/<class>/<image>"
     if not root.is_dir():
         found = "is not a folder" if root.exists() else "does not exist"
-        raise DatasetError(f"ImageFolder data set not found: {root} {found}; set data.root to a folder holding {layout}")
+        raise DatasetError(f"ImageFolder data set not found: {root} {found}; "
+                           f"set data.root to a folder holding {layout}")
     candidates = ["train"] if train else ["val", "test"]
     split = next((root / name for name in candidates if (root / name).is_dir()), None)
     if split is None:

@@ -35,14 +35,17 @@ class ResNet18(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, stem: str = "cifar") -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
-            raise ZebraError(f"stem={stem!r} is invalid: use 'cifar' (3x3 stride 1) or 'imagenet' (7x7 stride 2 + max-pool)")
+            raise ZebraError(f"stem={stem!r} is invalid: use 'cifar' (3x3 stride 1) "
+                             "or 'imagenet' (7x7 stride 2 + max-pool)")
         if width < 1:
             raise ZebraError(f"width={width!r} is invalid: use a positive base width (64 for the standard ResNet-18)")
         if stem == "cifar":
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                      nn.ReLU())
         else:
             self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+                nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1)
             )
         stages, in_planes = [], width
         for index, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):

@@ -12,9 +12,10 @@ from .activations import ACTIVATION_MODULES
 IDENTITY = (0, 1, 2, 3)  # which logical dim (N, C, H, W) each dim of a 4-D tensor holds
 PARAMETER = ()  # a tensor computed from parameters and constants only (a layer scale, a reshaped weight)
 NOT_4D = (-1,)  # a tensor of another rank computed from the maps (flattened features, a pooled vector)
-_MAP_WRITERS = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
-                nn.LocalResponseNorm, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
-                nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.modules.pooling._LPPoolNd)
+_MAP_WRITERS = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+                nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm, nn.modules.pooling._MaxPoolNd,
+                nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
+                nn.modules.pooling._AdaptiveMaxPoolNd, nn.modules.pooling._LPPoolNd)
 _MAP_WRITING_FUNCTIONS = {F.conv2d, F.conv_transpose2d, F.batch_norm, F.group_norm, F.instance_norm, F.avg_pool2d,
                           F.max_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.lp_pool2d}
 _NAMES = {IDENTITY: "NCHW", (0, 2, 3, 1): "NHWC"}

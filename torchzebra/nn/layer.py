@@ -51,7 +51,8 @@ class ZebraLayer(nn.Module):
         self.masking = True  # switched off by ``set_masking`` for exactness checks
         self.penalized = True  # computes ``last_penalty`` in training; ``set_penalty`` switches it off
         self.nonnegative = nonnegative
-        self.inplace = False  # prepare() sets it where nobody else reads the input: overwritten when autograd does not need it
+        # prepare() sets it where nobody else reads the input: overwritten when autograd does not need it
+        self.inplace = False
         self.consumers = 1  # operations that read this map; prepare() counts them in the traced graph
         self.last_penalty: torch.Tensor | None = None
         self.tally: TrafficTally | None = None
@@ -74,7 +75,8 @@ class ZebraLayer(nn.Module):
         per_block = None  # the masked blocks' non-zero counts, where the fused kernel counted them
         if masking and self.calibration_density is None and fused.usable(x, self.block_size):
             x, moments, per_block = fused.masked_activation(
-                x, self.block_size, self.score, self.threshold, self.nonnegative, penalty, self.tally is not None, inplace)
+                x, self.block_size, self.score, self.threshold, self.nonnegative, penalty, self.tally is not None,
+                inplace)
             self.last_penalty = penalty_from_moments(moments, penalty) if penalty else None
         else:
             self.last_penalty = block_penalty(x, self.block_size, penalty, self.nonnegative) if penalty else None

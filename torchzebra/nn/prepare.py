@@ -120,7 +120,8 @@ def _insert_layers(graph: fx.Graph, modules: dict[str, nn.Module], config: Zebra
         aliased = _aliases_shared_input(node, modules)
         fresh = key not in container
         if fresh:
-            container[key] = _make_layer(node, site, config, nonnegative, layouts.get(node.args[0]) if node.args else None)
+            layout = layouts.get(node.args[0]) if node.args else None
+            container[key] = _make_layer(node, site, config, nonnegative, layout)
         with graph.inserting_after(node):
             masked = graph.call_module(f"{CONTAINER}.{key}", (node,))
         node.replace_all_uses_with(masked, delete_user_cb=lambda user: user is not masked)
@@ -172,7 +173,8 @@ def instrument(model: nn.Module, config: ZebraConfig, container: nn.ModuleDict |
         raise ValueError(f"{type(model).__name__} already has an attribute {CONTAINER!r}, which prepare() needs")
     layers = container if container is not None else nn.ModuleDict()
     gm.add_module(CONTAINER, layers)
-    sites = {mode: _insert_layers(graphs[mode], modules, config, layers) for mode in ((False, True) if dual else (True,))}
+    modes = (False, True) if dual else (True,)
+    sites = {mode: _insert_layers(graphs[mode], modules, config, layers) for mode in modes}
     if not layers:
         raise ValueError(
             f"{type(model).__name__} has no activation to instrument: prepare() looks for calls of "

@@ -16,6 +16,8 @@ import torch
 from ..core import FORMATS
 from ..analysis.measure import TrafficReport
 
+_Device = torch.device  # the class below has a field named torch
+
 KINDS = ("train", "run", "slim", "sweep", "calibrate")
 
 
@@ -30,7 +32,7 @@ class Machine:
     training: str = ""  # the training step's precision and memory format (empty in files written before it)
 
     @classmethod
-    def here(cls, device: torch.device | str, training: str = "") -> "Machine":
+    def here(cls, device: _Device | str, training: str = "") -> "Machine":
         """This machine, with ``device`` the one the models ran on and ``training`` how they were trained."""
         return cls(platform.platform(), torch.get_num_threads(), torch.__version__, str(device), training)
 

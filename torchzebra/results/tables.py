@@ -56,7 +56,8 @@ def shapes_markdown(reports: dict[str, TrafficReport], reference: str, fmt: str 
     """Per layer: each model's map shape and its ``fmt`` traffic as a reduction of the reference layer's dense bytes."""
     ref = {row.name: row for row in reports[reference].layers}
     names = list(reports)
-    head = ["layer", "reads"] + [f"{name} shape" for name in names] + [f"{name} {format_title(fmt)} %" for name in names]
+    head = (["layer", "reads"] + [f"{name} shape" for name in names]
+            + [f"{name} {format_title(fmt)} %" for name in names])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by_name = [{row.name: row for row in report.layers} for report in reports.values()]
     for layer in reports[reference].layers:
@@ -78,7 +79,8 @@ def run_markdown(result: RunResult) -> str:
               else f"Zebra fine-tuned {config['finetune']['epochs']} epochs from it")
     distill = config.get("distill", {"weight": 0})
     if distill["weight"]:
-        recipe += f", distilled from the baseline (weight {distill['weight']:g}, temperature {distill['temperature']:g})"
+        recipe += (f", distilled from the baseline (weight {distill['weight']:g}, "
+                   f"temperature {distill['temperature']:g})")
     policy = (f"thresholds calibrated to keep {zebra['density']} of the blocks (ramp {zebra['density_ramp_steps']} "
               f"steps, every {zebra['calibrate_every']} steps)" if zebra["density"] is not None
               else f"threshold {zebra['threshold']}")

@@ -72,7 +72,8 @@ def channel_groups(model: nn.Module, example_inputs: torch.Tensor | None = None)
             graph = tp.DependencyGraph().build_dependency(plain, example_inputs=inputs, verbose=False)
     except Exception as error:  # tracing errors come in many types; all mean the same to the user
         raise ZebraError(f"Torch-Pruning could not trace {type(plain).__name__} with inputs of shape "
-                         f"{tuple(inputs.shape)}: {error}. Pass example_inputs= of the shape the model takes") from error
+                         f"{tuple(inputs.shape)}: {error}. Pass example_inputs= of the shape the model "
+                         "takes") from error
     names = {module: name for name, module in plain.named_modules()}
     position = {name: index for index, name in enumerate(names.values())}
     groups = []
@@ -83,7 +84,8 @@ def channel_groups(model: nn.Module, example_inputs: torch.Tensor | None = None)
             module = item.dep.target.module
             if isinstance(module, BATCHNORMS) and module.affine and graph.is_out_channel_pruning_fn(item.dep.handler):
                 channel_map = members.setdefault(module, torch.full((channels,), -1, dtype=torch.long))
-                channel_map[torch.as_tensor(item.root_idxs, dtype=torch.long)] = torch.as_tensor(item.idxs, dtype=torch.long)
+                roots = torch.as_tensor(item.root_idxs, dtype=torch.long)
+                channel_map[roots] = torch.as_tensor(item.idxs, dtype=torch.long)
         if members:
             ordered = sorted(members, key=lambda m: position[names[m]])
             groups.append(ChannelGroup(tuple(names[m] for m in ordered), tuple(ordered),

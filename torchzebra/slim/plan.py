@@ -62,7 +62,8 @@ class SlimPlan:
 def validate_ratio(ratio: object) -> float:
     """A pruning ratio must be a number strictly between 0 and 1."""
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
-        raise ZebraError(f"ratio={ratio!r} is invalid: the fraction of channels to remove is a number in (0, 1), e.g. 0.4")
+        raise ZebraError(f"ratio={ratio!r} is invalid: the fraction of channels to remove is a number in (0, 1), "
+                         "e.g. 0.4")
     return float(ratio)
 
 

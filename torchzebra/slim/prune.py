@@ -85,7 +85,8 @@ def restructure(model: nn.Module, channels: dict[str, int], example_inputs: torc
     own = structure(model)
     if set(own) != set(channels):
         unknown = sorted(set(channels) ^ set(own))
-        raise ZebraError(f"the stored structure names other BatchNorm layers than this model has ({', '.join(unknown[:6])})")
+        raise ZebraError("the stored structure names other BatchNorm layers than this model has "
+                         f"({', '.join(unknown[:6])})")
     groups = channel_groups(model, example_inputs)
     removed = {}
     for g in groups:

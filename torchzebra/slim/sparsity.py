@@ -25,7 +25,8 @@ def bn_sparsity_step(model: nn.Module, s: float = 1e-5, exclude: tuple[str, ...]
         raise ZebraError(f"{type(model).__name__} has no trainable affine BatchNorm layer to make sparse")
     missing = [w for w in weights if w.grad is None]
     if len(missing) == len(weights):
-        raise ZebraError("bn_sparsity_step() found no gradients: call it after loss.backward(), before optimizer.step()")
+        raise ZebraError("bn_sparsity_step() found no gradients: call it after loss.backward(), "
+                         "before optimizer.step()")
     grads = [w.grad for w in weights if w.grad is not None]
     torch._foreach_add_(grads, torch._foreach_mul([w.detach().sign() for w in weights if w.grad is not None], float(s)))
 

@@ -4,5 +4,5 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .malloc import keep_freed_memory
 from .trainer import TrainingError, TrainResult, evaluate, load_trained, train
 
-__all__ = ["Checkpoint", "CheckpointError", "TrainResult", "TrainingError", "evaluate", "keep_freed_memory", "load_checkpoint",
-           "load_trained", "save_checkpoint", "train"]
+__all__ = ["Checkpoint", "CheckpointError", "TrainResult", "TrainingError", "evaluate", "keep_freed_memory",
+           "load_checkpoint", "load_trained", "save_checkpoint", "train"]

@@ -143,7 +143,9 @@ def warn_short_ramp(recipe: ZebraRecipe, steps: int) -> None:
 
 
 def _rounded(density: float | Mapping[str, float]) -> float | dict[str, float]:
-    return {key: round(value, 3) for key, value in density.items()} if isinstance(density, Mapping) else round(density, 3)
+    if isinstance(density, Mapping):
+        return {key: round(value, 3) for key, value in density.items()}
+    return round(density, 3)
 
 
 def zebra_recipe(section: ZebraSection, model: nn.Module, steps_per_epoch: int | None = None,

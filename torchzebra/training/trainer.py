@@ -109,7 +109,8 @@ def _loader(dataset, batch_size: int, data: DataSection, device: torch.device, s
                       persistent_workers=keep_workers, prefetch_factor=4 if keep_workers else None, **order)
 
 
-def evaluate(model: nn.Module, dataset, config: RunConfig, device: torch.device, progress: bool = True) -> TrafficReport:
+def evaluate(model: nn.Module, dataset, config: RunConfig, device: torch.device,
+             progress: bool = True) -> TrafficReport:
     """Accuracy and traffic of ``model`` (prepared) on ``dataset`` in one pass; under torchrun each rank
     measures its share and the counts are summed, so the report equals a single process's."""
     world = distributed.current()
@@ -380,8 +381,9 @@ def _train_epoch(run: TrainRun, loader: DataLoader) -> dict[str, Any]:
             bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}")
     _stop_if_non_finite(distributed.any_rank(first_bad, run.world), run.epoch)
     seconds = time.perf_counter() - started
-    row = {"epoch": run.epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "train_loss": total_loss.item() / max(seen, 1),
-           "train_acc": correct.item() / max(seen, 1), "seconds": seconds, "images_per_s": seen / seconds}
+    row = {"epoch": run.epoch + 1, "lr": run.optimizer.param_groups[0]["lr"],
+           "train_loss": total_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
+           "seconds": seconds, "images_per_s": seen / seconds}
     for extension in run.extensions:
         extension.epoch_end(run, row)
     return row

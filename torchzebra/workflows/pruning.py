@@ -113,8 +113,8 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     return publish(run_dir, result, slim_markdown(result, flow))
 
 
-def _result(config: RunConfig, flow: str, trained: dict[str, TrainResult], pruned: tuple[nn.Module, TrafficReport, DataSpec],
-            info) -> RunResult:
+def _result(config: RunConfig, flow: str, trained: dict[str, TrainResult],
+            pruned: tuple[nn.Module, TrafficReport, DataSpec], info) -> RunResult:
     """The flow's rows (baseline, Zebra, sparsity-trained, pruned, fine-tuned), with parameters and MACs, every
     reduction against the dense baseline (or, without one, the sparsity-trained model)."""
     pruned_model, pruned_report, spec = pruned
