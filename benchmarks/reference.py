@@ -232,7 +232,8 @@ def markdown(document: dict, points: list[Point], pairs: list[tuple[Point, Point
     reached = s["mean_zebra_zvc_reduction"] >= TARGET and s["every_seed_within_budget"]
     best = document["best"]
     rows = "\n".join(f"| {e['seed']} | {e['baseline_top1'] * 100:.2f} | {e['zebra_top1'] * 100:.2f} | "
-                     f"{points_change((e['zebra_top1'] - e['baseline_top1']) * 100)} | {e['zvc_of_baseline'] * 100:.1f} | "
+                     f"{points_change((e['zebra_top1'] - e['baseline_top1']) * 100)} | "
+                     f"{e['zvc_of_baseline'] * 100:.1f} | "
                      f"{e['zebra_zvc_reduction'] * 100:.1f} | {e['wall_seconds'] / 60:.1f} |" for e in seeds)
     return "\n".join([
         "# Results: the CPU reference experiment", "",
@@ -250,7 +251,8 @@ def markdown(document: dict, points: list[Point], pairs: list[tuple[Point, Point
         f"**{'reached' if reached else 'not reached'}**: mean {s['mean_zebra_zvc_reduction'] * 100:.1f} % "
         f"(std {s['std_zebra_zvc_reduction'] * 100:.1f}) at a mean drop of {s['mean_top1_drop_points']:.2f} points "
         f"(largest {s['max_top1_drop_points']:.2f}) over {s['seeds']} seed(s).", "",
-        f"| seed | baseline top-1 % | Zebra top-1 % | {DELTA_TOP1_TITLE} | ZVC of the baseline % | Zebra+ZVC % | wall min |",
+        f"| seed | baseline top-1 % | Zebra top-1 % | {DELTA_TOP1_TITLE} | ZVC of the baseline % | Zebra+ZVC % "
+        "| wall min |",
         "|---|---|---|---|---|---|---|", rows, "",
         "## Best within the budget, every method (seed 0)", "",
         (f"Best: `{best['label']}` ({best['method']}) saves {best['reduction'] * 100:.1f} % ({best['format']}) at "

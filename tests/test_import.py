@@ -1,7 +1,6 @@
 """``zebra import``: a model trained elsewhere, its weights checked in one line before any work, and the worked
 example of docs/OWN_MODEL.md run as written."""
 
-import io
 import re
 import shlex
 import shutil

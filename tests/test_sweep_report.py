@@ -38,7 +38,8 @@ def swept(tmp_path_factory, tiny_run):
     """A sweep of eight points (the tests that read it are slow: it trains them all)."""
     run_dir = tmp_path_factory.mktemp("sweep") / "run"
     args = ["sweep", *tiny_run.args(), "--grid", "zebra.block_size=[2, map]", "--grid", "l1:zebra.lam=[0.05]",
-            "--set", "sweep.points=[{method: zebra, zebra.lam: 0.05}, {method: dense-retrained}]", "--methods", "zebra", "l1", "slim-zebra",
+            "--set", "sweep.points=[{method: zebra, zebra.lam: 0.05}, {method: dense-retrained}]",
+            "--methods", "zebra", "l1", "slim-zebra",
             "--run-dir", str(run_dir)]
     assert main(args) == 0
     return run_dir, args
@@ -108,7 +109,8 @@ def test_sweep_rejects_bad_grids(tmp_path, capsys, tiny_run):
     assert not (tmp_path / "b" / "baseline").exists()  # refused before any training
     assert main(["sweep", *tiny_run.args(), "--grid", "slim:zebra.lam=[1]", "--run-dir", str(tmp_path / "c")]) == 2
     assert "sweep.methods does not run" in capsys.readouterr().err
-    assert main(["sweep", *tiny_run.args(), "--set", "sweep.points=[{zebra.lam: 1}]", "--run-dir", str(tmp_path / "d")]) == 2
+    args = ["sweep", *tiny_run.args(), "--set", "sweep.points=[{zebra.lam: 1}]", "--run-dir", str(tmp_path / "d")]
+    assert main(args) == 2
     assert "sweep.points entry" in capsys.readouterr().err
 
 

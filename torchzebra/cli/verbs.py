@@ -85,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     run_experiment(config, run_dir, resume=args.resume, progress=not args.quiet)
     build_report([run_dir], run_dir / "report", capture=functools.partial(checkpoint_maps, images=3))
     print(f"report: {run_dir / 'report.md'}")
-    print(f"HTML report (top-1 against reduction, per-layer traffic, zebra-stripe maps): {run_dir / 'report' / 'report.html'}")
+    print("HTML report (top-1 against reduction, per-layer traffic, zebra-stripe maps): "
+          f"{run_dir / 'report' / 'report.html'}")
     return 0
 
 

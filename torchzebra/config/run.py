@@ -103,7 +103,8 @@ def matches(value: Any, hint: Any) -> bool:
         return isinstance(value, (list, tuple)) and all(matches(item, args[0] if args else Any) for item in value)
     if origin in (dict, collections.abc.Mapping):
         key_type, value_type = args or (Any, Any)
-        return isinstance(value, dict) and all(matches(k, key_type) and matches(v, value_type) for k, v in value.items())
+        return isinstance(value, dict) and all(matches(k, key_type) and matches(v, value_type)
+                                               for k, v in value.items())
     return isinstance(value, hint) if isinstance(hint, type) else True
 
 

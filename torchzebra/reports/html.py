@@ -77,7 +77,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, budget_points: 
         raise ReportError("the runs hold no results")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures: list[tuple[str, str, bytes]] = [("pareto.png", pareto_caption(points), plots.pareto_png(points, budget_points))]
+    figures: list[tuple[str, str, bytes]] = [
+        ("pareto.png", pareto_caption(points), plots.pareto_png(points, budget_points))]
     chosen = showcase(points, budget_points)
     traffic = stage_traffic(chosen.traffic, chosen.folder) if chosen else None
     if traffic is not None:
@@ -113,7 +114,8 @@ def _html(run_dirs, points: list[Point], figures, budget_points: float) -> str:
         f"({html.escape(format_title(p.best_format))}) at top-1 {p.top1 * 100:.2f} % "
         f"({points_change(p.delta)} points against the baseline)</li>"
         for m, p in best.items())
-    format_heads = "".join(f"<th>{html.escape(format_title(f))} %</th>" for f in COMPRESSED)
+    heads = "".join(f"<th>{html.escape(title)}</th>" for title in ("method", "point", "top-1 %", DELTA_TOP1_TITLE))
+    heads += "".join(f"<th>{html.escape(format_title(f))} %</th>" for f in COMPRESSED)
     images = "".join(
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>" for _, caption, png in figures)
@@ -132,7 +134,7 @@ figcaption {{ color: #555; font-size: 0.85em; }}
 <h2>Best within {counted(budget_points, 'point')} of the baseline's top-1</h2>
 <ul>{headline or '<li>no point within the budget</li>'}</ul>
 <h2>Every point</h2>
-<table><tr><th>method</th><th>point</th><th>top-1 %</th><th>{html.escape(DELTA_TOP1_TITLE)}</th>{format_heads}</tr>{rows}</table>
+<table><tr>{heads}</tr>{rows}</table>
 {images}
 </body></html>
 """

@@ -187,8 +187,8 @@ def _plan(config: RunConfig) -> list[tuple[str, dict[str, Any], RunConfig]]:
     """(method, point, the point's config) of every point of the sweep, each config validated."""
     unknown = sorted(set(config.sweep.methods) - set(sweep_methods()))
     if unknown or not (config.sweep.methods or config.sweep.points):
-        raise ConfigError(f"sweep.methods={config.sweep.methods!r} is invalid: use some of {', '.join(sweep_methods())} "
-                          "(or none, with sweep.points)")
+        raise ConfigError(f"sweep.methods={config.sweep.methods!r} is invalid: use some of "
+                          f"{', '.join(sweep_methods())} (or none, with sweep.points)")
     scopes = {key.split(":", 1)[0] for key in config.sweep.grid if ":" in key}
     if scopes - set(config.sweep.methods):
         raise ConfigError(f"sweep.grid names methods {sorted(scopes - set(config.sweep.methods))} that sweep.methods "
