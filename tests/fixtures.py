@@ -86,6 +86,7 @@ TINY_SETTINGS = (
     "model.options={stem: cifar, width: 4}", "data.name=synthetic", "data.channels=1", "data.length=512",
     "data.train_subset=256", "data.test_subset=128", "data.batch_size=64", "data.workers=0",
     "train.epochs=1", "finetune.epochs=1", "device=cpu", "train.eval_every=1", "finetune.eval_every=1",
+    "data.loader=auto",  # synthetic data: a DataLoader gives item i the same image in every process
 )
 
 

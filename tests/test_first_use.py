@@ -95,7 +95,8 @@ def test_training_shorter_than_the_density_ramp_is_warned(residual_net):
     """47 steps of a 400-step ramp end at 76 % of the blocks kept, not the 20 % asked for: warned."""
     model = tz.prepare(residual_net, tz.ZebraConfig(block_size=2))
     with pytest.warns(UserWarning, match=r"density_ramp_steps=400 is longer than this training \(47 steps\): its last "
-                                         r"step keeps 0\.755 of the blocks, not zebra.density=0.2; train more"):
+                                         r"step recalibrates to keep 0\.755 of the blocks, not zebra.density=0.2; "
+                                         r"train more"):
         warn_short_ramp(tz.ZebraRecipe(model, density=0.2, density_ramp_steps=400), 47)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

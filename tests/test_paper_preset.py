@@ -26,7 +26,7 @@ def test_paper_preset_runs_baseline_and_zebra_on_tiny_imagenet(tmp_path):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["run"] == {"method": "zebra"} and saved["distill"] == {"weight": 1.0, "temperature": 4.0}
     assert saved["zebra"]["density"] == preset.zebra.density and saved["zebra"]["block_size"] == preset.zebra.block_size
-    assert saved["train"]["amp"] and saved["finetune"]["channels_last"]
+    assert saved["train"]["precision"] == "bf16" and saved["finetune"]["channels_last"] is True
     result = read_result(run_dir / "report.json")
     dense, zebra = result.rows
     assert (dense.method, zebra.method) == ("dense", "zebra") and zebra.traffic.images == 6  # the 6 validation images
