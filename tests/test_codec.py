@@ -221,6 +221,7 @@ def test_a_set_bit_over_a_zero_value_is_refused(fmt):
         codec.decode(_with_a_marked_zero(fmt))
 
 
+@pytest.mark.slow  # 400 hypothesis examples: a long loop
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), fmt=st.sampled_from(FORMATS), resealed=st.booleans())
 def test_fuzzed_streams_decode_correctly_shaped_or_raise_stream_error(data, fmt, resealed):

@@ -33,6 +33,7 @@ def test_compiled_prepared_model_equals_eager(residual_net, score, size, block):
         assert torch.equal(eager(x) == 0, compiled(x) == 0) and hidden[0].last_penalty is None
 
 
+@pytest.mark.slow  # compiles the training step
 def test_train_compile_setting_compiles_the_training_step_only(tmp_path, monkeypatch, tiny_run):
     compiled = []
     real_compile = torch.compile

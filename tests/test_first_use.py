@@ -64,6 +64,7 @@ def test_export_help_names_every_file_it_writes(capsys):
         assert name in text
 
 
+@pytest.mark.slow  # an ONNX export (the dynamo exporter traces and compiles)
 def test_model_onnx_gets_the_mode_of_every_other_file(tmp_path, residual_net):
     pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip install 'torchzebra[onnx]'")
     model = tz.prepare(residual_net, tz.ZebraConfig(block_size=2, threshold=0.1))

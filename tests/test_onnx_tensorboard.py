@@ -33,6 +33,7 @@ def test_onnx_export_keeps_dynamic_masks_and_equal_outputs(tmp_path, ort):
     assert torch.equal(model(first), expected[0]) and not isinstance(model(first), torch._subclasses.FakeTensor)
 
 
+@pytest.mark.slow  # an ONNX export and onnxruntime sessions
 def test_onnx_masks_follow_the_input(tmp_path, ort):
     """The zero-block pattern of an intermediate map changes with the input inside onnxruntime as in PyTorch."""
     class Net(torch.nn.Module):

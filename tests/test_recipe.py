@@ -314,13 +314,14 @@ def test_a_checkpointed_recipe_continues_in_a_fresh_process_to_the_uninterrupted
 
 # --- the guide's code runs as written ---------------------------------------------------------------------------
 
+@pytest.mark.slow  # a training loop of 2 epochs with a teacher
 def test_the_guides_plain_loop_runs_as_written(tmp_path, monkeypatch, calibrations, one_thread):
     monkeypatch.chdir(tmp_path)  # its checkpoint example writes checkpoint.pt
     namespace = {"__name__": "guide"}
     exec(compile(SETUP + LOOP + CHECKPOINT, str(GUIDE), "exec"), namespace)
     recipe, epochs, steps = namespace["recipe"], namespace["epochs"], len(namespace["loader"])
     assert recipe.last_step == epochs * steps - 1 and recipe.last_lam == 0.01
-    assert len(calibrations) == epochs  # at each epoch's first step (fewer than 20 steps per epoch)
+    assert len(calibrations) == epochs + 1  # each epoch's first step (fewer than 20 steps per epoch) and the last
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["recipe"] == recipe.state_dict()
 
 

@@ -74,6 +74,7 @@ def test_sweep_rows_and_resume(swept, monkeypatch):
         sweep_module.run_sweep(sweep_module.from_dict(changed), run_dir, progress=False)
 
 
+@pytest.mark.slow  # several training runs
 def test_slimming_points_of_other_ratios_share_one_sparsity_training(tmp_path, tiny_run, monkeypatch, capsys):
     trained = []
     real_train = sweep_module.train
