@@ -3,7 +3,7 @@ percentages that never read -0.0%, and the report lines built with them."""
 
 import pytest
 
-from torchzebra._numbers import counted, signed_percent, yaml_numbers
+from torchzebra._numbers import counted, percent, signed_percent, yaml_numbers
 from torchzebra.reports.summary import budget_markdown
 
 
@@ -27,3 +27,8 @@ def test_signed_percent_never_reads_minus_zero(fraction, text):
 def test_a_budget_table_says_point_or_points():
     assert "within 1 point of top-1" in budget_markdown([], 1.0)
     assert "within 0.5 points of top-1" in budget_markdown([], 0.5)
+
+
+@pytest.mark.parametrize("fraction, text", [(0.1234, "12.3%"), (-1e-9, "0.0%"), (0.0, "0.0%"), (-0.051, "-5.1%")])
+def test_percent_never_reads_minus_zero(fraction, text):
+    assert percent(fraction) == text

@@ -30,3 +30,8 @@ def counted(value: float, word: str) -> str:
 def signed_percent(fraction: float, digits: int = 1) -> str:
     """A fraction as a signed percentage that never reads ``-0.0%``: ``+12.3%``, ``-4.0%``, ``+0.0%``."""
     return f"{round(fraction * 100, digits) + 0.0:+.{digits}f}%"
+
+
+def percent(fraction: float, digits: int = 1) -> str:
+    """A fraction as a percentage that never reads ``-0.0%`` (a reduction of ``-1e-9``): ``12.3%``, ``0.0%``."""
+    return f"{round(fraction * 100, digits) + 0.0:.{digits}f}%"

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._io import atomic_write_text
+from .._numbers import percent
 from ..core import COMPRESSED, FORMATS, TrafficTally, validate_bits, validate_format
 from ..errors import ZebraError
 from ..nn import ActivationCalls, eval_mode, model_device, prepared_module, zebra_layers
@@ -146,12 +147,12 @@ class TrafficReport:
                 f"{layer.block_density:.1%}",
                 f"{layer.bytes['dense'] / 1024:.1f}",
             ]
-            + [f"{layer.reduction(fmt):.1%}" for fmt in COMPRESSED]
+            + [percent(layer.reduction(fmt)) for fmt in COMPRESSED]
             for layer in self.layers
         ]
         rows.append(
             ["total", "", "", "", "", "", f"{self.total_bytes('dense') / 1024:.1f}"]
-            + [f"{self.reduction(fmt):.1%}" for fmt in COMPRESSED]
+            + [percent(self.reduction(fmt)) for fmt in COMPRESSED]
         )
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         line = lambda cells: "  ".join(  # noqa: E731
