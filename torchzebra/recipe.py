@@ -17,13 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .analysis.calibrate import calibrate, validate_densities
+from .core import is_channels_last
 from .errors import ZebraError
 from .nn import model_device, prepared_module, set_penalty
 from .analysis.regularizer import zero_block_loss
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -48,7 +45,7 @@ class Distiller:
     def __call__(self, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         """The distillation term for the student's ``outputs`` (logits) on ``inputs``: the teacher runs in inference
         mode, in the precision of the caller's autocast and the memory format of ``inputs``."""
-        layout = torch.channels_last if _channels_last(inputs) else torch.contiguous_format
+        layout = torch.channels_last if is_channels_last(inputs) else torch.contiguous_format
         if (inputs.device, layout) != self._placed:  # moved once, on the first batch (and again if they change)
             self.teacher.to(inputs.device, memory_format=layout)
             self._placed = (inputs.device, layout)

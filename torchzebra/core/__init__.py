@@ -9,8 +9,8 @@ from .._lazy import lazy_package
 
 if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at run time each loads on first use
     from .blocks import (SCORES, BlockSize, apply_block_mask, block_element_counts, block_grid, block_mask, block_keep,
-                         block_nonzero_counts, block_scores, block_shape, expand_blocks, nonzero_blocks,
-                         validate_block_size, validate_score)
+                         block_nonzero_counts, block_scores, block_shape, expand_blocks, is_channels_last,
+                         nonzero_blocks, validate_block_size, validate_score)
     from .registry import COMPRESSED, FORMAT_REGISTRY, FORMATS, Format, format_title, validate_bits, validate_format
     from .formats import MapCounts, TrafficTally, bits_to_bytes, format_bits, map_bits, map_counts
     from .penalty import PENALTIES, block_penalty, penalty_from_moments, validate_penalty
@@ -19,8 +19,7 @@ if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at ru
 __all__ = lazy_package(__name__, {
     "blocks": ["SCORES", "BlockSize", "apply_block_mask", "block_element_counts", "block_grid", "block_mask",
                "block_keep", "block_nonzero_counts", "block_scores", "block_shape", "expand_blocks", "nonzero_blocks",
-               "validate_block_size",
-               "validate_score"],
+               "is_channels_last", "validate_block_size", "validate_score"],
     "registry": ["COMPRESSED", "FORMAT_REGISTRY", "FORMATS", "Format", "format_title", "validate_bits",
                  "validate_format"],
     "formats": ["MapCounts", "TrafficTally", "bits_to_bytes", "format_bits", "map_bits", "map_counts"],

@@ -146,7 +146,7 @@ def _sum_blocks(x: torch.Tensor, bh: int, bw: int, dtype: torch.dtype | None = N
     dtype = dtype or x.dtype
     if _plain_views(x):
         return _padded_blocks(x, bh, bw).sum((3, 5), dtype=dtype)
-    if _channels_last(x):  # the rows' sums widen to dtype as they go: no full-size copy of x
+    if is_channels_last(x):  # the rows' sums widen to dtype as they go: no full-size copy of x
         return _strided_sums(_strided_sums(x.permute(0, 2, 3, 1), 1, bh, dtype), 2, bw).permute(0, 3, 1, 2)
     x = x.to(dtype)
     n, c, height, width = x.shape
@@ -169,14 +169,10 @@ def _strided_sums(x: torch.Tensor, dim: int, step: int, dtype: torch.dtype | Non
         return x[(slice(None),) * dim + (slice(k, None, step),)]
 
     if dtype not in (None, x.dtype):  # offset 0 widened, then the others added to it in the wider type
-        total = offset(0).to(dtype, memory_format=torch.contiguous_format, copy=True)
-        for k in range(1, step):
-            piece = offset(k)
-            total.narrow(dim, 0, piece.shape[dim]).add_(piece)
-        return total
-    if step == 1:
+        total, start = offset(0).to(dtype, memory_format=torch.contiguous_format, copy=True), 1
+    elif step == 1:
         return x
-    if offset(1).shape[dim] == offset(0).shape[dim]:
+    elif offset(1).shape[dim] == offset(0).shape[dim]:
         total, start = offset(0) + offset(1), 2
     else:
         total, start = offset(0).clone(memory_format=torch.contiguous_format), 1
@@ -331,7 +327,7 @@ def expand_blocks(values: torch.Tensor, block_size: BlockSize, height: int, widt
     return _expand(values, *block_shape(block_size, height, width), height, width)
 
 
-def _channels_last(x: torch.Tensor) -> bool:
+def is_channels_last(x: torch.Tensor) -> bool:
     """True when ``x`` (N, C, H, W) is laid out as N, H, W, C (and not also plainly contiguous, as when C is 1)."""
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
@@ -354,7 +350,7 @@ def apply_block_mask(x: torch.Tensor, mask: torch.Tensor, block_size: BlockSize,
     compiling = torch.compiler.is_compiling()  # no 6-D product: inductor would write it contiguous, then copy it
     if hb * wb == 1:
         full = keep
-    elif height % bh == 0 and width % bw == 0 and _channels_last(x) and not _plain_views(x):
+    elif height % bh == 0 and width % bw == 0 and is_channels_last(x) and not _plain_views(x):
         # eager CPU: the mask expanded in the layout of x, then one flat multiply (4x faster than the broadcast)
         full = F.interpolate(keep.contiguous(memory_format=torch.channels_last), scale_factor=(bh, bw),
                              mode="nearest-exact")

@@ -16,7 +16,7 @@ import math
 import torch
 
 from ..errors import ZebraError
-from .blocks import BlockSize, accumulation_dtype, block_scores, block_shape, recorded_or_transformed
+from .blocks import BlockSize, accumulation_dtype, block_scores, block_shape, is_channels_last, recorded_or_transformed
 
 PENALTIES = ("group_lasso", "l1", "l2")
 _EPS = 1e-12  # keeps the gradient of sqrt finite (zero) at an all-zero block
@@ -64,8 +64,7 @@ class _LayoutMean(torch.autograd.Function):
 
 def _mean(x: torch.Tensor) -> torch.Tensor:
     """The mean of ``x``; on a channels_last map in eager mode, with a gradient that keeps its layout."""
-    if x.requires_grad and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-            and not recorded_or_transformed():
+    if x.requires_grad and is_channels_last(x) and not recorded_or_transformed():
         return _LayoutMean.apply(x)
     return x.mean()
 
