@@ -78,8 +78,8 @@ def test_search_keeps_the_budget_on_its_images_and_saves_more_with_a_larger_one(
 def test_curves_in_context_are_measured_with_the_other_layers_at_the_allocation(probe_data):
     model, x, y = probe_data
     measured = allocation.profile(model, [(x, y)], (0.3, 1.0))
-    assert allocation.in_context(measured, {s: (2, 1.0) for s in measured.probe.sites}) is measured  # masks nothing
-    first, *others = measured.probe.sites
+    assert allocation.in_context(measured, {s: (2, 1.0) for s in measured.sites}) is measured  # masks nothing
+    first, *others = measured.sites
     context = {first: (2, 0.3), **{site: (2, 1.0) for site in others}}
     refined = allocation.in_context(measured, context)
     assert refined.probe is measured.probe and refined.tried is measured.tried  # one check, one memory of trials
@@ -162,22 +162,26 @@ def test_the_kept_blocks_table_names_the_block_sizes_where_they_are_not_all_one(
     assert "| a | 50.00 |" in allocation_markdown([row({"a": 2, "b": 2})])
 
 
-def test_the_search_bridges_the_jump_of_the_lagrangian_path_one_layer_at_a_time(monkeypatch):
+def test_the_search_bridges_the_jump_of_the_lagrangian_path_one_layer_at_a_time():
     """Within budget: nothing masked; past it: both layers at 0.5. Masking only ``a`` fits the budget and is
-    kept; adding ``b`` would not fit and is left out."""
+    kept; adding ``b`` would not fit and is left out. The search runs on a fake trial: no model is measured."""
     curves = [allocation.LayerCurve(site, ((2, 0.5), (2, 1.0)), (cost, 0.0), (50, 100))
               for site, cost in (("a", 0.1), ("b", 0.2))]
     drops = {"a": 0.6, "b": 2.0}
+    tried = []
 
-    def trial(_measured, settings):
+    def trial(settings):
+        tried.append(settings)
         masked = [site for site, (_, density) in settings.items() if density < 1]
         return allocation.Allocation({s: size for s, (size, _) in settings.items()},
                                      {s: density for s, (_, density) in settings.items()}, {},
                                      top1=1 - sum(drops[s] for s in masked) / 100, dense_top1=1.0,
                                      reduction=len(masked) / 4, fmt="zebra_zvc")
 
-    monkeypatch.setattr(allocation, "_trial", trial)
-    measured = allocation.Profile(probe=None, curves=curves)
-    within = {"a": (2, 1.0), "b": (2, 1.0)}
-    best = allocation._bridge(measured, 1.0, trial(None, within), {"a": (2, 0.5), "b": (2, 0.5)})
+    within, over = {"a": (2, 1.0), "b": (2, 1.0)}, {"a": (2, 0.5), "b": (2, 0.5)}
+    best = allocation.bridge(curves, trial, 1.0, trial(within), over)
     assert best.settings == {"a": (2, 0.5), "b": (2, 1.0)} and best.reduction == 0.25
+    assert tried[1:] == [{"a": (2, 0.5), "b": (2, 1.0)}, {"a": (2, 0.5), "b": (2, 0.5)}]  # a saves more per cost
+    tried.clear()
+    found = allocation.best_within(curves, trial, 1.0, within, dense_bytes=200, steps=4)
+    assert tried[0] == within and found.settings == best.settings  # the bisection ends past the budget: bridged

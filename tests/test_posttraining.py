@@ -1,6 +1,7 @@
 """zebra calibrate: arguments refused before any work, BatchNorm re-estimation, the held-out check and its margin."""
 
 from pathlib import Path
+from statistics import NormalDist
 
 import pytest
 import torch
@@ -93,10 +94,11 @@ def test_batchnorm_statistics_are_re_estimated_without_training():
 def test_the_margin_is_one_sided_over_the_check_and_the_quoted_split():
     model = tz.prepare(_net()).eval()
     x, y = torch.randn(100, 1, 8, 8), torch.zeros(100, dtype=torch.long)
-    check = allocation._Check(model, x, y, quoted_images=400)
+    check = allocation.HeldOutCheck(model, x, y, quoted_images=400)
     flipped = check.hits.clone()
     flipped[:4] = ~flipped[:4]  # 4 % of the images change
-    assert check.margin(flipped) == pytest.approx(100 * allocation._Z * (0.04 * (1 / 100 + 1 / 400)) ** 0.5)
+    z = NormalDist().inv_cdf(allocation.CONFIDENCE)
+    assert check.margin(flipped) == pytest.approx(100 * z * (0.04 * (1 / 100 + 1 / 400)) ** 0.5)
     assert check.margin(check.hits) == 0.0
 
 

@@ -12,14 +12,22 @@ calibrated in execution order, then (``renorm``) the BatchNorm statistics re-est
 with no gradient and the thresholds calibrated again. With ``held_out`` images the drop is measured on them,
 paired image by image with the unmasked model, and raised by a one-sided margin (``CONFIDENCE``) for the noise
 of those images and of the split the result is quoted on.
+
+The module reads top-down: the types; the measuring (``Probe`` runs the model under any settings,
+``HeldOutCheck`` scores them on held-out images, ``Profile`` keeps both with the curves and every trial);
+the curves (``profile``, ``sensitivity``, ``in_context``); the search, which sees the model only through a
+``Trial`` it is given (``best_within``, ``bridge``; ``search`` and ``refine`` pass a profile's).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +45,8 @@ CONFIDENCE = 0.95  # the one-sided level of the margin added to a held-out drop
 _Z = NormalDist().inv_cdf(CONFIDENCE)
 _CHUNK = 512  # images per forward pass of a held-out check or a BatchNorm re-estimation
 
+
+# The types.
 
 Setting = tuple[BlockSize, float]  # one layer's (block size, kept-block density)
 
@@ -94,6 +104,13 @@ class Allocation:
         return (self.dense_top1 - self.top1) * 100
 
 
+# What the search needs of the model: every layer's setting in, that allocation's top-1 and reduction out (its
+# thresholds left empty). ``Profile.trial`` measures it; a test can pass a function of its own.
+Trial = Callable[[dict[str, Setting]], Allocation]
+
+
+# The measuring.
+
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers of ``model`` that keep running statistics."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -118,14 +135,43 @@ def reestimate_batchnorm(model: nn.Module, inputs: torch.Tensor) -> None:
                 norm.momentum = momentum
 
 
-class _Probe:
-    """One calibration set and the unmasked model's logits on it; ``run`` measures any threshold setting."""
+def _cloned_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.clone() for key, value in module.state_dict().items()}
+
+
+class HeldOutCheck:
+    """Held-out images and the unmasked model's hits on them (``hits``, taken when it is built): ``run`` gives
+    the model's hits as it is now, ``margin`` the one-sided margin of a paired top-1 drop."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, quoted_images: int) -> None:
+        self.model, self.inputs, self.labels, self.quoted_images = model, inputs, labels, quoted_images
+        self.hits = self.run()
+
+    @torch.no_grad()
+    def run(self) -> torch.Tensor:
+        """Whether the model as it is now gets each held-out image right."""
+        with eval_mode(self.model):
+            return torch.cat([self.model(chunk).argmax(1) for chunk in self.inputs.split(_CHUNK)]) == self.labels
+
+    def margin(self, hits: torch.Tensor) -> float:
+        """``z * sd`` of the paired drop (points): each image's change in hits, over the check images and the
+        quoted split alike (the variance of a change in {-1, 0, 1} is at most the discordant fraction)."""
+        discordant = (hits != self.hits).float().mean().item()
+        quoted = 1 / self.quoted_images if self.quoted_images else 0.0
+        return 100 * _Z * math.sqrt(discordant * (1 / len(hits) + quoted))
+
+
+class Probe:
+    """One calibration set, the model's active layers and their own block sizes, and the unmasked model's
+    logits and traffic on the set (``logits``, ``report``, taken when it is built). ``set_settings`` puts the
+    model under any settings, ``run`` measures it as it is, ``cost`` compares logits with the unmasked ones and
+    ``trial`` does all three for one allocation. The model must be in eval mode while it is used."""
 
     def __init__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, fmt: str, bits: int) -> None:
         self.model, self.inputs, self.labels, self.fmt, self.bits = model, inputs, labels, fmt, bits
         self.renorm = bool(batch_norms(model))  # re-estimate BatchNorm statistics for every setting tried
-        self.statistics = [{k: v.clone() for k, v in norm.state_dict().items()} for norm in batch_norms(model)]
-        self.sites = [site for site, layer in zebra_layers(model) if layer.active]
+        self.statistics = [_cloned_state(norm) for norm in batch_norms(model)]  # the trained ones
+        self.sites = [site for site, layer in zebra_layers(model) if layer.active]  # in execution order
         self.block_sizes = {site: layer.block_size for site, layer in zebra_layers(model)}  # the model's own
         self.set_settings({})
         self.logits, self.report = self.run()
@@ -149,6 +195,7 @@ class _Probe:
         return thresholds
 
     def run(self) -> tuple[torch.Tensor, TrafficReport]:
+        """The model's logits and traffic on the calibration images, as it is now."""
         outputs: list[torch.Tensor] = []
         handle = self.model.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach().float()))
         try:
@@ -158,64 +205,112 @@ class _Probe:
         return torch.cat(outputs), report
 
     def cost(self, logits: torch.Tensor) -> float:
+        """Mean KL divergence of ``logits`` from the unmasked model's, nats per image."""
         reference = F.log_softmax(self.logits, 1)
         return F.kl_div(F.log_softmax(logits, 1), reference, reduction="batchmean", log_target=True).item()
 
-
-class _Check:
-    """Held-out images and the unmasked model's hits on them: a setting's paired top-1 drop and its margin."""
-
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, quoted_images: int) -> None:
-        self.model, self.inputs, self.labels, self.quoted_images = model, inputs, labels, quoted_images
-        self.hits = self.run()
-
-    @torch.no_grad()
-    def run(self) -> torch.Tensor:
-        with eval_mode(self.model):
-            return torch.cat([self.model(chunk).argmax(1) for chunk in self.inputs.split(_CHUNK)]) == self.labels
-
-    def margin(self, hits: torch.Tensor) -> float:
-        """``z * sd`` of the paired drop (points): each image's change in hits, over the check images and the
-        quoted split alike (the variance of a change in {-1, 0, 1} is at most the discordant fraction)."""
-        discordant = (hits != self.hits).float().mean().item()
-        quoted = 1 / self.quoted_images if self.quoted_images else 0.0
-        return 100 * _Z * math.sqrt(discordant * (1 / len(hits) + quoted))
+    def trial(self, settings: dict[str, Setting], check: HeldOutCheck | None = None) -> Allocation:
+        """The model under ``settings`` (left so): its reduction on the calibration images and its top-1 on
+        ``check``'s images with the margin (none: on the calibration images); no thresholds."""
+        self.set_settings(settings)
+        _, report = self.run()
+        block_sizes = {site: size for site, (size, _) in settings.items()}
+        densities = {site: density for site, (_, density) in settings.items()}
+        if check is None:
+            return Allocation(block_sizes, densities, {}, top1=cast(float, report.accuracy),
+                              dense_top1=cast(float, self.report.accuracy),
+                              reduction=report.reduction(self.fmt), fmt=self.fmt, check_images=len(self.inputs))
+        hits = check.run()
+        return Allocation(block_sizes, densities, {}, top1=hits.float().mean().item(),
+                          dense_top1=check.hits.float().mean().item(), reduction=report.reduction(self.fmt),
+                          fmt=self.fmt, margin_points=check.margin(hits), check_images=len(hits))
 
 
-def sensitivity(probe: _Probe, grid: Grid = Grid(), progress: bool = False) -> list[LayerCurve]:
+@dataclass
+class Profile:
+    """The calibration images, the unmasked model's outputs on them (``probe``), every layer's curve and the
+    held-out check (the costly part of a search, shared by searches for several budgets), and every setting
+    tried so far (``tried``, filled by ``trial``)."""
+
+    probe: Probe
+    curves: list[LayerCurve]
+    check: HeldOutCheck | None = None
+    progress: bool = False
+    tried: dict[tuple[Setting, ...], Allocation] = field(default_factory=dict)
+
+    @property
+    def sites(self) -> list[str]:
+        """The active layers, in execution order."""
+        return self.probe.sites
+
+    @property
+    def own_block_sizes(self) -> dict[str, BlockSize]:
+        """Every layer's block size as the model was prepared."""
+        return self.probe.block_sizes
+
+    def unmasked(self) -> dict[str, Setting]:
+        """Every active layer as it is: its own block size at density 1."""
+        return {site: (self.probe.block_sizes[site], 1.0) for site in self.probe.sites}
+
+    def dense_bytes(self) -> int:
+        """The unmasked model's dense traffic over the calibration images."""
+        return self.probe.report.total_bytes("dense")
+
+    def trial(self, settings: dict[str, Setting]) -> Allocation:
+        """``Probe.trial`` on the profile's check, remembered (bisections for other budgets revisit the same
+        settings): the ``Trial`` that ``search`` hands the search."""
+        key = tuple(settings[site] for site in self.probe.sites)
+        if key not in self.tried:
+            self.tried[key] = self.probe.trial(settings, self.check)
+        return self.tried[key]
+
+
+# The curves.
+
+@torch.no_grad()
+def profile(model: nn.Module, batches: Iterable[Any], grid: Grid | tuple[float, ...] = Grid(),
+            fmt: str = "zebra_zvc", bits: int = 8, *, held_out: Iterable[Any] = (), quoted_images: int = 0,
+            progress: bool = False) -> Profile:
+    """Measure every active layer's curve on ``batches`` (``(inputs, labels)``, a few hundred images) at the
+    settings of ``grid`` (a tuple of densities: at each layer's own block size). With ``held_out`` batches,
+    budgets are checked there with a margin that also covers ``quoted_images`` (the size of the split the result
+    is quoted on); ``progress`` shows bars here and in ``search``."""
+    validate_format(fmt)
+    grid = grid if isinstance(grid, Grid) else Grid(tuple(grid))
+    inputs, labels = _images(batches, model_device(model))
+    if not len(inputs):
+        raise ZebraError("search() needs calibration images: the batches are empty")
+    with eval_mode(model):
+        probe = Probe(model, inputs, labels, fmt, bits)
+        if not probe.sites:
+            raise ZebraError("search() found no active Zebra layer: prepare the model with Zebra enabled")
+        check_inputs, check_labels = _images(held_out, inputs.device)
+        check = HeldOutCheck(model, check_inputs, check_labels, quoted_images) if len(check_inputs) else None
+        curves = sensitivity(probe, grid, progress)
+        return Profile(probe, curves, check, progress)
+
+
+def _images(batches: Iterable[Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = list(batches)
+    if not batches:
+        return torch.empty(0, device=device), torch.empty(0, dtype=torch.long, device=device)
+    return torch.cat([b[0] for b in batches]).to(device), torch.cat([b[1] for b in batches]).to(device)
+
+
+def sensitivity(probe: Probe, grid: Grid = Grid(), progress: bool = False) -> list[LayerCurve]:
     """Every active layer's curve: each setting of ``grid`` alone on that layer, the others unmasked (and the
     trained BatchNorm statistics: one masked layer moves them little, and re-estimating would double the cost).
     The layer as it is (its own block size at density 1, the unmasked model the probe has already measured) is
     always on the curve; another block size at density 1 changes the bytes only."""
-    settings = [(size, density) for size in grid.block_sizes or (None,) for density in grid.densities]
-    return _curves(probe, {site: list(dict.fromkeys([(probe.block_sizes[site], 1.0)] + [
-        (probe.block_sizes[site] if size is None else size, density) for size, density in settings]))
-        for site in probe.sites}, {}, progress)
+    points = {site: _grid_points(probe.block_sizes[site], grid) for site in probe.sites}
+    return _curves(probe, points, {}, progress)
 
 
-def _curves(probe: _Probe, settings: dict[str, list[Setting]], context: dict[str, Setting],
-            progress: bool) -> list[LayerCurve]:
-    """Each listed layer's cost and bytes at each of its settings, the other layers at ``context`` (absent there:
-    unmasked). With no layer of ``context`` masked, density 1 costs nothing and the layer as it is is not run."""
-    masked = _masks_any(context)
-    desc = "calibrate: layer sensitivity" + (" in context" if masked else "")
-    bar = tqdm(total=sum(map(len, settings.values())), desc=desc, disable=not progress, leave=False)
-    curves = []
-    with bar:
-        for site, points in settings.items():
-            measured = []
-            for setting in points:
-                if not masked and setting == (probe.block_sizes[site], 1.0):
-                    measured.append((0.0, _layer_bytes(probe.report, site, probe.fmt)))
-                else:
-                    probe.set_settings({**context, site: setting}, renorm=False)
-                    logits, report = probe.run()
-                    measured.append((probe.cost(logits) if masked or setting[1] < 1.0 else 0.0,
-                                     _layer_bytes(report, site, probe.fmt)))
-                bar.update()
-            curves.append(LayerCurve(site, tuple(points), *(tuple(m[i] for m in measured) for i in (0, 1))))
-    probe.set_settings({})
-    return curves
+def _grid_points(own: BlockSize, grid: Grid) -> list[Setting]:
+    """A layer's settings of ``grid``: the layer as it is first, then every density at every block size of the
+    grid (none: ``own``), each once."""
+    product = itertools.product(grid.block_sizes or (own,), grid.densities)
+    return list(dict.fromkeys([(own, 1.0), *product]))
 
 
 @torch.no_grad()
@@ -228,10 +323,42 @@ def in_context(measured: Profile, context: dict[str, Setting]) -> Profile:
     if not _masks_any(context):
         return measured
     probe = measured.probe
+    points = {curve.site: list(curve.settings) for curve in measured.curves}
     with eval_mode(probe.model):
-        curves = _curves(probe, {curve.site: list(curve.settings) for curve in measured.curves}, context,
-                         measured.progress)
+        curves = _curves(probe, points, context, measured.progress)
     return dataclasses.replace(measured, curves=curves)
+
+
+def _curves(probe: Probe, points: dict[str, list[Setting]], context: dict[str, Setting],
+            progress: bool) -> list[LayerCurve]:
+    """Each listed layer's curve at its ``points``, the other layers at ``context`` (absent there: unmasked);
+    the model is left unmasked."""
+    desc = "calibrate: layer sensitivity" + (" in context" if _masks_any(context) else "")
+    with tqdm(total=sum(map(len, points.values())), desc=desc, disable=not progress, leave=False) as bar:
+        curves = [_curve(probe, site, settings, context, bar) for site, settings in points.items()]
+    probe.set_settings({})
+    return curves
+
+
+def _curve(probe: Probe, site: str, settings: list[Setting], context: dict[str, Setting], bar: tqdm) -> LayerCurve:
+    costs, sizes = [], []
+    for setting in settings:
+        cost, size = _point(probe, site, setting, context)
+        costs.append(cost)
+        sizes.append(size)
+        bar.update()
+    return LayerCurve(site, tuple(settings), tuple(costs), tuple(sizes))
+
+
+def _point(probe: Probe, site: str, setting: Setting, context: dict[str, Setting]) -> tuple[float, int]:
+    """``site``'s cost and bytes at ``setting``, the others at ``context``. With no layer of ``context`` masked,
+    density 1 costs nothing and the layer as it is is not run (the probe has measured the unmasked model)."""
+    masked = _masks_any(context)
+    if not masked and setting == (probe.block_sizes[site], 1.0):
+        return 0.0, _layer_bytes(probe.report, site, probe.fmt)
+    probe.set_settings({**context, site: setting}, renorm=False)
+    logits, report = probe.run()
+    return probe.cost(logits) if masked or setting[1] < 1.0 else 0.0, _layer_bytes(report, site, probe.fmt)
 
 
 def _masks_any(settings: dict[str, Setting]) -> bool:
@@ -243,57 +370,22 @@ def _layer_bytes(report: TrafficReport, site: str, fmt: str) -> int:
     return next(layer.bytes[fmt] for layer in report.layers if layer.name == site)
 
 
+# The search.
+
 def allocate(curves: list[LayerCurve], weight: float, dense_bytes: int) -> dict[str, Setting]:
     """Per layer, the (block size, density) minimising ``bytes / dense_bytes + weight * cost`` (ties: the
     higher density, then the earlier setting)."""
-    return {curve.site: min(zip(curve.settings, curve.bytes, curve.cost),
-                            key=lambda c: (c[1] / dense_bytes + weight * c[2], -c[0][1]))[0] for curve in curves}
+    return {curve.site: _cheapest(curve, weight, dense_bytes) for curve in curves}
 
 
-@dataclass
-class Profile:
-    """The calibration images, the unmasked model's outputs on them, every layer's curve and the held-out check
-    (the costly part of a search, shared by searches for several budgets), and every setting tried so far."""
-
-    probe: _Probe
-    curves: list[LayerCurve]
-    check: _Check | None = None
-    progress: bool = False
-    tried: dict[tuple[Setting, ...], Allocation] = field(default_factory=dict)
-
-
-def _images(batches, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = list(batches)
-    if not batches:
-        return torch.empty(0, device=device), torch.empty(0, dtype=torch.long, device=device)
-    return torch.cat([b[0] for b in batches]).to(device), torch.cat([b[1] for b in batches]).to(device)
+def _cheapest(curve: LayerCurve, weight: float, dense_bytes: int) -> Setting:
+    points = zip(curve.settings, curve.bytes, curve.cost)
+    return min(points, key=lambda point: (point[1] / dense_bytes + weight * point[2], -point[0][1]))[0]
 
 
 @torch.no_grad()
-def profile(model: nn.Module, batches, grid: Grid | tuple[float, ...] = Grid(), fmt: str = "zebra_zvc",
-            bits: int = 8, *, held_out=(), quoted_images: int = 0, progress: bool = False) -> Profile:
-    """Measure every active layer's curve on ``batches`` (``(inputs, labels)``, a few hundred images) at the
-    settings of ``grid`` (a tuple of densities: at each layer's own block size). With ``held_out`` batches,
-    budgets are checked there with a margin that also covers ``quoted_images`` (the size of the split the result
-    is quoted on); ``progress`` shows bars here and in ``search``."""
-    validate_format(fmt)
-    grid = grid if isinstance(grid, Grid) else Grid(tuple(grid))
-    inputs, labels = _images(batches, model_device(model))
-    if not len(inputs):
-        raise ZebraError("search() needs calibration images: the batches are empty")
-    with eval_mode(model):
-        probe = _Probe(model, inputs, labels, fmt, bits)
-        if not probe.sites:
-            raise ZebraError("search() found no active Zebra layer: prepare the model with Zebra enabled")
-        check_inputs, check_labels = _images(held_out, inputs.device)
-        check = _Check(model, check_inputs, check_labels, quoted_images) if len(check_inputs) else None
-        curves = sensitivity(probe, grid, progress)
-        return Profile(probe, curves, check, progress)
-
-
-@torch.no_grad()
-def search(model: nn.Module, batches=(), budget_points: float = 1.0, densities: tuple[float, ...] = DENSITIES,
-           fmt: str = "zebra_zvc", bits: int = 8, *, steps: int = 10,
+def search(model: nn.Module, batches: Iterable[Any] = (), budget_points: float = 1.0,
+           densities: tuple[float, ...] = DENSITIES, fmt: str = "zebra_zvc", bits: int = 8, *, steps: int = 10,
            measured: Profile | list[Profile] | None = None) -> Allocation:
     """Calibrate per-layer thresholds (and block sizes, where the profile tried several) of a prepared model
     for the largest ``fmt`` reduction whose top-1 drop (on the profile's held-out images plus margin, else on
@@ -304,13 +396,20 @@ def search(model: nn.Module, batches=(), budget_points: float = 1.0, densities: 
         raise ZebraError(f"budget_points={budget_points!r} is invalid: use the top-1 points you accept to lose, >= 0")
     measured = measured or profile(model, batches, densities, fmt, bits)
     profiles = [measured] if isinstance(measured, Profile) else measured
-    if any(p.probe is not profiles[0].probe for p in profiles):
+    probe = profiles[0].probe
+    if any(p.probe is not probe for p in profiles):
         raise ZebraError("search() over several profiles needs them all of one probe (refine's rounds)")
     with eval_mode(model):
-        best = max((dataclasses.replace(_best_weight(p, budget_points, steps), round=number)
-                    for number, p in enumerate(profiles, 1)), key=lambda a: a.reduction)
-        thresholds = profiles[0].probe.set_settings(best.settings)
-    return dataclasses.replace(best, thresholds={s: thresholds.get(s, 0.0) for s in profiles[0].probe.sites})
+        rounds = [dataclasses.replace(_best_of(p, budget_points, steps), round=number)
+                  for number, p in enumerate(profiles, 1)]
+        best = max(rounds, key=lambda allocation: allocation.reduction)  # ties: the earlier round
+        thresholds = probe.set_settings(best.settings)
+    return dataclasses.replace(best, thresholds={site: thresholds.get(site, 0.0) for site in probe.sites})
+
+
+def _best_of(measured: Profile, budget_points: float, steps: int) -> Allocation:
+    return best_within(measured.curves, measured.trial, budget_points, measured.unmasked(), measured.dense_bytes(),
+                       steps, measured.progress)
 
 
 def refine(model: nn.Module, measured: Profile, budget_points: float, rounds: int = 2) -> list[Profile]:
@@ -319,7 +418,8 @@ def refine(model: nn.Module, measured: Profile, budget_points: float, rounds: in
     was a context already); ``search`` over the list keeps the best of them, for this budget or another. The
     model is left unmasked."""
     validate_rounds(rounds)
-    profiles, contexts = [measured], []
+    profiles: list[Profile] = [measured]
+    contexts: list[dict[str, Setting]] = []
     while len(profiles) < rounds:
         context = search(model, budget_points=budget_points, measured=profiles).settings
         if context in contexts or not _masks_any(context):
@@ -336,64 +436,48 @@ def validate_rounds(rounds: int, name: str = "rounds") -> None:
         raise ValueError(f"{name}={rounds!r} is invalid: use a positive number of profiles (1: no refinement)")
 
 
-def _trial(measured: Profile, settings: dict[str, Setting]) -> Allocation:
-    """The model under ``settings`` (remembered: bisections for other budgets revisit the same settings)."""
-    key = tuple(settings[site] for site in measured.probe.sites)
-    if key not in measured.tried:
-        probe, check = measured.probe, measured.check
-        probe.set_settings(settings)
-        _, report = probe.run()
-        chosen = {"block_sizes": {site: size for site, (size, _) in settings.items()},
-                  "densities": {site: density for site, (_, density) in settings.items()}, "thresholds": {}}
-        if check is None:
-            trial = Allocation(**chosen, top1=report.accuracy, dense_top1=probe.report.accuracy,
-                               reduction=report.reduction(probe.fmt), fmt=probe.fmt, check_images=len(probe.inputs))
+def best_within(curves: list[LayerCurve], trial: Trial, budget_points: float, start: dict[str, Setting],
+                dense_bytes: int, steps: int = 10, progress: bool = False) -> Allocation:
+    """Bisection over the Lagrangian weight (log scale) of ``allocate`` on ``curves`` (``dense_bytes``: the
+    bytes it divides by) for the allocation of largest reduction whose drop plus margin, as ``trial`` measures
+    it, is within ``budget_points``, from ``start`` (the layers as they are, taken when nothing smaller fits);
+    then ``bridge`` towards the nearest allocation past the budget."""
+    best = trial(start)
+    over = None
+    low, high = math.log(1e-3), math.log(1e5)
+    for _ in tqdm(range(steps), desc=f"calibrate: budget {budget_points:g}", disable=not progress, leave=False):
+        middle = (low + high) / 2
+        settings = allocate(curves, math.exp(middle), dense_bytes)
+        tried = trial(settings)
+        if _within(tried, budget_points):
+            high = middle  # within budget: try a smaller weight (more sparsity)
+            best = tried if tried.reduction > best.reduction else best
         else:
-            hits = check.run()
-            trial = Allocation(**chosen, top1=hits.float().mean().item(), dense_top1=check.hits.float().mean().item(),
-                               reduction=report.reduction(probe.fmt), fmt=probe.fmt, margin_points=check.margin(hits),
-                               check_images=len(hits))
-        measured.tried[key] = trial
-    return measured.tried[key]
+            low, over = middle, settings  # the last one past the budget is the nearest to it
+    return bridge(curves, trial, budget_points, best, over) if over else best
+
+
+def bridge(curves: list[LayerCurve], trial: Trial, budget_points: float, best: Allocation,
+           over: dict[str, Setting]) -> Allocation:
+    """Between the best allocation within budget and the nearest past it (``over``), the Lagrangian path jumps
+    several layers at once: take the layers where they differ one at a time, most bytes saved per cost on
+    ``curves`` first, keeping each change whose allocation (``trial``) stays within budget and saves more."""
+    start = best.settings
+    by_site = {curve.site: curve for curve in curves}
+    changed = [site for site in start if start[site] != over[site]]
+    for site in sorted(changed, key=lambda s: _saved_per_cost(by_site[s], start[s], over[s]), reverse=True):
+        tried = trial({**best.settings, site: over[site]})
+        if _within(tried, budget_points) and tried.reduction > best.reduction:
+            best = tried
+    return best
+
+
+def _saved_per_cost(curve: LayerCurve, now: Setting, then: Setting) -> float:
+    """Bytes saved per unit of cost moving ``curve``'s layer from setting ``now`` to ``then``."""
+    points = dict(zip(curve.settings, zip(curve.bytes, curve.cost)))
+    (bytes_now, cost_now), (bytes_then, cost_then) = points[now], points[then]
+    return (bytes_now - bytes_then) / max(cost_then - cost_now, 1e-12)
 
 
 def _within(trial: Allocation, budget_points: float) -> bool:
     return trial.drop_points + trial.margin_points <= budget_points + 1e-9
-
-
-def _best_weight(measured: Profile, budget_points: float, steps: int) -> Allocation:
-    """Bisection over the Lagrangian weight (log scale) for the allocation of largest joint reduction whose drop
-    plus margin is within budget, then ``_bridge`` towards the nearest allocation past the budget."""
-    dense_bytes = measured.probe.report.total_bytes("dense")
-    best = _trial(measured, {site: (measured.probe.block_sizes[site], 1.0) for site in measured.probe.sites})
-    over = None
-    low, high = math.log(1e-3), math.log(1e5)
-    for _ in tqdm(range(steps), desc=f"calibrate: budget {budget_points:g}", disable=not measured.progress,
-                  leave=False):
-        middle = (low + high) / 2
-        settings = allocate(measured.curves, math.exp(middle), dense_bytes)
-        trial = _trial(measured, settings)
-        if _within(trial, budget_points):
-            high = middle  # within budget: try a smaller weight (more sparsity)
-            best = trial if trial.reduction > best.reduction else best
-        else:
-            low, over = middle, settings  # the last one past the budget is the nearest to it
-    return _bridge(measured, budget_points, best, over) if over else best
-
-
-def _bridge(measured: Profile, budget_points: float, best: Allocation, over: dict[str, Setting]) -> Allocation:
-    """Between the best allocation within budget and the nearest past it, the Lagrangian path jumps several
-    layers at once: take the layers where they differ one at a time, most bytes saved per cost first, keeping
-    each change whose allocation stays within budget and saves more."""
-    curves = {curve.site: dict(zip(curve.settings, zip(curve.bytes, curve.cost))) for curve in measured.curves}
-    start = best.settings
-
-    def value(site: str) -> float:
-        (bytes_now, cost_now), (bytes_then, cost_then) = curves[site][start[site]], curves[site][over[site]]
-        return (bytes_now - bytes_then) / max(cost_then - cost_now, 1e-12)
-
-    for site in sorted((s for s in start if start[s] != over[s]), key=value, reverse=True):
-        trial = _trial(measured, {**best.settings, site: over[site]})
-        if _within(trial, budget_points) and trial.reduction > best.reduction:
-            best = trial
-    return best

@@ -29,6 +29,8 @@ class ZebraLayer(nn.Module):
     are not 4-D maps (a classifier's ReLU) pass through unchanged and are never counted.
     """
 
+    threshold: torch.Tensor  # a buffer (registered in __init__), typed for the checker
+
     def __init__(
         self,
         site: str,

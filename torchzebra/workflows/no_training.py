@@ -107,7 +107,7 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
         _stage(progress, f"budget {counted(budget, 'point')}: search on {holdout} held-out images, then the test split")
         chosen = allocation.search(model, budget_points=budget, measured=profiles)
         folder = out / f"budget-{budget:g}"
-        chosen_config = _with_block_sizes(config, chosen.block_sizes, profiles[0].probe.block_sizes)
+        chosen_config = _with_block_sizes(config, chosen.block_sizes, profiles[0].own_block_sizes)
         save_checkpoint(folder / CHECKPOINT, Checkpoint(model.state_dict(), chosen_config.to_dict(), payload.spec,
                                                         calibrated.zebra_masks, payload.structure,
                                                         derived_from=str(checkpoint)))
