@@ -16,7 +16,7 @@ import torch
 
 from torchzebra.core import block_scores
 from torchzebra.export.maps import capture_maps
-from torchzebra.nn.prepare import zebra_layers
+from torchzebra.nn.state import zebra_layers
 from torchzebra.training.trainer import build_data, load_trained
 from torchzebra.workflows.no_training import _training_images
 

@@ -73,7 +73,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 # Lowest first; a unit may import units of lower layers only (the CLI, on top, joins workflows and reports).
 LAYERS = [
-    {"errors", "_io", "_lazy", "_numbers"},
+    {"errors", "_io", "_lazy", "_numbers", "_checks", "_defaults"},
     {"core", "data", "models"},  # tensor functions; data sets; models
     {"nn"},  # the ZebraLayer, prepare/remove, ZebraConfig
     {"analysis", "codec", "slim"},  # functions over prepared models; byte streams; Network Slimming
@@ -105,6 +105,42 @@ def test_the_layout_is_the_contributors_guide_s():
 
 def test_the_cycle_finder_finds_cycles():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) is not None and _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _running_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """The imports that run: at module level or inside functions, not those for type checkers only."""
+    checker_only = {id(inner) for node in ast.walk(tree)
+                    if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                    for statement in node.body for inner in ast.walk(statement)}
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+            and id(node) not in checker_only]
+
+
+def _imported_files(name: tuple[str, ...], tree: ast.Module, files: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """The files of torchzebra (module paths without ``.py``, as in ``files``) that the file ``name`` imports."""
+    package = name[:-1]
+    targets = []
+    for node in _running_imports(tree):
+        if isinstance(node, ast.Import):
+            modules = [tuple(alias.name.split(".")) for alias in node.names]
+            targets += [module[1:] for module in modules if module[0] == "torchzebra"]
+        elif node.level or (node.module or "").split(".")[0] == "torchzebra":
+            base = package[:len(package) - node.level + 1] if node.level else ()
+            module = base + tuple(node.module.split(".")) if node.module else base
+            module = module if node.level else module[1:]
+            # `from . import x`, `from .pkg import x`: x may be a file
+            targets += [module + (alias.name,) if module + (alias.name,) in files else module for alias in node.names]
+    return {target if target in files else target + ("__init__",) for target in targets} & files - {name}
+
+
+def test_no_two_files_of_a_package_import_each_other():
+    """Inside a package, file-level imports go one way: no circle through the package's files, function-level
+    imports included (only ``if TYPE_CHECKING:`` imports, which never run, may point back)."""
+    trees = {Path(path).with_suffix("").parts: tree for path, tree in _modules().items()}
+    graph = {"/".join(name): {"/".join(other) for other in _imported_files(name, tree, set(trees))
+                              if other[:-1] == name[:-1]}
+             for name, tree in trees.items()}
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
 def _functions():

@@ -127,6 +127,28 @@ def test_timm_cnn_prepared_in_train_mode_keeps_its_stochastic_layers(name, optio
         assert torch.equal(prepared(x), model.eval()(x))
 
 
+def test_training_flags_set_by_hand_pick_the_graph_of_their_mode():
+    """A freeze loop sets ``training`` on each submodule, not through ``.train()``/``.eval()``: the prepared model
+    (a ModeGraphModule, for timm's BatchNormAct2d) runs the graph of the flag it finds at the call."""
+    torch.manual_seed(0)
+    model = timm.create_model("mobilenetv3_small_050", num_classes=10).train()
+    assert any(type(module).__name__ == "BatchNormAct2d" for module in model.modules())
+    prepared = _prepared(model)
+    assert isinstance(prepared, tz.nn.ModeGraphModule) and prepared.training
+    tz.set_masking(prepared, False)  # random weights: the thresholds would zero the outputs in either mode
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = prepared.eval()(x)  # the eval graph: running statistics
+        assert torch.equal(expected, model.eval()(x))  # the plain model in eval mode
+        prepared.train()
+        for module in prepared.modules():
+            module.training = False
+        assert prepared.graph is prepared.mode_graphs[False] and torch.equal(prepared(x), expected)
+        for module in prepared.modules():
+            module.training = True
+        assert prepared.graph is prepared.mode_graphs[True] and not torch.allclose(prepared(x), expected)
+
+
 @pytest.mark.parametrize("name, channels", [("timm:resnet18", 1), ("timm:mobilenetv3_small_050", 3)])
 def test_the_model_zoo_builds_timm_cnns_with_random_weights(name, channels):
     from torchzebra.models import build_model

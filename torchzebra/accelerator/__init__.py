@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at ru
     from .spec import DATAFLOWS, PRESETS, Accelerator, AcceleratorError, load_accelerator, load_accelerators
     from .systolic import Gemm, compute_cycles
     from .work import LayerWork, layer_work
-    from .cost import AcceleratorEstimate, Cost, Estimate, LayerEstimate
-    from .estimate import estimate, estimate_layers
+    from .cost import AcceleratorEstimate, Cost, LayerEstimate
+    from .estimate import Estimate, estimate, estimate_layers
     from .curves import MARGIN, break_even
     from .story import energy_story
     from .table import estimate_text
@@ -26,8 +26,8 @@ __all__ = lazy_package(__name__, {
              "load_accelerators"],
     "systolic": ["Gemm", "compute_cycles"],
     "work": ["LayerWork", "layer_work"],
-    "cost": ["AcceleratorEstimate", "Cost", "Estimate", "LayerEstimate"],
-    "estimate": ["estimate", "estimate_layers"],
+    "cost": ["AcceleratorEstimate", "Cost", "LayerEstimate"],
+    "estimate": ["Estimate", "estimate", "estimate_layers"],
     "curves": ["MARGIN", "break_even"],
     "story": ["energy_story"],
     "table": ["estimate_text"],

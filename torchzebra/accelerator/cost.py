@@ -147,25 +147,3 @@ def cost_network(works: list[LayerWork], accelerator: Accelerator, bits: int, ba
     """Every layer of ``works`` on ``accelerator`` in batches of ``batch``."""
     return AcceleratorEstimate(accelerator, [layer_cost(work, accelerator, bits, batch) for work in works], batch)
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """One network on several accelerators, from one traffic report (and the baseline model's, when compared)."""
-
-    accelerators: dict[str, AcceleratorEstimate]
-    images: int
-    bits: int
-    on_chip: bool
-    coverage: float | None = None  # the report's: the fraction of the activation elements its maps count
-    baseline_bits: int | None = None  # the baseline's report's bit width; None: no baseline
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON that ``zebra estimate --json`` writes."""
-        return {"images": self.images, "bits": self.bits, "on_chip": self.on_chip, "per": "image",
-                "coverage": self.coverage, "baseline_bits": self.baseline_bits,
-                "accelerators": {name: est.to_dict() for name, est in self.accelerators.items()}}
-
-    def __str__(self) -> str:
-        from .table import estimate_text
-
-        return estimate_text(self)

@@ -4,8 +4,8 @@ model's: the layers' work, their costs at the batch, the curves and the warnings
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
-from typing import Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -16,12 +16,34 @@ from ..export.scalesim import ConvLayer
 from ..analysis.measure import TrafficReport
 from .checks import implausible
 from .curves import Pair, model_curves
-from .cost import AcceleratorEstimate, Estimate, cost_network
+from .cost import AcceleratorEstimate, cost_network
 from .spec import PRESETS, Accelerator, load_accelerators
 from .story import energy_story
+from .table import estimate_text
 from .work import layer_work
 
 Measured = tuple[list[ConvLayer], TrafficReport]  # a model's topology rows and its traffic report
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One network on several accelerators, from one traffic report (and the baseline model's, when compared)."""
+
+    accelerators: dict[str, AcceleratorEstimate]
+    images: int
+    bits: int
+    on_chip: bool
+    coverage: float | None = None  # the report's: the fraction of the activation elements its maps count
+    baseline_bits: int | None = None  # the baseline's report's bit width; None: no baseline
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON that ``zebra estimate --json`` writes."""
+        return {"images": self.images, "bits": self.bits, "on_chip": self.on_chip, "per": "image",
+                "coverage": self.coverage, "baseline_bits": self.baseline_bits,
+                "accelerators": {name: est.to_dict() for name, est in self.accelerators.items()}}
+
+    def __str__(self) -> str:
+        return estimate_text(self)
 
 
 def check_batch(batch: int | None) -> None:

@@ -4,9 +4,14 @@ story, then cycles per layer."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..core import FORMATS, format_title
-from .cost import BASELINE_FORMATS, AcceleratorEstimate, Cost, Estimate, compare
+from .cost import BASELINE_FORMATS, AcceleratorEstimate, Cost, compare
 from .story import energy_story
+
+if TYPE_CHECKING:  # an annotation only: estimate.py imports this module
+    from .estimate import Estimate
 
 KIB = 1024  # every byte column: KiB, 1024 bytes
 

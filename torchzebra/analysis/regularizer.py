@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn.prepare import prepared_module, zebra_layers
+from ..nn.state import prepared_module, zebra_layers
 
 
 def zero_block_loss(model: nn.Module) -> torch.Tensor:

@@ -7,8 +7,6 @@ from typing import ContextManager, Iterator
 
 from torch import nn
 
-from .modegraph import follow_modes
-
 
 @contextmanager
 def training_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
@@ -20,8 +18,7 @@ def training_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
         yield model
     finally:
         for module, was_training in modes:
-            module.training = was_training
-        follow_modes(model)  # a prepared model with one graph per mode runs the graph of its restored mode
+            module.training = was_training  # a prepared model with one graph per mode reads it at each call
 
 
 def eval_mode(model: nn.Module) -> ContextManager[nn.Module]:

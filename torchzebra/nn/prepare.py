@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from typing import Any, Callable
 
-import torch
 from torch import fx, nn
 
 from .config import ZebraConfig
@@ -21,10 +20,8 @@ from .activations import (ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_M
 from .dimorder import NOT_4D, PARAMETER, layout_name, op_name, tensor_layouts
 from .layer import ZebraLayer
 from .modegraph import ModeGraphModule
+from .state import CONTAINER, STATE, PreparedState, is_prepared, model_device, prepared_state
 from .tracing import enclosing, trace_modes
-
-CONTAINER = "zebra"  # the ModuleDict of a prepared model that holds its ZebraLayers
-_STATE = "prepared_state"  # attribute of the ZebraLayer container: deepcopy, pickle and torch.save keep it
 
 _METADATA_READS = {"size", "dim", "numel", "shape", "dtype", "device"}
 
@@ -168,7 +165,8 @@ def instrument(model: nn.Module, config: ZebraConfig, container: nn.ModuleDict |
     modules = dict(model.named_modules())
     graphs = trace_modes(model, config.leaf_modules, lambda graph: _activation_paths(graph, modules))
     dual = graphs[True] is not graphs[False]
-    gm = (ModeGraphModule if dual else fx.GraphModule)(model, graphs[model.training], type(model).__name__)
+    name, graph = type(model).__name__, graphs[model.training]
+    gm = ModeGraphModule(model, graph, name, _reduce) if dual else fx.GraphModule(model, graph, name)
     if hasattr(gm, CONTAINER):
         raise ValueError(f"{type(model).__name__} already has an attribute {CONTAINER!r}, which prepare() needs")
     layers = container if container is not None else nn.ModuleDict()
@@ -190,8 +188,22 @@ def instrument(model: nn.Module, config: ZebraConfig, container: nn.ModuleDict |
     gm.training = model.training  # the user's modules (shared with gm) keep their own modes
     if container is None:
         layers.train(model.training)
-        setattr(layers, _STATE, PreparedState(model, config))
+        setattr(layers, STATE, PreparedState(model, config))
     return gm
+
+
+def _reduce(model: ModeGraphModule) -> tuple[Callable[..., fx.GraphModule], tuple[Any, ...]]:
+    """How a ModeGraphModule pickles: as its plain model, its settings and its ZebraLayers. Loading traces the model
+    again (as GraphModule's own unpickling does from its code) and puts the saved layers back."""
+    state = prepared_state(model)
+    return _rebuild, (state.original, state.config, getattr(model, CONTAINER), model.training)
+
+
+def _rebuild(original: nn.Module, config: ZebraConfig, container: nn.ModuleDict, training: bool) -> fx.GraphModule:
+    """A prepared model rebuilt from its plain model, settings and (saved) ZebraLayers."""
+    model = instrument(original, config, container)
+    model.training = training
+    return model
 
 
 def prepare(model: nn.Module, config: ZebraConfig | None = None) -> fx.GraphModule:
@@ -220,72 +232,3 @@ def _kept_whole(gm: fx.GraphModule) -> list[tuple[str, nn.Module]]:
     return [(node.target, modules[node.target]) for node in gm.graph.nodes
             if node.op == "call_module" and not isinstance(modules[node.target], (ACTIVATION_MODULES, ZebraLayer))
             and any(isinstance(m, ACTIVATION_MODULES) for m in modules[node.target].modules())]
-
-
-@dataclass(frozen=True)
-class PreparedState:
-    """What ``prepare`` remembers of a model: the plain model it was made from and its ZebraConfig."""
-
-    original: nn.Module
-    config: ZebraConfig
-
-
-def prepared_module(model: nn.Module, caller: str = "this function") -> fx.GraphModule:
-    """The prepared model itself, or the one a ``torch.compile`` wrapper holds (same modules and weights);
-    any other model is a ``ValueError`` naming ``caller``."""
-    inner = _unwrapped(model)
-    if not is_prepared(inner):
-        raise ValueError(f"{caller}() takes a model returned by torchzebra.prepare() (or torch.compile of one); "
-                         "this one is not prepared")
-    return inner
-
-
-def prepared_state(model: nn.Module, caller: str = "this function") -> PreparedState:
-    """The state of a prepared (possibly compiled) model; any other model is a ``ValueError`` naming ``caller``."""
-    return getattr(getattr(prepared_module(model, caller), CONTAINER), _STATE)
-
-
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The module a ``torch.compile`` wrapper runs, else the model itself."""
-    return getattr(model, "_orig_mod", model) if not isinstance(model, fx.GraphModule) else model
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of a model's parameters (CPU for a model without any)."""
-    return next(model.parameters(), torch.empty(0)).device
-
-
-def is_prepared(model: nn.Module) -> bool:
-    """True for a model returned by ``prepare``, or ``torch.compile`` of one."""
-    model = _unwrapped(model)
-    return isinstance(model, fx.GraphModule) and hasattr(getattr(model, CONTAINER, None), _STATE)
-
-
-def remove(model: nn.Module) -> nn.Module:
-    """Return the plain model a prepared one was made from (same object, with the current weights)."""
-    original = prepared_state(model, "remove").original
-    original.training = model.training  # the submodules are shared and keep their own modes
-    return original
-
-
-def plain_model(model: nn.Module) -> nn.Module:
-    """The un-instrumented model of a possibly prepared one (a prepared model shares its modules with it)."""
-    return remove(model) if is_prepared(model) else model
-
-
-def zebra_layers(model: nn.Module) -> list[tuple[str, ZebraLayer]]:
-    """The (call-site name, layer) pairs of a prepared model, in execution order."""
-    return [(layer.site, layer) for layer in getattr(prepared_module(model, "zebra_layers"), CONTAINER).values()]
-
-
-def set_masking(model: nn.Module, enabled: bool) -> None:
-    """Switch the block masks of every layer on or off (off: the model computes the original outputs)."""
-    for _, layer in zebra_layers(model):
-        layer.masking = enabled
-
-
-def set_penalty(model: nn.Module, enabled: bool) -> None:
-    """Switch the penalty each layer computes in training on or off (off where nothing adds it to the loss,
-    as with a zero lambda: ``zero_block_loss`` then finds no terms)."""
-    for _, layer in zebra_layers(model):
-        layer.penalized = enabled
