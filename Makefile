@@ -1,5 +1,6 @@
 # One-command set-up on a fresh machine: `make run` (the main job), `make test` (the test suite) and
-# `make test-fast` (the suite without the tests marked slow); `make csrc` builds the C reference model of the
+# `make test-fast` (the suite without the tests marked slow), `make lint` (ruff and mypy, which `make test` also
+# runs through tests/test_static.py); `make csrc` builds the C reference model of the
 # codec stream (csrc/, docs/FORMAT.md section 6) into build/csrc/.
 PYTHON ?= python3.11
 VENV := .venv
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast csrc clean
+.PHONY: setup run test test-fast lint csrc clean
 
 setup: $(STAMP) $(FMNIST)
 
@@ -35,6 +36,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(PY) -m ruff check torchzebra benchmarks tests examples
+	$(PY) -m mypy torchzebra
 
 CSRC_FLAGS := -std=c99 -O2 -Wall -Wextra -Wpedantic
 CSRC_BUILD := build/csrc

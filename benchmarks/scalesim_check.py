@@ -92,10 +92,9 @@ def model_and_batches(checkpoint: Path | None, name: str, images: int) -> tuple[
     if checkpoint is None:
         model = tz.prepare(MODELS[name](), tz.ZebraConfig(block_size=2, threshold=0.1)).eval()
         return model, [torch.randn(images, 3, 32, 32, generator=torch.Generator().manual_seed(0)).relu()]
-    from torchzebra.training.trainer import build_data, load_trained
-    model, config = load_trained(checkpoint, ["device=cpu"])
-    _, test_set, _ = build_data(config)
-    return model, [torch.stack([test_set[i][0] for i in range(images)])]
+    from torchzebra.training import open_checkpoint
+    opened = open_checkpoint(checkpoint, ["device=cpu"])
+    return opened.model, [torch.stack([opened.test_set[i][0] for i in range(images)])]
 
 
 def scalesim_python(folder: Path) -> Path:

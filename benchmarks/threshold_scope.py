@@ -17,7 +17,8 @@ import torch
 from torchzebra.core import block_scores
 from torchzebra.export.maps import capture_maps
 from torchzebra.nn.state import zebra_layers
-from torchzebra.training.trainer import build_data, load_trained
+from torchzebra.training.building import build_data
+from torchzebra.training.opening import load_trained
 from torchzebra.workflows.no_training import _training_images
 
 LAYERS = ["stem.2", "layer1.0.relu", "layer1.1.relu:1", "layer2.0.relu", "layer3.0.relu"]

@@ -21,9 +21,8 @@ import torch
 
 from torchzebra.core import nonzero_blocks
 from torchzebra.nn import zebra_layers
-from torchzebra.training import load_checkpoint
 from torchzebra.training.precision import resolve_precision
-from torchzebra.training.trainer import build_data, checkpoint_config, rebuild
+from torchzebra.training import open_checkpoint
 
 
 @contextlib.contextmanager
@@ -65,11 +64,10 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--batches", type=int, default=8, help="training batches of the run's batch size")
     args = parser.parse_args()
-    payload = load_checkpoint(args.checkpoint)
-    config = checkpoint_config(payload, ["data.augment=false"])
-    model, _ = rebuild(payload, ["data.augment=false"], f"checkpoint {args.checkpoint}")
+    opened = open_checkpoint(args.checkpoint, ["data.augment=false"], device=torch.device("cpu"))
+    model, config = opened.model, opened.config
     chosen = resolve_precision(config.finetune, torch.device("cpu"))
-    train_set, _, _ = build_data(config)
+    train_set, _ = opened.datasets
     size = config.data.batch_size
     batches = [torch.stack([train_set[i][0] for i in range(b * size, (b + 1) * size)]) for b in range(args.batches)]
     modes = {"eval fp32 (as deployed)": (False, False, False), "train fp32": (True, False, False),

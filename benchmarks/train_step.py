@@ -26,7 +26,8 @@ from torchzebra.training import keep_freed_memory
 from torchzebra.training import distributed
 from torchzebra.training.extensions import distillation, zebra_extensions
 from torchzebra.training.precision import resolve_precision
-from torchzebra.training.trainer import build_prepared_model, new_run, to_device, train_step
+from torchzebra.training.building import build_prepared_model
+from torchzebra.training.trainer import new_run, to_device, train_step
 
 SPEC = DataSpec("fashion-mnist", 10, 1, 32)
 VARIANTS = ("dense", "zebra", "zebra+teacher")

@@ -94,7 +94,7 @@ def test_per_channel_scales_and_given_scale():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(fmt="rle"), "format='rle' is invalid"),
-    (dict(bits=4), "bits=4 is invalid for the codec"),
+    (dict(bits=4), "bits=4 is invalid: use 8 or 16 .* for the codec"),
     (dict(block_size=0), "block_size=0 is invalid"),
     (dict(scale=-1.0), "positive finite"),
 ])

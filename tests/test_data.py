@@ -119,9 +119,9 @@ def test_subsets_are_seeded(tmp_path):
 # data.loader: batches made on the device (here the CPU) against the DataLoader path they replace.
 
 def _batches(dataset, loader, shuffle=True, seed=3, world=None, batch_size=4, **settings):
-    from torchzebra.training.trainer import _loader
+    from torchzebra.training.building import make_loader
 
-    return list(_loader(dataset, batch_size, DataSection(loader=loader, **settings), torch.device("cpu"), shuffle,
+    return list(make_loader(dataset, batch_size, DataSection(loader=loader, **settings), torch.device("cpu"), shuffle,
                         seed, world))
 
 
@@ -135,13 +135,13 @@ def test_loader_auto_is_workers_on_cpu_and_typos_are_refused(tmp_path):
 
     from torchzebra.data import loader_kind
     from torchzebra.config import ConfigError, load_config
-    from torchzebra.training.trainer import _loader
+    from torchzebra.training.building import make_loader
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert (loader_kind("auto", cpu), loader_kind("auto", cuda), loader_kind("workers", cuda)) == (
         "workers", "device", "workers")
     train, _, _ = _fashion(tmp_path, True)
-    loader = _loader(train, 4, DataSection(), cpu, True, 0)  # the default, auto: today's DataLoader on a CPU
+    loader = make_loader(train, 4, DataSection(), cpu, True, 0)  # the default, auto: today's DataLoader on a CPU
     assert isinstance(loader, DataLoader) and not loader.persistent_workers and not loader.pin_memory
     assert load_config("quick").data.loader == "device"  # the quick preset's choice: no loader process on 2 cores
     with pytest.raises(ConfigError, match="data.loader='gpu' is invalid: expected 'auto' or 'workers' or 'device'"):
@@ -217,12 +217,12 @@ def test_synthetic_batches_are_generated_on_the_device_per_seed():
 def test_image_files_keep_a_dataloader_with_persistent_workers(tmp_path):
     from torch.utils.data import DataLoader
 
-    from torchzebra.training.trainer import _loader
+    from torchzebra.training.building import make_loader
 
     image_folder_tree(tmp_path)
     train, _, _ = build_datasets(DataSection("imagefolder", tmp_path, size=32))
     section = DataSection("imagefolder", tmp_path, size=32, loader="device", workers=1)
-    loader = _loader(train, 2, section, torch.device("cpu"), True, 0)
+    loader = make_loader(train, 2, section, torch.device("cpu"), True, 0)
     assert isinstance(loader, DataLoader) and loader.persistent_workers and loader.prefetch_factor == 4
     assert [len(labels) for _, labels in loader] == [2, 2, 2]
 

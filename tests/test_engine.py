@@ -219,8 +219,9 @@ def test_checkpoint_of_another_model_lists_keys(tmp_path, tiny_run):
         ("zebra.density=1.5", r"zebra: density\['\*'\]=1.5 is invalid"),
         ("zebra.density={'layer4.*': abc}",
          r"zebra.density=\{.*'layer4.\*': 'abc'.*\} is invalid: "
-         r"expected a number or a mapping of a string to a number"),
-        ("zebra.lam_epochs=0.1", r"zebra.lam_epochs=0.1 is invalid: expected a list \(each item a number\) or null"),
+         r"expected a finite number or a mapping of a string to a finite number"),
+        ("zebra.lam_epochs=0.1",
+         r"zebra.lam_epochs=0.1 is invalid: expected a list \(each item a finite number\) or null"),
         ("finetune.schedule=cosin", "finetune.schedule='cosin' is invalid: use one of onecycle, cosine, constant"),
     ],
 )

@@ -177,15 +177,15 @@ def test_calibrate_prints_each_stage_without_bars_and_compares_batchnorm_like_wi
     assert main(_import(_saved(_model().state_dict(), tmp_path / "w.pt"), images)) == 0
     capsys.readouterr()
     out = tmp_path / "cal"
-    assert main(["calibrate", str(tmp_path / "model.pt"), "--out", str(out), "--budget", "0", "1", "--images", "2",
+    assert main(["calibrate", str(tmp_path / "model.pt"), "--out", str(out), "--budget", "0.5", "1", "--images", "2",
                  "--holdout", "4", "--densities", "0.5", "--quiet", *DATA]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("calibrate: ")]
     assert len(lines) == 5 and lines[0].startswith("calibrate: the unmasked model on the test split")
     assert "BatchNorm statistics re-estimated" in lines[1] and "sensitivity" in lines[2]
-    assert lines[3].startswith("calibrate: budget 0 points: search")
+    assert lines[3].startswith("calibrate: budget 0.5 points: search")
     assert lines[4].startswith("calibrate: budget 1 point: search")
     result = read_result(out / "report.json")
-    assert [row.label for row in result.rows[1:]] == ["calibrated, budget 0 points", "calibrated, budget 1 point"]
+    assert [row.label for row in result.rows[1:]] == ["calibrated, budget 0.5 points", "calibrated, budget 1 point"]
     renormed = result.rows[0].settings["batchnorm_reestimated_top1"]
     assert 0 <= renormed <= 1
     assert f"with its statistics re-estimated the same way scores {renormed * 100:.2f} %" in (

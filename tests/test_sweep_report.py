@@ -72,6 +72,9 @@ def test_sweep_rows_and_resume(swept, monkeypatch):
     changed = {**yaml.safe_load((run_dir / "config.yaml").read_text()), "seed": 7}
     with pytest.raises(ConfigError, match="trained with other settings"):
         sweep_module.run_sweep(sweep_module.from_dict(changed), run_dir, progress=False)
+    original = yaml.safe_load((run_dir / "config.yaml").read_text())
+    zebra_only = sweep_module._stage_config({**original, "zebra": {**original["zebra"], "calibrate_every": 4}}, {})
+    assert sweep_module._finished(run_dir / "baseline", zebra_only) is not None  # the dense baseline ignores Zebra's
 
 
 @pytest.mark.slow  # several training runs

@@ -8,7 +8,8 @@ zero_block_loss(model)``, plus distillation from a teacher). ``state_dict``/``lo
 
 from __future__ import annotations
 
-import math
+from ._checks import number, whole
+
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -190,13 +191,8 @@ def validate_schedule(density: object, density_ramp_steps: object, calibrate_eve
 
 
 def _count(value: object, name: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ZebraError(f"{name}={value!r} is invalid: use a whole number >= {least}")
-    return value
+    return whole(value, name, least=least)
 
 
 def _number(value: object, name: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (
-            positive and value == 0):
-        raise ZebraError(f"{name}={value!r} is invalid: use a finite number {'> 0' if positive else '>= 0'}")
-    return float(value)
+    return number(value, name, least=None if positive else 0, above=0 if positive else None)

@@ -6,7 +6,6 @@ line naming the file, the key and what is allowed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from .._checks import choice, is_number, is_whole, number, whole
 from .._numbers import yaml_numbers
 from ..errors import ZebraError
 
@@ -67,14 +67,6 @@ class Accelerator:
                 "weight_bits": self.weight_bits, "batch": self.batch}
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check(ok: bool, origin: str, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise AcceleratorError(f"{origin}: {key}={value!r} is invalid: expected {expected}")
@@ -93,22 +85,24 @@ def from_dict(values: Any, name: str, origin: str | None = None) -> Accelerator:
     if missing:
         raise AcceleratorError(f"{origin}: missing setting(s) {missing}: every description gives {list(REQUIRED)}")
     array = values["array"]
-    _check(isinstance(array, list) and len(array) == 2 and all(_integer(v) and v > 0 for v in array), origin,
+    _check(isinstance(array, list) and len(array) == 2 and all(is_whole(v) and v > 0 for v in array), origin,
            "array", array, "[rows, cols], two integers > 0")
-    _check(values["dataflow"] in DATAFLOWS, origin, "dataflow", values["dataflow"], " or ".join(DATAFLOWS))
+    choice(values["dataflow"], f"{origin}: dataflow", DATAFLOWS, expected=f"expected {' or '.join(DATAFLOWS)}",
+           error=AcceleratorError)
     for key in ("clock_ghz", "dram_gbps"):
-        _check(_number(values[key]) and values[key] > 0, origin, key, values[key], "a number > 0")
+        number(values[key], f"{origin}: {key}", above=0, expected="expected a number > 0", error=AcceleratorError)
     for key in ("pj_per_mac", "pj_per_dram_bit"):
-        _check(_number(values[key]) and values[key] >= 0, origin, key, values[key], "a number >= 0")
+        number(values[key], f"{origin}: {key}", least=0, expected="expected a number >= 0", error=AcceleratorError)
     sram = values["sram_kb"]
     _check(isinstance(sram, dict) and sorted(sram) == sorted(BUFFERS)
-           and all(_number(v) and v >= 0 for v in sram.values()), origin, "sram_kb", sram,
+           and all(is_number(v) and v >= 0 for v in sram.values()), origin, "sram_kb", sram,
            "{ifmap: KB, filter: KB, ofmap: KB}, numbers >= 0")
     bits = values.get("weight_bits")
-    _check(bits is None or (_integer(bits) and 1 <= bits <= 64), origin, "weight_bits", bits,
-           "an integer from 1 to 64, or null (the report's bit width)")
-    batch = values.get("batch", 1)
-    _check(_integer(batch) and batch >= 1, origin, "batch", batch, "an integer >= 1 (images per weight read)")
+    if bits is not None:
+        whole(bits, f"{origin}: weight_bits", least=1, most=64, error=AcceleratorError,
+              expected="expected an integer from 1 to 64, or null (the report's bit width)")
+    batch = whole(values.get("batch", 1), f"{origin}: batch", least=1, error=AcceleratorError,
+                  expected="expected an integer >= 1 (images per weight read)")
     return Accelerator(name, array[0], array[1], values["dataflow"], float(values["clock_ghz"]),
                        float(values["dram_gbps"]), {b: float(sram[b]) for b in BUFFERS}, float(values["pj_per_mac"]),
                        float(values["pj_per_dram_bit"]), bits, batch)

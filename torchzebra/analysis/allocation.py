@@ -36,11 +36,13 @@ from tqdm.auto import tqdm
 
 from .calibrate import calibrate, validate_density
 from ..core import BlockSize, validate_block_size, validate_format
+from .. import _defaults as defaults
+from .._checks import number, whole
 from ..errors import ZebraError
 from .measure import TrafficReport, measure
 from ..nn import eval_mode, model_device, zebra_layers
 
-DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+DENSITIES = defaults.DENSITIES
 CONFIDENCE = 0.95  # the one-sided level of the margin added to a held-out drop
 _Z = NormalDist().inv_cdf(CONFIDENCE)
 _CHUNK = 512  # images per forward pass of a held-out check or a BatchNorm re-estimation
@@ -392,8 +394,7 @@ def search(model: nn.Module, batches: Iterable[Any] = (), budget_points: float =
     ``batches``) stays within ``budget_points`` of the unmasked model's; no training. The model keeps the
     chosen settings (and BatchNorm statistics). ``measured`` reuses a ``profile`` of it, or several of one probe
     (``refine``'s): each is searched and the allocation that saves the most is kept."""
-    if not budget_points >= 0:
-        raise ZebraError(f"budget_points={budget_points!r} is invalid: use the top-1 points you accept to lose, >= 0")
+    number(budget_points, "budget_points", least=0, expected="use the top-1 points you accept to lose, >= 0")
     measured = measured or profile(model, batches, densities, fmt, bits)
     profiles = [measured] if isinstance(measured, Profile) else measured
     probe = profiles[0].probe
@@ -432,8 +433,7 @@ def refine(model: nn.Module, measured: Profile, budget_points: float, rounds: in
 
 def validate_rounds(rounds: int, name: str = "rounds") -> None:
     """Refuse a number of profile rounds that is not a positive integer."""
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"{name}={rounds!r} is invalid: use a positive number of profiles (1: no refinement)")
+    whole(rounds, name, least=1, expected="use a positive number of profiles (1: no refinement)")
 
 
 def best_within(curves: list[LayerCurve], trial: Trial, budget_points: float, start: dict[str, Setting],

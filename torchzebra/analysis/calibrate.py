@@ -6,6 +6,8 @@ the already-calibrated layers before it shape them.
 
 from __future__ import annotations
 
+from .._checks import fraction
+
 from typing import Iterable, Mapping
 
 import torch
@@ -16,9 +18,7 @@ from ..nn import eval_mode, model_device, prepared_module, zebra_layers
 
 
 def validate_density(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"{name}={value!r} is invalid: use the fraction of blocks to keep, in (0, 1]")
-    return float(value)
+    return fraction(value, name, expected="use the fraction of blocks to keep, in (0, 1]")
 
 
 def validate_densities(density: object, name: str) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import ZebraError
 from .parser import build_parser
+from .preflight import preflight
 
 __all__ = ["build_parser", "main"]
 
@@ -19,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv
+    try:
+        preflight(args)
+    except ZebraError as error:
+        print(f"zebra {args.command}: error: {error}", file=sys.stderr)
+        return 2
     from . import verbs  # torch, the engine and the reports: only now that the arguments are good
 
     return verbs.dispatch(args)

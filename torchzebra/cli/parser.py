@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._defaults import CALIBRATION_IMAGES, DENSITIES, HOLDOUT_IMAGES
 from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
 from ..codec.widths import WIDTHS
 from ..config.presets import PRESETS
@@ -15,6 +16,11 @@ from ..results.methods import METHODS, slim_flows, sweep_methods
 def _block_size_word(word: str) -> int | str:
     """A block size as typed: digits are a number (``4``), anything else stays a word (``map``) to be checked."""
     return int(word) if word.isdigit() else word
+
+
+def _words(values: tuple[float, ...]) -> str:
+    """Numbers as a command line takes them: ``0.1 0.2 1``."""
+    return " ".join(f"{value:g}" for value in values)
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -149,14 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True, help="the folder to write")
     c.add_argument("--budget", type=float, nargs="+", default=[1.0], metavar="POINTS",
                    help="top-1 points the model may lose on the test split (default 1; several: a front)")
-    c.add_argument("--images", type=int, help="training images to calibrate on (default 1024)")
+    c.add_argument("--images", type=int, help=f"training images to calibrate on (default {CALIBRATION_IMAGES})")
     c.add_argument("--holdout", type=int,
-                   help="other training images the budget is checked on (default 10000; one image should be a small "
+                   help=f"other training images the budget is checked on (default {HOLDOUT_IMAGES}; one image "
+                        "should be a small "
                         "fraction of the budget)")
     c.add_argument("--block-sizes", dest="block_sizes", type=_block_size_word, nargs="+", metavar="SIZE",
                    help="block sizes each layer may take, e.g. 2 4 (default: each layer keeps its own)")
     c.add_argument("--densities", type=float, nargs="+", metavar="FRACTION",
-                   help="kept-block fractions each layer is measured at (default 0.1 0.2 0.3 0.4 0.5 0.7 1; more: a "
+                   help=f"kept-block fractions each layer is measured at (default {_words(DENSITIES)}; more: a "
                         "finer search and a longer profile)")
     c.add_argument("--rounds", type=int, default=1, metavar="N",
                    help="profiles to search (default 1); each after the first measures every layer again with the "

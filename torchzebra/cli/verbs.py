@@ -14,7 +14,7 @@ from pathlib import Path
 from .._io import atomic_write_text
 from .._numbers import counted
 from ..config import ConfigError, load_config
-from ..training import TrainingError, evaluate, keep_freed_memory, load_trained, train
+from ..training import TrainingError, evaluate, keep_freed_memory, open_checkpoint, train
 from ..training import distributed
 from ..config.run import parse_assignment
 from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
@@ -25,7 +25,7 @@ from ..workflows.no_training import calibrate_checkpoint, search_plan
 from ..workflows.run import new_run_dir, run_experiment
 from ..workflows.pruning import prune_checkpoint, run_slim
 from ..workflows.sweep import run_sweep
-from ..training.trainer import build_data, resolve_device
+from ..training.building import resolve_device
 from ..errors import ZebraError
 from ..reports.html import build_report
 
@@ -65,10 +65,9 @@ def _torchrun(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    model, config = load_trained(args.checkpoint, args.set)
-    world, device = distributed.setup(resolve_device(config.device))  # under torchrun: each rank a share
-    _, test_set, _ = build_data(config)
-    report = evaluate(model.to(device), test_set, config, device, progress=not args.quiet)
+    opened = open_checkpoint(args.checkpoint, args.set)
+    world, device = distributed.setup(opened.device)  # under torchrun: each rank a share, on its own GPU
+    report = evaluate(opened.model.to(device), opened.test_set, opened.config, device, progress=not args.quiet)
     if not world.main:
         return 0
     print(report)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .._checks import is_number, is_whole
 from .._io import atomic_write_text
 from .._numbers import yaml_numbers
 from .presets import PRESETS
@@ -94,9 +95,9 @@ def matches(value: Any, hint: Any) -> bool:
     if hint is type(None) or hint is None:
         return value is None
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)  # finite: no setting means anything by .inf or .nan
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_whole(value)
     if origin is typing.Literal:
         return value in args
     if origin in (list, tuple, collections.abc.Sequence):
@@ -121,7 +122,7 @@ def describe(hint: Any) -> str:
         return f"a list (each item {describe(args[0])})" if args else "a list"
     if origin in (dict, collections.abc.Mapping):
         return f"a mapping of {describe(args[0])} to {describe(args[1])}" if args else "a mapping"
-    names = {bool: "a bool (true/false)", int: "an int", float: "a number", str: "a string", Any: "any value"}
+    names = {bool: "a bool (true/false)", int: "an int", float: "a finite number", str: "a string", Any: "any value"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
@@ -139,6 +140,16 @@ def changed_settings(saved: dict[str, Any], current: Any, prefix: str = "") -> l
     except ConfigError as error:
         return [f"{prefix or 'config'} unreadable ({error})"]
     return _differences(old, current, f"{prefix}." if prefix else "")
+
+
+def stage_differences(saved: dict[str, Any], current: RunConfig, masked: bool) -> list[str]:
+    """``changed_settings`` of a trained stage's saved config against ``current``. An unmasked stage (a dense
+    baseline) ignores the Zebra settings but the traced structure (``zebra.leaf_modules``): they shape only masks,
+    penalties and what is measured, and a finished stage is measured again; so new Zebra settings reuse it."""
+    differ = changed_settings(saved, current)
+    if masked:
+        return differ
+    return [d for d in differ if not d.startswith("zebra.") or d.startswith("zebra.leaf_modules=")]
 
 
 def _differences(old: Any, new: Any, prefix: str) -> list[str]:
@@ -206,7 +217,23 @@ def parse_assignment(assignment: str) -> tuple[str, Any]:
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {assignment!r} is invalid: write section.key=value, e.g. train.epochs=5")
-    return key.strip(), _read_yaml(f"v: {raw}", f"the value of override {assignment!r}")["v"]
+    value = _read_yaml(f"v: {raw}", f"the value of override {assignment!r}")["v"]
+    glued = _glued_keys(value)
+    if glued:
+        raise ConfigError(f"override {assignment!r} is invalid: YAML reads {glued[0]!r} as a key without a value; "
+                          "write a space after each colon, e.g. model.options={stem: cifar, width: 8}")
+    return key.strip(), value
+
+
+def _glued_keys(value: Any) -> list[str]:
+    """The keys of a mapping (at any depth) that YAML read from ``key:value`` without a space: text with a colon
+    and no value."""
+    if isinstance(value, dict):
+        return [k for k, v in value.items() if v is None and isinstance(k, str) and ":" in k] + [
+            k for v in value.values() for k in _glued_keys(v)]
+    if isinstance(value, list):
+        return [k for item in value for k in _glued_keys(item)]
+    return []
 
 
 def with_value(values: dict[str, Any], key: str, value: Any) -> dict[str, Any]:

@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._checks import choice, number, whole
 from ..data import check_name
 from ..errors import ZebraError
 from ..nn.config import ZebraConfig
@@ -71,8 +71,16 @@ class DataSection(Section):
     length: int = 1024  # synthetic only
 
     def check(self) -> None:
-        """The data set is one that ``data.build_datasets`` knows."""
+        """The data set is one that ``data.build_datasets`` knows; sizes and counts are positive."""
         check_name(self.name)
+        for name in ("batch_size", "eval_batch_size", "classes", "channels", "length"):
+            whole(getattr(self, name), name, least=1, error=SettingError)
+        for name in ("size", "train_subset", "test_subset"):
+            if getattr(self, name) is not None:
+                whole(getattr(self, name), name, least=1, expected="use a whole number >= 1, or null for all",
+                      error=SettingError)
+        whole(self.workers, "workers", least=0, expected="use a whole number of loader processes >= 0",
+              error=SettingError)
 
 
 @dataclass
@@ -99,11 +107,17 @@ class OptimSection(Section):
 
     def check(self) -> None:
         """The schedule is one that ``training.optim.build_scheduler`` builds; ``eval_every`` is a count."""
-        if self.schedule not in SCHEDULES:
-            raise SettingError(f"schedule={self.schedule!r} is invalid: use one of {', '.join(SCHEDULES)}")
-        if self.eval_every < 0:
-            raise SettingError(f"eval_every={self.eval_every!r} is invalid: use a whole number of epochs >= 0 "
-                               "(0: evaluate after the last epoch only)")
+        choice(self.schedule, "schedule", SCHEDULES, error=SettingError)
+        whole(self.eval_every, "eval_every", least=0, error=SettingError,
+              expected="use a whole number of epochs >= 0 (0: evaluate after the last epoch only)")
+        whole(self.epochs, "epochs", least=0, error=SettingError)
+        if self.max_steps is not None:
+            whole(self.max_steps, "max_steps", least=1, expected="use a whole number of steps >= 1, or null for "
+                  "whole epochs", error=SettingError)
+        number(self.lr, "lr", least=0, error=SettingError)
+        number(self.weight_decay, "weight_decay", least=0, error=SettingError)
+        number(self.momentum, "momentum", least=0, below=1, error=SettingError)
+        number(self.label_smoothing, "label_smoothing", least=0, below=1, error=SettingError)
 
 
 @dataclass(frozen=True)
@@ -150,8 +164,7 @@ class SlimSection(Section):
             validate_min_channels(self.min_channels)
         except ValueError as error:
             raise SettingError(str(error)) from error
-        if not self.s >= 0:
-            raise SettingError(f"s={self.s!r} is invalid: the sparsity weight is a number >= 0, e.g. 1e-5")
+        number(self.s, "s", least=0, expected="the sparsity weight is a number >= 0, e.g. 1e-5", error=SettingError)
 
 
 @dataclass
@@ -164,10 +177,9 @@ class DistillSection(Section):
     def check(self) -> None:
         """A finite weight >= 0 and a finite temperature > 0 (what ``recipe.Distiller`` takes), checked when the
         config is read, before any training."""
-        if not (math.isfinite(self.weight) and self.weight >= 0):
-            raise SettingError(f"weight={self.weight!r} is invalid: use a finite number >= 0 (0: no distillation)")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise SettingError(f"temperature={self.temperature!r} is invalid: use a finite number > 0, e.g. 4")
+        number(self.weight, "weight", least=0, expected="use a finite number >= 0 (0: no distillation)",
+               error=SettingError)
+        number(self.temperature, "temperature", above=0, expected="use a finite number > 0, e.g. 4", error=SettingError)
 
 
 @dataclass
@@ -178,8 +190,7 @@ class RunSection(Section):
 
     def check(self) -> None:
         """The method is one ``zebra run`` trains."""
-        if self.method not in run_methods():
-            raise SettingError(f"method={self.method!r} is invalid: use one of {', '.join(run_methods())}")
+        choice(self.method, "method", run_methods(), error=SettingError)
 
 
 @dataclass

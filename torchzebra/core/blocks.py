@@ -8,6 +8,8 @@ the map, or ``"map"``, makes the whole channel map one block.
 
 from __future__ import annotations
 
+from .._checks import choice, whole
+
 import contextlib
 import functools
 import math
@@ -17,7 +19,6 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
-from ..errors import ZebraError
 
 BlockSize = Union[int, Literal["map"]]
 SCORES = ("mean", "max", "rms")
@@ -27,19 +28,13 @@ def validate_block_size(block_size: object, name: str = "block_size") -> BlockSi
     """Return ``block_size`` if it is a positive int or ``"map"``, else raise a ``ValueError`` naming it."""
     if block_size == "map":
         return "map"
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ZebraError(
-            f"{name}={block_size!r} is invalid: use a positive integer (1, 2, 4, 8, 16, ...; a size larger "
-            f"than the map makes the whole map one block) or 'map'"
-        )
-    return block_size
+    return whole(block_size, name, least=1, expected="use a positive integer (1, 2, 4, 8, 16, ...; a size larger "
+                 "than the map makes the whole map one block) or 'map'")
 
 
 def validate_score(score: object) -> str:
     """Return ``score`` if it names a block score in ``SCORES``, else raise a ``ValueError``."""
-    if score not in SCORES:
-        raise ZebraError(f"score={score!r} is invalid: use one of {', '.join(SCORES)}")
-    return score  # type: ignore[return-value]
+    return choice(score, "score", SCORES)
 
 
 def block_shape(block_size: BlockSize, height: int, width: int) -> tuple[int, int]:

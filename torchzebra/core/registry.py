@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._checks import whole
+
 from dataclasses import dataclass
 
 from ..errors import ZebraError
@@ -43,7 +45,5 @@ def validate_format(fmt: object) -> str:
 
 def validate_bits(bits: object) -> int:
     """Return the data width ``bits`` if it is an integer in 1..64, else raise a ``ValueError``."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 64:
-        raise ZebraError(f"bits={bits!r} is invalid: use the data width in bits, an integer from 1 to 64 "
-                         "(e.g. 8 or 16)")
-    return bits
+    return whole(bits, "bits", least=1, most=64,
+                 expected="use the data width in bits, an integer from 1 to 64 (e.g. 8 or 16)")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from .._checks import number
+
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Mapping, Union
@@ -29,9 +30,7 @@ def _non_negative(allowed: str):
     """A validator of finite numbers >= 0 whose error ends with ``allowed``."""
 
     def check(value: object, name: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ZebraError(f"{name}={value!r} is invalid: use {allowed}")
-        return float(value)
+        return number(value, name, least=0, expected=f"use {allowed}")
 
     return check
 

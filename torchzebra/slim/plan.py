@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._checks import fraction, whole
+
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -61,17 +63,13 @@ class SlimPlan:
 
 def validate_ratio(ratio: object) -> float:
     """A pruning ratio must be a number strictly between 0 and 1."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
-        raise ZebraError(f"ratio={ratio!r} is invalid: the fraction of channels to remove is a number in (0, 1), "
-                         "e.g. 0.4")
-    return float(ratio)
+    return fraction(ratio, "ratio", one=False,
+                    expected="the fraction of channels to remove is a number in (0, 1), e.g. 0.4")
 
 
 def validate_min_channels(min_channels: object) -> int:
     """The per-layer floor must be a whole number of channels, at least 1 (a layer is never emptied)."""
-    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-        raise ZebraError(f"min_channels={min_channels!r} is invalid: keep at least 1 channel in every layer")
-    return min_channels
+    return whole(min_channels, "min_channels", least=1, expected="keep at least 1 channel in every layer")
 
 
 def plan(

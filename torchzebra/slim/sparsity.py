@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._checks import number
+
 import torch
 from torch import nn
 
@@ -16,8 +18,7 @@ def bn_sparsity_step(model: nn.Module, s: float = 1e-5, exclude: tuple[str, ...]
     This is the subgradient of ``s * sum |gamma|`` (Liu et al. 2017: s=1e-4 for VGG, 1e-5 for ResNets).
     BatchNorms whose name matches an ``exclude`` pattern are left alone.
     """
-    if isinstance(s, bool) or not isinstance(s, (int, float)) or not s >= 0:
-        raise ZebraError(f"s={s!r} is invalid: the sparsity weight is a number >= 0 (1e-5 for ResNets, 1e-4 for VGG)")
+    number(s, "s", least=0, expected="the sparsity weight is a finite number >= 0 (1e-5 for ResNets, 1e-4 for VGG)")
     if s == 0:
         return
     weights = [bn.weight for _, bn in batchnorms(model, exclude) if bn.weight.requires_grad]

@@ -2,7 +2,9 @@
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .malloc import keep_freed_memory
-from .trainer import TrainingError, TrainResult, evaluate, load_trained, train
+from .building import evaluate
+from .opening import OpenedCheckpoint, load_trained, open_checkpoint
+from .trainer import TrainingError, TrainResult, train
 
-__all__ = ["Checkpoint", "CheckpointError", "TrainResult", "TrainingError", "evaluate", "keep_freed_memory",
-           "load_checkpoint", "load_trained", "save_checkpoint", "train"]
+__all__ = ["Checkpoint", "CheckpointError", "OpenedCheckpoint", "TrainResult", "TrainingError", "evaluate",
+           "keep_freed_memory", "load_checkpoint", "load_trained", "open_checkpoint", "save_checkpoint", "train"]

@@ -16,20 +16,17 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .. import slim
 from ..core import COMPRESSED
-from ..data import DataSpec, DeviceBatches, batch_maker, build_datasets, loader_kind
-from ..analysis.measure import TrafficReport, measure
-from ..models import build_model
-from ..nn import prepare
+from ..data import DataSpec
+from ..analysis.measure import TrafficReport
 from ..results import BASELINE, CHECKPOINT, REPORT, ZEBRA, Machine, RunInfo, RunResult, model_row, write_result
 from . import distributed
+from .building import build_data, build_prepared_model, evaluate, make_loader, resolve_device
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state, load_weights, save_checkpoint
-from ..config.run import (ConfigError, DataSection, OptimSection, RunConfig, apply_override, changed_settings,
-                          from_dict, save_config)
+from ..config.run import ConfigError, OptimSection, RunConfig, changed_settings, save_config, stage_differences
 from ..errors import ZebraError
 from .extensions import Extension, TrainRun, zebra_extensions
 from .metrics import metric_loggers
@@ -50,74 +47,6 @@ class TrainResult:
     metrics: list[dict[str, Any]]
     run_dir: Path
     seconds: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; an unavailable device is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ConfigError(f"device={name!r} is invalid: use auto, cpu, cuda or cuda:N") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} asked for, but no CUDA GPU is available: use device=auto or cpu")
-    return device
-
-
-def build_data(config: RunConfig) -> tuple[Any, Any, DataSpec]:
-    """(train set, test set, spec) of the run's data section."""
-    return build_datasets(config.data, config.seed)
-
-
-def example_inputs(spec: DataSpec) -> torch.Tensor:
-    """One zero image of the data's shape (for tracing and counting MACs)."""
-    return torch.zeros(1, spec.channels, spec.size, spec.size)
-
-
-def build_prepared_model(config: RunConfig, spec: DataSpec, masked: bool,
-                         structure: dict[str, int] | None = None) -> nn.Module:
-    """The configured model for ``spec``, shrunk to a pruned ``structure`` if given, then prepared: with Zebra's
-    masks active (``masked``) or every site measured only."""
-    model = build_model(config.model.name, spec.classes, spec.channels, **config.model.options)
-    if structure:
-        slim.restructure(model, structure, example_inputs(spec))
-    try:
-        return prepare(model, config.zebra.layer_config(masked))
-    except ValueError as error:  # a model prepare() cannot trace or instrument: its message says what to set
-        raise ConfigError(f"model {config.model.name}: {error}") from error
-
-
-def _loader(dataset, batch_size: int, data: DataSection, device: torch.device, shuffle: bool, seed: int,
-            world: distributed.World | None = None) -> DataLoader | DeviceBatches:
-    """Shuffled (training) or in-order batches; under torchrun the training data is split across ranks.
-    ``data.loader`` picks a DataLoader (``workers``) or batches made on the device (``device``: in-memory and
-    synthetic sets; any other set keeps a DataLoader, with persistent workers); ``auto`` is device on CUDA only."""
-    sampler = None
-    if shuffle and world is not None and world.size > 1:
-        sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=True, seed=seed, drop_last=True)
-    order = dict(batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                 generator=torch.Generator().manual_seed(seed) if shuffle and sampler is None else None,
-                 drop_last=shuffle and len(dataset) > batch_size)
-    on_device = loader_kind(data.loader, device) == "device"
-    make = batch_maker(dataset, device) if on_device else None
-    if make is not None:  # the same index batches as the DataLoader below, each gathered and augmented on the device
-        rank = world.rank if world is not None else 0
-        return DeviceBatches(make, DataLoader(range(len(dataset)), **order), device, seed * 1_000_003 + rank)
-    keep_workers = on_device and data.workers > 0
-    return DataLoader(dataset, num_workers=data.workers, pin_memory=device.type == "cuda",
-                      persistent_workers=keep_workers, prefetch_factor=4 if keep_workers else None, **order)
-
-
-def evaluate(model: nn.Module, dataset, config: RunConfig, device: torch.device,
-             progress: bool = True) -> TrafficReport:
-    """Accuracy and traffic of ``model`` (prepared) on ``dataset`` in one pass; under torchrun each rank
-    measures its share and the counts are summed, so the report equals a single process's."""
-    world = distributed.current()
-    loader = _loader(distributed.shard(dataset, world), config.data.eval_batch_size, config.data, device, False, 0,
-                     world)
-    report = measure(model, loader, bits=config.bits, progress=progress and world.main)
-    return distributed.reduce_report(report, world, device)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -201,7 +130,7 @@ def _train_epochs(run: TrainRun, start_epoch: int, data: tuple[Any, Any], batch_
         epoch_seed = run.config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
         with training_layout(run.model, run.optim.channels_last):
-            row = _train_epoch(run, _loader(train_set, batch_size, run.config.data, run.device, True, epoch_seed,
+            row = _train_epoch(run, make_loader(train_set, batch_size, run.config.data, run.device, True, epoch_seed,
                                             run.world))
         evaluated = epoch + 1 == run.optim.epochs or (run.optim.eval_every and (epoch + 1) % run.optim.eval_every == 0)
         report = evaluate(run.model, test_set, run.config, run.device, run.progress) if evaluated else None
@@ -310,13 +239,10 @@ def _restore(run: TrainRun, source: Checkpoint, expected: Checkpoint, path: Path
 
 
 def _resume_differences(source: Checkpoint, expected: Checkpoint, run: TrainRun) -> list[str]:
-    """Every setting that changes results and differs between a checkpoint and the run resuming it. An unmasked
-    training (a dense baseline) ignores the Zebra settings but the traced structure (``zebra.leaf_modules``): they
-    shape only masks, penalties and what is measured, and a finished stage is measured again; so a run with new
-    Zebra settings reuses its baseline."""
-    differ = changed_settings(source.config, run.config) + changed_settings(source.optim or {}, run.optim, "optim")
-    if not source.masked and not expected.masked:
-        differ = [d for d in differ if not d.startswith("zebra.") or d.startswith("zebra.leaf_modules=")]
+    """Every setting that changes results and differs between a checkpoint and the run resuming it (an unmasked
+    stage ignores the Zebra settings: ``stage_differences``)."""
+    differ = (stage_differences(source.config, run.config, source.masked or expected.masked)
+              + changed_settings(source.optim or {}, run.optim, "optim"))
     if source.masked != expected.masked:
         differ.append(f"Zebra masks {'on' if source.masked else 'off'} (here {'on' if expected.masked else 'off'})")
     for name in sorted(set(source.extensions) | set(expected.extensions)):
@@ -441,25 +367,3 @@ def _write_report(report: TrafficReport, run_dir: Path, config: RunConfig, maske
     info = RunInfo("zebra train", machine, seconds)
     write_result(run_dir / REPORT, RunResult("train", info, config.to_dict(), row.label, (row,)))
     report.to_csv(run_dir / "traffic.csv")
-
-
-def load_trained(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[nn.Module, RunConfig]:
-    """Rebuild a trained model (in eval mode) from its checkpoint; overrides may change e.g. data settings."""
-    return rebuild(load_checkpoint(checkpoint), overrides, f"checkpoint {checkpoint}")
-
-
-def checkpoint_config(payload: Checkpoint, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """The run config saved in a checkpoint, with ``section.key=value`` overrides applied and validated."""
-    values = payload.config
-    for assignment in overrides:
-        values = apply_override(values, assignment)
-    return from_dict(values)
-
-
-def rebuild(payload: Checkpoint, overrides: list[str] | tuple[str, ...] = (),
-            origin: str = "checkpoint") -> tuple[nn.Module, RunConfig]:
-    """``load_trained`` for a checkpoint already read with ``load_checkpoint``."""
-    config = checkpoint_config(payload, overrides)
-    model = build_prepared_model(config, DataSpec(**payload.spec), payload.masked, payload.structure)
-    load_model_state(model, payload.model, origin)
-    return model.eval(), config

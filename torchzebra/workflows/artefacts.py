@@ -11,13 +11,11 @@ import torch
 from .. import codec
 from .._io import atomic_write_text
 from ..core import validate_format
-from ..data import DataSpec
 from ..errors import ZebraError
 from ..export import (capture_maps, conv_layers, conv_maps_csv, density_yaml, export_maps, layout_csv, to_onnx,
                       topology_csv, write_timeloop)
 from ..nn import zebra_layers
-from ..training.checkpoint import load_checkpoint
-from ..training.trainer import build_data, evaluate, example_inputs, load_trained, rebuild, resolve_device
+from ..training.opening import open_checkpoint
 
 
 def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[int] | tuple[int, ...] = (0, 1, 2, 3),
@@ -27,30 +25,27 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, images: list[i
     (one Timeloop/Sparseloop file per row, maps in ``fmt``; densities measured on the test split) and ``maps/``
     (one codec stream per layer holding the test images ``images``) for ``checkpoint`` into ``folder``."""
     fmt = validate_format(fmt)
-    payload = load_checkpoint(checkpoint)
-    model, config = rebuild(payload, overrides, f"checkpoint {checkpoint}")
+    opened = open_checkpoint(checkpoint, overrides)
+    config, test_set = opened.config, opened.test_set
     bits = config.bits if bits is None else bits
     codec.validate_width(bits)
-    _, test_set, _ = build_data(config)
     bad = [i for i in images if not isinstance(i, int) or not 0 <= i < len(test_set)]
     if bad or not images:
         raise ZebraError(f"image indices {bad or list(images)} are invalid: the test split has {len(test_set)} "
                          f"images (use 0..{len(test_set) - 1})")
-    device = resolve_device(config.device)
-    model.to(device)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    layers = conv_layers(model, example_inputs(DataSpec(**payload.spec)).to(device))
+    layers = conv_layers(opened.model, opened.example_inputs())
     atomic_write_text(folder / "topology.csv", topology_csv(layers))
     atomic_write_text(folder / "layout.csv", layout_csv(layers))
-    report = evaluate(model, test_set, dataclasses.replace(config, bits=bits), device, progress)
+    report = opened.evaluate(progress, dataclasses.replace(config, bits=bits))
     atomic_write_text(folder / "layers.csv", conv_maps_csv(layers, report))
     description = {"checkpoint": str(checkpoint), "model": config.model.name, "options": config.model.options,
                    "data": config.data.name, "bits": bits}
     atomic_write_text(folder / "density.yaml", density_yaml(report, description))
     write_timeloop(folder / "timeloop", layers, report, fmt)
     batch = torch.stack([test_set[i][0] for i in images])
-    manifest = export_maps(model, batch, folder / "maps", fmt, bits, per_channel)
+    manifest = export_maps(opened.model, batch, folder / "maps", fmt, bits, per_channel)
     return {"topology": len(layers), "layers": len(report.layers), "maps": manifest, "folder": str(folder)}
 
 
@@ -58,14 +53,13 @@ def checkpoint_maps(checkpoint: str | Path, images: int = 3) -> tuple[dict[str, 
                                                                      dict[str, Any]]:
     """Every call site's maps before and after its mask for the first ``images`` test images of the
     checkpoint's data (on the CPU), and each site's block size: what the report draws as zebra stripes."""
-    model, config = load_trained(checkpoint, ["device=cpu"])
-    _, test_set, _ = build_data(config)
+    opened = open_checkpoint(checkpoint, ["device=cpu"])
+    test_set = opened.test_set
     batch = torch.stack([test_set[i][0] for i in range(min(images, len(test_set)))])
-    return capture_maps(model, batch), {site: layer.block_size for site, layer in zebra_layers(model)}
+    return capture_maps(opened.model, batch), {site: layer.block_size for site, layer in zebra_layers(opened.model)}
 
 
 def onnx_checkpoint(checkpoint: str | Path, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Write the model of ``checkpoint`` (prepared, with its thresholds) to ONNX at ``path``; masks stay dynamic."""
-    payload = load_checkpoint(checkpoint)
-    model, _ = rebuild(payload, overrides, f"checkpoint {checkpoint}")
-    return to_onnx(model.cpu(), example_inputs(DataSpec(**payload.spec)), path)
+    opened = open_checkpoint(checkpoint, overrides, device=torch.device("cpu"))
+    return to_onnx(opened.model, opened.example_inputs(), path)

@@ -7,39 +7,30 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from torch import nn
 
 from .._io import atomic_write_text
 from .._numbers import signed_percent
 from ..accelerator import PRESETS, Accelerator, Estimate, energy_story, estimate_layers, load_accelerators
 from ..accelerator.estimate import Measured, check_batch
-from ..data import DataSpec
 from ..errors import ZebraError
-from ..config import RunConfig
 from ..export import ConvLayer, conv_layers
 from ..analysis.measure import TrafficReport
-from ..training.checkpoint import load_checkpoint
-from ..training.trainer import build_data, evaluate, example_inputs, rebuild, resolve_device
+from ..training.opening import open_checkpoint
 
 ESTIMATE = "estimate.json"  # what `zebra run` writes into its folder: every preset at batch 1
 ESTIMATE_BATCHED = "estimate-batched.json"  # and at the batch each preset's source runs
 
 
-def checkpoint_rows(checkpoint: str | Path,
-                    overrides: Iterable[str] = ()) -> tuple[list[ConvLayer], nn.Module, RunConfig]:
-    """(topology rows, rebuilt model, config) of ``checkpoint``."""
-    payload = load_checkpoint(checkpoint)
-    model, config = rebuild(payload, overrides, f"checkpoint {checkpoint}")
-    model.to(resolve_device(config.device))
-    inputs = example_inputs(DataSpec(**payload.spec)).to(next(model.parameters()).device)
-    return conv_layers(model, inputs), model, config
+def checkpoint_rows(checkpoint: str | Path, overrides: Iterable[str] = ()) -> list[ConvLayer]:
+    """The topology rows of ``checkpoint``'s model."""
+    opened = open_checkpoint(checkpoint, overrides)
+    return conv_layers(opened.model, opened.example_inputs())
 
 
 def measure_checkpoint(checkpoint: str | Path, overrides: Iterable[str], progress: bool) -> Measured:
     """The topology rows of ``checkpoint`` and its traffic report on its test split."""
-    rows, model, config = checkpoint_rows(checkpoint, overrides)
-    _, test_set, _ = build_data(config)
-    return rows, evaluate(model, test_set, config, next(model.parameters()).device, progress)
+    opened = open_checkpoint(checkpoint, overrides)
+    return conv_layers(opened.model, opened.example_inputs()), opened.evaluate(progress)
 
 
 def estimate_checkpoint(checkpoint: str | Path, accelerators: Iterable[str | Accelerator], images: int | None = None,
@@ -63,7 +54,7 @@ def run_estimate(run_dir: str | Path, zebra: tuple[Path, TrafficReport], baselin
     """The estimates of a run's trained Zebra model against its baseline, each (checkpoint, final report), on every
     preset at batch 1 and at each preset's own batch: written to ``run_dir/estimate.json`` and
     ``estimate-batched.json``, a few lines per preset printed (what ``zebra run`` does last)."""
-    zebra_measured, base_measured = ((checkpoint_rows(path)[0], report) for path, report in (zebra, baseline))
+    zebra_measured, base_measured = ((checkpoint_rows(path), report) for path, report in (zebra, baseline))
     single, batched = (estimate_layers(*zebra_measured, PRESETS, batch=batch, baseline=base_measured)
                        for batch in (1, None))
     write_estimate(Path(run_dir) / ESTIMATE, single)

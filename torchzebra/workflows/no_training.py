@@ -5,7 +5,6 @@ within a budget; then measured on the test split."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import shlex
 import time
 from dataclasses import dataclass
@@ -13,33 +12,21 @@ from pathlib import Path
 
 import torch
 
+from .._defaults import CALIBRATION_IMAGES, HOLDOUT_IMAGES
 from .._numbers import counted
 from ..analysis import allocation
 from ..config import RunConfig
 from ..core import BlockSize, validate_block_size
-from ..data import DataSpec
 from ..errors import ZebraError
 from ..results import BASELINE, CALIBRATED, CHECKPOINT, METHODS, ModelRow, RunResult, model_row
 from ..results.tables import allocation_markdown, points_change, rows_markdown
-from ..training.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
+from ..training.checkpoint import Checkpoint, save_checkpoint
+from .arguments import check_calibration
 from .run import publish, run_info
-from ..training.trainer import build_data, build_prepared_model, checkpoint_config, evaluate, resolve_device
+from ..training.building import build_data, evaluate
+from ..training.opening import open_checkpoint
 
-IMAGES, HOLDOUT = 1024, 10000  # calibration images; held-out training images the budget is checked on
-
-
-def check_arguments(budgets: list[float] | tuple[float, ...], images: int, holdout: int) -> None:
-    """Refuse a bad budget or image count in one line, before anything is read or written."""
-    if not budgets:
-        raise ZebraError("give at least one budget: the top-1 points you accept to lose, e.g. --budget 0.5 1")
-    for budget in budgets:
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
-            raise ZebraError(f"budget {budget!r} is invalid: use the top-1 points you accept to lose, >= 0 "
-                             "(e.g. --budget 0.5 1)")
-    for name, value, example in (("images", images, IMAGES), ("holdout", holdout, HOLDOUT)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ZebraError(f"--{name} {value!r} is invalid: use a positive number of training images "
-                             f"(default {example})")
+IMAGES, HOLDOUT = CALIBRATION_IMAGES, HOLDOUT_IMAGES
 
 
 @dataclass(frozen=True)
@@ -78,19 +65,16 @@ def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[
     ``plan.rounds`` profiles, checked on ``holdout`` other training images, and write ``out/budget-<b>/last.pt``
     (a prepared checkpoint ``zebra eval`` and ``--init`` read) beside ``out/report.json`` and ``report.md`` (the
     model unmasked, then one row per budget, on the test split, with the held-out check beside it)."""
-    check_arguments(budgets, images, holdout)
+    check_calibration(budgets, images, holdout, out)
     started, out = time.perf_counter(), Path(out)
-    payload = load_checkpoint(checkpoint)
-    config = checkpoint_config(payload, overrides)
-    device = resolve_device(config.device)
+    calibrated = METHODS[CALIBRATED]
+    opened = open_checkpoint(checkpoint, overrides, masked=calibrated.zebra_masks)  # the weights, thresholds 0
+    model, config, device, payload = opened.model, opened.config, opened.device, opened.payload
     unaugmented = dataclasses.replace(config, data=dataclasses.replace(config.data, augment=False))
     train_set, test_set, _ = build_data(unaugmented)
     if images + holdout > len(train_set):
         raise ZebraError(f"--images {images} and --holdout {holdout} need {images + holdout} training images; the "
                          f"data has {len(train_set)}: lower them")
-    calibrated = METHODS[CALIBRATED]
-    model = build_prepared_model(config, DataSpec(**payload.spec), calibrated.zebra_masks, payload.structure).to(device)
-    load_weights(model, payload.model, f"checkpoint {checkpoint}")
     _stage(progress, f"the unmasked model on the test split ({len(test_set)} images)")
     dense = evaluate(model, test_set, config, device, progress)  # thresholds 0: exactly the unmasked model
     calibration, held_out = _training_images(train_set, (images, holdout), config.seed)

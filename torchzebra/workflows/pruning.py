@@ -7,20 +7,21 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from torch import nn
+import torch
 
 from .. import slim
 from ..analysis.cost import model_cost
-from ..data import DataSpec
 from ..errors import ZebraError
 from ..analysis.measure import TrafficReport
 from ..results import (BASELINE, CHECKPOINT, METHODS, PRUNED_STAGE, SPARSE_STAGE, ZEBRA, RunResult, method_extensions,
                        model_row, slim_flows)
 from ..results.tables import slim_markdown
-from ..training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from ..training.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from ..config.run import OptimSection, RunConfig, save_config
 from .run import publish, run_info, stage_row
-from ..training.trainer import TrainResult, build_data, evaluate, example_inputs, rebuild, resolve_device, train
+from ..training.building import example_inputs
+from ..training.opening import OpenedCheckpoint, open_checkpoint
+from ..training.trainer import TrainResult, train
 
 PRUNED = "pruned.pt"
 
@@ -33,9 +34,9 @@ def prune_checkpoint(source: str | Path, target: str | Path | None,
     source = Path(source)
     if target is not None and Path(target).resolve() == source.resolve():
         raise CheckpointError(f"the pruned model would overwrite {source}: write it to another file")
-    payload = load_checkpoint(source)
-    model, config = rebuild(payload, overrides, f"checkpoint {source}")
-    inputs = example_inputs(DataSpec(**payload.spec))
+    opened = open_checkpoint(source, overrides, device=torch.device("cpu"))
+    model, config, payload = opened.model, opened.config, opened.payload
+    inputs = opened.example_inputs()
     section = config.slim
     plan = slim.plan(model, section.ratio, inputs, min_channels=section.min_channels, exclude=section.exclude)
     if target is None:
@@ -104,7 +105,8 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     stages.announce(f"prune {config.slim.ratio:.0%} of the channels -> {pruned_path}")
     if not (resume and pruned_path.exists()):
         print(prune_checkpoint(run_dir / METHODS[SPARSE_STAGE].folder / CHECKPOINT, pruned_path), flush=True)
-    pruned = _evaluate_checkpoint(pruned_path, progress)
+    opened = open_checkpoint(pruned_path)
+    pruned = opened, opened.evaluate(progress)
     for method in flows[flow]:
         masks = METHODS[method].zebra_masks
         trained[method] = stages.train(method, f"fine-tune the pruned model{' with Zebra' if masks else ''}",
@@ -114,29 +116,20 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
 
 
 def _result(config: RunConfig, flow: str, trained: dict[str, TrainResult],
-            pruned: tuple[nn.Module, TrafficReport, DataSpec], info) -> RunResult:
+            pruned: tuple[OpenedCheckpoint, TrafficReport], info) -> RunResult:
     """The flow's rows (baseline, Zebra, sparsity-trained, pruned, fine-tuned), with parameters and MACs, every
     reduction against the dense baseline (or, without one, the sparsity-trained model)."""
-    pruned_model, pruned_report, spec = pruned
+    opened, pruned_report = pruned
     reference_method = BASELINE if BASELINE in trained else SPARSE_STAGE
     reference = trained[reference_method].report
-    inputs = example_inputs(spec)
+    inputs = example_inputs(opened.spec)
     rows = []
     for method, stage in trained.items():  # in the order they were trained, the pruned model after its source
         cost = model_cost(stage.model, inputs)
         rows.append(stage_row(method, stage, reference, params=cost.params, macs=cost.macs))
         if method == SPARSE_STAGE:
-            cost = model_cost(pruned_model, inputs)
+            cost = model_cost(opened.model, inputs)
             rows.append(model_row(METHODS[PRUNED_STAGE].title, PRUNED_STAGE, pruned_report, reference,
                                   params=cost.params, macs=cost.macs))
     label = METHODS[reference_method].title
     return RunResult("slim", info, config.to_dict(), label, tuple(rows))
-
-
-def _evaluate_checkpoint(path: Path, progress: bool) -> tuple[nn.Module, TrafficReport, DataSpec]:
-    """(model, report on its test split, data spec) of a checkpoint."""
-    payload = load_checkpoint(path)
-    model, config = rebuild(payload, origin=f"checkpoint {path}")
-    device = resolve_device(config.device)
-    _, test_set, _ = build_data(config)
-    return model, evaluate(model.to(device), test_set, config, device, progress), DataSpec(**payload.spec)

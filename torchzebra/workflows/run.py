@@ -17,7 +17,8 @@ from ..config.run import RunConfig, save_config
 from .hardware import run_estimate
 from ..training.extensions import distillation
 from ..training.precision import training_modes
-from ..training.trainer import TrainResult, resolve_device, train
+from ..training.building import resolve_device
+from ..training.trainer import TrainResult, train
 
 
 def new_run_dir(root: str | Path = "runs") -> Path:

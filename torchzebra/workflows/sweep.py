@@ -15,20 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from .._numbers import counted
+from .._numbers import counted, yaml_numbers
 from ..nn.config import ZebraConfig
 from ..core import FORMATS
 from ..analysis.measure import TrafficReport
 from ..results import (BASELINE, CHECKPOINT, METHODS, REPORT, SPARSE_STAGE, SWEEP, ModelRow, RunResult,
                        method_extensions, read_result, sweep_methods, write_result)
 from ..training.checkpoint import load_checkpoint
-from ..config.run import (ConfigError, RunConfig, SweepSection, ZebraSection, from_dict, changed_settings, save_config,
+from ..config.run import (ConfigError, RunConfig, SweepSection, ZebraSection, from_dict, save_config, stage_differences,
                           with_value)
 from ..training.extensions import distillation
 from .run import run_info, stage_row
 from .pruning import prune_checkpoint
 from ..training.precision import resolved
-from ..training.trainer import TrainResult, load_trained, resolve_device, train
+from ..training.building import resolve_device
+from ..training.opening import load_trained
+from ..training.trainer import TrainResult, train
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -36,7 +38,8 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep.grid[{key!r}]={values!r} is invalid: give a non-empty list of values")
-    return [dict(zip(grid, combination)) for combination in itertools.product(*grid.values())]
+    numbers = {key: yaml_numbers(values) for key, values in grid.items()}  # `[1e-3, 1e-2]`: YAML reads text
+    return [dict(zip(numbers, combination)) for combination in itertools.product(*numbers.values())]
 
 
 def point_name(method: str, point: dict[str, Any]) -> str:
@@ -116,7 +119,7 @@ def _finished(folder: Path, config: RunConfig) -> TrainResult | None:
     device = resolve_device(config.device)  # a run saves `auto` precision and layout as it resolved them
     as_run = dataclasses.replace(config, train=resolved(config.train, device),
                                  finetune=resolved(config.finetune, device))
-    differ = changed_settings(payload.config, as_run)
+    differ = stage_differences(payload.config, as_run, payload.masked)
     if differ:
         raise ConfigError(f"{folder} was trained with other settings: {'; '.join(differ)}; use a new --run-dir for a "
                           "changed sweep")
