@@ -1,8 +1,10 @@
-"""Builders of small data-set trees in the real on-disk layouts (real file formats, few images), and the
-settings of the tiny training run the tests share (``TinyRun``, the ``tiny_run`` fixture of conftest.py)."""
+"""Builders of small data-set trees in the real on-disk layouts (real file formats, few images), the
+settings of the tiny training run the tests share (``TinyRun``, the ``tiny_run`` fixture of conftest.py), and a
+training interrupted in its second epoch (``interrupted_in_epoch_two``, for the resume tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import pickle
 import struct
@@ -111,3 +113,25 @@ class TinyRun:
     def args(self, *extra: str) -> list[str]:
         """The settings as ``zebra`` arguments: ``--set`` each, then ``--quiet``."""
         return [arg for setting in self.overrides(*extra) for arg in ("--set", setting)] + ["--quiet"]
+
+
+@contextlib.contextmanager
+def interrupted_in_epoch_two(monkeypatch):
+    """A training inside stops with KeyboardInterrupt at its second evaluation (epoch two); evaluation is real again
+    afterwards."""
+    from torchzebra.training import trainer as trainer_module
+
+    real_evaluate = trainer_module.evaluate
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", interrupt_in_epoch_two)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)

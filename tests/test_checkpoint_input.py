@@ -1,4 +1,5 @@
-"""Files that are not torchzebra checkpoints, and model.options / torchvision models from the command line."""
+"""Checkpoints read back: the payload round-trips, files that are not torchzebra checkpoints (or are of another model)
+are one clear error, and model.options / torchvision models from the command line."""
 
 import io
 import json
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from torchzebra.cli import main
-from torchzebra.training import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from torchzebra.training import Checkpoint, CheckpointError, load_checkpoint, load_trained, save_checkpoint, train
 from torchzebra.config import ConfigError, load_config
 from torchzebra.training.checkpoint import ZIP_MAGIC
 from torchzebra.workflows.artefacts import checkpoint_maps
@@ -222,3 +223,48 @@ def test_a_torchvision_model_trains_from_the_cli_and_its_checkpoint_evaluates(tm
     capsys.readouterr()
     assert main(["eval", str(run_dir / "last.pt"), "--quiet", "--json", str(tmp_path / "eval.json")]) == 0
     assert "layer4.1.relu" in capsys.readouterr().out and (tmp_path / "eval.json").is_file()
+
+
+def test_the_checkpoint_payload_round_trips(tmp_path):
+    saved = Checkpoint({"w": torch.arange(3.0)}, {"seed": 1}, {"name": "synthetic", "classes": 3, "channels": 1,
+                       "size": 8}, masked=True, structure={"bn": 2}, optim={"epochs": 2}, epoch=1,
+                       metrics=[{"epoch": 1}], extensions={"x": {"a": 1}}, extension_state={"x": {"n": torch.ones(2)}},
+                       derived_from="a.pt")
+    save_checkpoint(tmp_path / "c.pt", saved)
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded.to_dict().keys() == saved.to_dict().keys() and loaded.to_dict()["version"] == 2
+    assert torch.equal(loaded.model["w"], saved.model["w"])
+    assert torch.equal(loaded.extension_state["x"]["n"], torch.ones(2))
+    assert (loaded.config, loaded.spec, loaded.masked, loaded.structure, loaded.optim, loaded.epoch, loaded.metrics,
+            loaded.extensions, loaded.derived_from, loaded.plan) == (saved.config, saved.spec, True, {"bn": 2},
+                                                                     {"epochs": 2}, 1, [{"epoch": 1}], {"x": {"a": 1}},
+                                                                     "a.pt", None)
+    torch.save({"format": "torchzebra-checkpoint", "version": 2, "model": {}}, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="bare.pt lacks config, spec; give a last.pt written by zebra train"):
+        load_checkpoint(tmp_path / "bare.pt")
+    torch.save({"format": "torchzebra-checkpoint", "version": 3}, tmp_path / "new.pt")
+    with pytest.raises(CheckpointError, match="has checkpoint version 3, this torchzebra reads 1 to 2"):
+        load_checkpoint(tmp_path / "new.pt")
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"model": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a torchzebra checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"format": "torchzebra-checkpoint", "evil": shutil.Error("x")}, tmp_path / "code.pt")
+    with pytest.raises(CheckpointError, match="refused by torch.load\\(weights_only=True\\)"):
+        load_checkpoint(tmp_path / "code.pt")
+    save_checkpoint(tmp_path / "ok.pt", Checkpoint({"x": torch.ones(3)}, {}, {}))
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "ok.pt").model["x"], torch.ones(3))
+
+
+def test_checkpoint_of_another_model_lists_keys(tmp_path, tiny_run):
+    train(tiny_run.config(), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="does not fit this model .*shape differs: "):
+        load_trained(tmp_path / "run" / "last.pt", ["model.options={stem: cifar, width: 8}"])

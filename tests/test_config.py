@@ -82,3 +82,52 @@ def test_the_hook_checks_a_section_built_in_python():
     OptimSection(schedule="cosine").check()
     with pytest.raises(SettingError, match="schedule='warm' is invalid"):
         OptimSection(schedule="warm").check()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", r"unknown setting\(s\) in train \['epoch'\]"),
+        ("train.epochs=many", "train.epochs='many' is invalid: expected an int"),
+        ("data.size=abc", r"data.size='abc' is invalid: expected an int or null"),
+        ("zebra.weight=heavy", r"zebra: weight='heavy' is invalid"),
+        ("zebra.leaf_modules=3", r"zebra.leaf_modules=3 is invalid: expected a list \(each item a string\)"),
+        ("sweep.points=[1]",
+         r"sweep.points=\[1\] is invalid: expected a list \(each item a mapping of a string to any value\)"),
+        ("colour=blue", r"unknown setting\(s\) \['colour'\]"),
+        ("novalue", "override 'novalue' is invalid: write section.key=value"),
+        ("data=[1, 2]", "data must be a mapping"),
+        ("zebra.block_size=big", "zebra: block_size='big' is invalid"),
+        ("zebra.threshold={'layer1.*': -1}", r"zebra: threshold\['layer1.\*'\]=-1 is invalid"),
+        ("zebra.density=1.5", r"zebra: density\['\*'\]=1.5 is invalid"),
+        ("zebra.density={'layer4.*': abc}",
+         r"zebra.density=\{.*'layer4.\*': 'abc'.*\} is invalid: "
+         r"expected a finite number or a mapping of a string to a finite number"),
+        ("zebra.lam_epochs=0.1",
+         r"zebra.lam_epochs=0.1 is invalid: expected a list \(each item a finite number\) or null"),
+        ("finetune.schedule=cosin", "finetune.schedule='cosin' is invalid: use one of onecycle, cosine, constant"),
+    ],
+)
+def test_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("quick", overrides=[override])
+
+
+def test_per_layer_and_map_values_are_accepted():
+    config = load_config("quick",
+                         overrides=["zebra.block_size={'layer4.*': map, '*': 4}", "zebra.threshold={'*': 0.1}"])
+    assert config.zebra.block_size == {"layer4.*": "map", "*": 4}
+    assert load_config("quick", overrides=["zebra.block_size=map"]).zebra.block_size == "map"
+
+
+def test_presets_and_config_file(tmp_path):
+    assert load_config("paper").data.name == "tiny-imagenet"
+    with pytest.raises(ConfigError, match="preset 'fast' is unknown"):
+        load_config("fast")
+    file = tmp_path / "mine.yaml"
+    file.write_text("train: {epochs: 7}\nzebra: {lam: 0.5}\n")
+    config = load_config("quick", file, ["zebra.lam=0.25"])
+    assert (config.train.epochs, config.zebra.lam, config.model.name) == (7, 0.25, "resnet18")
+    file.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config("quick", file)

@@ -15,6 +15,7 @@ import torchzebra as tz
 
 from torchzebra.core import penalty as penalty_module
 from torchzebra.recipe import Distiller, ZebraRecipe
+from torchzebra.config import load_config
 from torchzebra.results import read_result
 from torchzebra.training import precision, train
 from torchzebra.training.extensions import Extension
@@ -123,3 +124,14 @@ def test_eval_every_zero_evaluates_after_the_last_epoch_only_and_trains_alike(ti
     assert last.metrics[1]["test_acc"] == every.metrics[1]["test_acc"]
     assert all(torch.equal(a, b) for a, b in zip(every.model.state_dict().values(), last.model.state_dict().values()))
     assert "test_acc" in (tmp_path / "last" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_synthetic_throughput_run_with_bf16_and_channels_last(tmp_path):
+    config = load_config("paper", overrides=[
+        "device=cpu", "data.name=synthetic", "data.size=32", "data.length=64", "data.classes=5", "data.workers=0",
+        "data.batch_size=16", "data.eval_batch_size=16", "model.options={stem: imagenet, width: 4}",
+        "train.epochs=1", "train.max_steps=2", "zebra.enabled=true", "zebra.lam=0.01",
+    ])
+    assert config.train.precision == "bf16" and config.train.channels_last is True
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.metrics[0]["images_per_s"] > 0 and result.report.images == 16

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 import torchzebra as tz
 from torchzebra import recipe as recipe_module
+from torchzebra.recipe import distillation_loss
 from torchzebra import zebra_layers
 from torchzebra.data import build_datasets
 from torchzebra.config import ConfigError, load_config
@@ -340,3 +341,11 @@ def test_the_guides_lightning_callback_drives_and_checkpoints_the_recipe(tmp_pat
     trainer = namespace["L"].Trainer(max_epochs=namespace["epochs"], callbacks=[namespace["ZebraCallback"](fresh)])
     trainer.fit(namespace["ZebraClassifier"](namespace["model"], fresh), namespace["loader"], ckpt_path=checkpoint)
     assert fresh.last_step == recipe.last_step  # Lightning restored it through the callback
+
+
+def test_distillation_loss_is_zero_for_the_teachers_own_logits_and_pulls_towards_them():
+    teacher = torch.tensor([[2.0, 0.0, -1.0]])
+    assert distillation_loss(teacher, teacher, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(1, 3, requires_grad=True)
+    distillation_loss(student, teacher, 2.0).backward()
+    assert student.grad[0, 0] < 0 < student.grad[0, 2]  # gradient descent raises the teacher's favourite class

@@ -1,0 +1,128 @@
+"""Training extensions: the hooks in order, their settings compared on resume, and their state resumed exactly."""
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+from fixtures import interrupted_in_epoch_two
+
+from torchzebra.training import CheckpointError, load_checkpoint, train
+from torchzebra.errors import ZebraError
+from torchzebra.training.extensions import Extension
+
+
+class Recorder(Extension):
+    """Records its hooks in order, checking what the loop has done by each; adds a constant loss term and a column."""
+
+    name = "recorder"
+
+    def __init__(self, term: float = 100.0) -> None:
+        self.calls = []
+        self.term = term
+
+    def settings(self):
+        return {"term": self.term}
+
+    def train_start(self, run):
+        self.calls.append("train_start")
+
+    def before_forward(self, run, inputs):
+        self.calls.append("before_forward")
+        assert run.global_step == run.epoch * run.steps_per_epoch + run.step
+
+    def extra_loss(self, run, inputs, outputs, labels):
+        self.calls.append("extra_loss")
+        return torch.tensor(self.term)
+
+    def after_backward(self, run):
+        self.calls.append("after_backward")
+        assert all(p.grad is not None for p in run.model.parameters() if p.requires_grad)
+
+    def after_optimizer_step(self, run):
+        self.calls.append("after_optimizer_step")
+        assert run.scheduler.last_epoch == run.global_step + 1  # the optimiser and the schedule have stepped
+
+    def epoch_end(self, run, row):
+        self.calls.append("epoch_end")
+        assert "test_acc" not in row  # before the evaluation
+        row["recorded_steps"] = self.calls.count("before_forward")
+
+    def after_evaluation(self, run, row, report):
+        self.calls.append("after_evaluation")
+        assert row is run.metrics[-1] and row["test_acc"] == report.accuracy
+
+    def train_end(self, run, report):
+        self.calls.append("train_end")
+        assert report.images == 128
+
+
+def test_extensions_hooks_are_called_in_order_and_resume_needs_the_same_ones(tmp_path, tiny_run):
+    config = tiny_run.config("zebra.enabled=true", "zebra.lam=0.01")
+    recorder = Recorder()
+    result = train(config, tmp_path / "run", extensions=[recorder], progress=False)
+    steps = result.metrics[0]["recorded_steps"]
+    step = ["before_forward", "extra_loss", "after_backward", "after_optimizer_step"]
+    assert steps > 1 and recorder.calls == ["train_start", *step * steps, "epoch_end", "after_evaluation", "train_end"]
+    assert result.metrics[0]["train_loss"] > 100 and result.metrics[0]["lam"] == 0.01  # Zebra's penalty ran too
+    assert load_checkpoint(tmp_path / "run" / "last.pt").extensions == {"recorder": {"term": 100.0}}
+    with pytest.raises(CheckpointError, match=r"other settings: extension recorder=\{'term': 100.0\} \(here "
+                                              r"\{'term': 1.0\}\)"):
+        train(config, tmp_path / "run", resume=True, extensions=[Recorder(1.0)], progress=False)
+    again = Recorder()
+    assert train(config, tmp_path / "run", resume=True, extensions=[again], progress=False).metrics[0][
+        "recorded_steps"] == steps  # finished: the checkpoint's metrics, nothing trained again
+    assert again.calls == ["train_start", "train_end"]
+    with pytest.raises(ZebraError, match="two training extensions are named 'recorder'"):
+        train(config, tmp_path / "other", extensions=[Recorder(), Recorder()], progress=False)
+
+
+class WeightAverage(Extension):
+    """A stateful toy extension: the running mean of the weights after every optimiser step."""
+
+    name = "average"
+
+    def __init__(self) -> None:
+        self.average, self.updates = None, 0
+
+    def state_dict(self):
+        return {"average": self.average, "updates": self.updates}
+
+    def load_state_dict(self, state):
+        self.average, self.updates = {k: v.clone() for k, v in state["average"].items()}, state["updates"]
+
+    def train_start(self, run):
+        if self.average is None:  # a fresh run (a resumed one has its state back already)
+            self.average = {k: v.detach().clone() for k, v in run.model.named_parameters()}
+
+    def after_optimizer_step(self, run):
+        self.updates += 1
+        for k, v in run.model.named_parameters():
+            self.average[k].lerp_(v.detach(), 1 / (self.updates + 1))
+
+    def epoch_end(self, run, row):
+        row["averaged"] = self.updates
+
+
+def test_a_stateful_extension_resumes_exactly(tmp_path, monkeypatch, tiny_run):
+    """Killed after its first epoch and resumed, a run's extension continues from its saved state: its average
+    equals an uninterrupted run's. The loggers write every row, the resumed ones too, as the run holds them."""
+    config = tiny_run.config("train.epochs=2")
+    straight = WeightAverage()
+    train(config, tmp_path / "straight", extensions=[straight], progress=False)
+    with pytest.raises(KeyboardInterrupt), interrupted_in_epoch_two(monkeypatch):
+        train(config, tmp_path / "resumed", extensions=[WeightAverage()], progress=False)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt").extension_state["average"]["updates"] == 4
+    resumed = WeightAverage()
+    result = train(config, tmp_path / "resumed", resume=True, extensions=[resumed], progress=False)
+    assert resumed.updates == straight.updates == 8
+    for key, value in straight.average.items():
+        assert torch.equal(value, resumed.average[key]), key
+    assert [row["averaged"] for row in result.metrics] == [4, 8]
+    assert (tmp_path / "resumed" / "metrics.json").read_text() == json.dumps(result.metrics, indent=2)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(result.metrics[-1]))
+    writer.writeheader()
+    writer.writerows(result.metrics)
+    assert (tmp_path / "resumed" / "metrics.csv").read_bytes() == out.getvalue().encode()
