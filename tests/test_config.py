@@ -23,7 +23,7 @@ BAD_VALUES = {
     "finetune": ("finetune.epochs=many", "finetune.epochs='many' is invalid: expected an int"),
     "zebra": ("zebra.warmup_steps=-5", "zebra: warmup_steps=-5 is invalid"),
     "slim": ("slim.s=-1", "slim.s=-1 is invalid: the sparsity weight is a number >= 0"),
-    "distill": ("distill.weight=.inf", "distill.weight=inf is invalid: use a finite number >= 0"),
+    "distill": ("distill.weight=.inf", "distill.weight=inf is invalid: expected a finite number"),
     "run": ("run.method=slim", "run.method='slim' is invalid: use one of zebra, zebra-scratch"),
     "sweep": ("sweep.grid=3", "sweep.grid=3 is invalid: expected a mapping"),
 }

@@ -10,7 +10,7 @@ from torchzebra.accelerator.spec import AcceleratorError
 from torchzebra.cli import main, verbs
 from torchzebra.codec import StreamError
 from torchzebra.data import DatasetError
-from torchzebra.training import CheckpointError, trainer
+from torchzebra.training import CheckpointError, building
 from torchzebra.config import ConfigError
 from torchzebra.errors import ZebraError
 from torchzebra.reports.summary import ReportError
@@ -61,7 +61,7 @@ def test_a_model_prepare_refuses_is_one_line(monkeypatch, capsys, tmp_path, tiny
     """prepare()'s refusals (e.g. a submodule it cannot trace) reach the command line as a ConfigError."""
     def refuse(model, config):
         raise ValueError("prepare() traces the model and tracing failed inside layer1 (Block): ...")
-    monkeypatch.setattr(trainer, "prepare", refuse)
+    monkeypatch.setattr(building, "prepare", refuse)
     assert main(["train", *tiny_run.args(), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("zebra train: error: model resnet18: prepare() traces the model and tracing failed")

@@ -73,7 +73,8 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 # Lowest first; a unit may import units of lower layers only (the CLI, on top, joins workflows and reports).
 LAYERS = [
-    {"errors", "_io", "_lazy", "_numbers", "_checks", "_defaults"},
+    {"errors", "_io", "_lazy", "_numbers", "_defaults"},
+    {"_checks"},  # the one way to check a user's value: raises the project's error
     {"core", "data", "models"},  # tensor functions; data sets; models
     {"nn"},  # the ZebraLayer, prepare/remove, ZebraConfig
     {"analysis", "codec", "slim"},  # functions over prepared models; byte streams; Network Slimming
