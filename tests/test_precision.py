@@ -17,7 +17,7 @@ from torchzebra.core import penalty as penalty_module
 from torchzebra.recipe import Distiller, ZebraRecipe
 from torchzebra.config import load_config
 from torchzebra.results import read_result
-from torchzebra.training import precision, train
+from torchzebra.training import load_checkpoint, precision, train
 from torchzebra.training.extensions import Extension
 
 
@@ -126,12 +126,57 @@ def test_eval_every_zero_evaluates_after_the_last_epoch_only_and_trains_alike(ti
     assert "test_acc" in (tmp_path / "last" / "metrics.csv").read_text().splitlines()[0]
 
 
-def test_synthetic_throughput_run_with_bf16_and_channels_last(tmp_path):
+def _layout(tensors: list[torch.Tensor]) -> str:
+    """``channels_last`` or ``contiguous`` where every tensor is laid out so and one at least in that layout alone
+    (a 1x1 kernel or a single input channel fits both), else ``mixed``."""
+    for name, layout, other in (("channels_last", torch.channels_last, torch.contiguous_format),
+                                ("contiguous", torch.contiguous_format, torch.channels_last)):
+        if (all(t.is_contiguous(memory_format=layout) for t in tensors)
+                and any(not t.is_contiguous(memory_format=other) for t in tensors)):
+            return name
+    return "mixed"
+
+
+class LayoutProbe(Extension):
+    """Records, at every training step, whether autocast is on, the logits' dtype (bf16 where autocast ran the
+    model) and the layouts of the inputs and of the model's conv weights."""
+
+    name = "layout-probe"
+    changes_results = False
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[bool, torch.dtype, str, str]] = []
+
+    def extra_loss(self, run, inputs, outputs, labels):
+        weights = [p for p in run.model.parameters() if p.dim() == 4]
+        self.steps.append((torch.is_autocast_enabled(run.device.type), outputs.dtype, _layout([inputs]),
+                           _layout(weights)))
+        return None
+
+
+@pytest.mark.parametrize("precision, channels_last, logits, layout, training", [
+    ("bf16", True, torch.bfloat16, "channels_last", "bf16 autocast, channels_last (as configured)"),
+    ("fp32", False, torch.float32, "contiguous", "fp32, contiguous (as configured)"),
+], ids=["bf16-channels_last", "fp32-contiguous"])
+def test_synthetic_throughput_run_trains_in_the_precision_and_layout_asked_for(tmp_path, precision, channels_last,
+                                                                               logits, layout, training):
+    """The paper preset's run on synthetic data: every step runs in the precision and memory format set (autocast
+    on and bf16 logits, inputs and conv weights channels_last; or neither), and the config, the checkpoint and the
+    report say so. What it checks holds however long a step takes."""
     config = load_config("paper", overrides=[
         "device=cpu", "data.name=synthetic", "data.size=32", "data.length=64", "data.classes=5", "data.workers=0",
         "data.batch_size=16", "data.eval_batch_size=16", "model.options={stem: imagenet, width: 4}",
         "train.epochs=1", "train.max_steps=2", "zebra.enabled=true", "zebra.lam=0.01",
+        f"train.precision={precision}", f"train.channels_last={str(channels_last).lower()}",
     ])
-    assert config.train.precision == "bf16" and config.train.channels_last is True
-    result = train(config, tmp_path / "run", progress=False)
+    assert (config.train.precision, config.train.channels_last) == (precision, channels_last)
+    probe = LayoutProbe()
+    result = train(config, tmp_path / "run", extensions=[probe], progress=False)
     assert result.metrics[0]["images_per_s"] > 0 and result.report.images == 16
+    assert probe.steps == [(precision == "bf16", logits, layout, layout)] * 2  # train.max_steps=2
+    assert _layout([p for p in result.model.parameters() if p.dim() == 4]) == "contiguous"  # evaluated as deployed
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
+    assert (saved["precision"], saved["channels_last"]) == (precision, channels_last)
+    optim = load_checkpoint(tmp_path / "run" / "last.pt").optim
+    assert (optim["precision"], optim["channels_last"]) == (precision, channels_last)
+    assert read_result(tmp_path / "run" / "report.json").info.machine.training == training
