@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead  # noqa: E402  (the comparison this check runs, from the same folder)
 
 from torchzebra._io import atomic_write_text  # noqa: E402
-from torchzebra.core import fused_kernels, set_fused_kernels  # noqa: E402
 from torchzebra.config import load_config
+from torchzebra.core import fused_kernels, set_fused_kernels  # noqa: E402
 from torchzebra.training import train
 
 # (model, input size, precision, channels_last); every row eager with the fused kernels, and the modes in MORE_MODES

@@ -26,8 +26,8 @@ import torchvision
 from torch import nn
 
 import torchzebra as tz
-from torchzebra.training import keep_freed_memory
 from torchzebra.models import ResNet18
+from torchzebra.training import keep_freed_memory
 
 MODELS = {
     "torchvision": lambda: torchvision.models.resnet18(num_classes=10),

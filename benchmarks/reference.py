@@ -24,19 +24,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-
 from readme_box import README, RESULTS, with_box
+
 from torchzebra._io import atomic_write_text
 from torchzebra._numbers import counted
-from torchzebra.training import keep_freed_memory
 from torchzebra.analysis import allocation
 from torchzebra.config import RunConfig, load_config
-from torchzebra.workflows.no_training import SearchPlan, budget_lines, calibrate_checkpoint, command_line
-from torchzebra.workflows.run import run_experiment
-from torchzebra.workflows.sweep import run_sweep
 from torchzebra.reports.summary import Point, best_within, budget_markdown, load_points, points_markdown
 from torchzebra.results import CHECKPOINT, METHODS, REPORT, RunResult, read_result
 from torchzebra.results.tables import DELTA_TOP1_TITLE, points_change
+from torchzebra.training import keep_freed_memory
+from torchzebra.workflows.no_training import SearchPlan, budget_lines, calibrate_checkpoint, command_line
+from torchzebra.workflows.run import run_experiment
+from torchzebra.workflows.sweep import run_sweep
 
 TARGET, BUDGET = 0.75, 1.0  # the main job's target: 75 % less activation bandwidth within 1 point, every seed
 CALIBRATION_BUDGETS = [0.25, 0.5, 1.0]

@@ -21,8 +21,8 @@ import torch
 
 from torchzebra.core import nonzero_blocks
 from torchzebra.nn import zebra_layers
-from torchzebra.training.precision import resolve_precision
 from torchzebra.training import open_checkpoint
+from torchzebra.training.precision import resolve_precision
 
 
 @contextlib.contextmanager

@@ -22,11 +22,10 @@ import torch
 from torchzebra.config import load_config
 from torchzebra.data import DataSpec
 from torchzebra.nn import plain_model
-from torchzebra.training import keep_freed_memory
-from torchzebra.training import distributed
+from torchzebra.training import distributed, keep_freed_memory
+from torchzebra.training.building import build_prepared_model
 from torchzebra.training.extensions import distillation, zebra_extensions
 from torchzebra.training.precision import resolve_precision
-from torchzebra.training.building import build_prepared_model
 from torchzebra.training.trainer import new_run, to_device, train_step
 
 SPEC = DataSpec("fashion-mnist", 10, 1, 32)

@@ -11,8 +11,16 @@ import yaml
 from torch import nn
 
 import torchzebra as tz
-from torchzebra.accelerator import (PRESETS, Accelerator, AcceleratorError, Gemm, compute_cycles, estimate,
-                                    layer_work, load_accelerator)
+from torchzebra.accelerator import (
+    PRESETS,
+    Accelerator,
+    AcceleratorError,
+    Gemm,
+    compute_cycles,
+    estimate,
+    layer_work,
+    load_accelerator,
+)
 from torchzebra.accelerator.cost import AcceleratorEstimate, layer_cost
 from torchzebra.accelerator.work import UNLINKED, LayerWork
 from torchzebra.cli import main

@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 import yaml
+from conftest import ResidualNet
 
 import torchzebra as tz
 from torchzebra.accelerator import Accelerator, AcceleratorError, Gemm, energy_story, estimate, load_accelerator
@@ -15,7 +16,6 @@ from torchzebra.accelerator.curves import MARGIN, Pair, break_even
 from torchzebra.accelerator.work import LayerWork
 from torchzebra.cli import main
 from torchzebra.core import FORMATS
-from conftest import ResidualNet
 
 
 def accelerator(**changes) -> Accelerator:

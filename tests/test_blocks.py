@@ -19,12 +19,12 @@ from torchzebra.core import (
     block_nonzero_counts,
     block_scores,
     block_shape,
+    blocks,
     expand_blocks,
     nonzero_blocks,
     validate_block_size,
     validate_score,
 )
-from torchzebra.core import blocks
 from torchzebra.core.blocks import block_keep
 from torchzebra.nn.layer import ZebraLayer
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from torchzebra.cli import main
-from torchzebra.training import Checkpoint, CheckpointError, load_checkpoint, load_trained, save_checkpoint, train
 from torchzebra.config import ConfigError, load_config
+from torchzebra.training import Checkpoint, CheckpointError, load_checkpoint, load_trained, save_checkpoint, train
 from torchzebra.training.checkpoint import ZIP_MAGIC
 from torchzebra.workflows.artefacts import checkpoint_maps
 

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import torch
-
 from fixtures import cifar_tree, fashion_mnist_tree, image_folder_tree, tiny_imagenet_tree
+
 from torchzebra.config import DataSection
 from torchzebra.data import CIFAR, DatasetError, FashionMNIST, Synthetic, build_datasets
 from torchzebra.data.fashion_mnist import FILES
@@ -133,8 +133,8 @@ def _fashion(tmp_path, augment, **settings):
 def test_loader_auto_is_workers_on_cpu_and_typos_are_refused(tmp_path):
     from torch.utils.data import DataLoader
 
-    from torchzebra.data import loader_kind
     from torchzebra.config import ConfigError, load_config
+    from torchzebra.data import loader_kind
     from torchzebra.training.building import make_loader
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")

@@ -9,12 +9,12 @@ import torchzebra as tz
 from torchzebra.accelerator.spec import AcceleratorError
 from torchzebra.cli import main, verbs
 from torchzebra.codec import StreamError
-from torchzebra.data import DatasetError
-from torchzebra.training import CheckpointError, building
 from torchzebra.config import ConfigError
+from torchzebra.data import DatasetError
 from torchzebra.errors import ZebraError
 from torchzebra.reports.summary import ReportError
 from torchzebra.results import ResultError
+from torchzebra.training import CheckpointError, building
 
 
 @pytest.mark.parametrize("error", [ConfigError, DatasetError, CheckpointError, StreamError, AcceleratorError,

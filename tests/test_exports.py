@@ -15,8 +15,17 @@ from torch import nn
 
 import torchzebra as tz
 from torchzebra.core import FORMATS
-from torchzebra.export import (conv_layers, conv_maps_csv, density_yaml, layer_file_name, layout_csv, timeloop_document,
-                               timeloop_yaml, topology_csv, write_timeloop)
+from torchzebra.export import (
+    conv_layers,
+    conv_maps_csv,
+    density_yaml,
+    layer_file_name,
+    layout_csv,
+    timeloop_document,
+    timeloop_yaml,
+    topology_csv,
+    write_timeloop,
+)
 from torchzebra.models import ResNet18
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from fixtures import interrupted_in_epoch_two
 
-from torchzebra.training import CheckpointError, load_checkpoint, train
 from torchzebra.errors import ZebraError
+from torchzebra.training import CheckpointError, load_checkpoint, train
 from torchzebra.training.extensions import Extension
 
 

@@ -12,14 +12,14 @@ import torch
 import torchzebra as tz
 from torchzebra._io import FILE_MODE, atomic_write_text
 from torchzebra.cli import main, verbs
-from torchzebra.workflows import sweep as sweep_module
 from torchzebra.config.run import SweepSection
-from torchzebra.training.extensions import warn_short_ramp
 from torchzebra.export import to_onnx
 from torchzebra.reports import html as report_html
 from torchzebra.reports.summary import Point, points_markdown
 from torchzebra.results import ModelRow
 from torchzebra.results.tables import DELTA_TOP1_TITLE, points_change, rows_markdown
+from torchzebra.training.extensions import warn_short_ramp
+from torchzebra.workflows import sweep as sweep_module
 
 FORMAT_REDUCTION = {"dense": 0.0, "zvc": 0.3, "zebra": 0.5, "zebra_zvc": 0.6}
 

@@ -19,8 +19,17 @@ from hypothesis import strategies as st
 from torch import nn
 
 import torchzebra as tz
-from torchzebra.core import (apply_block_mask, block_keep, block_nonzero_counts, block_penalty, fused, fused_kernels,
-                             fused_kernels_enabled, masked_activation, set_fused_kernels)
+from torchzebra.core import (
+    apply_block_mask,
+    block_keep,
+    block_nonzero_counts,
+    block_penalty,
+    fused,
+    fused_kernels,
+    fused_kernels_enabled,
+    masked_activation,
+    set_fused_kernels,
+)
 from torchzebra.core.penalty import penalty_from_moments
 
 pytest.importorskip("triton", reason="the fused kernels need Triton (torch's CUDA builds install it)")

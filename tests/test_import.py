@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import image_folder_tree
 from torch import nn
 
 import torchzebra as tz
-from fixtures import image_folder_tree
 from torchzebra.cli import main
 from torchzebra.results import read_result
 from torchzebra.training import load_checkpoint

@@ -9,7 +9,6 @@ import pytest
 
 from torchzebra.training import keep_freed_memory
 
-
 _FAULTS_PER_BATCH = """
 import resource, sys, torch
 from torchzebra.training import keep_freed_memory

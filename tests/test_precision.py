@@ -12,10 +12,9 @@ import yaml
 from torch import nn
 
 import torchzebra as tz
-
+from torchzebra.config import load_config
 from torchzebra.core import penalty as penalty_module
 from torchzebra.recipe import Distiller, ZebraRecipe
-from torchzebra.config import load_config
 from torchzebra.results import read_result
 from torchzebra.training import load_checkpoint, precision, train
 from torchzebra.training.extensions import Extension

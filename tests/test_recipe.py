@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 
 import torchzebra as tz
 from torchzebra import recipe as recipe_module
-from torchzebra.recipe import distillation_loss
 from torchzebra import zebra_layers
-from torchzebra.data import build_datasets
 from torchzebra.config import ConfigError, load_config
+from torchzebra.data import build_datasets
+from torchzebra.models import build_model
+from torchzebra.recipe import distillation_loss
 from torchzebra.training import train
 from torchzebra.training import trainer as trainer_module
 from torchzebra.training.extensions import ZebraTraining, distillation
-from torchzebra.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "OWN_LOOP.md"

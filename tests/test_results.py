@@ -6,12 +6,26 @@ from pathlib import Path
 
 import pytest
 
-from torchzebra.cli import main
 from torchzebra.analysis.measure import LayerTraffic, TrafficReport
+from torchzebra.cli import main
 from torchzebra.config import load_config
 from torchzebra.errors import ZebraError
-from torchzebra.results import (METHODS, Machine, Method, ResultError, RunInfo, RunResult, method_extensions, model_row,
-                                read_result, register_method, run_methods, slim_flows, sweep_methods, write_result)
+from torchzebra.results import (
+    METHODS,
+    Machine,
+    Method,
+    ResultError,
+    RunInfo,
+    RunResult,
+    method_extensions,
+    model_row,
+    read_result,
+    register_method,
+    run_methods,
+    slim_flows,
+    sweep_methods,
+    write_result,
+)
 
 LEGACY = Path(__file__).parent / "data" / "legacy"  # files written by torchzebra before the schema had a version
 

@@ -11,12 +11,12 @@ from torch import nn
 
 import torchzebra as tz
 from torchzebra import slim
-from torchzebra.cli import main
 from torchzebra.analysis.cost import model_cost
+from torchzebra.cli import main
+from torchzebra.models import build_model
 from torchzebra.training import load_checkpoint, load_trained, train
 from torchzebra.training.extensions import BnSparsity
 from torchzebra.workflows.pruning import prune_checkpoint
-from torchzebra.models import build_model
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 

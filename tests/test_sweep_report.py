@@ -10,11 +10,11 @@ import yaml
 
 import torchzebra as tz
 from torchzebra.cli import main
-from torchzebra.training import load_checkpoint, load_trained
-from torchzebra.workflows import sweep as sweep_module
 from torchzebra.config.run import ConfigError
 from torchzebra.reports.summary import Point, best_within, pareto_front
 from torchzebra.results import CHECKPOINT
+from torchzebra.training import load_checkpoint, load_trained
+from torchzebra.workflows import sweep as sweep_module
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

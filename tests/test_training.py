@@ -9,12 +9,12 @@ import torch
 import yaml
 from fixtures import interrupted_in_epoch_two
 
-from torchzebra.training import CheckpointError, load_checkpoint, load_trained, save_checkpoint, train
+from torchzebra import zebra_layers
 from torchzebra.config import ConfigError
-from torchzebra.training import trainer as trainer_module
 from torchzebra.data import DataSpec
 from torchzebra.results import read_result
-from torchzebra import zebra_layers
+from torchzebra.training import CheckpointError, load_checkpoint, load_trained, save_checkpoint, train
+from torchzebra.training import trainer as trainer_module
 
 
 @pytest.mark.slow  # learns Fashion-MNIST: two epochs of 1,024 images

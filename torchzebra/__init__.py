@@ -13,14 +13,24 @@ from ._lazy import lazy_package
 
 if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at run time each loads on first use
     from .accelerator import estimate
-    from .core import FORMATS
     from .analysis.calibrate import calibrate
-    from .errors import ZebraError
     from .analysis.measure import LayerTraffic, TrafficReport, measure
-    from .nn import (ZebraConfig, ZebraLayer, eval_mode, is_prepared, plain_model, prepare, remove, set_masking,
-                     set_penalty, zebra_layers)
-    from .recipe import ZebraRecipe
     from .analysis.regularizer import zero_block_loss
+    from .core import FORMATS
+    from .errors import ZebraError
+    from .nn import (
+        ZebraConfig,
+        ZebraLayer,
+        eval_mode,
+        is_prepared,
+        plain_model,
+        prepare,
+        remove,
+        set_masking,
+        set_penalty,
+        zebra_layers,
+    )
+    from .recipe import ZebraRecipe
     from .workflows.importing import import_model
 
 __version__ = "0.1.0"

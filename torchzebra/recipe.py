@@ -8,8 +8,6 @@ zero_block_loss(model)``, plus distillation from a teacher). ``state_dict``/``lo
 
 from __future__ import annotations
 
-from ._checks import number, whole
-
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -17,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import number, whole
 from .analysis.calibrate import calibrate, validate_densities
+from .analysis.regularizer import zero_block_loss
 from .core import is_channels_last
 from .errors import ZebraError
 from .nn import model_device, prepared_module, set_penalty
-from .analysis.regularizer import zero_block_loss
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

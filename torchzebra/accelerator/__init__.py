@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_package
 
 if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at run time each loads on first use
-    from .spec import DATAFLOWS, PRESETS, Accelerator, AcceleratorError, load_accelerator, load_accelerators
-    from .systolic import Gemm, compute_cycles
-    from .work import LayerWork, layer_work
     from .cost import AcceleratorEstimate, Cost, LayerEstimate
-    from .estimate import Estimate, estimate, estimate_layers
     from .curves import MARGIN, break_even
+    from .estimate import Estimate, estimate, estimate_layers
+    from .spec import DATAFLOWS, PRESETS, Accelerator, AcceleratorError, load_accelerator, load_accelerators
     from .story import energy_story
+    from .systolic import Gemm, compute_cycles
     from .table import estimate_text
+    from .work import LayerWork, layer_work
 
 __all__ = lazy_package(__name__, {
     "spec": ["DATAFLOWS", "PRESETS", "Accelerator", "AcceleratorError", "load_accelerator",

@@ -10,13 +10,13 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from ..analysis.measure import TrafficReport
 from ..errors import ZebraError
 from ..export import conv_layers
 from ..export.scalesim import ConvLayer
-from ..analysis.measure import TrafficReport
 from .checks import implausible
-from .curves import Pair, model_curves
 from .cost import AcceleratorEstimate, cost_network
+from .curves import Pair, model_curves
 from .spec import PRESETS, Accelerator, load_accelerators
 from .story import energy_story
 from .table import estimate_text

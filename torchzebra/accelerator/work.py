@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..analysis.measure import TrafficReport
 from ..core import FORMATS
 from ..errors import ZebraError
 from ..export import ConvLayer
-from ..analysis.measure import TrafficReport
 from .spec import Accelerator
 from .systolic import Gemm
 

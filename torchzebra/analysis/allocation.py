@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .calibrate import calibrate, validate_density
-from ..core import BlockSize, validate_block_size, validate_format
 from .. import _defaults as defaults
 from .._checks import number, whole
+from ..core import BlockSize, validate_block_size, validate_format
 from ..errors import ZebraError
-from .measure import TrafficReport, measure
 from ..nn import eval_mode, model_device, zebra_layers
+from .calibrate import calibrate, validate_density
+from .measure import TrafficReport, measure
 
 DENSITIES = defaults.DENSITIES
 CONFIDENCE = 0.95  # the one-sided level of the margin added to a held-out drop

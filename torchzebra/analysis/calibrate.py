@@ -6,15 +6,14 @@ the already-calibrated layers before it shape them.
 
 from __future__ import annotations
 
-from .._checks import fraction
-
 from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from ..nn.config import resolve_per_site
+from .._checks import fraction
 from ..nn import eval_mode, model_device, prepared_module, zebra_layers
+from ..nn.config import resolve_per_site
 
 
 def validate_density(value: object, name: str) -> float:

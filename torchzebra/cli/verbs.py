@@ -13,21 +13,20 @@ from pathlib import Path
 
 from .._io import atomic_write_text
 from .._numbers import counted
-from ..config import ConfigError, load_config
-from ..training import TrainingError, evaluate, keep_freed_memory, open_checkpoint, train
-from ..training import distributed
-from ..config.run import parse_assignment
 from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
-from ..workflows.hardware import estimate_checkpoint, write_estimate
-from ..workflows.importing import import_model
-from ..workflows.artefacts import checkpoint_maps, export_checkpoint, onnx_checkpoint
-from ..workflows.no_training import calibrate_checkpoint, search_plan
-from ..workflows.run import new_run_dir, run_experiment
-from ..workflows.pruning import prune_checkpoint, run_slim
-from ..workflows.sweep import run_sweep
-from ..training.building import resolve_device
+from ..config import ConfigError, load_config
+from ..config.run import parse_assignment
 from ..errors import ZebraError
 from ..reports.html import build_report
+from ..training import TrainingError, distributed, evaluate, keep_freed_memory, open_checkpoint, train
+from ..training.building import resolve_device
+from ..workflows.artefacts import checkpoint_maps, export_checkpoint, onnx_checkpoint
+from ..workflows.hardware import estimate_checkpoint, write_estimate
+from ..workflows.importing import import_model
+from ..workflows.no_training import calibrate_checkpoint, search_plan
+from ..workflows.pruning import prune_checkpoint, run_slim
+from ..workflows.run import new_run_dir, run_experiment
+from ..workflows.sweep import run_sweep
 
 
 def _config(args: argparse.Namespace):

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_package
 
 if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at run time each loads on first use
-    from .widths import WIDTHS, validate_width
     from .quant import Quantized, dequantize, quantize
     from .stream import MAX_ELEMENTS, StreamError, StreamInfo, decode, encode, fake_quantize, inspect
+    from .widths import WIDTHS, validate_width
 
 __all__ = lazy_package(__name__, {
     "widths": ["WIDTHS", "validate_width"],

@@ -12,8 +12,20 @@ import torch
 from ..core import BlockSize, validate_block_size, validate_format
 from ..errors import ZebraError
 from . import bitstream
-from .layout import (BATCHED, FORMAT_CODES, HEADER, MAGIC, PER_CHANNEL, SIGNED, VERSION, Header, block_sizes,
-                     from_block_major, occupied_blocks, to_block_major)
+from .layout import (
+    BATCHED,
+    FORMAT_CODES,
+    HEADER,
+    MAGIC,
+    PER_CHANNEL,
+    SIGNED,
+    VERSION,
+    Header,
+    block_sizes,
+    from_block_major,
+    occupied_blocks,
+    to_block_major,
+)
 from .quant import dequantize, level_dtype, level_range, quantize
 from .widths import WIDTHS
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .._checks import choice
 
-
 WIDTHS = (8, 16, 32)  # 8/16: integers with a scale; 32: IEEE float32, stored as is
 
 

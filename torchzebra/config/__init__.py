@@ -8,8 +8,17 @@ from .._lazy import lazy_package
 if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at run time each loads on first use
     from .presets import PRESETS
     from .run import RunConfig, load_config
-    from .sections import (ConfigError, DataSection, DistillSection, ModelSection, OptimSection, RunSection,
-                           SlimSection, SweepSection, ZebraSection)
+    from .sections import (
+        ConfigError,
+        DataSection,
+        DistillSection,
+        ModelSection,
+        OptimSection,
+        RunSection,
+        SlimSection,
+        SweepSection,
+        ZebraSection,
+    )
 
 __all__ = lazy_package(__name__, {
     "presets": ["PRESETS"],

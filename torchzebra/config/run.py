@@ -21,8 +21,20 @@ from .._checks import is_number, is_whole
 from .._io import atomic_write_text
 from .._numbers import yaml_numbers
 from .presets import PRESETS
-from .sections import (SAME_RESULTS, ConfigError, DataSection, DistillSection, ModelSection, OptimSection, RunSection,
-                       Section, SettingError, SlimSection, SweepSection, ZebraSection)
+from .sections import (
+    SAME_RESULTS,
+    ConfigError,
+    DataSection,
+    DistillSection,
+    ModelSection,
+    OptimSection,
+    RunSection,
+    Section,
+    SettingError,
+    SlimSection,
+    SweepSection,
+    ZebraSection,
+)
 
 
 @dataclass

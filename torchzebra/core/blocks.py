@@ -8,8 +8,6 @@ the map, or ``"map"``, makes the whole channel map one block.
 
 from __future__ import annotations
 
-from .._checks import choice, whole
-
 import contextlib
 import functools
 import math
@@ -19,6 +17,7 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
+from .._checks import choice, whole
 
 BlockSize = Union[int, Literal["map"]]
 SCORES = ("mean", "max", "rms")

@@ -25,7 +25,6 @@ from .blocks import BlockSize, block_element_counts, block_grid, block_nonzero_c
 from .registry import FORMATS, validate_bits
 
 
-
 def _as_batch(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 3:
         return x.unsqueeze(0)

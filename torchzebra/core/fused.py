@@ -26,7 +26,6 @@ import torch
 from ..errors import ZebraError
 from .blocks import BlockSize, block_grid, block_shape, recorded_or_transformed
 
-
 SCORE_CODES = {"mean": 0, "max": 1, "rms": 2}
 MOMENT_CODES = {None: 0, "l1": 1, "l2": 2, "group_lasso": 2}  # the penalty's block mean of |x| (1) or of x*x (2)
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from .._checks import whole
-
 from dataclasses import dataclass
 
+from .._checks import whole
 from ..errors import ZebraError
 
 

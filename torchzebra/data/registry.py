@@ -10,7 +10,8 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from . import fashion_mnist
-from .cifar import CIFAR, STATS as CIFAR_STATS
+from .cifar import CIFAR
+from .cifar import STATS as CIFAR_STATS
 from .errors import DatasetError
 from .images import image_folder, tiny_imagenet
 from .synthetic import Synthetic

@@ -6,8 +6,8 @@ from typing import Any
 
 import yaml
 
-from ..core import FORMATS
 from ..analysis.measure import LayerTraffic, TrafficReport
+from ..core import FORMATS
 
 
 def density_document(report: TrafficReport, description: dict[str, Any]) -> dict[str, Any]:

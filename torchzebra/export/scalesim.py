@@ -15,8 +15,8 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from ..core import FORMATS
 from ..analysis.measure import TrafficReport
+from ..core import FORMATS
 from ..nn import ZebraLayer, eval_mode, is_prepared, plain_model, prepared_module
 from ..nn.activations import ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES
 

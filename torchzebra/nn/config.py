@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from .._checks import number
-
 import dataclasses
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Mapping, Union
 
+from .._checks import number
 from ..core import BlockSize, validate_block_size, validate_penalty, validate_score
 from ..errors import ZebraError
 

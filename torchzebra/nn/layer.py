@@ -5,8 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core import (BlockSize, TrafficTally, apply_block_mask, block_keep, block_penalty, block_scores, fused,
-                    penalty_from_moments, validate_block_size, validate_penalty, validate_score)
+from ..core import (
+    BlockSize,
+    TrafficTally,
+    apply_block_mask,
+    block_keep,
+    block_penalty,
+    block_scores,
+    fused,
+    penalty_from_moments,
+    validate_block_size,
+    validate_penalty,
+    validate_score,
+)
 
 
 def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:

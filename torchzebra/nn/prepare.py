@@ -14,9 +14,14 @@ from typing import Any, Callable
 
 from torch import fx, nn
 
+from .activations import (
+    ACTIVATION_FUNCTIONS,
+    ACTIVATION_METHODS,
+    ACTIVATION_MODULES,
+    NONNEGATIVE_FUNCTIONS,
+    NONNEGATIVE_MODULES,
+)
 from .config import ZebraConfig
-from .activations import (ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES, NONNEGATIVE_FUNCTIONS,
-                          NONNEGATIVE_MODULES)
 from .dimorder import NOT_4D, PARAMETER, layout_name, op_name, tensor_layouts
 from .layer import ZebraLayer
 from .modegraph import ModeGraphModule

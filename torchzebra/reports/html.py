@@ -13,9 +13,9 @@ from .._io import atomic_write_bytes, atomic_write_text
 from .._numbers import counted
 from ..core import COMPRESSED, format_title
 from ..results import METHODS, method_title, stage_traffic
+from ..results.tables import DELTA_TOP1_TITLE, points_change
 from . import plots
 from .roofline import estimate_figures
-from ..results.tables import DELTA_TOP1_TITLE, points_change
 from .summary import Point, ReportError, best_within, budget_markdown, load_points, points_markdown
 
 # Sets data-images / data-loaded / data-errors on <body>, so a headless browser can check the page.

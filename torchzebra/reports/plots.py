@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 
 from .._numbers import counted  # noqa: E402
-from ..core import FORMATS, expand_blocks, format_title, nonzero_blocks  # noqa: E402
 from ..analysis.measure import TrafficReport
+from ..core import FORMATS, expand_blocks, format_title, nonzero_blocks  # noqa: E402
 from ..results import method_colour, method_title  # noqa: E402
 from .summary import Point, pareto_front  # noqa: E402
 

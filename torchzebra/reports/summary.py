@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import COMPRESSED, format_title
 from .._numbers import counted
-from ..errors import ZebraError
 from ..analysis.measure import TrafficReport
+from ..core import COMPRESSED, format_title
+from ..errors import ZebraError
 from ..results import BASELINE, CHECKPOINT, METHODS, ResultError, method_title, read_result, result_file
 from ..results.tables import DELTA_TOP1_TITLE, points_change
 

@@ -7,9 +7,23 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_package
 
 if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at run time each loads on first use
-    from .methods import (BASELINE, CALIBRATED, METHODS, PRUNED_STAGE, SPARSE_STAGE, ZEBRA, Method, bind_extensions,
-                          method_colour, method_extensions, method_title, register_method, run_methods, slim_flows,
-                          sweep_methods)
+    from .methods import (
+        BASELINE,
+        CALIBRATED,
+        METHODS,
+        PRUNED_STAGE,
+        SPARSE_STAGE,
+        ZEBRA,
+        Method,
+        bind_extensions,
+        method_colour,
+        method_extensions,
+        method_title,
+        register_method,
+        run_methods,
+        slim_flows,
+        sweep_methods,
+    )
     from .schema import Machine, ModelRow, RunInfo, RunResult, model_row
     from .store import CHECKPOINT, REPORT, SWEEP, ResultError, read_result, result_file, stage_traffic, write_result
 

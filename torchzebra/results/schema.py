@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from ..core import FORMATS
 from ..analysis.measure import TrafficReport
+from ..core import FORMATS
 
 _Device = torch.device  # the class below has a field named torch
 

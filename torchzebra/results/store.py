@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from ..errors import ZebraError
 from ..analysis.measure import TrafficReport
+from ..errors import ZebraError
 from .methods import METHODS
 from .schema import KINDS, Machine, ModelRow, RunInfo, RunResult
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..core import COMPRESSED, FORMATS, format_title
 from ..analysis.measure import TrafficReport
+from ..core import COMPRESSED, FORMATS, format_title
 from .methods import METHODS
 from .schema import ModelRow, RunResult
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from .._checks import fraction, whole
-
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
 
+from .._checks import fraction, whole
 from ..errors import ZebraError
 from .groups import ChannelGroup, channel_groups
 

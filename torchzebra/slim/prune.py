@@ -10,7 +10,8 @@ from torch import nn
 from ..errors import ZebraError
 from ..nn import is_prepared, zebra_layers
 from .groups import batchnorms, channel_groups, remove_channels
-from .plan import SlimPlan, plan as make_plan
+from .plan import SlimPlan
+from .plan import plan as make_plan
 
 
 def prune(

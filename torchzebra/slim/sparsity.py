@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from .._checks import number
-
 import torch
 from torch import nn
 
+from .._checks import number
 from ..errors import ZebraError
 from .groups import batchnorms
 

@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Subset
 
-from ..core import FORMATS
 from ..analysis.measure import TrafficReport
+from ..core import FORMATS
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from torch import nn
 
 from .. import slim
 from ..analysis.measure import TrafficReport
+from ..config.run import OptimSection, RunConfig, ZebraSection
 from ..nn import set_penalty
 from ..recipe import Distiller, ZebraRecipe
-from ..config.run import OptimSection, RunConfig, ZebraSection
 from ..results.methods import SPARSE_STAGE, bind_extensions
 from .distributed import World
 

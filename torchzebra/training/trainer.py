@@ -19,15 +19,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..analysis.measure import TrafficReport
+from ..config.run import ConfigError, OptimSection, RunConfig, changed_settings, save_config, stage_differences
 from ..core import COMPRESSED
 from ..data import DataSpec
-from ..analysis.measure import TrafficReport
+from ..errors import ZebraError
 from ..results import BASELINE, CHECKPOINT, REPORT, ZEBRA, Machine, RunInfo, RunResult, model_row, write_result
 from . import distributed
 from .building import build_data, build_prepared_model, evaluate, make_loader, resolve_device
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state, load_weights, save_checkpoint
-from ..config.run import ConfigError, OptimSection, RunConfig, changed_settings, save_config, stage_differences
-from ..errors import ZebraError
 from .extensions import Extension, TrainRun, zebra_extensions
 from .metrics import metric_loggers
 from .optim import build_optimizer, build_scheduler

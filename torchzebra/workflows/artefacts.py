@@ -12,8 +12,17 @@ from .. import codec
 from .._io import atomic_write_text
 from ..core import validate_format
 from ..errors import ZebraError
-from ..export import (capture_maps, conv_layers, conv_maps_csv, density_yaml, export_maps, layout_csv, to_onnx,
-                      topology_csv, write_timeloop)
+from ..export import (
+    capture_maps,
+    conv_layers,
+    conv_maps_csv,
+    density_yaml,
+    export_maps,
+    layout_csv,
+    to_onnx,
+    topology_csv,
+    write_timeloop,
+)
 from ..nn import zebra_layers
 from ..training.opening import open_checkpoint
 

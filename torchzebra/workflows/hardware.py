@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-
 from .._io import atomic_write_text
 from .._numbers import signed_percent
 from ..accelerator import PRESETS, Accelerator, Estimate, energy_story, estimate_layers, load_accelerators
 from ..accelerator.estimate import Measured, check_batch
+from ..analysis.measure import TrafficReport
 from ..errors import ZebraError
 from ..export import ConvLayer, conv_layers
-from ..analysis.measure import TrafficReport
 from ..training.opening import open_checkpoint
 
 ESTIMATE = "estimate.json"  # what `zebra run` writes into its folder: every preset at batch 1

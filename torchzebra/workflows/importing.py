@@ -15,9 +15,16 @@ from torch import nn
 from ..analysis.measure import TrafficReport
 from ..config import RunConfig, load_config
 from ..data import DataSpec
-from ..training.checkpoint import (Checkpoint, CheckpointError, Reading, load_weights, read_torch_file,
-                                   save_checkpoint, state_differences)
 from ..training.building import build_data, build_prepared_model, evaluate, resolve_device
+from ..training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    Reading,
+    load_weights,
+    read_torch_file,
+    save_checkpoint,
+    state_differences,
+)
 
 WRAPPERS = ("state_dict", "model")  # where a training script's dict keeps the weights
 TRUST = "if you trust its source, allow it with --trust-pickle (trust_pickle=True in Python)"

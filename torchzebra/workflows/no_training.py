@@ -20,11 +20,11 @@ from ..core import BlockSize, validate_block_size
 from ..errors import ZebraError
 from ..results import BASELINE, CALIBRATED, CHECKPOINT, METHODS, ModelRow, RunResult, model_row
 from ..results.tables import allocation_markdown, points_change, rows_markdown
+from ..training.building import build_data, evaluate
 from ..training.checkpoint import Checkpoint, save_checkpoint
+from ..training.opening import open_checkpoint
 from .arguments import check_calibration
 from .run import publish, run_info
-from ..training.building import build_data, evaluate
-from ..training.opening import open_checkpoint
 
 IMAGES, HOLDOUT = CALIBRATION_IMAGES, HOLDOUT_IMAGES
 

@@ -11,17 +11,27 @@ import torch
 
 from .. import slim
 from ..analysis.cost import model_cost
-from ..errors import ZebraError
 from ..analysis.measure import TrafficReport
-from ..results import (BASELINE, CHECKPOINT, METHODS, PRUNED_STAGE, SPARSE_STAGE, ZEBRA, RunResult, method_extensions,
-                       model_row, slim_flows)
-from ..results.tables import slim_markdown
-from ..training.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from ..config.run import OptimSection, RunConfig, save_config
-from .run import publish, run_info, stage_row
+from ..errors import ZebraError
+from ..results import (
+    BASELINE,
+    CHECKPOINT,
+    METHODS,
+    PRUNED_STAGE,
+    SPARSE_STAGE,
+    ZEBRA,
+    RunResult,
+    method_extensions,
+    model_row,
+    slim_flows,
+)
+from ..results.tables import slim_markdown
 from ..training.building import example_inputs
+from ..training.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from ..training.opening import OpenedCheckpoint, open_checkpoint
 from ..training.trainer import TrainResult, train
+from .run import publish, run_info, stage_row
 
 PRUNED = "pruned.pt"
 

@@ -9,16 +9,27 @@ from typing import Any
 
 from .._io import atomic_write_text
 from ..analysis.measure import TrafficReport
-from ..results import (BASELINE, CHECKPOINT, METHODS, REPORT, Machine, ModelRow, RunInfo, RunResult, method_extensions,
-                       model_row, write_result)
-from ..results.tables import run_markdown
-from ..nn import plain_model
 from ..config.run import RunConfig, save_config
-from .hardware import run_estimate
+from ..nn import plain_model
+from ..results import (
+    BASELINE,
+    CHECKPOINT,
+    METHODS,
+    REPORT,
+    Machine,
+    ModelRow,
+    RunInfo,
+    RunResult,
+    method_extensions,
+    model_row,
+    write_result,
+)
+from ..results.tables import run_markdown
+from ..training.building import resolve_device
 from ..training.extensions import distillation
 from ..training.precision import training_modes
-from ..training.building import resolve_device
 from ..training.trainer import TrainResult, train
+from .hardware import run_estimate
 
 
 def new_run_dir(root: str | Path = "runs") -> Path:

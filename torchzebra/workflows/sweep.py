@@ -16,21 +16,41 @@ from typing import Any
 
 from .._io import atomic_write_text
 from .._numbers import counted, yaml_numbers
-from ..nn.config import ZebraConfig
-from ..core import FORMATS
 from ..analysis.measure import TrafficReport
-from ..results import (BASELINE, CHECKPOINT, METHODS, REPORT, SPARSE_STAGE, SWEEP, ModelRow, RunResult,
-                       method_extensions, read_result, sweep_methods, write_result)
-from ..training.checkpoint import load_checkpoint
-from ..config.run import (ConfigError, RunConfig, SweepSection, ZebraSection, from_dict, save_config, stage_differences,
-                          with_value)
-from ..training.extensions import distillation
-from .run import run_info, stage_row
-from .pruning import prune_checkpoint
-from ..training.precision import resolved
+from ..config.run import (
+    ConfigError,
+    RunConfig,
+    SweepSection,
+    ZebraSection,
+    from_dict,
+    save_config,
+    stage_differences,
+    with_value,
+)
+from ..core import FORMATS
+from ..nn.config import ZebraConfig
+from ..results import (
+    BASELINE,
+    CHECKPOINT,
+    METHODS,
+    REPORT,
+    SPARSE_STAGE,
+    SWEEP,
+    ModelRow,
+    RunResult,
+    method_extensions,
+    read_result,
+    sweep_methods,
+    write_result,
+)
 from ..training.building import resolve_device
+from ..training.checkpoint import load_checkpoint
+from ..training.extensions import distillation
 from ..training.opening import load_trained
+from ..training.precision import resolved
 from ..training.trainer import TrainResult, train
+from .pruning import prune_checkpoint
+from .run import run_info, stage_row
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
