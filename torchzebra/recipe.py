@@ -47,7 +47,7 @@ class Distiller:
         mode, in the precision of the caller's autocast and the memory format of ``inputs``."""
         layout = torch.channels_last if is_channels_last(inputs) else torch.contiguous_format
         if (inputs.device, layout) != self._placed:  # moved once, on the first batch (and again if they change)
-            self.teacher.to(inputs.device, memory_format=layout)
+            self.teacher.to(inputs.device, memory_format=layout)  # type: ignore[call-overload]  # torch takes both
             self._placed = (inputs.device, layout)
         with torch.inference_mode():
             target = self.teacher(inputs)
@@ -145,6 +145,7 @@ class ZebraRecipe:
         if self._distiller is not None:
             if outputs is None:
                 raise ZebraError("ZebraRecipe.loss(outputs) needs the model's outputs (logits) when it has a teacher")
+            assert self._inputs is not None  # kept by step(), which ran (last_step >= 0)
             terms.append(self._distiller(self._inputs, outputs))
         return sum(terms[1:], terms[0]) if terms else torch.zeros((), device=model_device(self.model))
 

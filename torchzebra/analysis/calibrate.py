@@ -41,10 +41,10 @@ def calibrate(model: nn.Module, batches: Iterable, density: float | Mapping[str,
         if value is not None and layer.active:
             targets[site] = validate_density(value, f"density for {site}")
     device = model_device(model)
-    inputs = [(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]
-    if not inputs:
+    parts = [(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]
+    if not parts:
         raise ValueError("calibrate() got no batches: give it a non-empty iterable of tensors or (inputs, labels)")
-    inputs = torch.cat(inputs).to(device)
+    inputs = torch.cat(parts).to(device)
     try:
         for site, layer in zebra_layers(model):
             layer.calibration_density = targets.get(site)

@@ -110,14 +110,14 @@ def _legacy(values: dict[str, Any], path: Path) -> RunResult:
             return RunResult("sweep", info, values["config"], rows[0].label, rows)
         titles = {method.title: name for name, method in METHODS.items()}
         reports = values.get("reports") or {"dense baseline": values.get("baseline"), "Zebra": values.get("zebra")}
-        rows = []
+        stages: list[ModelRow] = []
         for row in values["rows"]:
             method = titles[row["model"]]
-            traffic = TrafficReport.from_dict(reports[row["model"]]) if reports.get(row["model"]) else None
-            folder = path.parent / METHODS[method].folder if METHODS[method].folder else None
-            rows.append(_legacy_row(row["model"], method, row, traffic, folder))
+            report = TrafficReport.from_dict(reports[row["model"]]) if reports.get(row["model"]) else None
+            folder = path.parent / name if (name := METHODS[method].folder) else None
+            stages.append(_legacy_row(row["model"], method, row, report, folder))
         kind = "slim" if "flow" in values else "run"
-        return RunResult(kind, info, values["config"], values.get("reference", "dense baseline"), tuple(rows))
+        return RunResult(kind, info, values["config"], values.get("reference", "dense baseline"), tuple(stages))
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ResultError(f"{path} is not a torchzebra result this version can read ({type(error).__name__}: "
                           f"{error}); regenerate it: rerun the zebra run/slim/sweep command that wrote it in a new "

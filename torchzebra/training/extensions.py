@@ -121,9 +121,11 @@ class ZebraTraining(Extension):
         self.recipe.step(inputs)
 
     def extra_loss(self, run, inputs, outputs, labels):
+        assert self.recipe is not None  # built by before_forward, which runs first
         return self.recipe.loss(outputs)
 
     def epoch_end(self, run: TrainRun, row: dict[str, Any]) -> None:
+        assert self.recipe is not None
         row["lam"] = self.recipe.last_lam
 
     def train_end(self, run: TrainRun, report: TrafficReport) -> None:

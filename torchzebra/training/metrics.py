@@ -62,7 +62,7 @@ class TensorBoardLogger(Extension):
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self._writer_class = _summary_writer_class()  # a missing package is refused before any training
-        self._writer = None
+        self._writer: Any = None  # a SummaryWriter once training starts
 
     def train_start(self, run: TrainRun) -> None:
         self._writer = self._writer_class(str(self.folder))

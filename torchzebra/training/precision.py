@@ -11,6 +11,7 @@ The choice comes from the hardware, not from a timing, so a seed trains alike on
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal, cast
 
 import torch
 
@@ -68,7 +69,7 @@ def resolve_precision(optim: OptimSection, device: torch.device) -> Precision:
 def resolved(optim: OptimSection, device: torch.device) -> OptimSection:
     """``optim`` with ``auto`` replaced by the choice for ``device`` (what a run saves and a resume compares)."""
     choice = resolve_precision(optim, device)
-    return replace(optim, precision=choice.dtype, channels_last=choice.channels_last)
+    return replace(optim, precision=cast(Literal["fp32", "bf16"], choice.dtype), channels_last=choice.channels_last)
 
 
 def training_modes(config: RunConfig, device: torch.device) -> str:

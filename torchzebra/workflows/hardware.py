@@ -76,13 +76,14 @@ def estimate_lines(single: Estimate, batched: Estimate) -> list[str]:
         many = batched.accelerators[name]
         for est in (one, many) if many.batch > 1 else (one,):
             zvc, dense = est.against_baseline("zebra_zvc", "zvc"), est.against_baseline("zebra_zvc", "dense")
-            point = est.curves["break_even"]
+            curves = est.curves or {}  # an estimate against a baseline always has its curves
+            point = curves["break_even"]
             even = (f"below {point['dram_gbps']:.3g} GB/s" if point["dram_gbps"] is not None
                     else "at no bandwidth down to 1/256 of")
             source = " (the batch its source runs)" if est.batch > 1 else ""
             lines.append(f"{name}, batch {est.batch}{source}: {zvc['speedup']:.2f}x faster than the baseline's ZVC "
                          f"({dense['speedup']:.2f}x than its dense), energy {signed_percent(-zvc['energy_saving'])} "
-                         f"({signed_percent(-dense['energy_saving'])}); {est.curves['margin']:.2f}x faster {even} "
+                         f"({signed_percent(-dense['energy_saving'])}); {curves['margin']:.2f}x faster {even} "
                          f"(here {est.accelerator.dram_gbps:g} GB/s)")
     return [*lines, "Why the energy saving is smaller than the traffic cut:",
             *(energy_story(est) for est in single.accelerators.values())]
