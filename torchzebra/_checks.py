@@ -27,7 +27,8 @@ def is_whole(value: object) -> bool:
 
 
 def _shown(name: str, value: object) -> str:
-    return f"{name} {value!r}" if name.startswith("--") else f"{name}={value!r}"
+    """``--flag value`` as typed on a command line, else ``name=value`` as a setting reads."""
+    return f"{name} {value}" if name.startswith("--") else f"{name}={value!r}"
 
 
 def _refuse(name: str, value: object, expected: str, error: type[ZebraError]) -> ZebraError:

@@ -58,6 +58,13 @@ class Method:
     folder: str | None = None
     extensions: ExtensionFactory | None = None
 
+    @property
+    def stage(self) -> str:
+        """The folder a run trains this method in (``folder``); asking it of a method trained in none is a bug."""
+        if self.folder is None:
+            raise KeyError(f"method {self.name!r} is not trained in a stage folder of its own")
+        return self.folder
+
     def __post_init__(self) -> None:
         if self.start not in STARTS:
             raise ZebraError(f"method {self.name!r}: start={self.start!r} is invalid: use one of {', '.join(STARTS)}")

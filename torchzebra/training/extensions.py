@@ -204,10 +204,15 @@ def slimming(config: RunConfig) -> list[Extension]:
     return [BnSparsity(config.slim.s, config.slim.exclude)]
 
 
-def distillation(config: RunConfig, teacher: nn.Module) -> list[Extension]:
-    """Distillation from ``teacher`` with the run's ``distill`` settings (none while its weight is 0)."""
+def distillation(config: RunConfig, teacher: nn.Module | None) -> list[Extension]:
+    """Distillation from ``teacher`` with the run's ``distill`` settings (none while its weight is 0, when the
+    teacher may be None)."""
     d = config.distill
-    return [Distillation(teacher, d.weight, d.temperature)] if d.weight else []
+    if not d.weight:
+        return []
+    if teacher is None:
+        raise ValueError("distillation with a weight needs its teacher model")
+    return [Distillation(teacher, d.weight, d.temperature)]
 
 
 bind_extensions(SPARSE_STAGE, slimming)  # the method registry's entry for Network Slimming's sparsity stage

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..analysis.measure import TrafficReport
 from ..config.run import ConfigError, OptimSection, RunConfig, changed_settings, save_config, stage_differences
 from ..core import COMPRESSED
-from ..data import DataSpec
+from ..data import DataSpec, DeviceBatches
 from ..errors import ZebraError
 from ..results import BASELINE, CHECKPOINT, REPORT, ZEBRA, Machine, RunInfo, RunResult, model_row, write_result
 from . import distributed
@@ -50,7 +50,7 @@ class TrainResult:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -92,7 +92,8 @@ def train(
     train_set, test_set, spec = build_data(config)
     checkpoint_path = run_dir / CHECKPOINT
     resuming = resume and checkpoint_path.exists()
-    source = load_checkpoint(checkpoint_path if resuming else init) if resuming or init is not None else None
+    origin = checkpoint_path if resuming else init
+    source = load_checkpoint(origin) if origin is not None else None
     model = _start_model(config, spec, masked, source, None if resuming or init is None else f"checkpoint {init}")
     model.to(device)
     loggers = metric_loggers(run_dir, optim.tensorboard) if world.main else []  # only the main process writes
@@ -102,7 +103,7 @@ def train(
     template = Checkpoint({}, config.to_dict(), spec.__dict__, masked, source.structure if source else None,
                           _fields(optim), extensions=_extension_settings(extensions))  # each epoch adds the state
     _open_run_dir(run_dir, world)
-    start_epoch = _restore(run, source, template, checkpoint_path) if resuming else 0
+    start_epoch = _restore(run, source, template, checkpoint_path) if resuming and source is not None else 0
     if world.main:
         save_config(config, run_dir / "config.yaml")
     for extension in run.extensions:
@@ -129,7 +130,7 @@ def _train_epochs(run: TrainRun, start_epoch: int, data: tuple[Any, Any], batch_
         run.epoch = epoch
         epoch_seed = run.config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
-        with training_layout(run.model, run.optim.channels_last):
+        with training_layout(run.model, run.optim.channels_last is True):  # resolved: a bool
             row = _train_epoch(run, make_loader(train_set, batch_size, run.config.data, run.device, True, epoch_seed,
                                             run.world))
         evaluated = epoch + 1 == run.optim.epochs or (run.optim.eval_every and (epoch + 1) % run.optim.eval_every == 0)
@@ -162,7 +163,7 @@ def _start_model(config: RunConfig, spec: DataSpec, masked: bool, source: Checkp
     when fine-tuning (``fine_tune_from`` names the source) its weights, keeping the new Zebra thresholds."""
     torch.manual_seed(config.seed)  # the same initial weights for every run with this seed
     model = build_prepared_model(config, spec, masked, source.structure if source else None)
-    if fine_tune_from is not None:
+    if fine_tune_from is not None and source is not None:
         load_weights(model, source.model, fine_tune_from)
     return model
 
@@ -184,7 +185,8 @@ def new_run(config: RunConfig, optim: OptimSection, model: nn.Module, world: dis
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if optim.compile or (optim.compile is None and device.type == "cuda"):
-        trained = torch.compile(trained)  # the training step only: counting and calibration run the eager model
+        # the training step only: counting and calibration run the eager model
+        trained = cast(nn.Module, torch.compile(trained))
     return TrainRun(model, trained, optimizer, scheduler, nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing),
                     config, optim, device, world, steps_per_epoch, extensions, progress and world.main)
 
@@ -230,7 +232,8 @@ def _restore(run: TrainRun, source: Checkpoint, expected: Checkpoint, path: Path
     load_model_state(run.model, source.model, f"checkpoint {path}")
     run.optimizer.load_state_dict(source.optimizer)
     run.scheduler.load_state_dict(source.scheduler)
-    _set_rng_state(source.rng)
+    if source.rng is not None:
+        _set_rng_state(source.rng)
     run.metrics = list(source.metrics)
     for extension in run.extensions:
         if extension.name in source.extension_state:
@@ -280,7 +283,7 @@ def training_layout(model: nn.Module, channels_last: bool) -> Iterator[None]:
         model.to(memory_format=torch.contiguous_format)
 
 
-def _train_epoch(run: TrainRun, loader: DataLoader) -> dict[str, Any]:
+def _train_epoch(run: TrainRun, loader: DataLoader | DeviceBatches) -> dict[str, Any]:
     """One epoch of ``run``; returns its metrics row (with every extension's columns)."""
     run.trained.train()
     started = time.perf_counter()

@@ -42,19 +42,10 @@ def search_plan(block_sizes: list[BlockSize] | None = None, densities: list[floa
                 rounds: int = 1) -> SearchPlan:
     """The plan from ``--block-sizes``, ``--densities`` (None: the defaults) and ``--rounds``: a bad value is
     refused in one line naming the option."""
-    block_sizes, densities = block_sizes or (), densities or allocation.DENSITIES
-    for option, values, validate, use in (
-            ("--block-sizes", block_sizes, validate_block_size,
-             "positive integers (block edges) or 'map', e.g. --block-sizes 2 4"),
-            ("--densities", densities, allocation.validate_density,
-             "fractions of blocks to keep, in (0, 1], e.g. --densities 0.3 0.5 0.7"),
-            ("--rounds", [rounds], allocation.validate_rounds, "a positive number of profiles, e.g. --rounds 2")):
-        for value in values:
-            try:
-                validate(value, option)
-            except ValueError:
-                raise ZebraError(f"{option} {value} is invalid: use {use}") from None
-    return SearchPlan(allocation.Grid(tuple(densities), tuple(block_sizes)), rounds)
+    sizes = tuple(validate_block_size(size, "--block-sizes") for size in block_sizes or ())
+    fractions = tuple(allocation.validate_density(d, "--densities") for d in densities or allocation.DENSITIES)
+    allocation.validate_rounds(rounds, "--rounds")
+    return SearchPlan(allocation.Grid(fractions, sizes), rounds)
 
 
 def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[float] | tuple[float, ...] = (1.0,),
@@ -177,6 +168,7 @@ def budget_lines(rows: tuple[ModelRow, ...]) -> tuple[list[str], list[str]]:
     warnings = []
     for row in rows[1:]:
         s = row.settings
+        assert row.top1 is not None and row.delta_top1 is not None  # a calibrated row is always measured
         held_out, test = (s["held_out_top1"] - s["held_out_dense_top1"]) * 100, row.delta_top1 * 100
         within = -test <= s["budget_points"] + 1e-9
         lines.append(f"| {s['budget_points']:g} | {s['held_out_top1'] * 100:.2f} | {points_change(held_out)} | "
@@ -205,6 +197,7 @@ def _batchnorm_lines(dense: ModelRow) -> list[str]:
 def _markdown(result: RunResult, checkpoint: str | Path, images: int) -> str:
     checks, warnings = budget_lines(result.rows)
     held_out = result.rows[1].settings["held_out_images"] if len(result.rows) > 1 else 0
+    test_images = result.rows[0].traffic.images if result.rows[0].traffic else 0
     return "\n".join([
         "# torchzebra calibrate: Zebra without training", "", result.info.markdown(), "", *warnings,
         *([""] if warnings else []),
@@ -213,7 +206,7 @@ def _markdown(result: RunResult, checkpoint: str | Path, images: int) -> str:
         f"{held_out} other training images, plus a one-sided {allocation.CONFIDENCE:.0%} margin for the noise of "
         "those images and of the test split, stays within each budget (BatchNorm statistics re-estimated on the "
         "masked model, no training); then measured on the test split "
-        f"({result.rows[0].traffic.images} images). Reductions are against the model's dense bytes.",
+        f"({test_images} images). Reductions are against the model's dense bytes.",
         "", rows_markdown(result.rows), "", *_batchnorm_lines(result.rows[0]),
         "## The budget: held-out training images and the test split", "", *checks,
         "", "## Kept blocks per layer", "", allocation_markdown(result.rows), "",

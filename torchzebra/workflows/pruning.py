@@ -77,7 +77,7 @@ class _Stages:
         """Train ``method``'s stage in its folder, with its extensions, and with Zebra's masks when it has them
         (``zebra_masks`` overrides that: the joint flow's sparsity training has them)."""
         entry = METHODS[method]
-        folder = self.run_dir / entry.folder
+        folder = self.run_dir / entry.stage
         self.announce(f"{title}: {optim.epochs} epochs -> {folder}")
         masks = entry.zebra_masks if zebra_masks is None else zebra_masks
         return train(self.config, folder, optim=optim, masked=masks, init=init, resume=self.resume,
@@ -106,7 +106,7 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     if compare:
         trained[BASELINE] = stages.train(BASELINE, "dense baseline", config.train)
         trained[ZEBRA] = stages.train(ZEBRA, "Zebra fine-tune from the baseline", config.finetune,
-                                      init=run_dir / METHODS[BASELINE].folder / CHECKPOINT)
+                                      init=run_dir / METHODS[BASELINE].stage / CHECKPOINT)
     joint = flow == "joint"
     trained[SPARSE_STAGE] = stages.train(
         SPARSE_STAGE, f"sparsity training (s={config.slim.s:g}{', with Zebra' if joint else ''})", config.train,
@@ -114,7 +114,7 @@ def run_slim(config: RunConfig, run_dir: str | Path, flow: str = "slim", resume:
     pruned_path = run_dir / PRUNED
     stages.announce(f"prune {config.slim.ratio:.0%} of the channels -> {pruned_path}")
     if not (resume and pruned_path.exists()):
-        print(prune_checkpoint(run_dir / METHODS[SPARSE_STAGE].folder / CHECKPOINT, pruned_path), flush=True)
+        print(prune_checkpoint(run_dir / METHODS[SPARSE_STAGE].stage / CHECKPOINT, pruned_path), flush=True)
     opened = open_checkpoint(pruned_path)
     pruned = opened, opened.evaluate(progress)
     for method in flows[flow]:
@@ -135,6 +135,7 @@ def _result(config: RunConfig, flow: str, trained: dict[str, TrainResult],
     inputs = example_inputs(opened.spec)
     rows = []
     for method, stage in trained.items():  # in the order they were trained, the pruned model after its source
+        assert stage.model is not None  # trained (or resumed) by this flow: the model is at hand
         cost = model_cost(stage.model, inputs)
         rows.append(stage_row(method, stage, reference, params=cost.params, macs=cost.macs))
         if method == SPARSE_STAGE:

@@ -72,19 +72,20 @@ def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False,
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
     dense, method = METHODS[BASELINE], METHODS[config.run.method]
-    print(f"[1/2] dense baseline: {config.train.epochs} epochs -> {run_dir / dense.folder}", flush=True)
-    baseline = train(config, run_dir / dense.folder, optim=config.train, masked=dense.zebra_masks, resume=resume,
+    print(f"[1/2] dense baseline: {config.train.epochs} epochs -> {run_dir / dense.stage}", flush=True)
+    baseline = train(config, run_dir / dense.stage, optim=config.train, masked=dense.zebra_masks, resume=resume,
                      progress=progress)
     scratch = method.start == "scratch"
     optim = config.train if scratch else config.finetune
-    print(f"[2/2] {method.description}: {optim.epochs} epochs -> {run_dir / method.folder}", flush=True)
+    print(f"[2/2] {method.description}: {optim.epochs} epochs -> {run_dir / method.stage}", flush=True)
+    assert baseline.model is not None  # trained just now
     extensions = [*method_extensions(method.name, config), *distillation(config, plain_model(baseline.model))]
-    zebra = train(config, run_dir / method.folder, optim=optim, masked=method.zebra_masks,
-                  init=None if scratch else run_dir / dense.folder / CHECKPOINT, resume=resume, extensions=extensions,
+    zebra = train(config, run_dir / method.stage, optim=optim, masked=method.zebra_masks,
+                  init=None if scratch else run_dir / dense.stage / CHECKPOINT, resume=resume, extensions=extensions,
                   progress=progress)
     rows = (stage_row(BASELINE, baseline, baseline.report), stage_row(method.name, zebra, baseline.report))
     result = RunResult("run", run_info("zebra run", config, started), config.to_dict(), rows[0].label, rows)
     publish(run_dir, result, run_markdown(result))
-    run_estimate(run_dir, (run_dir / method.folder / CHECKPOINT, zebra.report),  # estimate.json: the presets' cycles
-                 (run_dir / dense.folder / CHECKPOINT, baseline.report))
+    run_estimate(run_dir, (run_dir / method.stage / CHECKPOINT, zebra.report),  # estimate.json: the presets' cycles
+                 (run_dir / dense.stage / CHECKPOINT, baseline.report))
     return result

@@ -149,6 +149,7 @@ def _finished(folder: Path, config: RunConfig) -> TrainResult | None:
     timing = folder / "seconds.json"  # where earlier versions kept a stage's time
     seconds = row.seconds if row.seconds is not None else (
         json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0)
+    assert row.traffic is not None  # a stage's result always holds its traffic
     return TrainResult(None, row.traffic, payload.metrics, folder, seconds)
 
 
@@ -180,7 +181,7 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
     started = time.perf_counter()
     values = config.to_dict()
     base_config = _stage_config(values, {})
-    dense = run_dir / METHODS[BASELINE].folder
+    dense = run_dir / METHODS[BASELINE].stage
     title = f"[baseline] {counted(base_config.train.epochs, 'epoch')} -> {dense}"
     baseline = _announced(title, dense, base_config) or _stage(
         base_config, dense, progress, optim=base_config.train, masked=METHODS[BASELINE].zebra_masks)
@@ -190,7 +191,8 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
         name = point_name(method, point)
         folder = run_dir / "points" / name
         done = _announced(f"[{index}/{len(plan)}] {name}", folder, stage_config)
-        start, optim, init, extra = METHODS[method].start, stage_config.finetune, dense / CHECKPOINT, 0.0
+        init: Path | None = dense / CHECKPOINT
+        start, optim, extra = METHODS[method].start, stage_config.finetune, 0.0
         if start == "pruned":
             slim_settings = {key: value for key, value in point.items() if key.startswith("slim.")}
             init, extra = _pruned(values, slim_settings, run_dir, progress)
