@@ -69,10 +69,11 @@ def test_sweep_rows_and_resume(swept, monkeypatch):
     monkeypatch.setattr(sweep_module, "train", no_training)
     assert main(args) == 0  # the same command again: every point is found finished
     assert json.loads((run_dir / "sweep.json").read_text())["rows"] == rows
-    changed = {**yaml.safe_load((run_dir / "config.yaml").read_text()), "seed": 7}
+    saved = (run_dir / "config.yaml").read_text()
+    original = yaml.safe_load(saved)
     with pytest.raises(ConfigError, match="trained with other settings"):
-        sweep_module.run_sweep(sweep_module.from_dict(changed), run_dir, progress=False)
-    original = yaml.safe_load((run_dir / "config.yaml").read_text())
+        sweep_module.run_sweep(sweep_module.from_dict({**original, "seed": 7}), run_dir, progress=False)
+    assert (run_dir / "config.yaml").read_text() == saved  # refused before anything was written
     zebra_only = sweep_module._stage_config({**original, "zebra": {**original["zebra"], "calibrate_every": 4}}, {})
     assert sweep_module._finished(run_dir / "baseline", zebra_only) is not None  # the dense baseline ignores Zebra's
 

@@ -176,15 +176,16 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
     ``sweep.csv`` after each. Rerunning the same command continues where it stopped."""
     run_dir = Path(run_dir)
     plan = _plan(config)  # every point validated before any training
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
     values = config.to_dict()
     base_config = _stage_config(values, {})
     dense = run_dir / METHODS[BASELINE].stage
     title = f"[baseline] {counted(base_config.train.epochs, 'epoch')} -> {dense}"
-    baseline = _announced(title, dense, base_config) or _stage(
-        base_config, dense, progress, optim=base_config.train, masked=METHODS[BASELINE].zebra_masks)
+    finished = _announced(title, dense, base_config)  # a baseline of other settings is refused before any write
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    baseline = finished or _stage(base_config, dense, progress, optim=base_config.train,
+                                  masked=METHODS[BASELINE].zebra_masks)
     rows = [_row(BASELINE, BASELINE, {}, baseline, baseline.report, baseline.seconds)]
     teacher = None
     for index, (method, point, stage_config) in enumerate(plan, 1):
