@@ -95,10 +95,21 @@ def test_a_reused_calibrate_folder_is_refused(tmp_path, capsys):
     assert "holds an earlier calibration (budget-1): give a new folder, or remove that one first" in err
 
 
-def test_refusals_that_need_no_torch_come_before_torch_is_imported(tmp_path):
-    (tmp_path / "file").write_text("")
+@pytest.mark.parametrize("args, message", [
+    (["calibrate", "ck.pt", "--out", "{file}"], "is a file, not a folder"),
+    (["train", "--config", "{file}"], "must hold a mapping of settings, got list"),
+    (["train", "--config", "{broken}"], "is not valid YAML: expected ',' or '}', but got '<stream end>' (line 2"),
+    (["train", "--config", "{folder}/missing.yaml"], "cannot read config file"),
+    (["sweep", "--grid", "zebra.lam"], "write section.key=value"),
+    (["run", "--set", "model.options={{stem:cifar}}"], "write a space after each colon"),
+])
+def test_refusals_that_need_no_torch_come_before_torch_is_imported(args, message, tmp_path):
+    (tmp_path / "file").write_text("- a list\n")
+    (tmp_path / "broken").write_text("train: {epochs: 3\n")
+    paths = {"file": str(tmp_path / "file"), "broken": str(tmp_path / "broken"), "folder": str(tmp_path)}
     script = ("import sys; from torchzebra.cli import main; "
-              f"code = main(['calibrate', 'ck.pt', '--out', {str(tmp_path / 'file')!r}]); "
+              f"code = main({[arg.format(**paths) for arg in args]!r}); "
               "print(code, 'torch' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert run.stdout.split() == ["2", "False"], run.stderr
+    assert message in run.stderr and run.stderr.count("\n") == 1, run.stderr

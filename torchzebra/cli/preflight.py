@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .._defaults import CALIBRATION_IMAGES, HOLDOUT_IMAGES
+from ..config.text import parse_assignment, read_config_file
 from ..workflows.arguments import check_calibration, check_output_file, check_output_folder
 
 OUTPUT_FOLDERS = ("run_dir", "out")  # attribute names of the verbs' folders to write
@@ -13,7 +14,12 @@ OUTPUT_FILES = ("json", "csv", "output")  # and of their files
 
 
 def preflight(args: argparse.Namespace) -> None:
-    """Raise a ``ZebraError`` for an output path that cannot be written, or a bad ``calibrate`` argument."""
+    """Raise a ``ZebraError`` for a config file that cannot be read as YAML settings, a malformed ``--set`` or
+    ``--grid``, an output path that cannot be written, or a bad ``calibrate`` argument."""
+    if getattr(args, "config", None) is not None:
+        read_config_file(args.config)
+    for assignment in [*(getattr(args, "set", None) or []), *(getattr(args, "grid", None) or [])]:
+        parse_assignment(assignment)
     if args.verb == "calibrate":
         images = CALIBRATION_IMAGES if args.images is None else args.images
         holdout = HOLDOUT_IMAGES if args.holdout is None else args.holdout

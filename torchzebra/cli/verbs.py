@@ -15,7 +15,7 @@ from .._io import atomic_write_text
 from .._numbers import counted
 from ..accelerator.spec import PRESETS as ACCELERATOR_PRESETS
 from ..config import ConfigError, load_config
-from ..config.run import parse_assignment
+from ..config.text import parse_assignment
 from ..errors import ZebraError
 from ..reports.html import build_report
 from ..training import TrainingError, distributed, evaluate, keep_freed_memory, open_checkpoint, train

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_package
 
 if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at run time each loads on first use
+    from .errors import ConfigError
     from .presets import PRESETS
     from .run import RunConfig, load_config
     from .sections import (
-        ConfigError,
         DataSection,
         DistillSection,
         ModelSection,
@@ -21,8 +21,9 @@ if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at ru
     )
 
 __all__ = lazy_package(__name__, {
+    "errors": ["ConfigError"],
     "presets": ["PRESETS"],
     "run": ["RunConfig", "load_config"],
-    "sections": ["ConfigError", "DataSection", "DistillSection", "ModelSection", "OptimSection", "RunSection",
+    "sections": ["DataSection", "DistillSection", "ModelSection", "OptimSection", "RunSection",
                  "SlimSection", "SweepSection", "ZebraSection"],
 })

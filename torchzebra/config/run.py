@@ -20,21 +20,21 @@ import yaml
 from .._checks import is_number, is_whole
 from .._io import atomic_write_text
 from .._numbers import yaml_numbers
+from .errors import ConfigError, SettingError
 from .presets import PRESETS
 from .sections import (
     SAME_RESULTS,
-    ConfigError,
     DataSection,
     DistillSection,
     ModelSection,
     OptimSection,
     RunSection,
     Section,
-    SettingError,
     SlimSection,
     SweepSection,
     ZebraSection,
 )
+from .text import parse_assignment, read_config_file, read_yaml
 
 
 @dataclass
@@ -206,46 +206,12 @@ def _layer(values: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return _merge(values, update)
 
 
-def _read_yaml(text: str, origin: str) -> dict:
-    try:
-        values = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{origin} is not valid YAML: {error}") from error
-    if not isinstance(values, dict):
-        raise ConfigError(f"{origin} must hold a mapping of settings, got {type(values).__name__}")
-    return values
-
-
 def preset(name: str) -> dict[str, Any]:
     """The settings of a preset shipped with the package."""
     if name not in PRESETS:
         raise ConfigError(f"preset {name!r} is unknown: use one of {', '.join(PRESETS)}")
     text = resources.files("torchzebra.config.presets").joinpath(f"{name}.yaml").read_text()
-    return _read_yaml(text, f"preset {name}")
-
-
-def parse_assignment(assignment: str) -> tuple[str, Any]:
-    """``section.key=value`` -> (``section.key``, value parsed as YAML)."""
-    key, sep, raw = assignment.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {assignment!r} is invalid: write section.key=value, e.g. train.epochs=5")
-    value = _read_yaml(f"v: {raw}", f"the value of override {assignment!r}")["v"]
-    glued = _glued_keys(value)
-    if glued:
-        raise ConfigError(f"override {assignment!r} is invalid: YAML reads {glued[0]!r} as a key without a value; "
-                          "write a space after each colon, e.g. model.options={stem: cifar, width: 8}")
-    return key.strip(), value
-
-
-def _glued_keys(value: Any) -> list[str]:
-    """The keys of a mapping (at any depth) that YAML read from ``key:value`` without a space: text with a colon
-    and no value."""
-    if isinstance(value, dict):
-        return [k for k, v in value.items() if v is None and isinstance(k, str) and ":" in k] + [
-            k for v in value.values() for k in _glued_keys(v)]
-    if isinstance(value, list):
-        return [k for item in value for k in _glued_keys(item)]
-    return []
+    return read_yaml(text, f"preset {name}")
 
 
 def with_value(values: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
@@ -269,12 +235,7 @@ def load_config(preset_name: str | None = "quick", file: str | Path | None = Non
     """Preset, then a YAML file, then overrides, each on top of the last; validated as a RunConfig."""
     values: dict[str, Any] = preset(preset_name) if preset_name else {}
     if file is not None:
-        path = Path(file)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
-        values = _layer(values, _read_yaml(text, str(path)))
+        values = _layer(values, read_config_file(file))
     for assignment in overrides:
         values = apply_override(values, assignment)
     return from_dict(values)

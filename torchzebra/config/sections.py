@@ -11,24 +11,15 @@ from typing import Any, Literal
 
 from .._checks import choice, number, whole
 from ..data import check_name
-from ..errors import ZebraError
 from ..nn.config import ZebraConfig
 from ..recipe import validate_schedule
 from ..results.methods import run_methods
+from .errors import SettingError
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 # Field metadata of a setting that changes how a run executes or logs, not what it trains: a resume or a sweep rerun
 # may change it (``changed_settings`` skips it).
 SAME_RESULTS = types.MappingProxyType({"changes_results": False})
-
-
-class ConfigError(ZebraError):
-    """A configuration file, preset or override is invalid; the message says which and how to fix it."""
-
-
-class SettingError(ConfigError):
-    """One setting's bad value (``key=value is invalid: ...``): the loader writes the section's path and a dot
-    before it (``slim.ratio=...``); any other ``ValueError`` of a check follows the path and a colon."""
 
 
 class Section:
