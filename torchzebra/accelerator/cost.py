@@ -126,6 +126,8 @@ class AcceleratorEstimate:
 
     def against_baseline(self, fmt: str, reference: str) -> dict[str, float]:
         """``fmt`` against the baseline model in ``reference`` (``dense`` or ``zvc``); needs a baseline."""
+        if self.baseline is None:
+            raise ValueError("against_baseline() needs an estimate made with a baseline model")
         return compare(self.total(fmt), self.baseline.total(reference))
 
     def to_dict(self) -> dict[str, Any]:

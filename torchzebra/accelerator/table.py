@@ -62,6 +62,8 @@ def network_rows(result: AcceleratorEstimate) -> list[str]:
 
 def break_even_line(result: AcceleratorEstimate) -> str:
     """Where the Zebra model in Zebra+ZVC starts to pay against the baseline in ZVC (needs a baseline)."""
+    if result.curves is None:
+        raise ValueError("break_even_line() needs an estimate made with a baseline model (it has the curves)")
     point, margin = result.curves["break_even"], result.curves["margin"]
     if point["dram_gbps"] is None:
         return f"break-even ({margin:.2f}x over the baseline's ZVC, batch {point['batch']}): none: {point['reason']}"

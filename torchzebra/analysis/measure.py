@@ -11,7 +11,7 @@ import csv
 import io
 import itertools
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable
+from typing import Any, Iterable, Sized, cast
 
 import torch
 from torch import nn
@@ -201,7 +201,8 @@ def measure(
     images, correct, labelled, coverage = 0, torch.zeros((), dtype=torch.int64, device=device), True, None
     try:
         batches = itertools.islice(loader, max_batches)
-        total = min(len(loader), max_batches or len(loader)) if hasattr(loader, "__len__") else max_batches
+        sized = cast(Sized, loader)
+        total = min(len(sized), max_batches or len(sized)) if hasattr(loader, "__len__") else max_batches
         with eval_mode(model):
             for batch in tqdm(batches, desc="measure", total=total, disable=not progress, leave=False):
                 inputs, labels = _split_batch(batch)
@@ -216,7 +217,7 @@ def measure(
                     correct += (outputs.argmax(1) == labels.to(device)).sum()
         if not images:
             raise ZebraError("measure() got no batches: give it a non-empty iterable of tensors or (inputs, labels)")
-        rows = [_layer_row(layer) for _, layer in layers if layer.tally.maps]
+        rows = [_layer_row(layer) for _, layer in layers if layer.tally is not None and layer.tally.maps]
     finally:
         for _, layer in layers:
             layer.tally = None

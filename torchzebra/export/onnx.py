@@ -32,6 +32,8 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, op
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
             program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
                                         dynamic_shapes=({0: "batch"},), verbose=False)
+        if program is None:  # the dynamo exporter always returns one; the legacy path would not
+            raise RuntimeError("torch.onnx.export returned no program to save")
         program.save(temporary)  # one self-contained file: the weights are small for the CNNs we export
         os.chmod(temporary, FILE_MODE)  # as every other file written, not mkstemp's 0600
         os.replace(temporary, path)

@@ -26,7 +26,7 @@ class VGG(nn.Module):
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
                 continue
-            out = item * width // 64
+            out = int(item) * width // 64
             layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
             channels = out
         self.features = nn.Sequential(*layers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Sized, cast
 
 import torch
 import torch.distributed as dist
@@ -62,7 +62,7 @@ def teardown() -> None:
 
 def shard(dataset: Dataset, world: World) -> Dataset:
     """Every ``size``-th item from ``rank`` on: evaluation shards that cover the data once, without padding."""
-    return dataset if world.size == 1 else Subset(dataset, range(world.rank, len(dataset), world.size))
+    return dataset if world.size == 1 else Subset(dataset, range(world.rank, len(cast(Sized, dataset)), world.size))
 
 
 def broadcast(value: Any, world: World) -> Any:
