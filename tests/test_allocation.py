@@ -130,7 +130,7 @@ def test_search_refuses_what_it_cannot_use(residual_net):
 def test_zebra_calibrate_writes_checkpoints_and_a_front(tmp_path, capsys, tiny_run):
     assert main(["train", *tiny_run.args("data.name=fashion-mnist"), "--run-dir", str(tmp_path / "dense")]) == 0
     out = tmp_path / "calibrated"
-    assert main(["calibrate", str(tmp_path / "dense" / "last.pt"), "--out", str(out), "--budget", "0", "50",
+    assert main(["calibrate", str(tmp_path / "dense" / "last.pt"), "--out", str(out), "--budget", "0.01", "50",
                  "--images", "64", "--holdout", "128", "--block-sizes", "2", "4", "--densities", "0.6", "0.3",
                  "--rounds", "2", "--set", "zebra.score=max", "--quiet"]) == 0
     result = read_result(out / "report.json")
