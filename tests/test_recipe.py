@@ -22,7 +22,7 @@ from torchzebra.data import build_datasets
 from torchzebra.models import build_model
 from torchzebra.recipe import distillation_loss
 from torchzebra.training import train
-from torchzebra.training import trainer as trainer_module
+from torchzebra.training.building import make_loader
 from torchzebra.training.extensions import ZebraTraining, distillation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,8 +211,8 @@ class EngineBatches:
         epoch_seed = self.config.seed * 1000 + self.epoch
         self.epoch += 1
         torch.manual_seed(epoch_seed)
-        loader = trainer_module._loader(self.dataset, self.config.data.batch_size, self.config.data,
-                                        torch.device("cpu"), True, epoch_seed)
+        loader = make_loader(self.dataset, self.config.data.batch_size, self.config.data, torch.device("cpu"), True,
+                             epoch_seed)
         return iter(tqdm(loader, disable=True))
 
 
