@@ -93,6 +93,48 @@ def test_curves_in_context_are_measured_with_the_other_layers_at_the_allocation(
         assert together[site][(2, 0.3)] != pytest.approx(alone[site][(2, 0.3)])
 
 
+def _whole_pass_point(probe, site, settings):
+    """A curve point measured the plain way: calibrate, then a whole measuring pass."""
+    probe.set_settings(settings, renorm=False)
+    logits, report = probe.run()
+    return logits, next(layer.bytes[probe.fmt] for layer in report.layers if layer.name == site)
+
+
+def test_a_point_reuses_what_the_layers_before_it_computed_and_equals_a_whole_pass(probe_data):
+    model, x, y = probe_data
+    with tz.eval_mode(model):
+        probe = allocation.Probe(model, x, y, "zebra_zvc", 8)
+        first, *later = probe.sites
+        contexts = [{}, {first: (2, 0.3)}, {site: (4, 0.5) for site in later}]
+        assert later
+        calls = []
+        model.get_submodule("conv1").register_forward_hook(lambda *_: calls.append(1))  # before every site
+        for context in contexts:
+            for site in probe.sites:
+                for setting in ((2, 0.5), (4, 0.3), (2, 0.5)):
+                    settings = {**context, site: setting}
+                    logits, size = probe.point(site, settings)
+                    reused = not calls
+                    whole_logits, whole_size = _whole_pass_point(probe, site, settings)
+                    assert torch.equal(logits, whole_logits) and size == whole_size, (context, site, setting)
+                    calls.clear()
+                    if setting == (4, 0.3):
+                        assert reused  # the same layers before it as the call before: conv1 did not run
+
+
+def test_the_unmasked_trial_runs_nothing(probe_data):
+    model, x, y = probe_data
+    measured = allocation.profile(model, [(x, y)], (0.5,), held_out=[(x, y)])
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    unmasked = measured.probe.trial(measured.unmasked(), measured.check)
+    assert not calls
+    assert (unmasked.top1, unmasked.margin_points) == (unmasked.dense_top1, 0.0)
+    assert unmasked.reduction == measured.probe.report.reduction("zebra_zvc")
+    other = {site: (4, 1.0) for site in measured.sites}  # another block size at density 1 changes the bytes
+    assert measured.probe.trial(other, measured.check).reduction != unmasked.reduction and calls
+
+
 def test_refine_searches_each_round_in_the_context_of_the_one_before_and_keeps_the_best(probe_data):
     model, x, y = probe_data
     measured = allocation.profile(model, [(x, y)], (0.2, 0.5, 1.0))

@@ -36,11 +36,12 @@ from tqdm.auto import tqdm
 
 from .. import _defaults as defaults
 from .._checks import number, whole
-from ..core import BlockSize, validate_block_size, validate_format
+from ..core import BlockSize, TrafficTally, validate_block_size, validate_format
 from ..errors import ZebraError
 from ..nn import eval_mode, model_device, zebra_layers
-from .calibrate import calibrate, validate_density
-from .measure import TrafficReport, measure
+from ..nn.suffix import SuffixRun
+from .calibrate import calibrate, calibrating, validate_density
+from .measure import TrafficReport, layer_traffic, measure
 
 DENSITIES = defaults.DENSITIES
 CONFIDENCE = 0.95  # the one-sided level of the margin added to a held-out drop
@@ -166,8 +167,9 @@ class HeldOutCheck:
 class Probe:
     """One calibration set, the model's active layers and their own block sizes, and the unmasked model's
     logits and traffic on the set (``logits``, ``report``, taken when it is built). ``set_settings`` puts the
-    model under any settings, ``run`` measures it as it is, ``cost`` compares logits with the unmasked ones and
-    ``trial`` does all three for one allocation. The model must be in eval mode while it is used."""
+    model under any settings, ``run`` measures it as it is, ``measured`` does both in one pass less, ``point``
+    measures one layer's curve point, ``cost`` compares logits with the unmasked ones and ``trial`` measures one
+    allocation. The model must be in eval mode while it is used."""
 
     def __init__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, fmt: str, bits: int) -> None:
         self.model, self.inputs, self.labels, self.fmt, self.bits = model, inputs, labels, fmt, bits
@@ -175,6 +177,8 @@ class Probe:
         self.statistics = [_cloned_state(norm) for norm in batch_norms(model)]  # the trained ones
         self.sites = [site for site, layer in zebra_layers(model) if layer.active]  # in execution order
         self.block_sizes = {site: layer.block_size for site, layer in zebra_layers(model)}  # the model's own
+        self.layers = dict(zebra_layers(model))
+        self._suffix: tuple[tuple[str, tuple[Setting | None, ...]], SuffixRun] | None = None  # ``point``'s last
         self.set_settings({})
         self.logits, self.report = self.run()
 
@@ -182,19 +186,47 @@ class Probe:
         """The trained BatchNorm statistics, the model's own block sizes and thresholds 0, then the listed
         layers set to their block size and those below density 1 calibrated (in execution order); with
         ``renorm`` (and the probe's) the statistics re-estimated and the thresholds calibrated again."""
+        masked = self._reset(settings, renorm)
+        return calibrate(self.model, [self.inputs], masked) if masked else {}
+
+    def measured(self, settings: dict[str, Setting]) -> TrafficReport:
+        """``set_settings`` and then ``run``'s traffic, in one pass less: the pass that calibrates the thresholds
+        last is the measuring pass."""
+        masked = self._reset(settings, renorm=True)
+        with calibrating(self.model, masked):
+            return self.run()[1]
+
+    def point(self, site: str, settings: dict[str, Setting]) -> tuple[torch.Tensor, int]:
+        """The logits and ``site``'s bytes with the model under ``settings`` with the trained BatchNorm statistics
+        (a curve's point), in one pass that computes only what depends on ``site``: the values before it are
+        kept from the previous call for ``site`` with the same settings before it."""
+        before = tuple(settings.get(earlier) for earlier in self.sites[:self.sites.index(site)])
+        if self._suffix is None or self._suffix[0] != (site, before):
+            self._suffix = (site, before), SuffixRun(self.model, site)
+        masked = self._reset(settings, renorm=False)
+        layer = self.layers[site]
+        layer.tally = TrafficTally(layer.block_size, self.bits)
+        try:
+            with calibrating(self.model, masked):
+                logits = self._suffix[1](self.inputs).detach().float()
+            return logits, layer_traffic(layer).bytes[self.fmt]
+        finally:
+            layer.tally = None
+
+    def _reset(self, settings: dict[str, Setting], renorm: bool) -> dict[str, float]:
+        """The trained BatchNorm statistics, the model's own block sizes and thresholds 0, the listed layers at
+        their block size; with ``renorm`` (and the probe's) and a layer masked, the thresholds calibrated and the
+        statistics re-estimated, ready for the last calibration. The densities of the layers to calibrate."""
         for norm, state in zip(batch_norms(self.model), self.statistics):
             norm.load_state_dict(state)
         for site, layer in zebra_layers(self.model):
             layer.threshold.zero_()
             layer.block_size = settings[site][0] if site in settings else self.block_sizes[site]
         masked = {site: d for site, (_, d) in settings.items() if d < 1.0}
-        if not masked:
-            return {}
-        thresholds = calibrate(self.model, [self.inputs], masked)
-        if renorm and self.renorm:
+        if masked and renorm and self.renorm:
+            calibrate(self.model, [self.inputs], masked)
             reestimate_batchnorm(self.model, self.inputs)
-            thresholds = calibrate(self.model, [self.inputs], masked)
-        return thresholds
+        return masked
 
     def run(self) -> tuple[torch.Tensor, TrafficReport]:
         """The model's logits and traffic on the calibration images, as it is now."""
@@ -213,16 +245,21 @@ class Probe:
 
     def trial(self, settings: dict[str, Setting], check: HeldOutCheck | None = None) -> Allocation:
         """The model under ``settings`` (left so): its reduction on the calibration images and its top-1 on
-        ``check``'s images with the margin (none: on the calibration images); no thresholds."""
-        self.set_settings(settings)
-        _, report = self.run()
+        ``check``'s images with the margin (none: on the calibration images); no thresholds. The layers as the
+        model has them need no pass: the probe and the check measured them when they were built."""
+        unmasked = all(density == 1.0 and size == self.block_sizes[site] for site, (size, density) in settings.items())
+        if unmasked:
+            self.set_settings({})
+            report = self.report
+        else:
+            report = self.measured(settings)
         block_sizes = {site: size for site, (size, _) in settings.items()}
         densities = {site: density for site, (_, density) in settings.items()}
         if check is None:
             return Allocation(block_sizes, densities, {}, top1=cast(float, report.accuracy),
                               dense_top1=cast(float, self.report.accuracy),
                               reduction=report.reduction(self.fmt), fmt=self.fmt, check_images=len(self.inputs))
-        hits = check.run()
+        hits = check.hits if unmasked else check.run()
         return Allocation(block_sizes, densities, {}, top1=hits.float().mean().item(),
                           dense_top1=check.hits.float().mean().item(), reduction=report.reduction(self.fmt),
                           fmt=self.fmt, margin_points=check.margin(hits), check_images=len(hits))
@@ -358,9 +395,8 @@ def _point(probe: Probe, site: str, setting: Setting, context: dict[str, Setting
     masked = _masks_any(context)
     if not masked and setting == (probe.block_sizes[site], 1.0):
         return 0.0, _layer_bytes(probe.report, site, probe.fmt)
-    probe.set_settings({**context, site: setting}, renorm=False)
-    logits, report = probe.run()
-    return probe.cost(logits) if masked or setting[1] < 1.0 else 0.0, _layer_bytes(report, site, probe.fmt)
+    logits, size = probe.point(site, {**context, site: setting})
+    return probe.cost(logits) if masked or setting[1] < 1.0 else 0.0, size
 
 
 def _masks_any(settings: dict[str, Setting]) -> bool:

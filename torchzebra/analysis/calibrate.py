@@ -6,7 +6,8 @@ the already-calibrated layers before it shape them.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -35,22 +36,32 @@ def calibrate(model: nn.Module, batches: Iterable, density: float | Mapping[str,
     Returns the new thresholds by site name.
     """
     model = prepared_module(model, "calibrate")  # a torch.compile wrapper's eager module
+    parts = [(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]
+    if not parts:
+        raise ValueError("calibrate() got no batches: give it a non-empty iterable of tensors or (inputs, labels)")
+    inputs = torch.cat(parts).to(model_device(model))
+    with calibrating(model, density) as thresholds, eval_mode(model):
+        model(inputs)
+    return thresholds
+
+
+@contextmanager
+def calibrating(model: nn.Module, density: float | Mapping[str, float]) -> Iterator[dict[str, float]]:
+    """Within the block, each forward pass sets the threshold of every active layer ``density`` names (as in
+    ``calibrate``) from the blocks of that pass, in execution order, and masks with it: the pass that calibrates
+    is already the calibrated model's, so a caller that measures in it saves a pass. The dict it yields holds
+    the thresholds by site name once the block ends."""
     targets = {}
     for site, layer in zebra_layers(model):
         value = resolve_per_site(density, site, None)
         if value is not None and layer.active:
             targets[site] = validate_density(value, f"density for {site}")
-    device = model_device(model)
-    parts = [(b[0] if isinstance(b, (list, tuple)) else b) for b in batches]
-    if not parts:
-        raise ValueError("calibrate() got no batches: give it a non-empty iterable of tensors or (inputs, labels)")
-    inputs = torch.cat(parts).to(device)
+    thresholds: dict[str, float] = {}
     try:
         for site, layer in zebra_layers(model):
             layer.calibration_density = targets.get(site)
-        with eval_mode(model):
-            model(inputs)
+        yield thresholds
     finally:
         for _, layer in zebra_layers(model):
             layer.calibration_density = None
-    return {site: layer.threshold.item() for site, layer in zebra_layers(model) if site in targets}
+    thresholds.update({site: layer.threshold.item() for site, layer in zebra_layers(model) if site in targets})

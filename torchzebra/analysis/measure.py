@@ -217,7 +217,7 @@ def measure(
                     correct += (outputs.argmax(1) == labels.to(device)).sum()
         if not images:
             raise ZebraError("measure() got no batches: give it a non-empty iterable of tensors or (inputs, labels)")
-        rows = [_layer_row(layer) for _, layer in layers if layer.tally is not None and layer.tally.maps]
+        rows = [layer_traffic(layer) for _, layer in layers if layer.tally is not None and layer.tally.maps]
     finally:
         for _, layer in layers:
             layer.tally = None
@@ -233,7 +233,7 @@ def _covered_forward(model: nn.Module, layers: list, inputs: torch.Tensor) -> tu
     return outputs, counted / calls.elements if calls.elements else 1.0
 
 
-def _layer_row(layer) -> LayerTraffic:
+def layer_traffic(layer) -> LayerTraffic:
     tally = layer.tally
     accesses = 1 + layer.consumers
     return LayerTraffic(
