@@ -76,6 +76,10 @@ def test_sweep_rows_and_resume(swept, monkeypatch):
     assert (run_dir / "config.yaml").read_text() == saved  # refused before anything was written
     zebra_only = sweep_module._stage_config({**original, "zebra": {**original["zebra"], "calibrate_every": 4}}, {})
     assert sweep_module._finished(run_dir / "baseline", zebra_only) is not None  # the dense baseline ignores Zebra's
+    finetune_only = sweep_module._stage_config({**original, "finetune": {**original["finetune"], "lr": 0.02}}, {})
+    assert sweep_module._finished(run_dir / "baseline", finetune_only, baseline=True) is not None  # and the fine-tune's
+    with pytest.raises(ConfigError, match=r"finetune\.lr"):  # which a stage fine-tuned from it reads
+        sweep_module._finished(run_dir / "baseline", finetune_only)
 
 
 @pytest.mark.slow  # several training runs

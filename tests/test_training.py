@@ -61,9 +61,12 @@ def test_fine_tune_with_zebra_from_checkpoint_and_eval_rebuilds(tmp_path, tiny_r
 
 def test_a_finished_baseline_is_reused_under_new_zebra_settings_and_a_zebra_stage_is_not(tmp_path, tiny_run):
     dense = train(tiny_run.config(), tmp_path / "base", progress=False)
-    changed = tiny_run.config("zebra.density=0.3", "zebra.lam=0.5", "zebra.block_size=4")
+    changed = tiny_run.config("zebra.density=0.3", "zebra.lam=0.5", "zebra.block_size=4", "finetune.lr=0.02",
+                              "distill.weight=0.5")  # none of them shapes a dense baseline
     reused = train(changed, tmp_path / "base", resume=True, progress=False)  # nothing left to train: measured again
     assert reused.metrics == dense.metrics
+    with pytest.raises(CheckpointError, match=r"other settings: finetune\.lr=0\.1 \(here 0\.02\)"):
+        train(changed, tmp_path / "base", init=tmp_path / "base" / "last.pt", resume=True, progress=False)
     assert {layer.block_size for layer in reused.report.layers} == {4}
     masked = tiny_run.config("zebra.enabled=true", "zebra.lam=0.05")
     train(masked, tmp_path / "zebra", progress=False)

@@ -154,14 +154,17 @@ def changed_settings(saved: dict[str, Any], current: Any, prefix: str = "") -> l
     return _differences(old, current, f"{prefix}." if prefix else "")
 
 
-def stage_differences(saved: dict[str, Any], current: RunConfig, masked: bool) -> list[str]:
-    """``changed_settings`` of a trained stage's saved config against ``current``. An unmasked stage (a dense
-    baseline) ignores the Zebra settings but the traced structure (``zebra.leaf_modules``): they shape only masks,
-    penalties and what is measured, and a finished stage is measured again; so new Zebra settings reuse it."""
+def stage_differences(saved: dict[str, Any], current: RunConfig, masked: bool, baseline: bool = False) -> list[str]:
+    """``changed_settings`` of a trained stage's saved config against ``current``. An unmasked stage ignores the
+    Zebra settings but the traced structure (``zebra.leaf_modules``): they shape only masks, penalties and what is
+    measured, and a finished stage is measured again; so new Zebra settings reuse it. A ``baseline`` (unmasked,
+    trained from scratch with ``train``'s settings and no extension) ignores ``finetune`` and ``distill`` too:
+    they shape only the stages after it."""
     differ = changed_settings(saved, current)
     if masked:
         return differ
-    return [d for d in differ if not d.startswith("zebra.") or d.startswith("zebra.leaf_modules=")]
+    ignored = ("zebra.", "finetune.", "distill.") if baseline else ("zebra.",)
+    return [d for d in differ if not d.startswith(ignored) or d.startswith("zebra.leaf_modules=")]
 
 
 def _differences(old: Any, new: Any, prefix: str) -> list[str]:

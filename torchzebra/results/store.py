@@ -15,14 +15,12 @@ from typing import Any
 from .._io import atomic_write_text
 from ..analysis.measure import TrafficReport
 from ..errors import ZebraError
+from .files import REPORT, SWEEP
 from .methods import METHODS
 from .schema import KINDS, Machine, ModelRow, RunInfo, RunResult
 
 SCHEMA = 2  # version of the result files; 1 is the unversioned layout read by _legacy
 MARKER = "torchzebra_result"
-CHECKPOINT = "last.pt"  # a stage folder's checkpoint
-REPORT = "report.json"  # the result of a train, run or slim folder
-SWEEP = "sweep.json"  # the result of a sweep folder
 
 
 class ResultError(ZebraError):

@@ -103,7 +103,8 @@ def train(
     template = Checkpoint({}, config.to_dict(), spec.__dict__, masked, source.structure if source else None,
                           _fields(optim), extensions=_extension_settings(extensions))  # each epoch adds the state
     _open_run_dir(run_dir, world)
-    start_epoch = _restore(run, source, template, checkpoint_path) if resuming and source is not None else 0
+    start_epoch = (_restore(run, source, template, checkpoint_path, from_scratch=init is None)
+                   if resuming and source is not None else 0)
     if world.main:
         save_config(config, run_dir / "config.yaml")
     for extension in run.extensions:
@@ -219,13 +220,13 @@ def _open_run_dir(run_dir: Path, world: distributed.World) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _restore(run: TrainRun, source: Checkpoint, expected: Checkpoint, path: Path) -> int:
+def _restore(run: TrainRun, source: Checkpoint, expected: Checkpoint, path: Path, from_scratch: bool) -> int:
     """Continue exactly where the checkpoint stopped, extensions' state included; a checkpoint of other settings
     (those that change results) is refused, naming them. Returns the epoch to start with."""
     if source.optimizer is None:
         raise CheckpointError(f"{path} holds no training state (a pruned or calibrated model): fine-tune from it "
                               "with --init instead of --resume")
-    differ = _resume_differences(source, expected, run)
+    differ = _resume_differences(source, expected, run, from_scratch)
     if differ:
         raise CheckpointError(f"{path} was written by a run with other settings: {'; '.join(differ)}; resume with "
                               "the same settings or train into a new --run-dir")
@@ -241,10 +242,12 @@ def _restore(run: TrainRun, source: Checkpoint, expected: Checkpoint, path: Path
     return source.epoch
 
 
-def _resume_differences(source: Checkpoint, expected: Checkpoint, run: TrainRun) -> list[str]:
+def _resume_differences(source: Checkpoint, expected: Checkpoint, run: TrainRun, from_scratch: bool) -> list[str]:
     """Every setting that changes results and differs between a checkpoint and the run resuming it (an unmasked
-    stage ignores the Zebra settings: ``stage_differences``)."""
-    differ = (stage_differences(source.config, run.config, source.masked or expected.masked)
+    stage ignores the Zebra settings, a dense baseline the fine-tune's too: ``stage_differences``)."""
+    masked = source.masked or expected.masked
+    baseline = not masked and from_scratch and not (source.extensions or expected.extensions)
+    differ = (stage_differences(source.config, run.config, masked, baseline)
               + changed_settings(source.optim or {}, run.optim, "optim"))
     if source.masked != expected.masked:
         differ.append(f"Zebra masks {'on' if source.masked else 'off'} (here {'on' if expected.masked else 'off'})")

@@ -9,8 +9,7 @@ from pathlib import Path
 from .._checks import number, whole
 from .._defaults import CALIBRATION_IMAGES, HOLDOUT_IMAGES
 from ..errors import ZebraError
-
-CALIBRATION_REPORT = "report.json"  # what a finished `zebra calibrate` folder holds (results.store.REPORT)
+from ..results.files import REPORT
 
 
 def check_output_folder(path: str | Path, option: str) -> Path:
@@ -55,7 +54,7 @@ def check_calibration(budgets: list[float] | tuple[float, ...], images: int, hol
     for name, value, example in (("images", images, CALIBRATION_IMAGES), ("holdout", holdout, HOLDOUT_IMAGES)):
         whole(value, f"--{name}", least=1, expected=f"use a positive number of training images (default {example})")
     out = check_output_folder(out, "--out")
-    earlier = [p.name for p in (out.iterdir() if out.is_dir() else ()) if p.name == CALIBRATION_REPORT
+    earlier = [p.name for p in (out.iterdir() if out.is_dir() else ()) if p.name == REPORT
                or (p.name.startswith("budget-") and p.is_dir())]
     if earlier:
         raise ZebraError(f"--out {out} holds an earlier calibration ({', '.join(sorted(earlier))}): give a new "

@@ -26,8 +26,6 @@ from ..training.opening import open_checkpoint
 from .arguments import check_calibration
 from .run import publish, run_info
 
-IMAGES, HOLDOUT = CALIBRATION_IMAGES, HOLDOUT_IMAGES
-
 
 @dataclass(frozen=True)
 class SearchPlan:
@@ -49,8 +47,9 @@ def search_plan(block_sizes: list[BlockSize] | None = None, densities: list[floa
 
 
 def calibrate_checkpoint(checkpoint: str | Path, out: str | Path, budgets: list[float] | tuple[float, ...] = (1.0,),
-                         images: int = IMAGES, overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
-                         holdout: int = HOLDOUT, plan: SearchPlan = SearchPlan()) -> RunResult:
+                         images: int = CALIBRATION_IMAGES, overrides: list[str] | tuple[str, ...] = (),
+                         progress: bool = True, holdout: int = HOLDOUT_IMAGES,
+                         plan: SearchPlan = SearchPlan()) -> RunResult:
     """For each top-1 budget (points), search per-layer settings among ``plan.grid``'s (kept-block densities,
     and block sizes where it names some: else each layer keeps its own) on ``images`` training images, over
     ``plan.rounds`` profiles, checked on ``holdout`` other training images, and write ``out/budget-<b>/last.pt``
@@ -145,8 +144,8 @@ def _training_images(train_set, counts: tuple[int, ...], seed: int) -> list[tupl
     return sets
 
 
-def command_line(checkpoint: str | Path, out: Path, budgets, images: int = IMAGES, holdout: int = HOLDOUT,
-                 plan: SearchPlan = SearchPlan(), overrides=()) -> str:
+def command_line(checkpoint: str | Path, out: Path, budgets, images: int = CALIBRATION_IMAGES,
+                 holdout: int = HOLDOUT_IMAGES, plan: SearchPlan = SearchPlan(), overrides=()) -> str:
     """The ``zebra calibrate`` command line that makes this result."""
     grid = plan.grid
     words = ["zebra", "calibrate", str(checkpoint), "--out", str(out), "--budget", *(f"{b:g}" for b in budgets),

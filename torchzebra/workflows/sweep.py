@@ -129,9 +129,10 @@ def _stage_config(values: dict[str, Any], changes: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"sweep point {changes}: {error}") from error
 
 
-def _finished(folder: Path, config: RunConfig) -> TrainResult | None:
+def _finished(folder: Path, config: RunConfig, baseline: bool = False) -> TrainResult | None:
     """The result of a stage finished with ``config``'s result-relevant settings (model not loaded), else None (so it
-    is trained); a folder trained with other such settings is refused, naming them."""
+    is trained); a folder trained with other such settings is refused, naming them (``baseline``: the dense
+    baseline, which reads neither the Zebra nor the fine-tune settings)."""
     report, checkpoint = folder / REPORT, folder / CHECKPOINT
     if not (report.is_file() and checkpoint.is_file()):
         return None
@@ -139,7 +140,7 @@ def _finished(folder: Path, config: RunConfig) -> TrainResult | None:
     device = resolve_device(config.device)  # a run saves `auto` precision and layout as it resolved them
     as_run = dataclasses.replace(config, train=resolved(config.train, device),
                                  finetune=resolved(config.finetune, device))
-    differ = stage_differences(payload.config, as_run, payload.masked)
+    differ = stage_differences(payload.config, as_run, payload.masked, baseline)
     if differ:
         raise ConfigError(f"{folder} was trained with other settings: {'; '.join(differ)}; use a new --run-dir for a "
                           "changed sweep")
@@ -158,10 +159,10 @@ def _stage(config: RunConfig, folder: Path, progress: bool, **kwargs: Any) -> Tr
     return _finished(folder, config) or train(config, folder, resume=True, progress=progress, **kwargs)
 
 
-def _announced(title: str, folder: Path, config: RunConfig) -> TrainResult | None:
+def _announced(title: str, folder: Path, config: RunConfig, baseline: bool = False) -> TrainResult | None:
     """The stage in ``folder`` if finished with ``config``'s settings, else None; announced as ``title``, and as
     skipped when finished."""
-    done = _finished(folder, config)
+    done = _finished(folder, config, baseline)
     print(f"{title}: skipped (finished)" if done else title, flush=True)
     return done
 
@@ -181,7 +182,8 @@ def run_sweep(config: RunConfig, run_dir: str | Path, progress: bool = True) -> 
     base_config = _stage_config(values, {})
     dense = run_dir / METHODS[BASELINE].stage
     title = f"[baseline] {counted(base_config.train.epochs, 'epoch')} -> {dense}"
-    finished = _announced(title, dense, base_config)  # a baseline of other settings is refused before any write
+    # a baseline of other settings is refused before any write
+    finished = _announced(title, dense, base_config, baseline=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     baseline = finished or _stage(base_config, dense, progress, optim=base_config.train,
