@@ -122,6 +122,20 @@ def test_a_point_reuses_what_the_layers_before_it_computed_and_equals_a_whole_pa
                         assert reused  # the same layers before it as the call before: conv1 did not run
 
 
+def test_a_point_equals_a_whole_pass_on_a_torchvision_model_with_in_place_activations():
+    """torchvision's ResNet-18 applies nn.ReLU(inplace=True), to maps that the kept values may hold."""
+    torchvision = pytest.importorskip("torchvision")
+    model = tz.prepare(torchvision.models.resnet18(num_classes=3).eval(), tz.ZebraConfig(block_size=2))
+    x = torch.randn(4, 3, 32, 32)
+    with tz.eval_mode(model), torch.no_grad():
+        probe = allocation.Probe(model, x, model(x).argmax(1), "zebra_zvc", 8)
+        for site in probe.sites[::3]:
+            for setting in ((2, 0.5), (4, 0.3)):
+                logits, size = probe.point(site, {site: setting})
+                whole_logits, whole_size = _whole_pass_point(probe, site, {site: setting})
+                assert torch.equal(logits, whole_logits) and size == whole_size, (site, setting)
+
+
 def test_the_unmasked_trial_runs_nothing(probe_data):
     model, x, y = probe_data
     measured = allocation.profile(model, [(x, y)], (0.5,), held_out=[(x, y)])

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.utils._pytree import tree_map
 
 from .state import prepared_module, zebra_layers
 
@@ -59,7 +60,8 @@ def _depending_on(start: fx.Node) -> set[fx.Node]:
 
 
 def _copy(value: Any) -> Any:
-    return value.clone() if isinstance(value, torch.Tensor) else value
+    """``value`` with every tensor in it cloned (a node's value may be a tuple or list of tensors)."""
+    return tree_map(lambda item: item.clone() if isinstance(item, torch.Tensor) else item, value)
 
 
 class _Keeping(fx.Interpreter):
