@@ -1,0 +1,85 @@
+"""Where the Zebra step's extra time goes: every tensor operation of the main job's training step, timed and summed
+by the line of torchzebra that called it.
+
+The step is ``train_step.py``'s (the trainer's own, ``quick`` preset, batch 128x1x32x32, the mode ``auto`` chooses
+here), with Zebra's recipe and without the teacher, or the dense step with ``--dense``. A ``TorchDispatchMode`` times
+each operation as it runs, so its per-call overhead inflates every figure a little: read them against each other,
+and against ``train_step.py``'s medians for the step as a whole. Operations of the backward pass run from the
+autograd engine and are summed under the trainer's ``backward()`` line.
+
+    .venv/bin/python benchmarks/zebra_step_ops.py [--steps 10] [--dense] [--rows 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+import traceback
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from train_step import make_runs
+
+from torchzebra.config import load_config
+from torchzebra.training import keep_freed_memory
+from torchzebra.training.precision import resolve_precision
+from torchzebra.training.trainer import to_device, train_step
+
+
+class OperationTimes(TorchDispatchMode):
+    """Seconds and calls of every operation, by (operation, the innermost torchzebra line that called it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:
+        started = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        elapsed = time.perf_counter() - started
+        frames = [frame for frame in traceback.extract_stack() if "torchzebra" in frame.filename]
+        where = (f"{frames[-1].filename.split('torchzebra/')[-1]}:{frames[-1].lineno} {frames[-1].name}"
+                 if frames else "(outside torchzebra)")
+        key = (str(func.overloadpacket), where)
+        self.seconds[key] += elapsed
+        self.calls[key] += 1
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (after 5 untimed ones)")
+    parser.add_argument("--dense", action="store_true", help="the dense step instead of Zebra's")
+    parser.add_argument("--rows", type=int, default=20)
+    args = parser.parse_args()
+    keep_freed_memory()  # as the zebra command does
+    config = load_config("quick", overrides=["device=cpu"])
+    device = torch.device("cpu")
+    chosen = resolve_precision(config.finetune, device)
+    run = make_runs(config, chosen.dtype, chosen.channels_last, device)["dense" if args.dense else "zebra"]
+    generator = torch.Generator().manual_seed(0)
+    inputs, labels = to_device(run, torch.randn(128, 1, 32, 32, generator=generator),
+                               torch.randint(0, 10, (128,), generator=generator))
+    for _ in range(5):
+        run.step = 1  # a step without the recalibration that every calibrate_every-th step adds
+        train_step(run, inputs, labels)
+    times = OperationTimes()
+    with times:
+        for _ in range(args.steps):
+            run.step = 1
+            train_step(run, inputs, labels)
+    total = sum(times.seconds.values()) / args.steps
+    print(f"{'dense' if args.dense else 'Zebra'} step in {chosen.describe()}: {total * 1e3:.1f} ms of operations per "
+          f"step (timed one by one; {args.steps} steps)")
+    print("| ms per step | calls per step | operation | called from |")
+    print("|---|---|---|---|")
+    for (operation, where), seconds in times.seconds.most_common(args.rows):
+        calls = times.calls[(operation, where)] / args.steps
+        print(f"| {seconds / args.steps * 1e3:.2f} | {calls:g} | {operation} | {where} |")
+
+
+if __name__ == "__main__":
+    main()
