@@ -136,6 +136,61 @@ def test_a_point_equals_a_whole_pass_on_a_torchvision_model_with_in_place_activa
                 assert torch.equal(logits, whole_logits) and size == whole_size, (site, setting)
 
 
+class _InPlaceOnASharedMap(torch.nn.Module):
+    """A ReLU writes in place, before the layer, into a map that a node after the layer also reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.relu, self.fc = torch.nn.ReLU(inplace=True), torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        a = self.conv1(x)
+        return self.fc((self.conv2(self.relu(a)) + a).mean((2, 3)))
+
+
+class _Branches(torch.nn.Module):
+    """Two layers on parallel branches: neither depends on the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(torch.cat([torch.relu(self.conv1(x)), torch.relu(self.conv2(x))], 1).mean((2, 3)))
+
+
+class _InPlaceBesideTheLayer(torch.nn.Module):
+    """A ReLU on another branch writes in place, after the layer, into a map that a node after the layer reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.conv1(x))
+        h = self.conv2(x)
+        g = torch.nn.functional.relu(h, inplace=True)
+        return self.fc(torch.cat([a, h, g], 1).mean((2, 3)))
+
+
+@pytest.mark.parametrize("net", [_InPlaceOnASharedMap, _Branches, _InPlaceBesideTheLayer])
+def test_a_point_equals_a_whole_pass_where_other_nodes_write_in_place_or_run_beside_the_layer(net):
+    model = tz.prepare(net().eval(), tz.ZebraConfig(block_size=2))
+    x = torch.randn(8, 1, 8, 8)
+    with tz.eval_mode(model), torch.no_grad():
+        probe = allocation.Probe(model, x, model(x).argmax(1), "zebra_zvc", 8)
+        site, *others = probe.sites
+        for other_density in (1.0, 0.9, 0.2):  # a sibling's setting changes what the layer's points read
+            for density in (0.5, 0.3):
+                settings = {site: (2, density), **{other: (2, other_density) for other in others}}
+                logits, size = probe.point(site, settings)
+                whole_logits, whole_size = _whole_pass_point(probe, site, settings)
+                assert torch.equal(logits, whole_logits) and size == whole_size, (settings, logits - whole_logits)
+
+
 def test_the_unmasked_trial_runs_nothing(probe_data):
     model, x, y = probe_data
     measured = allocation.profile(model, [(x, y)], (0.5,), held_out=[(x, y)])

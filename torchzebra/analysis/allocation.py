@@ -178,7 +178,7 @@ class Probe:
         self.sites = [site for site, layer in zebra_layers(model) if layer.active]  # in execution order
         self.block_sizes = {site: layer.block_size for site, layer in zebra_layers(model)}  # the model's own
         self.layers = dict(zebra_layers(model))
-        self._suffix: tuple[tuple[str, tuple[Setting | None, ...]], SuffixRun] | None = None  # ``point``'s last
+        self._suffix: SuffixRun | None = None  # ``point``'s last layer
         self.set_settings({})
         self.logits, self.report = self.run()
 
@@ -198,17 +198,17 @@ class Probe:
 
     def point(self, site: str, settings: dict[str, Setting]) -> tuple[torch.Tensor, int]:
         """The logits and ``site``'s bytes with the model under ``settings`` with the trained BatchNorm statistics
-        (a curve's point), in one pass that computes only what depends on ``site``: the values before it are
-        kept from the previous call for ``site`` with the same settings before it."""
-        before = tuple(settings.get(earlier) for earlier in self.sites[:self.sites.index(site)])
-        if self._suffix is None or self._suffix[0] != (site, before):
-            self._suffix = (site, before), SuffixRun(self.model, site)
+        (a curve's point), in one pass that computes only what depends on ``site``: the other values are kept
+        from the previous call for ``site`` with the same settings of the layers that do not depend on it."""
+        if self._suffix is None or self._suffix.site != site:
+            self._suffix = SuffixRun(self.model, site)
+        fixed = tuple(settings.get(other) for other in self._suffix.fixed_sites)
         masked = self._reset(settings, renorm=False)
         layer = self.layers[site]
         layer.tally = TrafficTally(layer.block_size, self.bits)
         try:
             with calibrating(self.model, masked):
-                logits = self._suffix[1](self.inputs).detach().float()
+                logits = self._suffix(self.inputs, state=fixed).detach().float()
             return logits, layer_traffic(layer).bytes[self.fmt]
         finally:
             layer.tally = None
