@@ -333,8 +333,8 @@ def architectures_markdown(entries: list[dict]) -> list[str]:
             "The main job's recipe (distillation, ramp and recalibration; 2 epochs for the baseline and 2 for Zebra) "
             "with one kept-block density for every map (MobileNet-V2: one for its large early maps, one for the rest), "
             "on networks other than the main one. The fine-tune's one-cycle schedule peaks at the learning rate of "
-            "the table (the main job's is 0.1; MobileNet-V2's training accuracy fell from 85 % to 66 % in its first "
-            "epoch at 0.1):", "",
+            "the table: the main job's 0.1 where the network fine-tunes well at it (`ARCHITECTURES` in "
+            "`benchmarks/reference.py` says why a network has another):", "",
             f"| network | kept blocks | fine-tune peak lr | baseline top-1 % | Zebra top-1 % | {DELTA_TOP1_TITLE} | "
             "ZVC of the baseline % | Zebra+ZVC % |", "|---|---|---|---|---|---|---|---|", *rows, ""]
 
