@@ -122,6 +122,7 @@ def test_a_point_reuses_what_the_layers_before_it_computed_and_equals_a_whole_pa
                         assert reused  # the same layers before it as the call before: conv1 did not run
 
 
+@pytest.mark.slow  # traces torchvision's ResNet-18; the small nets above cover each case in test-fast
 def test_a_point_equals_a_whole_pass_on_a_torchvision_model_with_in_place_activations():
     """torchvision's ResNet-18 applies nn.ReLU(inplace=True), to maps that the kept values may hold."""
     torchvision = pytest.importorskip("torchvision")
