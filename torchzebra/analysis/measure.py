@@ -234,6 +234,7 @@ def _covered_forward(model: nn.Module, layers: list, inputs: torch.Tensor) -> tu
 
 
 def layer_traffic(layer) -> LayerTraffic:
+    """What ``layer``'s tally has counted, as a report row (its bytes count the write and every read)."""
     tally = layer.tally
     accesses = 1 + layer.consumers
     return LayerTraffic(

@@ -56,7 +56,9 @@ class SuffixRun:
     @torch.no_grad()
     def __call__(self, *inputs: Any, state: Hashable = None) -> Any:
         """The model's outputs on ``inputs`` (the same at every call of one ``state``)."""
-        if self.kept is None or state != self.state or not self.partial:
+        if not self.partial:  # nothing will be reused: the module's own code, no copies
+            return self.module(*inputs)
+        if self.kept is None or state != self.state:
             keeping = _Keeping(self.module, self.graph, self.start, self.kept_nodes)
             outputs = keeping.run(*inputs)
             self.kept, self.state = keeping.kept, state
