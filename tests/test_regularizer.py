@@ -3,9 +3,11 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchzebra as tz
-from torchzebra.core import block_penalty, nonzero_blocks
+from torchzebra.core import apply_block_mask, block_keep, block_penalty, nonzero_blocks
+from torchzebra.nn import ZebraLayer
 from torchzebra.nn.activations import NONNEGATIVE_FUNCTIONS, NONNEGATIVE_MODULES
 
 
@@ -17,6 +19,39 @@ def test_penalty_is_normalised_across_layer_and_batch_size(kind):
     assert torch.allclose(block_penalty(torch.cat([x, x], 0), 4, kind), value)  # twice the batch
     tiled = torch.cat([torch.cat([x, x], 2), torch.cat([x, x], 2)], 3)  # twice the height and width
     assert torch.allclose(block_penalty(tiled, 4, kind), value)
+
+
+class _Operations(TorchDispatchMode):
+    """The names of the aten operations that run inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, torch.contiguous_format),
+                                          (torch.bfloat16, torch.channels_last)])
+def test_the_l1_penalty_of_a_relu_map_reuses_the_masks_block_sums_with_the_same_gradient(dtype, layout):
+    torch.manual_seed(0)
+    x = torch.rand(4, 8, 8, 12).mul(2).to(dtype).contiguous(memory_format=layout).requires_grad_()
+    weights = torch.randn(x.shape).to(dtype)
+    layer = ZebraLayer("relu", block_size=2, score="mean", threshold=1.0, penalty="l1", nonnegative=True).train()
+    operations = _Operations()
+    with operations:
+        out = layer(x)
+    penalty = layer.last_penalty
+    assert "aten.mean" not in operations.names  # no second pass over the map for the penalty
+    ((out * weights).sum() + 0.37 * penalty).backward()
+    plain = x.detach().clone().requires_grad_()
+    want_out = apply_block_mask(plain, block_keep(plain, 2, "mean", 1.0, nonnegative=True), 2)
+    want_penalty = plain.mean()
+    ((want_out * weights).sum() + 0.37 * want_penalty).backward()
+    assert torch.equal(out, want_out) and torch.equal(x.grad, plain.grad)  # the same step, bit for bit
+    torch.testing.assert_close(penalty, want_penalty)  # the logged value, to its last bits
 
 
 def test_group_lasso_value_by_hand_and_finite_gradient_at_zero():

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at ru
         block_element_counts,
         block_grid,
         block_keep,
+        block_magnitude_sums,
         block_mask,
         block_nonzero_counts,
         block_scores,
@@ -32,8 +33,8 @@ if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at ru
 
 __all__ = lazy_package(__name__, {
     "blocks": ["SCORES", "BlockSize", "apply_block_mask", "block_element_counts", "block_grid", "block_mask",
-               "block_keep", "block_nonzero_counts", "block_scores", "block_shape", "expand_blocks", "nonzero_blocks",
-               "is_channels_last", "validate_block_size", "validate_score"],
+               "block_keep", "block_magnitude_sums", "block_nonzero_counts", "block_scores", "block_shape",
+               "expand_blocks", "nonzero_blocks", "is_channels_last", "validate_block_size", "validate_score"],
     "registry": ["COMPRESSED", "FORMAT_REGISTRY", "FORMATS", "Format", "format_title", "validate_bits",
                  "validate_format"],
     "formats": ["MapCounts", "TrafficTally", "bits_to_bytes", "format_bits", "map_bits", "map_counts"],

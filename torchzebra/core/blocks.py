@@ -245,14 +245,24 @@ def block_mask(scores: torch.Tensor, threshold: float | torch.Tensor) -> torch.T
     return _above(scores, threshold)
 
 
+def block_magnitude_sums(x: torch.Tensor, block_size: BlockSize, nonnegative: bool = False) -> torch.Tensor:
+    """Sum of |x| over every block of ``x`` (N, C, H, W), detached, in at least float32, shape ``(N, C, Hb, Wb)``:
+    what ``block_keep`` compares for the mean score, and all the l1 penalty of a non-negative map needs."""
+    x = x.detach()
+    block = block_shape(block_size, *x.shape[-2:])
+    return _block_sums(x if nonnegative else x.abs(), block, accumulation_dtype(x))  # see _sum_blocks
+
+
 def block_keep(
-    x: torch.Tensor, block_size: BlockSize, score: str, threshold: float | torch.Tensor, nonnegative: bool = False
+    x: torch.Tensor, block_size: BlockSize, score: str, threshold: float | torch.Tensor, nonnegative: bool = False,
+    sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The dynamic mask of ``x`` (N, C, H, W) by ``score``: True where a block's score is above ``threshold``.
 
     Like ``block_mask(block_scores(...))``, but a mean or RMS is compared as a sum (sum |x| > threshold *
     count), in at least float32, so no score underflows to 0: threshold 0 keeps exactly the blocks that
-    hold a non-zero value, subnormals included. A block with a NaN or Inf is kept.
+    hold a non-zero value, subnormals included. A block with a NaN or Inf is kept. ``sums``: the map's
+    ``block_magnitude_sums`` where the caller has them already (they are not taken again).
     """
     x = x.detach()
     height, width = x.shape[-2:]
@@ -261,7 +271,9 @@ def block_keep(
     if score == "max":
         return _above(_block_max(magnitude, block).to(wide), threshold)
     counts = block_element_counts(block, height, width, x.device, wide)
-    keep = _above(_block_sums(magnitude, block, wide), threshold * counts)  # summed in wide (see _sum_blocks)
+    if sums is None:
+        sums = block_magnitude_sums(x, block_size, nonnegative)
+    keep = _above(sums, threshold * counts)
     if score == "rms":  # RMS >= mean |x|, so the sum of |x| stays a valid test where x*x underflows to 0
         magnitude = magnitude.to(wide)
         keep = keep | _above(_block_sums(magnitude * magnitude, block), threshold * abs(threshold) * counts)

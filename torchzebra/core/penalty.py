@@ -30,17 +30,22 @@ def validate_penalty(kind: object) -> str:
 
 
 def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_lasso",
-                  nonnegative: bool = False) -> torch.Tensor:
+                  nonnegative: bool = False, sums: torch.Tensor | None = None) -> torch.Tensor:
     """The zero-block penalty of ``x`` (N, C, H, W) as a scalar tensor (see module docstring).
 
     ``nonnegative=True`` promises ``x >= 0`` (a ReLU's output): ``l1`` then takes ``x`` for ``|x|`` and skips
     the ``abs`` and its backward. Its gradient at an exact zero is then 1/n instead of 0, which the ReLU's own
-    backward discards, so parameters get the same gradients.
+    backward discards, so parameters get the same gradients. ``sums``: the map's ``block_magnitude_sums``, which
+    the mask took already; the l1 penalty of a non-negative map in equal blocks is then their total over the
+    map's size, with no pass over the map (the gradient is the same broadcast 1/n; the value differs from a mean
+    over the map only in its last bits).
     """
     validate_penalty(kind)
     if kind == "l1":
         bh, bw = block_shape(block_size, x.shape[-2], x.shape[-1])
         if x.shape[-2] % bh == 0 and x.shape[-1] % bw == 0:  # equal blocks: the mean of block means is the mean
+            if sums is not None and nonnegative and x.requires_grad and not recorded_or_transformed():
+                return _LayoutMean.apply(x, sums.sum())
             return _mean(x if nonnegative else x.abs())
         return block_scores(x, block_size, "mean", nonnegative).mean()
     wide = x.to(accumulation_dtype(x))  # in float16 x*x overflows and 1e-12 rounds to 0
@@ -50,16 +55,18 @@ def block_penalty(x: torch.Tensor, block_size: BlockSize, kind: str = "group_las
 class _LayoutMean(torch.autograd.Function):
     """``x.mean()`` whose gradient is a broadcast view: autograd's own is a new contiguous map, and adding that to
     a channels_last gradient costs several times a plain add on the CPU; the view is added in the layout of the
-    other gradient."""
+    other gradient. Given ``total`` (the sum of ``x``, taken elsewhere), the mean is ``total / n``: no pass over
+    ``x``."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
         ctx.shape, ctx.dtype = x.shape, x.dtype
-        return x.mean()
+        return x.mean() if total is None else (total / x.numel()).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return (grad / math.prod(ctx.shape)).to(ctx.dtype).expand(ctx.shape)  # a broadcast view: no full-size write
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        gradient = (grad / math.prod(ctx.shape)).to(ctx.dtype).expand(ctx.shape)  # a broadcast view: no full write
+        return gradient, None
 
 
 def _mean(x: torch.Tensor) -> torch.Tensor:

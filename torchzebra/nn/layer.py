@@ -10,6 +10,7 @@ from ..core import (
     TrafficTally,
     apply_block_mask,
     block_keep,
+    block_magnitude_sums,
     block_penalty,
     block_scores,
     fused,
@@ -92,12 +93,15 @@ class ZebraLayer(nn.Module):
                 inplace)
             self.last_penalty = penalty_from_moments(moments, penalty) if penalty else None
         else:
-            self.last_penalty = block_penalty(x, self.block_size, penalty, self.nonnegative) if penalty else None
+            # the mean score's block sums serve the l1 penalty of a non-negative map too: one pass over the map fewer
+            shared = masking and penalty == "l1" and self.score == "mean" and self.nonnegative
+            sums = block_magnitude_sums(x, self.block_size, self.nonnegative) if shared else None
+            self.last_penalty = block_penalty(x, self.block_size, penalty, self.nonnegative, sums) if penalty else None
             if masking:
                 if self.calibration_density is not None:
                     scores = block_scores(x, self.block_size, self.score, self.nonnegative)
                     self.threshold.fill_(_quantile(scores, 1.0 - self.calibration_density))
-                keep = block_keep(x, self.block_size, self.score, self.threshold, self.nonnegative)
+                keep = block_keep(x, self.block_size, self.score, self.threshold, self.nonnegative, sums)
                 x = apply_block_mask(x, keep, self.block_size, inplace=inplace)
         if self.tally is not None:
             self.tally.add(x.detach(), per_block)
