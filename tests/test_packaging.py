@@ -43,10 +43,11 @@ def _run(env: Path, *command: str, cwd: Path) -> str:
     return result.stdout
 
 
-def test_the_sdist_and_wheel_ship_the_presets(dist):
+def test_the_sdist_and_wheel_ship_the_presets_and_the_cpu_kernels_source(dist):
     wheel, = dist.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"torchzebra/config/presets/quick.yaml", "torchzebra/config/presets/paper.yaml"} <= set(names)
+    assert {"torchzebra/config/presets/quick.yaml", "torchzebra/config/presets/paper.yaml",
+            "torchzebra/core/cpu_kernel.c"} <= set(names)
     assert any(p.name.endswith(".tar.gz") for p in dist.iterdir())
 
 

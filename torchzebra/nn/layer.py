@@ -13,6 +13,7 @@ from ..core import (
     block_magnitude_sums,
     block_penalty,
     block_scores,
+    cpu_kernel,
     fused,
     penalty_from_moments,
     validate_block_size,
@@ -92,6 +93,10 @@ class ZebraLayer(nn.Module):
                 x, self.block_size, self.score, self.threshold, self.nonnegative, penalty, self.tally is not None,
                 inplace)
             self.last_penalty = penalty_from_moments(moments, penalty) if penalty else None
+        elif masking and self.calibration_density is None and cpu_kernel.usable(
+                x, self.block_size, self.score, self.nonnegative, penalty):
+            x, self.last_penalty = cpu_kernel.masked_map(x, self.block_size, self.threshold, penalty is not None,
+                                                         inplace)
         else:
             # the mean score's block sums serve the l1 penalty of a non-negative map too: one pass over the map fewer
             shared = masking and penalty == "l1" and self.score == "mean" and self.nonnegative

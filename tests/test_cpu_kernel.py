@@ -1,0 +1,145 @@
+"""The one-pass CPU block mask (core/cpu_kernel.c): bit for bit the PyTorch path's output and gradient, and a clean
+fall-back where it cannot be built."""
+
+import copy
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import torchzebra as tz
+from torchzebra.core import (
+    apply_block_mask,
+    block_keep,
+    block_magnitude_sums,
+    block_shape,
+    cpu_kernel,
+    is_channels_last,
+)
+from torchzebra.nn import ZebraLayer
+
+pytestmark = pytest.mark.skipif(cpu_kernel.library() is None, reason="no C compiler to build the CPU kernel")
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same bits (signed zeros compare too), or NaN in both: PyTorch's NaN payloads vary with its code path."""
+    integers = torch.int16 if a.element_size() == 2 else torch.int32
+    same_bits = a.detach().contiguous().view(integers) == b.detach().contiguous().view(integers)
+    return a.shape == b.shape and bool((same_bits | (a.isnan() & b.isnan())).all())
+
+
+def _reference(x: torch.Tensor, block: int | str, threshold: torch.Tensor):
+    """The PyTorch path the layer takes without the kernel: the mask applied, and the l1 penalty of a ReLU map."""
+    return apply_block_mask(x, block_keep(x, block, "mean", threshold, nonnegative=True), block), x.mean()
+
+
+@st.composite
+def _maps(draw):
+    """A channels_last non-negative map in blocks that tile it, a threshold, upstream gradients."""
+    dtype = draw(st.sampled_from([torch.bfloat16, torch.float32]))
+    block = draw(st.sampled_from([1, 2, 3, 4, "map"]))
+    side = 1 if block == "map" else block
+    n, c = draw(st.integers(1, 3)), draw(st.integers(2, 40))
+    h, w = side * draw(st.integers(1, 4)), side * draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, c, h, w, generator=generator) * draw(st.sampled_from([1.0, 1e-30, 1e30, 3e38]))
+    x = x * (torch.rand(x.shape, generator=generator) > draw(st.sampled_from([0.0, 0.5, 0.9])))  # exact zeros
+    special = draw(st.sampled_from([None, float("inf"), float("nan")]))
+    if special is not None:
+        x.view(-1)[draw(st.integers(0, x.numel() - 1))] = special
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    threshold = draw(st.sampled_from(["a block's own mean", 0.0, 0.1, 0.5, 1e-31, float("inf"), float("nan"), -1.0]))
+    if isinstance(threshold, str):  # a block right at the limit: any other order of adding would tip some blocks
+        sums = block_magnitude_sums(x, block, nonnegative=True).flatten()
+        counts = math.prod(block_shape(block, h, w))
+        threshold = float(sums[draw(st.integers(0, len(sums) - 1))] / counts)
+    upstream = torch.randn(x.shape, generator=generator).to(dtype)
+    weight = draw(st.sampled_from([None, 0.0, 0.37, 1e-3]))
+    return x, block, torch.tensor(threshold), upstream, weight
+
+
+@settings(max_examples=150, deadline=None)
+@given(_maps())
+def test_the_kernel_gives_the_pytorch_paths_output_and_gradient_bit_for_bit(case):
+    x, block, threshold, upstream, weight = case
+    assume(is_channels_last(x))  # a 1x1 map is also plainly contiguous: the layer takes the PyTorch path
+    ours = x.clone().requires_grad_()
+    assert cpu_kernel.usable(ours, block, "mean", True, "l1")
+    out, penalty = cpu_kernel.masked_map(ours, block, threshold, penalty=True)
+    plain = x.clone().requires_grad_()
+    want, want_penalty = _reference(plain, block, threshold)
+    assert _same(out, want) and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(penalty, want_penalty, equal_nan=True)
+    ours_loss, plain_loss = (out * upstream).sum(), (want * upstream).sum()
+    if weight is not None:  # the penalty in the loss (or not at all): its gradient added once, as autograd adds it
+        ours_loss, plain_loss = ours_loss + weight * penalty, plain_loss + weight * want_penalty
+    ours_loss.backward()
+    plain_loss.backward()
+    assert _same(ours.grad, plain.grad)
+    with torch.no_grad():  # without autograd, in place where asked
+        target = x.clone()
+        masked, _ = cpu_kernel.masked_map(target, block, threshold, penalty=False, inplace=True)
+    assert masked is target and _same(masked, want)
+
+
+def test_a_map_the_kernel_does_not_take_goes_the_pytorch_way():
+    x = torch.rand(2, 8, 4, 6).contiguous(memory_format=torch.channels_last)
+    assert cpu_kernel.usable(x, 2, "mean", True, "l1") and cpu_kernel.usable(x, 2, "mean", True, None)
+    assert not cpu_kernel.usable(x.contiguous(), 2, "mean", True, "l1")  # plain layout
+    assert not cpu_kernel.usable(x, 4, "mean", True, "l1")  # 6 columns in blocks of 4: partial border blocks
+    assert not cpu_kernel.usable(x, 2, "max", True, "l1")
+    assert not cpu_kernel.usable(x, 2, "mean", False, "l1")  # not a ReLU's map
+    assert not cpu_kernel.usable(x, 2, "mean", True, "group_lasso")
+    assert not cpu_kernel.usable(x.half(), 2, "mean", True, "l1")
+
+
+def test_the_main_recipes_training_step_takes_the_kernel_and_matches_the_pytorch_path(monkeypatch):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+
+    def step(model_copy):
+        prepared = tz.prepare(model_copy, tz.ZebraConfig(block_size=2, score="mean", penalty="l1", threshold=0.3))
+        prepared.to(memory_format=torch.channels_last).train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = prepared(x).float().sum() + 0.1 * tz.zero_block_loss(prepared)
+        loss.backward()
+        return [p.grad.clone() for p in prepared.parameters()]
+
+    calls = []
+    original = cpu_kernel._forward
+    monkeypatch.setattr(cpu_kernel, "_forward", lambda *args: calls.append(1) or original(*args))
+    torch.manual_seed(0)
+    with_kernel = step(copy.deepcopy(model))
+    assert len(calls) == 2  # both ReLU maps
+    monkeypatch.setattr(cpu_kernel, "usable", lambda *args: False)
+    without = step(copy.deepcopy(model))
+    assert all(torch.equal(a, b) for a, b in zip(with_kernel, without))
+
+
+def test_without_a_compiler_the_masks_take_the_pytorch_path_after_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing built there yet
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    cpu_kernel.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="one-pass CPU block mask is not built.*slower PyTorch path"):
+            assert cpu_kernel.library() is None
+        x = torch.rand(2, 4, 4, 4).contiguous(memory_format=torch.channels_last)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the warning is given once, not for every map
+            assert not cpu_kernel.usable(x, 2, "mean", True, "l1")
+            layer = ZebraLayer("relu", block_size=2, score="mean", threshold=0.5, penalty="l1", nonnegative=True)
+            out = layer.train()(x.requires_grad_())
+        assert torch.equal(out, _reference(x, 2, torch.tensor(0.5))[0])
+        monkeypatch.setenv(cpu_kernel.ENVIRONMENT_VARIABLE, "0")
+        monkeypatch.delenv("CC")
+        cpu_kernel.library.cache_clear()
+        assert cpu_kernel.library() is None  # turned off: no build, no warning
+        assert not list(tmp_path.rglob("*.so"))
+    finally:
+        cpu_kernel.library.cache_clear()

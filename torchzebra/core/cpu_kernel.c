@@ -1,0 +1,128 @@
+/* The block mask of a channels_last activation map in one pass over it (eager CPU), forward and backward.
+
+   What blocks.py's PyTorch path computes for a non-negative map (a ReLU's) scored by its block mean, bit for bit:
+   every block's sum in float32, added in the order _strided_sums adds them (down each column of the block, then
+   the columns' sums from left to right); the block kept unless its sum <= limit (threshold x block size, clamped to
+   the largest float: a NaN sum or limit keeps it); the output the input where kept, else the input times zero
+   (a signed zero); and the total of the block sums, from which the l1 penalty is taken. The backward is the
+   gradient where kept, else the gradient times zero, plus the penalty's gradient (a constant) where one is given,
+   rounded to the map's type once, as autograd's sum of the two bfloat16 gradients is.
+
+   The map is (N, H, W, C) in memory, bfloat16 (as uint16) or float32; blocks bh x bw tile H and W; the kept-block
+   mask is (N, Hb, Wb, C) bytes. Built and loaded by cpu_kernel.py with ctypes; plain C99, no Python headers. */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline float bf16_to_float(uint16_t bits) {
+    uint32_t wide = (uint32_t)bits << 16;
+    float value;
+    memcpy(&value, &wide, sizeof value);
+    return value;
+}
+
+static inline uint16_t float_to_bf16(float value) { /* round to nearest even; a NaN as c10::BFloat16's scalar code */
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    const uint16_t rounded = (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+    return value != value ? 0x7FC0 : rounded;
+}
+
+static inline float same_float(float value) { return value; }
+
+/* Every block row of every image in turn: its bh rows of the map are runs of width x channels values each. */
+#define EACH_BLOCK_ROW                                                                           \
+    const int64_t length = width * channels, blocks = width / bw * channels;                     \
+    for (int64_t n = 0; n < batch; n++)                                                          \
+        for (int64_t hb = 0; hb < height / bh; hb++)
+#define ROW(base, i) ((base) + ((n * height + hb * bh + (i)) * width) * channels)
+
+/* The masked map (x times 1 where kept, times 0 where dropped: a dropped block holds finite values only, since
+   its sum is at most the largest float, so its product is x's signed zero) and the kept-block mask. Returns the
+   total of the block sums, or -1 where it could not allocate its buffers. */
+#define FORWARD(NAME, TYPE, LOAD, APPLY, FACTOR_TYPE, FACTOR)                             \
+    double NAME(const TYPE *x, TYPE *y, uint8_t *restrict keep, int64_t batch, int64_t height, \
+                int64_t width, int64_t channels, int64_t bh, int64_t bw, float limit) {          \
+        float *restrict columns = malloc(width * channels * sizeof *columns);                             \
+        float *restrict sums = malloc(width / bw * channels * sizeof *sums);                              \
+        double *restrict totals = calloc(width / bw * channels, sizeof *totals);                          \
+        FACTOR_TYPE *restrict factors = malloc(width * channels * sizeof *factors);                       \
+        double total = -1.0;                                                                     \
+        if (!columns || !sums || !totals || !factors) goto done;                                 \
+        EACH_BLOCK_ROW {                                                                         \
+            const TYPE *top = ROW(x, 0);                                                         \
+            for (int64_t k = 0; k < length; k++) columns[k] = LOAD(top[k]);                      \
+            for (int64_t i = 1; i < bh; i++) {                                                   \
+                const TYPE *below = ROW(x, i);                                                   \
+                for (int64_t k = 0; k < length; k++) columns[k] += LOAD(below[k]);               \
+            }                                                                                    \
+            for (int64_t wb = 0; wb < width / bw; wb++) {                                        \
+                float *sum = sums + wb * channels;                                               \
+                const float *column = columns + wb * bw * channels;                              \
+                for (int64_t c = 0; c < channels; c++) sum[c] = column[c];                       \
+                for (int64_t j = 1; j < bw; j++)                                                 \
+                    for (int64_t c = 0; c < channels; c++) sum[c] += column[j * channels + c];   \
+            }                                                                                    \
+            uint8_t *restrict kept = keep + (n * (height / bh) + hb) * blocks;                            \
+            for (int64_t q = 0; q < blocks; q++) {                                               \
+                kept[q] = !(sums[q] <= limit);                                                   \
+                totals[q] += sums[q];                                                            \
+            }                                                                                    \
+            for (int64_t wb = 0; wb < width / bw; wb++)                                          \
+                for (int64_t j = 0; j < bw; j++)                                                 \
+                    for (int64_t c = 0; c < channels; c++)                                       \
+                        factors[(wb * bw + j) * channels + c] = FACTOR(kept[wb * channels + c]); \
+            for (int64_t i = 0; i < bh; i++) {                                                   \
+                const TYPE *in = ROW(x, i);                                                      \
+                TYPE *out = ROW(y, i);                                                           \
+                for (int64_t k = 0; k < length; k++) out[k] = APPLY(in[k], factors[k]);         \
+            }                                                                                    \
+        }                                                                                        \
+        total = 0.0;                                                                             \
+        for (int64_t q = 0; q < width / bw * channels; q++) total += totals[q];                  \
+    done:                                                                                        \
+        free(columns);                                                                           \
+        free(sums);                                                                              \
+        free(totals);                                                                            \
+        free(factors);                                                                           \
+        return total;                                                                            \
+    }
+
+/* The gradient times the mask (1 or 0, as the PyTorch path multiplies it), plus the penalty's constant gradient
+   where ``add`` is set, rounded to the map's type once. Returns 0, or -1 where it could not allocate its buffer. */
+#define BACKWARD(NAME, TYPE, LOAD, STORE)                                                        \
+    int32_t NAME(const TYPE *restrict grad, TYPE *restrict result, const uint8_t *restrict keep, int64_t batch, \
+                 int64_t height, int64_t width, int64_t channels, int64_t bh, int64_t bw, float constant, \
+                 int32_t add) {                                                                  \
+        float *restrict factors = malloc(width * channels * sizeof *factors);                             \
+        if (!factors) return -1;                                                                 \
+        EACH_BLOCK_ROW {                                                                         \
+            const uint8_t *kept = keep + (n * (height / bh) + hb) * blocks;                      \
+            for (int64_t wb = 0; wb < width / bw; wb++)                                          \
+                for (int64_t j = 0; j < bw; j++)                                                 \
+                    for (int64_t c = 0; c < channels; c++)                                       \
+                        factors[(wb * bw + j) * channels + c] = (float)kept[wb * channels + c]; \
+            for (int64_t i = 0; i < bh; i++) {                                                   \
+                const TYPE *restrict in = ROW(grad, i);                                          \
+                TYPE *restrict out = ROW(result, i);                                             \
+                if (add)                                                                         \
+                    for (int64_t k = 0; k < length; k++) out[k] = STORE(LOAD(in[k]) * factors[k] + constant); \
+                else                                                                             \
+                    for (int64_t k = 0; k < length; k++) out[k] = STORE(LOAD(in[k]) * factors[k]); \
+            }                                                                                    \
+        }                                                                                        \
+        free(factors);                                                                           \
+        return 0;                                                                                \
+    }
+
+#define BITS_AND(bits, mask) ((uint16_t)((bits) & (mask)))
+#define TIMES(value, factor) ((value) * (factor))
+
+#define BITS_OF(kept) ((uint16_t)(0x8000 | 0x7FFF * (kept))) /* all bits where kept, the sign bit where dropped */
+#define ONE_OR_ZERO(kept) ((float)(kept))
+
+FORWARD(zebra_mask_forward_bf16, uint16_t, bf16_to_float, BITS_AND, uint16_t, BITS_OF)
+FORWARD(zebra_mask_forward_f32, float, same_float, TIMES, float, ONE_OR_ZERO)
+BACKWARD(zebra_mask_backward_bf16, uint16_t, bf16_to_float, float_to_bf16)
+BACKWARD(zebra_mask_backward_f32, float, same_float, same_float)
