@@ -3,6 +3,7 @@ fall-back where it cannot be built."""
 
 import copy
 import math
+import shutil
 import warnings
 
 import pytest
@@ -22,7 +23,7 @@ from torchzebra.core import (
 )
 from torchzebra.nn import ZebraLayer
 
-pytestmark = pytest.mark.skipif(cpu_kernel.library() is None, reason="no C compiler to build the CPU kernel")
+built = pytest.mark.skipif(cpu_kernel.library() is None, reason="no C compiler to build the CPU kernel")
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -63,6 +64,7 @@ def _maps(draw):
     return x, block, torch.tensor(threshold), upstream, weight
 
 
+@built
 @settings(max_examples=150, deadline=None)
 @given(_maps())
 def test_the_kernel_gives_the_pytorch_paths_output_and_gradient_bit_for_bit(case):
@@ -87,6 +89,7 @@ def test_the_kernel_gives_the_pytorch_paths_output_and_gradient_bit_for_bit(case
     assert masked is target and _same(masked, want)
 
 
+@built
 def test_a_map_the_kernel_does_not_take_goes_the_pytorch_way():
     x = torch.rand(2, 8, 4, 6).contiguous(memory_format=torch.channels_last)
     assert cpu_kernel.usable(x, 2, "mean", True, "l1") and cpu_kernel.usable(x, 2, "mean", True, None)
@@ -98,6 +101,7 @@ def test_a_map_the_kernel_does_not_take_goes_the_pytorch_way():
     assert not cpu_kernel.usable(x.half(), 2, "mean", True, "l1")
 
 
+@built
 def test_the_main_recipes_training_step_takes_the_kernel_and_matches_the_pytorch_path(monkeypatch):
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
@@ -141,5 +145,23 @@ def test_without_a_compiler_the_masks_take_the_pytorch_path_after_one_warning(mo
         cpu_kernel.library.cache_clear()
         assert cpu_kernel.library() is None  # turned off: no build, no warning
         assert not list(tmp_path.rglob("*.so"))
+    finally:
+        cpu_kernel.library.cache_clear()
+
+
+@built
+def test_a_compiler_without_the_tuning_options_builds_the_portable_kernel(monkeypatch, tmp_path):
+    compiler = tmp_path / "cc"  # refuses -march=native, as a compiler for another architecture would
+    real = shutil.which("cc") or shutil.which("gcc")
+    compiler.write_text(f'#!/bin/sh\ncase "$*" in *-march=native*) exit 1;; esac\nexec {real} "$@"\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(compiler))
+    cpu_kernel.library.cache_clear()
+    try:
+        assert cpu_kernel.library() is not None
+        x = torch.rand(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+        out, _ = cpu_kernel.masked_map(x, 2, torch.tensor(0.5), penalty=False)
+        assert _same(out, _reference(x, 2, torch.tensor(0.5))[0])
     finally:
         cpu_kernel.library.cache_clear()

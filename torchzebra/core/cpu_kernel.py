@@ -27,9 +27,10 @@ from .blocks import BlockSize, block_shape, is_channels_last, recorded_or_transf
 
 ENVIRONMENT_VARIABLE = "TORCHZEBRA_CPU_KERNEL"
 SOURCE = Path(__file__).with_name("cpu_kernel.c")
-# built for the machine it runs on (256-bit vectors suit the short channel runs of a block); IEEE float as PyTorch
-# computes it: no contraction into fused multiply-adds, no fast-math
-_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-ffp-contract=off", "-std=c99", "-shared", "-fPIC")
+# IEEE float as PyTorch computes it: no contraction into fused multiply-adds, no fast-math; built for the CPU it runs
+# on where the compiler can (x86: 256-bit vectors suit the short channel runs of a block), else for any CPU
+_FLAGS = ("-O3", "-ffp-contract=off", "-std=c99", "-shared", "-fPIC")
+_TUNED = ("-march=native", "-mprefer-vector-width=256")
 _SUFFIX = {torch.bfloat16: "bf16", torch.float32: "f32"}
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 
@@ -58,7 +59,10 @@ def _compile(target: Path) -> None:
     handle, temporary = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
     try:
-        subprocess.run([compiler, *_FLAGS, "-o", temporary, str(SOURCE)], check=True, capture_output=True, text=True)
+        tuned = subprocess.run([compiler, *_FLAGS, *_TUNED, "-o", temporary, str(SOURCE)], capture_output=True)
+        if tuned.returncode:  # a compiler or CPU without these options
+            subprocess.run([compiler, *_FLAGS, "-o", temporary, str(SOURCE)], check=True, capture_output=True,
+                           text=True)
         os.replace(temporary, target)
         for older in target.parent.glob("cpu_kernel-*.so"):  # other sources, flags or CPUs (unlinking is safe
             if older != target:                             # for a process that has one loaded)
@@ -74,7 +78,7 @@ def library() -> ctypes.CDLL | None:
     cannot be built (a warning says why, once)."""
     if os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() in ("0", "false", "off", "no"):
         return None
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_FLAGS).encode() + _this_cpu()).hexdigest()[:16]
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_FLAGS + _TUNED).encode() + _this_cpu()).hexdigest()[:16]
     target = _cache_folder() / f"cpu_kernel-{digest}.so"
     try:
         if not target.exists():
