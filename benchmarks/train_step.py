@@ -3,9 +3,10 @@
 The step is the trainer's own (``training.trainer.train_step``) on the ``quick`` preset's model and settings
 (CIFAR-stem ResNet-18 of width 16, 1x32x32 inputs, batch 128): the dense step, and the Zebra fine-tune's step
 with its recipe (masks at the target densities, the l1 penalty; the median step is one without the
-recalibration that every 20th step adds) and the dense teacher's distillation; also Zebra without the teacher.
-All four are timed alternately in one process, the medians printed with two ratios and their goals: the chosen
-mode's dense step against fp32 NCHW (>= 1.8x faster) and the chosen mode's Zebra step against its dense step (<= 1.15x).
+recalibration that every 20th step adds) and the dense teacher's distillation; also Zebra without the teacher, with
+the one-pass CPU mask (``core/cpu_kernel.c``, where the mode's maps take it) and with the PyTorch ops instead.
+All are timed alternately in one process, the medians printed with the ratios and their goals: the chosen mode's
+dense step against fp32 NCHW (>= 1.8x faster) and the chosen mode's Zebra step against its dense step (<= 1.15x).
 
     .venv/bin/python benchmarks/train_step.py [--repeats 20] [--batch-size 128] [--threads N]
 """
@@ -13,13 +14,16 @@ mode's dense step against fp32 NCHW (>= 1.8x faster) and the chosen mode's Zebra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from dataclasses import replace
+from unittest import mock
 
 import torch
 
 from torchzebra.config import load_config
+from torchzebra.core import cpu_kernel
 from torchzebra.data import DataSpec
 from torchzebra.nn import plain_model
 from torchzebra.training import distributed, keep_freed_memory
@@ -29,7 +33,7 @@ from torchzebra.training.precision import resolve_precision
 from torchzebra.training.trainer import new_run, to_device, train_step
 
 SPEC = DataSpec("fashion-mnist", 10, 1, 32)
-VARIANTS = ("dense", "zebra", "zebra+teacher")
+VARIANTS = ("dense", "zebra, PyTorch ops", "zebra", "zebra+teacher")
 GOALS = {"speed-up": 1.8, "zebra": 1.15}
 
 
@@ -60,8 +64,10 @@ def time_steps(runs: dict, batch: tuple[torch.Tensor, torch.Tensor], repeats: in
         for name, run in (order if repeat % 2 else order[::-1]):
             run.step = repeat % calibrate_every if calibrate_every else 1
             inputs, labels = to_device(run, *batch)
-            started = time.perf_counter()
-            train_step(run, inputs, labels)
+            without_kernel = mock.patch.object(cpu_kernel, "usable", lambda *args: False)
+            with without_kernel if name.endswith("PyTorch ops") else contextlib.nullcontext():
+                started = time.perf_counter()
+                train_step(run, inputs, labels)
             if repeat >= 2:
                 times[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in times.items()}
@@ -86,11 +92,12 @@ def main() -> None:
     modes = {"fp32 NCHW": ("fp32", False), "chosen": (chosen.dtype, chosen.channels_last)}
     medians = {mode: time_steps(make_runs(config, *settings, device), batch, args.repeats,
                                 config.zebra.calibrate_every) for mode, settings in modes.items()}
-    print("| mode | dense step | Zebra step | Zebra + teacher step | Zebra + teacher / dense |")
-    print("|---|---|---|---|---|")
+    print("| mode | dense step | Zebra step, PyTorch ops | Zebra step | Zebra + teacher step | Zebra / dense | "
+          "Zebra + teacher / dense |")
+    print("|---|---|---|---|---|---|---|")
     for mode, m in medians.items():
-        print(f"| {mode} | {m['dense'] * 1e3:.1f} ms | {m['zebra'] * 1e3:.1f} ms | {m['zebra+teacher'] * 1e3:.1f} ms | "
-              f"{m['zebra+teacher'] / m['dense']:.2f}x |")
+        steps = " | ".join(f"{m[variant] * 1e3:.1f} ms" for variant in VARIANTS)
+        print(f"| {mode} | {steps} | {m['zebra'] / m['dense']:.2f}x | {m['zebra+teacher'] / m['dense']:.2f}x |")
     speed_up = medians["fp32 NCHW"]["dense"] / medians["chosen"]["dense"]
     ratio = medians["chosen"]["zebra+teacher"] / medians["chosen"]["dense"]
     print(f"chosen dense step {speed_up:.2f}x faster than fp32 NCHW (goal >= {GOALS['speed-up']}x: "

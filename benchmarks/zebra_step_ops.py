@@ -5,7 +5,8 @@ The step is ``train_step.py``'s (the trainer's own, ``quick`` preset, batch 128x
 here), with Zebra's recipe and without the teacher, or the dense step with ``--dense``. A ``TorchDispatchMode`` times
 each operation as it runs, so its per-call overhead inflates every figure a little: read them against each other,
 and against ``train_step.py``'s medians for the step as a whole. Operations of the backward pass run from the
-autograd engine and are summed under the trainer's ``backward()`` line.
+autograd engine and are summed under the trainer's ``backward()`` line. The one-pass CPU mask's C kernel
+(``core/cpu_kernel.c``, which the dispatcher does not see) is timed on its own, in as many plain steps after them.
 
     .venv/bin/python benchmarks/zebra_step_ops.py [--steps 10] [--dense] [--rows 20]
 """
@@ -23,6 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from train_step import make_runs
 
 from torchzebra.config import load_config
+from torchzebra.core import cpu_kernel
 from torchzebra.training import keep_freed_memory
 from torchzebra.training.precision import resolve_precision
 from torchzebra.training.trainer import to_device, train_step
@@ -47,6 +49,36 @@ class OperationTimes(TorchDispatchMode):
         self.seconds[key] += elapsed
         self.calls[key] += 1
         return out
+
+
+def kernel_times(run: Any, inputs: torch.Tensor, labels: torch.Tensor, steps: int) -> dict[str, float]:
+    """Seconds per step in the one-pass CPU mask's C kernel (forward, backward), which the dispatcher does not see:
+    timed around each call in plain steps, without the operation timer (whose overhead would slow the kernel's
+    memory traffic too)."""
+    library = cpu_kernel.library()
+    seconds: collections.Counter[str] = collections.Counter()
+    if library is None:
+        return {}
+    originals = {}
+    for name in ("zebra_mask_forward_bf16", "zebra_mask_backward_bf16", "zebra_mask_forward_f32",
+                 "zebra_mask_backward_f32"):
+        originals[name] = function = getattr(library, name)
+
+        def timed(*args: Any, function: Any = function, name: str = name) -> Any:
+            started = time.perf_counter()
+            out = function(*args)
+            seconds[name.split("_")[2]] += time.perf_counter() - started
+            return out
+
+        setattr(library, name, timed)
+    try:
+        for _ in range(steps):
+            run.step = 1
+            train_step(run, inputs, labels)
+    finally:
+        for name, function in originals.items():
+            setattr(library, name, function)
+    return {name: total / steps for name, total in seconds.items()}
 
 
 def main() -> None:
@@ -79,6 +111,10 @@ def main() -> None:
     for (operation, where), seconds in times.seconds.most_common(args.rows):
         calls = times.calls[(operation, where)] / args.steps
         print(f"| {seconds / args.steps * 1e3:.2f} | {calls:g} | {operation} | {where} |")
+    kernel = kernel_times(run, inputs, labels, args.steps)
+    if kernel:
+        print("one-pass CPU mask (core/cpu_kernel.c), ms per step in plain steps: "
+              + ", ".join(f"{name} {seconds * 1e3:.2f}" for name, seconds in kernel.items()))
 
 
 if __name__ == "__main__":

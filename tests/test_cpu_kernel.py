@@ -165,3 +165,47 @@ def test_a_compiler_without_the_tuning_options_builds_the_portable_kernel(monkey
         assert _same(out, _reference(x, 2, torch.tensor(0.5))[0])
     finally:
         cpu_kernel.library.cache_clear()
+
+
+@built
+@pytest.mark.slow  # two short trainings of the main job's model
+def test_the_main_jobs_zebra_fine_tune_trains_the_same_weights_with_and_without_the_kernel(monkeypatch):
+    from dataclasses import replace
+
+    from torchzebra.config import load_config
+    from torchzebra.data import DataSpec
+    from torchzebra.nn import plain_model
+    from torchzebra.training import distributed
+    from torchzebra.training.building import build_prepared_model
+    from torchzebra.training.extensions import distillation, zebra_extensions
+    from torchzebra.training.trainer import new_run, to_device, train_step
+
+    config = load_config("quick", overrides=["device=cpu", "zebra.density_ramp_steps=0"])  # masks at their targets
+    spec, device = DataSpec("fashion-mnist", 10, 1, 32), torch.device("cpu")
+    optim = replace(config.finetune, precision="bf16", channels_last=True)
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 1, 32, 32, generator=generator), torch.randint(0, 10, (16,), generator=generator))
+               for _ in range(4)]
+
+    def fine_tune() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_prepared_model(config, spec, masked=True).to(memory_format=torch.channels_last)
+        torch.manual_seed(0)
+        teacher = plain_model(build_prepared_model(config, spec, False))
+        extensions = zebra_extensions(replace(config.zebra, enabled=True)) + distillation(config, teacher)
+        run = new_run(config, optim, model, distributed.current(), device, len(batches), extensions, False)
+        run.trained.train()
+        for step, batch in enumerate(batches):
+            run.step = step  # the first recalibrates the thresholds
+            train_step(run, *to_device(run, *batch))
+        return {name: value.clone() for name, value in model.state_dict().items()}
+
+    calls = []
+    original = cpu_kernel._forward
+    monkeypatch.setattr(cpu_kernel, "_forward", lambda *args: calls.append(1) or original(*args))
+    with_kernel = fine_tune()
+    assert calls  # the maps took the kernel
+    monkeypatch.setattr(cpu_kernel, "usable", lambda *args: False)
+    without = fine_tune()
+    assert with_kernel.keys() == without.keys()
+    assert all(torch.equal(with_kernel[name], without[name]) for name in with_kernel)

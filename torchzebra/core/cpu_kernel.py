@@ -137,18 +137,23 @@ class _OnePassMask(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor | None, grad_penalty: torch.Tensor | None):  # type: ignore[override]
         (keep,) = ctx.saved_tensors
-        n, c, height, width = ctx.shape
         if grad is None:
             grad = torch.zeros(ctx.shape, dtype=ctx.dtype)
         grad = grad.contiguous(memory_format=torch.channels_last)
-        out = torch.empty_like(grad)
         # the penalty's gradient, as _LayoutMean's backward makes it; then added once, as autograd adds the two
-        constant = 0.0 if grad_penalty is None else (grad_penalty / grad.numel()).to(ctx.dtype).item()
-        if getattr(library(), f"zebra_mask_backward_{_SUFFIX[ctx.dtype]}")(
-                grad.data_ptr(), out.data_ptr(), keep.data_ptr(), n, height, width, c, *ctx.block, constant,
-                grad_penalty is not None):
-            raise MemoryError(f"the CPU block mask's backward could not allocate its row buffer for {tuple(ctx.shape)}")
-        return out, None, None
+        constant = None if grad_penalty is None else (grad_penalty / grad.numel()).to(ctx.dtype).item()
+        return _backward(grad, keep, ctx.block, constant), None, None
+
+
+def _backward(grad: torch.Tensor, keep: torch.Tensor, block: tuple[int, int], constant: float | None) -> torch.Tensor:
+    """Run the backward kernel: ``grad`` (channels_last) times the kept-block mask, plus ``constant`` if given."""
+    n, c, height, width = grad.shape
+    out = torch.empty_like(grad)
+    if getattr(library(), f"zebra_mask_backward_{_SUFFIX[grad.dtype]}")(
+            grad.data_ptr(), out.data_ptr(), keep.data_ptr(), n, height, width, c, *block, constant or 0.0,
+            constant is not None):
+        raise MemoryError(f"the CPU block mask's backward could not allocate its row buffer for {tuple(grad.shape)}")
+    return out
 
 
 def masked_map(x: torch.Tensor, block_size: BlockSize, threshold: torch.Tensor, penalty: bool,
