@@ -5,8 +5,9 @@ The step is ``train_step.py``'s (the trainer's own, ``quick`` preset, batch 128x
 here), with Zebra's recipe and without the teacher, or the dense step with ``--dense``. A ``TorchDispatchMode`` times
 each operation as it runs, so its per-call overhead inflates every figure a little: read them against each other,
 and against ``train_step.py``'s medians for the step as a whole. Operations of the backward pass run from the
-autograd engine and are summed under the trainer's ``backward()`` line. The one-pass CPU mask's C kernel
-(``core/cpu_kernel.c``, which the dispatcher does not see) is timed on its own, in as many plain steps after them.
+autograd engine and are summed under the trainer's ``backward()`` line. Under the timer the masks take the PyTorch
+ops (the one-pass CPU mask, ``core/cpu_kernel.c``, steps aside for any dispatch mode), so its table is the PyTorch
+path's; the kernel's own time is measured after it, around its calls in as many plain steps.
 
     .venv/bin/python benchmarks/zebra_step_ops.py [--steps 10] [--dense] [--rows 20]
 """

@@ -5,12 +5,14 @@ import copy
 import math
 import shutil
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 import torchzebra as tz
 from torchzebra.core import (
@@ -60,7 +62,7 @@ def _maps(draw):
         counts = math.prod(block_shape(block, h, w))
         threshold = float(sums[draw(st.integers(0, len(sums) - 1))] / counts)
     upstream = torch.randn(x.shape, generator=generator).to(dtype)
-    weight = draw(st.sampled_from([None, 0.0, 0.37, 1e-3]))
+    weight = draw(st.sampled_from([None, 0.0, -0.0, 0.37, 1e-3, -2.0, -1e-40, "penalty only"]))
     return x, block, torch.tensor(threshold), upstream, weight
 
 
@@ -78,19 +80,21 @@ def test_the_kernel_gives_the_pytorch_paths_output_and_gradient_bit_for_bit(case
     assert _same(out, want) and out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(penalty, want_penalty, equal_nan=True)
     ours_loss, plain_loss = (out * upstream).sum(), (want * upstream).sum()
-    if weight is not None:  # the penalty in the loss (or not at all): its gradient added once, as autograd adds it
+    if weight == "penalty only":  # the map itself never reaches the loss
+        ours_loss, plain_loss = 0.37 * penalty, 0.37 * want_penalty
+    elif weight is not None:  # the penalty in the loss (or not at all): its gradient added once, as autograd adds it
         ours_loss, plain_loss = ours_loss + weight * penalty, plain_loss + weight * want_penalty
     ours_loss.backward()
     plain_loss.backward()
     assert _same(ours.grad, plain.grad)
-    with torch.no_grad():  # without autograd, in place where asked
+    with torch.no_grad():  # without autograd, in place where asked, and autograd's version counter told
         target = x.clone()
         masked, _ = cpu_kernel.masked_map(target, block, threshold, penalty=False, inplace=True)
-    assert masked is target and _same(masked, want)
+    assert masked is target and _same(masked, want) and target._version == 1
 
 
 @built
-def test_a_map_the_kernel_does_not_take_goes_the_pytorch_way():
+def test_a_map_the_kernel_does_not_take_goes_the_pytorch_way(monkeypatch):
     x = torch.rand(2, 8, 4, 6).contiguous(memory_format=torch.channels_last)
     assert cpu_kernel.usable(x, 2, "mean", True, "l1") and cpu_kernel.usable(x, 2, "mean", True, None)
     assert not cpu_kernel.usable(x.contiguous(), 2, "mean", True, "l1")  # plain layout
@@ -99,6 +103,34 @@ def test_a_map_the_kernel_does_not_take_goes_the_pytorch_way():
     assert not cpu_kernel.usable(x, 2, "mean", False, "l1")  # not a ReLU's map
     assert not cpu_kernel.usable(x, 2, "mean", True, "group_lasso")
     assert not cpu_kernel.usable(x.half(), 2, "mean", True, "l1")
+    with FakeTensorMode() as fake:  # no memory behind it: the PyTorch ops trace it
+        assert not cpu_kernel.usable(fake.from_tensor(x), 2, "mean", True, "l1")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: cpu_kernel.MAX_THREADS + 1)
+    assert cpu_kernel.library().zebra_mask_parallel() == 1  # built with OpenMP: on PyTorch's threads
+    assert cpu_kernel.usable(x, 2, "mean", True, "l1")
+    one_thread = SimpleNamespace(zebra_mask_parallel=lambda: 0)  # a kernel built without OpenMP
+    monkeypatch.setattr(cpu_kernel, "library", lambda: one_thread)
+    assert not cpu_kernel.usable(x, 2, "mean", True, "l1")  # more threads share the PyTorch ops
+    monkeypatch.setenv(cpu_kernel.ENVIRONMENT_VARIABLE, "1")
+    assert cpu_kernel.usable(x, 2, "mean", True, "l1")
+
+
+@built
+def test_a_double_backward_and_another_default_device_give_the_pytorch_paths_results():
+    x = torch.rand(2, 8, 4, 4).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    upstream = torch.randn(x.shape).bfloat16().requires_grad_()
+    results = []
+    for kernel in (True, False):
+        out, penalty = (cpu_kernel.masked_map(x, 2, torch.tensor(0.5), penalty=True) if kernel
+                        else _reference(x, 2, torch.tensor(0.5)))
+        gradient, = torch.autograd.grad((out * upstream).sum() + 0.3 * penalty, x, create_graph=True)
+        assert gradient.requires_grad
+        second, = torch.autograd.grad((gradient.float() ** 2).sum(), upstream)
+        results.append((gradient.detach(), second))
+    assert _same(results[0][0], results[1][0]) and _same(results[0][1], results[1][1])
+    with torch.device("meta"):  # new tensors default elsewhere; the kernel's own stay on the map's device
+        out, penalty = cpu_kernel.masked_map(x.detach(), 2, torch.tensor(0.5, device="cpu"), penalty=True)
+    assert _same(out, _reference(x.detach(), 2, torch.tensor(0.5))[0]) and penalty.device.type == "cpu"
 
 
 @built
@@ -209,3 +241,22 @@ def test_the_main_jobs_zebra_fine_tune_trains_the_same_weights_with_and_without_
     without = fine_tune()
     assert with_kernel.keys() == without.keys()
     assert all(torch.equal(with_kernel[name], without[name]) for name in with_kernel)
+
+
+@built
+def test_the_threads_split_block_rows_and_change_no_value():
+    x = torch.rand(5, 16, 8, 12).bfloat16().contiguous(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            ours = x.clone().requires_grad_()
+            out, penalty = cpu_kernel.masked_map(ours, 2, torch.tensor(0.4), penalty=True)
+            (out.float().sum() + 0.5 * penalty).backward()
+            results.append((out.detach(), ours.grad, penalty.detach()))
+    finally:
+        torch.set_num_threads(threads)
+    for out, grad, penalty in results[1:]:
+        assert _same(out, results[0][0]) and _same(grad, results[0][1])
+        torch.testing.assert_close(penalty, results[0][2])  # the total's sum of per-thread parts: its last bits

@@ -6,7 +6,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchzebra as tz
-from torchzebra.core import apply_block_mask, block_keep, block_penalty, nonzero_blocks
+from torchzebra.core import apply_block_mask, block_keep, block_penalty, cpu_kernel, nonzero_blocks
 from torchzebra.nn import ZebraLayer
 from torchzebra.nn.activations import NONNEGATIVE_FUNCTIONS, NONNEGATIVE_MODULES
 
@@ -35,7 +35,8 @@ class _Operations(TorchDispatchMode):
 
 @pytest.mark.parametrize("dtype,layout", [(torch.float32, torch.contiguous_format),
                                           (torch.bfloat16, torch.channels_last)])
-def test_the_l1_penalty_of_a_relu_map_reuses_the_masks_block_sums_with_the_same_gradient(dtype, layout):
+def test_the_l1_penalty_of_a_relu_map_reuses_the_masks_block_sums_with_the_same_gradient(dtype, layout, monkeypatch):
+    monkeypatch.setattr(cpu_kernel, "usable", lambda *args: False)  # the PyTorch path (the kernel shares them anyway)
     torch.manual_seed(0)
     x = torch.rand(4, 8, 8, 12).mul(2).to(dtype).contiguous(memory_format=layout).requires_grad_()
     weights = torch.randn(x.shape).to(dtype)

@@ -9,7 +9,8 @@
    rounded to the map's type once, as autograd's sum of the two bfloat16 gradients is.
 
    The map is (N, H, W, C) in memory, bfloat16 (as uint16) or float32; blocks bh x bw tile H and W; the kept-block
-   mask is (N, Hb, Wb, C) bytes. Built and loaded by cpu_kernel.py with ctypes; plain C99, no Python headers. */
+   mask is (N, Hb, Wb, C) bytes. Built and loaded by cpu_kernel.py with ctypes; plain C99 with OpenMP pragmas, no
+   Python headers. */
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,62 +32,70 @@ static inline uint16_t float_to_bf16(float value) { /* round to nearest even; a 
 
 static inline float same_float(float value) { return value; }
 
-/* Every block row of every image in turn: its bh rows of the map are runs of width x channels values each. */
+/* The block rows of all images (each: bh rows of the map, runs of width x channels values), split between the
+   threads of the OpenMP runtime PyTorch runs (its libgomp is the one already loaded, so the same pool of threads,
+   and as many as torch.set_num_threads asks); in turn where the kernel is built without OpenMP. Each block row is
+   computed alone, so the split changes no value. */
 #define EACH_BLOCK_ROW                                                                           \
-    const int64_t length = width * channels, blocks = width / bw * channels;                     \
-    for (int64_t n = 0; n < batch; n++)                                                          \
-        for (int64_t hb = 0; hb < height / bh; hb++)
-#define ROW(base, i) ((base) + ((n * height + hb * bh + (i)) * width) * channels)
+    const int64_t length = width * channels, blocks = width / bw * channels, rows = height / bh; \
+    _Pragma("omp for schedule(static)")                                                          \
+    for (int64_t row = 0; row < batch * rows; row++)
+#define ROW(base, i) ((base) + ((row * bh + (i)) * width) * channels)
 
 /* The masked map (x times 1 where kept, times 0 where dropped: a dropped block holds finite values only, since
-   its sum is at most the largest float, so its product is x's signed zero) and the kept-block mask. Returns the
-   total of the block sums, or -1 where it could not allocate its buffers. */
-#define FORWARD(NAME, TYPE, LOAD, APPLY, FACTOR_TYPE, FACTOR)                             \
-    double NAME(const TYPE *x, TYPE *y, uint8_t *restrict keep, int64_t batch, int64_t height, \
-                int64_t width, int64_t channels, int64_t bh, int64_t bw, float limit) {          \
-        float *restrict columns = malloc(width * channels * sizeof *columns);                             \
-        float *restrict sums = malloc(width / bw * channels * sizeof *sums);                              \
-        double *restrict totals = calloc(width / bw * channels, sizeof *totals);                          \
-        FACTOR_TYPE *restrict factors = malloc(width * channels * sizeof *factors);                       \
-        double total = -1.0;                                                                     \
-        if (!columns || !sums || !totals || !factors) goto done;                                 \
-        EACH_BLOCK_ROW {                                                                         \
-            const TYPE *top = ROW(x, 0);                                                         \
-            for (int64_t k = 0; k < length; k++) columns[k] = LOAD(top[k]);                      \
-            for (int64_t i = 1; i < bh; i++) {                                                   \
-                const TYPE *below = ROW(x, i);                                                   \
-                for (int64_t k = 0; k < length; k++) columns[k] += LOAD(below[k]);               \
+   its sum is at most the largest float, so its product is x's signed zero), the kept-block mask and, in *total,
+   the total of the block sums. Returns 0, or -1 where it could not allocate its buffers. */
+#define FORWARD(NAME, TYPE, LOAD, APPLY, FACTOR_TYPE, FACTOR)                                    \
+    int32_t NAME(const TYPE *x, TYPE *y, uint8_t *restrict keep, int64_t batch, int64_t height, \
+                 int64_t width, int64_t channels, int64_t bh, int64_t bw, float limit, double *total) { \
+        int32_t failed = 0;                                                                      \
+        double grand = 0.0;                                                                      \
+        _Pragma("omp parallel reduction(|:failed) reduction(+:grand)")                           \
+        {                                                                                        \
+            float *restrict columns = malloc(width * channels * sizeof *columns);                \
+            float *restrict sums = malloc(width / bw * channels * sizeof *sums);                 \
+            double *restrict totals = calloc(width / bw * channels, sizeof *totals);             \
+            FACTOR_TYPE *restrict factors = malloc(width * channels * sizeof *factors);          \
+            failed = !columns || !sums || !totals || !factors;                                   \
+            EACH_BLOCK_ROW {                                                                     \
+                if (failed) continue;                                                            \
+                const TYPE *top = ROW(x, 0);                                                     \
+                for (int64_t k = 0; k < length; k++) columns[k] = LOAD(top[k]);                  \
+                for (int64_t i = 1; i < bh; i++) {                                               \
+                    const TYPE *below = ROW(x, i);                                               \
+                    for (int64_t k = 0; k < length; k++) columns[k] += LOAD(below[k]);           \
+                }                                                                                \
+                for (int64_t wb = 0; wb < width / bw; wb++) {                                    \
+                    float *sum = sums + wb * channels;                                           \
+                    const float *column = columns + wb * bw * channels;                          \
+                    for (int64_t c = 0; c < channels; c++) sum[c] = column[c];                   \
+                    for (int64_t j = 1; j < bw; j++)                                             \
+                        for (int64_t c = 0; c < channels; c++) sum[c] += column[j * channels + c]; \
+                }                                                                                \
+                uint8_t *restrict kept = keep + row * blocks;                                    \
+                for (int64_t q = 0; q < blocks; q++) {                                           \
+                    kept[q] = !(sums[q] <= limit);                                               \
+                    totals[q] += sums[q];                                                        \
+                }                                                                                \
+                for (int64_t wb = 0; wb < width / bw; wb++)                                      \
+                    for (int64_t j = 0; j < bw; j++)                                             \
+                        for (int64_t c = 0; c < channels; c++)                                   \
+                            factors[(wb * bw + j) * channels + c] = FACTOR(kept[wb * channels + c]); \
+                for (int64_t i = 0; i < bh; i++) {                                               \
+                    const TYPE *in = ROW(x, i);                                                  \
+                    TYPE *out = ROW(y, i);                                                       \
+                    for (int64_t k = 0; k < length; k++) out[k] = APPLY(in[k], factors[k]);     \
+                }                                                                                \
             }                                                                                    \
-            for (int64_t wb = 0; wb < width / bw; wb++) {                                        \
-                float *sum = sums + wb * channels;                                               \
-                const float *column = columns + wb * bw * channels;                              \
-                for (int64_t c = 0; c < channels; c++) sum[c] = column[c];                       \
-                for (int64_t j = 1; j < bw; j++)                                                 \
-                    for (int64_t c = 0; c < channels; c++) sum[c] += column[j * channels + c];   \
-            }                                                                                    \
-            uint8_t *restrict kept = keep + (n * (height / bh) + hb) * blocks;                            \
-            for (int64_t q = 0; q < blocks; q++) {                                               \
-                kept[q] = !(sums[q] <= limit);                                                   \
-                totals[q] += sums[q];                                                            \
-            }                                                                                    \
-            for (int64_t wb = 0; wb < width / bw; wb++)                                          \
-                for (int64_t j = 0; j < bw; j++)                                                 \
-                    for (int64_t c = 0; c < channels; c++)                                       \
-                        factors[(wb * bw + j) * channels + c] = FACTOR(kept[wb * channels + c]); \
-            for (int64_t i = 0; i < bh; i++) {                                                   \
-                const TYPE *in = ROW(x, i);                                                      \
-                TYPE *out = ROW(y, i);                                                           \
-                for (int64_t k = 0; k < length; k++) out[k] = APPLY(in[k], factors[k]);         \
-            }                                                                                    \
+            if (!failed)                                                                         \
+                for (int64_t q = 0; q < width / bw * channels; q++) grand += totals[q];          \
+            free(columns);                                                                       \
+            free(sums);                                                                          \
+            free(totals);                                                                        \
+            free(factors);                                                                       \
         }                                                                                        \
-        total = 0.0;                                                                             \
-        for (int64_t q = 0; q < width / bw * channels; q++) total += totals[q];                  \
-    done:                                                                                        \
-        free(columns);                                                                           \
-        free(sums);                                                                              \
-        free(totals);                                                                            \
-        free(factors);                                                                           \
-        return total;                                                                            \
+        *total = grand;                                                                          \
+        return failed ? -1 : 0;                                                                  \
     }
 
 /* The gradient times the mask (1 or 0, as the PyTorch path multiplies it), plus the penalty's constant gradient
@@ -95,25 +104,30 @@ static inline float same_float(float value) { return value; }
     int32_t NAME(const TYPE *restrict grad, TYPE *restrict result, const uint8_t *restrict keep, int64_t batch, \
                  int64_t height, int64_t width, int64_t channels, int64_t bh, int64_t bw, float constant, \
                  int32_t add) {                                                                  \
-        float *restrict factors = malloc(width * channels * sizeof *factors);                             \
-        if (!factors) return -1;                                                                 \
-        EACH_BLOCK_ROW {                                                                         \
-            const uint8_t *kept = keep + (n * (height / bh) + hb) * blocks;                      \
-            for (int64_t wb = 0; wb < width / bw; wb++)                                          \
-                for (int64_t j = 0; j < bw; j++)                                                 \
-                    for (int64_t c = 0; c < channels; c++)                                       \
-                        factors[(wb * bw + j) * channels + c] = (float)kept[wb * channels + c]; \
-            for (int64_t i = 0; i < bh; i++) {                                                   \
-                const TYPE *restrict in = ROW(grad, i);                                          \
-                TYPE *restrict out = ROW(result, i);                                             \
-                if (add)                                                                         \
-                    for (int64_t k = 0; k < length; k++) out[k] = STORE(LOAD(in[k]) * factors[k] + constant); \
-                else                                                                             \
-                    for (int64_t k = 0; k < length; k++) out[k] = STORE(LOAD(in[k]) * factors[k]); \
+        int32_t failed = 0;                                                                      \
+        _Pragma("omp parallel reduction(|:failed)")                                              \
+        {                                                                                        \
+            float *restrict factors = malloc(width * channels * sizeof *factors);                \
+            failed = !factors;                                                                   \
+            EACH_BLOCK_ROW {                                                                     \
+                if (failed) continue;                                                            \
+                const uint8_t *kept = keep + row * blocks;                                       \
+                for (int64_t wb = 0; wb < width / bw; wb++)                                      \
+                    for (int64_t j = 0; j < bw; j++)                                             \
+                        for (int64_t c = 0; c < channels; c++)                                   \
+                            factors[(wb * bw + j) * channels + c] = (float)kept[wb * channels + c]; \
+                for (int64_t i = 0; i < bh; i++) {                                               \
+                    const TYPE *restrict in = ROW(grad, i);                                      \
+                    TYPE *restrict out = ROW(result, i);                                         \
+                    if (add)                                                                     \
+                        for (int64_t k = 0; k < length; k++) out[k] = STORE(LOAD(in[k]) * factors[k] + constant); \
+                    else                                                                         \
+                        for (int64_t k = 0; k < length; k++) out[k] = STORE(LOAD(in[k]) * factors[k]); \
+                }                                                                                \
             }                                                                                    \
+            free(factors);                                                                       \
         }                                                                                        \
-        free(factors);                                                                           \
-        return 0;                                                                                \
+        return failed ? -1 : 0;                                                                  \
     }
 
 #define BITS_AND(bits, mask) ((uint16_t)((bits) & (mask)))
@@ -126,3 +140,12 @@ FORWARD(zebra_mask_forward_bf16, uint16_t, bf16_to_float, BITS_AND, uint16_t, BI
 FORWARD(zebra_mask_forward_f32, float, same_float, TIMES, float, ONE_OR_ZERO)
 BACKWARD(zebra_mask_backward_bf16, uint16_t, bf16_to_float, float_to_bf16)
 BACKWARD(zebra_mask_backward_f32, float, same_float, same_float)
+
+/* 1 where built with OpenMP (the block rows split between threads), else 0. */
+int32_t zebra_mask_parallel(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
