@@ -2,8 +2,10 @@
 fall-back where it cannot be built."""
 
 import copy
+import ctypes
 import math
 import shutil
+import threading
 import warnings
 from types import SimpleNamespace
 
@@ -13,6 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchzebra as tz
 from torchzebra.core import (
@@ -24,6 +27,14 @@ from torchzebra.core import (
     is_channels_last,
 )
 from torchzebra.nn import ZebraLayer
+
+
+class _Watching(TorchDispatchMode):
+    """A dispatch mode that only passes the operations on."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
 
 built = pytest.mark.skipif(cpu_kernel.library() is None, reason="no C compiler to build the CPU kernel")
 
@@ -103,11 +114,13 @@ def test_a_map_the_kernel_does_not_take_goes_the_pytorch_way(monkeypatch):
     assert not cpu_kernel.usable(x, 2, "mean", False, "l1")  # not a ReLU's map
     assert not cpu_kernel.usable(x, 2, "mean", True, "group_lasso")
     assert not cpu_kernel.usable(x.half(), 2, "mean", True, "l1")
-    with FakeTensorMode() as fake:  # no memory behind it: the PyTorch ops trace it
-        assert not cpu_kernel.usable(fake.from_tensor(x), 2, "mean", True, "l1")
+    fake = FakeTensorMode().from_tensor(x)  # no memory behind it
+    assert not cpu_kernel.usable(fake, 2, "mean", True, "l1")
+    with _Watching():  # a dispatch mode sees the PyTorch ops, not a C call
+        assert not cpu_kernel.usable(x, 2, "mean", True, "l1")
     monkeypatch.setattr(torch, "get_num_threads", lambda: cpu_kernel.MAX_THREADS + 1)
-    assert cpu_kernel.library().zebra_mask_parallel() == 1  # built with OpenMP: on PyTorch's threads
-    assert cpu_kernel.usable(x, 2, "mean", True, "l1")
+    if cpu_kernel.library().zebra_mask_parallel():  # built with OpenMP: on PyTorch's threads, however many
+        assert cpu_kernel.usable(x, 2, "mean", True, "l1")
     one_thread = SimpleNamespace(zebra_mask_parallel=lambda: 0)  # a kernel built without OpenMP
     monkeypatch.setattr(cpu_kernel, "library", lambda: one_thread)
     assert not cpu_kernel.usable(x, 2, "mean", True, "l1")  # more threads share the PyTorch ops
@@ -244,6 +257,28 @@ def test_the_main_jobs_zebra_fine_tune_trains_the_same_weights_with_and_without_
 
 
 @built
+def test_the_kernel_runs_on_as_many_threads_as_pytorch_in_every_thread():
+    kernel, threads = cpu_kernel.library(), torch.get_num_threads()
+    if not kernel.zebra_mask_parallel():
+        pytest.skip("the kernel was built without OpenMP: one thread")
+    seen = {}
+
+    def worker(count: int) -> None:
+        seen[count] = (torch.get_num_threads(), kernel.zebra_mask_threads(torch.get_num_threads()))
+
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            assert kernel.zebra_mask_threads(torch.get_num_threads()) <= count
+            thread = threading.Thread(target=worker, args=(count,))
+            thread.start()
+            thread.join()
+    finally:
+        torch.set_num_threads(threads)
+    assert seen[1] == (1, 1) and seen[2][0] == 2  # a new thread follows torch.set_num_threads, as PyTorch's ops do
+
+
+@built
 def test_the_threads_split_block_rows_and_change_no_value():
     x = torch.rand(5, 16, 8, 12).bfloat16().contiguous(memory_format=torch.channels_last)
     threads = torch.get_num_threads()
@@ -259,4 +294,27 @@ def test_the_threads_split_block_rows_and_change_no_value():
         torch.set_num_threads(threads)
     for out, grad, penalty in results[1:]:
         assert _same(out, results[0][0]) and _same(grad, results[0][1])
-        torch.testing.assert_close(penalty, results[0][2])  # the total's sum of per-thread parts: its last bits
+        assert _same(penalty, results[0][2])  # block rows' totals added in row order, whatever the threads
+
+
+@built
+def test_a_kernel_that_does_not_load_is_built_again_without_openmp(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    real, tries = ctypes.CDLL, []
+
+    def load(path: str) -> ctypes.CDLL:  # as where the loader finds no OpenMP runtime for the first build
+        tries.append(path)
+        if len(tries) == 1:
+            raise OSError("libgomp.so.1: cannot open shared object file")
+        return real(path)
+
+    monkeypatch.setattr(cpu_kernel.ctypes, "CDLL", load)
+    cpu_kernel.library.cache_clear()
+    try:
+        kernel = cpu_kernel.library()
+        assert kernel is not None and len(tries) == 2 and kernel.zebra_mask_parallel() == 0
+        x = torch.rand(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+        out, _ = cpu_kernel.masked_map(x, 2, torch.tensor(0.5), penalty=False)
+        assert _same(out, _reference(x, 2, torch.tensor(0.5))[0])
+    finally:
+        cpu_kernel.library.cache_clear()

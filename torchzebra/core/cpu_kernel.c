@@ -32,33 +32,51 @@ static inline uint16_t float_to_bf16(float value) { /* round to nearest even; a 
 
 static inline float same_float(float value) { return value; }
 
-/* The block rows of all images (each: bh rows of the map, runs of width x channels values), split between the
-   threads of the OpenMP runtime PyTorch runs (its libgomp is the one already loaded, so the same pool of threads,
-   and as many as torch.set_num_threads asks); in turn where the kernel is built without OpenMP. Each block row is
-   computed alone, so the split changes no value. */
-#define EACH_BLOCK_ROW                                                                           \
+#ifdef _OPENMP
+#include <omp.h>
+static inline int64_t thread_count(void) { return omp_get_num_threads(); }
+#else
+static inline int64_t thread_count(void) { return 1; }
+#endif
+
+/* The block rows of all images (each: bh rows of the map, runs of width x channels values), split between
+   ``threads`` threads of the OpenMP runtime PyTorch runs (its libgomp is the one already loaded: the same pool of
+   threads); in turn where the kernel is built without OpenMP. Each block row is computed alone, so the split changes
+   no value. Every thread allocates its own row buffers first; where any of them could not, none writes anything. */
+#define EACH_BLOCK_ROW(ALLOCATED)                                                                \
     const int64_t length = width * channels, blocks = width / bw * channels, rows = height / bh; \
-    _Pragma("omp for schedule(static)")                                                          \
-    for (int64_t row = 0; row < batch * rows; row++)
+    if (!(ALLOCATED)) {                                                                          \
+        _Pragma("omp atomic write")                                                              \
+        failed = 1;                                                                              \
+    }                                                                                            \
+    _Pragma("omp barrier")                                                                       \
+    int32_t any_failed;                                                                          \
+    _Pragma("omp atomic read")                                                                   \
+    any_failed = failed;                                                                         \
+    if (!any_failed)                                                                             \
+        _Pragma("omp for schedule(static)")                                                      \
+        for (int64_t row = 0; row < batch * rows; row++)
 #define ROW(base, i) ((base) + ((row * bh + (i)) * width) * channels)
+#define LANES 8 /* a block row's total is added in 8 lanes, in a fixed order: vectors, and the same every run */
 
 /* The masked map (x times 1 where kept, times 0 where dropped: a dropped block holds finite values only, since
    its sum is at most the largest float, so its product is x's signed zero), the kept-block mask and, in *total,
-   the total of the block sums. Returns 0, or -1 where it could not allocate its buffers. */
+   the total of the block sums (each block row's, added in row order: the same for any number of threads).
+   Returns 0, or -1 where it could not allocate its buffers (then nothing is written). */
 #define FORWARD(NAME, TYPE, LOAD, APPLY, FACTOR_TYPE, FACTOR)                                    \
     int32_t NAME(const TYPE *x, TYPE *y, uint8_t *restrict keep, int64_t batch, int64_t height, \
-                 int64_t width, int64_t channels, int64_t bh, int64_t bw, float limit, double *total) { \
+                 int64_t width, int64_t channels, int64_t bh, int64_t bw, float limit, double *total, \
+                 int32_t threads) {                                                              \
         int32_t failed = 0;                                                                      \
-        double grand = 0.0;                                                                      \
-        _Pragma("omp parallel reduction(|:failed) reduction(+:grand)")                           \
+        (void)threads; /* used by the OpenMP pragma only */                                      \
+        double *row_totals = malloc((batch * (height / bh) + 1) * sizeof *row_totals);           \
+        if (!row_totals) return -1;                                                              \
+        _Pragma("omp parallel num_threads(threads < 1 ? 1 : threads)")                           \
         {                                                                                        \
             float *restrict columns = malloc(width * channels * sizeof *columns);                \
             float *restrict sums = malloc(width / bw * channels * sizeof *sums);                 \
-            double *restrict totals = calloc(width / bw * channels, sizeof *totals);             \
             FACTOR_TYPE *restrict factors = malloc(width * channels * sizeof *factors);          \
-            failed = !columns || !sums || !totals || !factors;                                   \
-            EACH_BLOCK_ROW {                                                                     \
-                if (failed) continue;                                                            \
+            EACH_BLOCK_ROW(columns && sums && factors) {                                         \
                 const TYPE *top = ROW(x, 0);                                                     \
                 for (int64_t k = 0; k < length; k++) columns[k] = LOAD(top[k]);                  \
                 for (int64_t i = 1; i < bh; i++) {                                               \
@@ -73,10 +91,15 @@ static inline float same_float(float value) { return value; }
                         for (int64_t c = 0; c < channels; c++) sum[c] += column[j * channels + c]; \
                 }                                                                                \
                 uint8_t *restrict kept = keep + row * blocks;                                    \
-                for (int64_t q = 0; q < blocks; q++) {                                           \
-                    kept[q] = !(sums[q] <= limit);                                               \
-                    totals[q] += sums[q];                                                        \
-                }                                                                                \
+                for (int64_t q = 0; q < blocks; q++) kept[q] = !(sums[q] <= limit);              \
+                double lanes[LANES] = {0.0};                                                     \
+                int64_t q = 0;                                                                   \
+                for (; q + LANES <= blocks; q += LANES)                                          \
+                    for (int64_t lane = 0; lane < LANES; lane++) lanes[lane] += sums[q + lane];  \
+                for (; q < blocks; q++) lanes[0] += sums[q];                                     \
+                double row_total = 0.0;                                                          \
+                for (int64_t lane = 0; lane < LANES; lane++) row_total += lanes[lane];           \
+                row_totals[row] = row_total;                                                     \
                 for (int64_t wb = 0; wb < width / bw; wb++)                                      \
                     for (int64_t j = 0; j < bw; j++)                                             \
                         for (int64_t c = 0; c < channels; c++)                                   \
@@ -87,30 +110,29 @@ static inline float same_float(float value) { return value; }
                     for (int64_t k = 0; k < length; k++) out[k] = APPLY(in[k], factors[k]);     \
                 }                                                                                \
             }                                                                                    \
-            if (!failed)                                                                         \
-                for (int64_t q = 0; q < width / bw * channels; q++) grand += totals[q];          \
             free(columns);                                                                       \
             free(sums);                                                                          \
-            free(totals);                                                                        \
             free(factors);                                                                       \
         }                                                                                        \
-        *total = grand;                                                                          \
+        *total = 0.0;                                                                            \
+        for (int64_t row = 0; !failed && row < batch * (height / bh); row++) *total += row_totals[row]; \
+        free(row_totals);                                                                        \
         return failed ? -1 : 0;                                                                  \
     }
 
 /* The gradient times the mask (1 or 0, as the PyTorch path multiplies it), plus the penalty's constant gradient
-   where ``add`` is set, rounded to the map's type once. Returns 0, or -1 where it could not allocate its buffer. */
+   where ``add`` is set, rounded to the map's type once. Returns 0, or -1 where it could not allocate its buffer
+   (then nothing is written). */
 #define BACKWARD(NAME, TYPE, LOAD, STORE)                                                        \
     int32_t NAME(const TYPE *restrict grad, TYPE *restrict result, const uint8_t *restrict keep, int64_t batch, \
                  int64_t height, int64_t width, int64_t channels, int64_t bh, int64_t bw, float constant, \
-                 int32_t add) {                                                                  \
+                 int32_t add, int32_t threads) {                                                 \
         int32_t failed = 0;                                                                      \
-        _Pragma("omp parallel reduction(|:failed)")                                              \
+        (void)threads; /* used by the OpenMP pragma only */                                      \
+        _Pragma("omp parallel num_threads(threads < 1 ? 1 : threads)")                           \
         {                                                                                        \
             float *restrict factors = malloc(width * channels * sizeof *factors);                \
-            failed = !factors;                                                                   \
-            EACH_BLOCK_ROW {                                                                     \
-                if (failed) continue;                                                            \
+            EACH_BLOCK_ROW(factors) {                                                            \
                 const uint8_t *kept = keep + row * blocks;                                       \
                 for (int64_t wb = 0; wb < width / bw; wb++)                                      \
                     for (int64_t j = 0; j < bw; j++)                                             \
@@ -140,6 +162,18 @@ FORWARD(zebra_mask_forward_bf16, uint16_t, bf16_to_float, BITS_AND, uint16_t, BI
 FORWARD(zebra_mask_forward_f32, float, same_float, TIMES, float, ONE_OR_ZERO)
 BACKWARD(zebra_mask_backward_bf16, uint16_t, bf16_to_float, float_to_bf16)
 BACKWARD(zebra_mask_backward_f32, float, same_float, same_float)
+
+/* The number of threads a kernel asked for ``threads`` runs on: at most that many with OpenMP, else 1. */
+int32_t zebra_mask_threads(int32_t threads) {
+    int32_t used = 1;
+    (void)threads;
+    _Pragma("omp parallel num_threads(threads)")
+    {
+        _Pragma("omp single")
+        used = (int32_t)thread_count();
+    }
+    return used;
+}
 
 /* 1 where built with OpenMP (the block rows split between threads), else 0. */
 int32_t zebra_mask_parallel(void) {

@@ -60,8 +60,10 @@ def _cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torchzebra"
 
 
-def _compile(target: Path) -> None:
-    """Compile ``SOURCE`` into ``target`` through a temporary file, so no process ever loads a half-written one."""
+def _compile(target: Path, openmp: bool = True) -> None:
+    """Compile ``SOURCE`` into ``target`` through a temporary file, so no process ever loads a half-written one: with
+    the first of OpenMP and the tuning options, OpenMP alone, the tuning options alone, or neither, that the compiler
+    takes (without OpenMP where ``openmp`` is False)."""
     compiler = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or ""]
     if not compiler[0]:
         raise OSError("no C compiler (cc or gcc) on PATH")
@@ -70,7 +72,8 @@ def _compile(target: Path) -> None:
     os.close(handle)
     try:
         command = [*compiler, *_FLAGS, "-o", temporary, str(SOURCE)]
-        for options in ((*_OPENMP, *_TUNED), _OPENMP):  # a compiler or CPU without these options: the next
+        choices = [(*_OPENMP, *_TUNED), _OPENMP] if openmp else []
+        for options in [*choices, _TUNED]:  # a compiler or CPU without these options: the next
             if subprocess.run([*command, *options], capture_output=True, timeout=_COMPILE_SECONDS).returncode == 0:
                 break
         else:
@@ -83,14 +86,14 @@ def _compile(target: Path) -> None:
 
 
 def _load(target: Path) -> ctypes.CDLL:
-    """The library at ``target``, built first where it is missing, and built again once where it does not load (a
-    file cut short)."""
+    """The library at ``target``, built first where it is missing, and built again, without OpenMP, where it does
+    not load (a file cut short, an OpenMP runtime the loader does not find)."""
     if not target.exists():
         _compile(target)
     try:
         return ctypes.CDLL(str(target))
     except OSError:
-        _compile(target)
+        _compile(target, openmp=False)
         return ctypes.CDLL(str(target))
 
 
@@ -104,16 +107,18 @@ def library() -> ctypes.CDLL | None:
         digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_FLAGS + _TUNED + _OPENMP).encode() + _this_cpu())
         kernel = _load(_cache_folder() / f"cpu_kernel-{digest.hexdigest()[:16]}.so")
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        detail = (getattr(error, "stderr", "") or str(error)).strip()
+        output = getattr(error, "stderr", None)
+        detail = (output.decode(errors="replace") if isinstance(output, bytes) else output or str(error)).strip()
         warnings.warn(f"torchzebra's one-pass CPU block mask is not built ({detail}); the masks take the slower "
                       f"PyTorch path (the same results)", RuntimeWarning, stacklevel=2)
         return None
     for suffix in _SUFFIX.values():
         forward, backward = (getattr(kernel, f"zebra_mask_{kind}_{suffix}") for kind in ("forward", "backward"))
-        forward.argtypes = [_P, _P, _P, _I, _I, _I, _I, _I, _I, _F, ctypes.POINTER(ctypes.c_double)]
-        backward.argtypes = [_P, _P, _P, _I, _I, _I, _I, _I, _I, _F, ctypes.c_int32]
+        forward.argtypes = [_P, _P, _P, _I, _I, _I, _I, _I, _I, _F, ctypes.POINTER(ctypes.c_double), ctypes.c_int32]
+        backward.argtypes = [_P, _P, _P, _I, _I, _I, _I, _I, _I, _F, ctypes.c_int32, ctypes.c_int32]
         forward.restype = backward.restype = ctypes.c_int32
-    kernel.zebra_mask_parallel.restype = ctypes.c_int32
+    kernel.zebra_mask_parallel.restype = kernel.zebra_mask_threads.restype = ctypes.c_int32
+    kernel.zebra_mask_threads.argtypes = [ctypes.c_int32]
     return kernel
 
 
@@ -142,7 +147,8 @@ def _forward(x: torch.Tensor, out: torch.Tensor, block: tuple[int, int], limit: 
     keep = torch.empty(n, height // block[0], width // block[1], c, dtype=torch.uint8, device=x.device)
     total = ctypes.c_double()
     if getattr(library(), f"zebra_mask_forward_{_SUFFIX[x.dtype]}")(
-            x.data_ptr(), out.data_ptr(), keep.data_ptr(), n, height, width, c, *block, limit, ctypes.byref(total)):
+            x.data_ptr(), out.data_ptr(), keep.data_ptr(), n, height, width, c, *block, limit, ctypes.byref(total),
+            torch.get_num_threads()):  # as many threads as PyTorch's own operations on this thread
         raise MemoryError(f"the CPU block mask could not allocate its row buffers for a {tuple(x.shape)} map")
     return keep, total.value
 
@@ -153,7 +159,7 @@ def _backward(grad: torch.Tensor, keep: torch.Tensor, block: tuple[int, int], co
     out = torch.empty_like(grad)
     if getattr(library(), f"zebra_mask_backward_{_SUFFIX[grad.dtype]}")(
             grad.data_ptr(), out.data_ptr(), keep.data_ptr(), n, height, width, c, *block,
-            0.0 if constant is None else constant, constant is not None):
+            0.0 if constant is None else constant, constant is not None, torch.get_num_threads()):
         raise MemoryError(f"the CPU block mask's backward could not allocate its row buffer for {tuple(grad.shape)}")
     return out
 
