@@ -267,16 +267,16 @@ def block_keep(
     x = x.detach()
     height, width = x.shape[-2:]
     block = block_shape(block_size, height, width)
-    magnitude, wide = (x if nonnegative else x.abs()), accumulation_dtype(x)
+    wide = accumulation_dtype(x)
     if score == "max":
-        return _above(_block_max(magnitude, block).to(wide), threshold)
+        return _above(_block_max(x if nonnegative else x.abs(), block).to(wide), threshold)
     counts = block_element_counts(block, height, width, x.device, wide)
     if sums is None:
         sums = block_magnitude_sums(x, block_size, nonnegative)
     keep = _above(sums, threshold * counts)
     if score == "rms":  # RMS >= mean |x|, so the sum of |x| stays a valid test where x*x underflows to 0
-        magnitude = magnitude.to(wide)
-        keep = keep | _above(_block_sums(magnitude * magnitude, block), threshold * abs(threshold) * counts)
+        values = x.to(wide)  # x * x is |x| * |x|, bit for bit
+        keep = keep | _above(_block_sums(values * values, block), threshold * abs(threshold) * counts)
     return keep
 
 
