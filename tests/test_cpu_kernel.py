@@ -190,6 +190,10 @@ def test_without_a_compiler_the_masks_take_the_pytorch_path_after_one_warning(mo
         cpu_kernel.library.cache_clear()
         assert cpu_kernel.library() is None  # turned off: no build, no warning
         assert not list(tmp_path.rglob("*.so"))
+        monkeypatch.setenv(cpu_kernel.ENVIRONMENT_VARIABLE, "kernel")  # misspelt: one clear error, as for the GPU's
+        cpu_kernel.library.cache_clear()
+        with pytest.raises(ValueError, match=r"TORCHZEBRA_CPU_KERNEL='kernel' is invalid: set it to 1 .* or 0"):
+            cpu_kernel.library()
     finally:
         cpu_kernel.library.cache_clear()
 

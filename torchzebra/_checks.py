@@ -9,11 +9,13 @@ command line can check its arguments before importing torch.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Collection, TypeVar
 
 from .errors import ZebraError
 
 T = TypeVar("T")
+_SWITCH = {"0": False, "false": False, "off": False, "no": False, "1": True, "true": True, "on": True, "yes": True}
 
 
 def is_number(value: object) -> bool:
@@ -84,3 +86,15 @@ def choice(value: Any, name: str, choices: Collection[T], *, expected: str | Non
     if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices) or value not in choices:
         raise _refuse(name, value, expected or f"use one of {', '.join(map(str, choices))}", error)
     return value
+
+
+def environment_switch(name: str, expected: str) -> bool | None:
+    """The environment variable ``name`` read as a switch: True for 1/true/on/yes, False for 0/false/off/no (any
+    case, spaces ignored), None where it is unset or empty; anything else is refused with ``expected``."""
+    value = os.environ.get(name, "")
+    if not value.strip():
+        return None
+    switch = _SWITCH.get(value.strip().lower())
+    if switch is None:
+        raise _refuse(name, value, expected, ZebraError)
+    return switch

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from .._checks import environment_switch
 from .blocks import BlockSize, apply_block_mask, block_shape, is_channels_last, recorded_or_transformed
 
 ENVIRONMENT_VARIABLE = "TORCHZEBRA_CPU_KERNEL"
@@ -42,7 +43,12 @@ _OPENMP = ("-fopenmp",)  # links libgomp.so.1: in a process that has imported to
 _COMPILE_SECONDS = 120
 _SUFFIX = {torch.bfloat16: "bf16", torch.float32: "f32"}
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-_OFF, _ON = ("0", "false", "off", "no"), ("1", "true", "on", "yes")
+
+
+def _switch() -> bool | None:
+    """``TORCHZEBRA_CPU_KERNEL``: False turns the kernel off, True takes it whatever the number of threads, None
+    (unset) lets the build and the threads decide."""
+    return environment_switch(ENVIRONMENT_VARIABLE, "set it to 1 (the kernel whatever the threads) or 0 (off)")
 
 
 def _this_cpu() -> bytes:
@@ -101,7 +107,7 @@ def _load(target: Path) -> ctypes.CDLL:
 def library() -> ctypes.CDLL | None:
     """The compiled kernel, built on first use (once per source, flags and CPU); None where it is turned off or
     cannot be built (a warning says why, once)."""
-    if os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() in _OFF:
+    if _switch() is False:
         return None
     try:
         digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_FLAGS + _TUNED + _OPENMP).encode() + _this_cpu())
@@ -136,8 +142,7 @@ def usable(x: torch.Tensor, block_size: BlockSize, score: str, nonnegative: bool
     bh, bw = block_shape(block_size, x.shape[-2], x.shape[-1])
     if x.shape[-2] % bh or x.shape[-1] % bw or (kernel := library()) is None:
         return False
-    forced = os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() in _ON
-    return bool(kernel.zebra_mask_parallel()) or torch.get_num_threads() <= MAX_THREADS or forced
+    return bool(kernel.zebra_mask_parallel()) or torch.get_num_threads() <= MAX_THREADS or _switch() is True
 
 
 def _forward(x: torch.Tensor, out: torch.Tensor, block: tuple[int, int], limit: float) -> tuple[torch.Tensor, float]:

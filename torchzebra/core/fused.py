@@ -17,12 +17,12 @@ import contextlib
 import functools
 import importlib
 import importlib.util
-import os
 from types import ModuleType
 from typing import Iterator, NamedTuple
 
 import torch
 
+from .._checks import environment_switch
 from ..errors import ZebraError
 from .blocks import BlockSize, block_grid, block_shape, recorded_or_transformed
 
@@ -32,8 +32,6 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _TILE = 4096  # elements of one program's tile, at most (more channels per program when a block row is small)
 _MAX_ROW_TILE = 16384  # the largest block row (padded to powers of two) one program takes; larger maps go the plain way
 ENVIRONMENT_VARIABLE = "TORCHZEBRA_FUSED_KERNELS"
-_SWITCH = {"": False, "0": False, "false": False, "off": False, "no": False,
-           "1": True, "true": True, "on": True, "yes": True}
 _setting: bool | None = None  # set_fused_kernels / fused_kernels; None: the environment variable decides
 
 
@@ -55,11 +53,7 @@ def fused_kernels_enabled() -> bool:
     as ``TORCHZEBRA_FUSED_KERNELS`` says (1/true/on or 0/false/off); off by default (not yet run on a GPU)."""
     if _setting is not None:
         return _setting
-    value = os.environ.get(ENVIRONMENT_VARIABLE, "")
-    switch = _SWITCH.get(value.strip().lower())
-    if switch is None:
-        raise ZebraError(f"{ENVIRONMENT_VARIABLE}={value!r} is invalid: set it to 1 (fused kernels on) or 0 (off)")
-    return switch
+    return bool(environment_switch(ENVIRONMENT_VARIABLE, "set it to 1 (fused kernels on) or 0 (off)"))
 
 
 def set_fused_kernels(enabled: bool | None) -> None:
