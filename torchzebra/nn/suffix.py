@@ -36,7 +36,8 @@ class SuffixRun:
 
     def __init__(self, model: nn.Module, site: str) -> None:
         module = prepared_module(model, "SuffixRun")
-        layer = dict(zebra_layers(module))[site]
+        layers = dict(zebra_layers(module))
+        layer = layers[site]
         self.module, self.graph, self.site = module, module.graph, site  # the graph of the mode the model is in now
         nodes = list(self.graph.nodes)
         self.start = next(node for node in nodes
@@ -46,7 +47,7 @@ class SuffixRun:
         later = nodes[nodes.index(self.start):]
         self.partial = (any(node.op == "output" for node in self.after)
                         and not any(node not in self.after and _may_write_in_place(node, module) for node in later))
-        sites = {id(layer): name for name, layer in zebra_layers(module)}
+        sites = {id(each): name for name, each in layers.items()}
         self.fixed_sites = [sites[id(module.get_submodule(str(node.target)))] for node in nodes
                             if node not in self.after and node.op == "call_module"
                             and isinstance(module.get_submodule(str(node.target)), ZebraLayer)]
