@@ -64,8 +64,8 @@ def time_steps(runs: dict, batch: tuple[torch.Tensor, torch.Tensor], repeats: in
         for name, run in (order if repeat % 2 else order[::-1]):
             run.step = repeat % calibrate_every if calibrate_every else 1
             inputs, labels = to_device(run, *batch)
-            without_kernel = mock.patch.object(cpu_kernel, "usable", lambda *args: False)
-            with without_kernel if name.endswith("PyTorch ops") else contextlib.nullcontext():
+            with (mock.patch.object(cpu_kernel, "usable", lambda *args: False) if name.endswith("PyTorch ops")
+                  else contextlib.nullcontext()):
                 started = time.perf_counter()
                 train_step(run, inputs, labels)
             if repeat >= 2:

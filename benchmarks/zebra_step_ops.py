@@ -52,7 +52,14 @@ class OperationTimes(TorchDispatchMode):
         return out
 
 
-def kernel_times(run: Any, inputs: torch.Tensor, labels: torch.Tensor, steps: int) -> dict[str, float]:
+def steps(run: Any, inputs: torch.Tensor, labels: torch.Tensor, count: int) -> None:
+    """``count`` training steps on one batch, none of them one that recalibrates (as every calibrate_every-th does)."""
+    for _ in range(count):
+        run.step = 1
+        train_step(run, inputs, labels)
+
+
+def kernel_times(run: Any, inputs: torch.Tensor, labels: torch.Tensor, count: int) -> dict[str, float]:
     """Seconds per step in the one-pass CPU mask's C kernel (forward, backward), which the dispatcher does not see:
     timed around each call in plain steps, without the operation timer (whose overhead would slow the kernel's
     memory traffic too)."""
@@ -73,13 +80,11 @@ def kernel_times(run: Any, inputs: torch.Tensor, labels: torch.Tensor, steps: in
 
         setattr(library, name, timed)
     try:
-        for _ in range(steps):
-            run.step = 1
-            train_step(run, inputs, labels)
+        steps(run, inputs, labels, count)
     finally:
         for name, function in originals.items():
             setattr(library, name, function)
-    return {name: total / steps for name, total in seconds.items()}
+    return {name: total / count for name, total in seconds.items()}
 
 
 def main() -> None:
@@ -96,14 +101,10 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     inputs, labels = to_device(run, torch.randn(128, 1, 32, 32, generator=generator),
                                torch.randint(0, 10, (128,), generator=generator))
-    for _ in range(5):
-        run.step = 1  # a step without the recalibration that every calibrate_every-th step adds
-        train_step(run, inputs, labels)
+    steps(run, inputs, labels, 5)  # untimed
     times = OperationTimes()
     with times:
-        for _ in range(args.steps):
-            run.step = 1
-            train_step(run, inputs, labels)
+        steps(run, inputs, labels, args.steps)
     total = sum(times.seconds.values()) / args.steps
     print(f"{'dense' if args.dense else 'Zebra'} step in {chosen.describe()}: {total * 1e3:.1f} ms of operations per "
           f"step (timed one by one; {args.steps} steps)")
