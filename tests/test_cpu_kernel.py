@@ -88,6 +88,7 @@ def test_the_kernel_gives_the_pytorch_paths_output_and_gradient_bit_for_bit(case
     out, penalty = cpu_kernel.masked_map(ours, block, threshold, penalty=True)
     plain = x.clone().requires_grad_()
     want, want_penalty = _reference(plain, block, threshold)
+    assert _same(cpu_kernel.block_sums(x, block), block_magnitude_sums(x, block, nonnegative=True))  # calibration's
     assert _same(out, want) and out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(penalty, want_penalty, equal_nan=True)
     ours_loss, plain_loss = (out * upstream).sum(), (want * upstream).sum()
@@ -169,6 +170,33 @@ def test_the_main_recipes_training_step_takes_the_kernel_and_matches_the_pytorch
     monkeypatch.setattr(cpu_kernel, "usable", lambda *args: False)
     without = step(copy.deepcopy(model))
     assert all(torch.equal(a, b) for a, b in zip(with_kernel, without))
+
+
+@built
+def test_calibration_through_the_kernel_sets_the_pytorch_paths_thresholds_and_masks(monkeypatch):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    x = torch.randn(6, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+
+    def calibrated(model_copy):
+        prepared = tz.prepare(model_copy, tz.ZebraConfig(block_size=2, score="mean", penalty="l1"))
+        prepared.to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            thresholds = tz.calibrate(prepared, [x], {"*": 0.3})
+            with torch.no_grad():
+                return thresholds, prepared.eval()(x)
+
+    calls = []
+    original = cpu_kernel.block_sums
+    monkeypatch.setattr(cpu_kernel, "block_sums", lambda *args: calls.append(1) or original(*args))
+    thresholds, out = calibrated(copy.deepcopy(model))
+    assert len(calls) == 2  # both ReLU maps scored by the kernel's sums
+    monkeypatch.setattr(cpu_kernel, "usable", lambda *args: False)
+    want_thresholds, want = calibrated(copy.deepcopy(model))
+    assert len(calls) == 2 and len(thresholds) == 2
+    assert {site: value.hex() for site, value in thresholds.items()} == {
+        site: value.hex() for site, value in want_thresholds.items()}
+    assert _same(out, want)
 
 
 def test_without_a_compiler_the_masks_take_the_pytorch_path_after_one_warning(monkeypatch, tmp_path):

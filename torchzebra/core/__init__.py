@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the names below, for type checkers, IDEs and readers; at ru
     from .formats import MapCounts, TrafficTally, bits_to_bytes, format_bits, map_bits, map_counts
     from .fused import fused_kernels, fused_kernels_enabled, masked_activation, set_fused_kernels
     from .penalty import PENALTIES, block_penalty, penalty_from_moments, validate_penalty
+    from .quantile import quantile
     from .registry import COMPRESSED, FORMAT_REGISTRY, FORMATS, Format, format_title, validate_bits, validate_format
 
 __all__ = lazy_package(__name__, {
@@ -39,5 +40,6 @@ __all__ = lazy_package(__name__, {
                  "validate_format"],
     "formats": ["MapCounts", "TrafficTally", "bits_to_bytes", "format_bits", "map_bits", "map_counts"],
     "penalty": ["PENALTIES", "block_penalty", "penalty_from_moments", "validate_penalty"],
+    "quantile": ["quantile"],
     "fused": ["fused_kernels", "fused_kernels_enabled", "masked_activation", "set_fused_kernels"],
 })

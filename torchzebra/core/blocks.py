@@ -213,12 +213,14 @@ def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def block_scores(
-    x: torch.Tensor, block_size: BlockSize, score: str = "mean", nonnegative: bool = False
+    x: torch.Tensor, block_size: BlockSize, score: str = "mean", nonnegative: bool = False,
+    sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Score of every block of ``x`` (N, C, H, W): mean |x|, max |x| or RMS, shape ``(N, C, Hb, Wb)``.
 
     ``nonnegative=True`` promises ``x >= 0`` (ReLU outputs) and skips the ``abs``. Half types are summed
-    in float32; a block's score reads that block only, so a NaN or Inf leaves the other scores alone.
+    in float32; a block's score reads that block only, so a NaN or Inf leaves the other scores alone. ``sums``:
+    the map's ``block_magnitude_sums`` for the mean score, where the caller has them already.
     """
     height, width = x.shape[-2:]
     block = block_shape(block_size, height, width)
@@ -227,10 +229,10 @@ def block_scores(
     wide = accumulation_dtype(x)
     if score == "rms":
         values = x.to(wide)
-        values = values * values
-    else:
-        values = x if nonnegative else x.abs()
-    means = _block_sums(values, block, wide) / block_element_counts(block, height, width, x.device, wide)
+        sums = _block_sums(values * values, block, wide)
+    elif sums is None:
+        sums = _block_sums(x if nonnegative else x.abs(), block, wide)
+    means = sums / block_element_counts(block, height, width, x.device, wide)
     return (means.sqrt() if score == "rms" else means).to(x.dtype)
 
 

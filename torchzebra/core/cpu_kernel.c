@@ -6,7 +6,8 @@
    the largest float: a NaN sum or limit keeps it); the output the input where kept, else the input times zero
    (a signed zero); and the total of the block sums, from which the l1 penalty is taken. The backward is the
    gradient where kept, else the gradient times zero, plus the penalty's gradient (a constant) where one is given,
-   rounded to the map's type once, as autograd's sum of the two bfloat16 gradients is.
+   rounded to the map's type once, as autograd's sum of the two bfloat16 gradients is. For threshold calibration,
+   the block sums alone.
 
    The map is (N, H, W, C) in memory, bfloat16 (as uint16) or float32; blocks bh x bw tile H and W; the kept-block
    mask is (N, Hb, Wb, C) bytes. Built and loaded by cpu_kernel.py with ctypes; plain C99 with OpenMP pragmas, no
@@ -59,6 +60,41 @@ static inline int64_t thread_count(void) { return 1; }
 #define ROW(base, i) ((base) + ((row * bh + (i)) * width) * channels)
 #define LANES 8 /* a block row's total is added in 8 lanes, in a fixed order: vectors, and the same every run */
 
+/* The block sums of the block row ``row`` of x into ``sums`` (width / bw x channels floats), through ``columns``
+   (width x channels floats): down each column of the block, then the columns' sums from left to right. */
+#define ROW_SUMS(TYPE, LOAD, sums)                                                               \
+    {                                                                                            \
+        const TYPE *top = ROW(x, 0);                                                             \
+        for (int64_t k = 0; k < length; k++) columns[k] = LOAD(top[k]);                          \
+        for (int64_t i = 1; i < bh; i++) {                                                       \
+            const TYPE *below = ROW(x, i);                                                       \
+            for (int64_t k = 0; k < length; k++) columns[k] += LOAD(below[k]);                   \
+        }                                                                                        \
+        for (int64_t wb = 0; wb < width / bw; wb++) {                                            \
+            float *sum = (sums) + wb * channels;                                                 \
+            const float *column = columns + wb * bw * channels;                                  \
+            for (int64_t c = 0; c < channels; c++) sum[c] = column[c];                           \
+            for (int64_t j = 1; j < bw; j++)                                                     \
+                for (int64_t c = 0; c < channels; c++) sum[c] += column[j * channels + c];       \
+        }                                                                                        \
+    }
+
+/* Every block's sum (N, Hb, Wb, C) in float32, as the forward takes them, for threshold calibration.
+   Returns 0, or -1 where it could not allocate its buffers (then nothing is written). */
+#define SUMS(NAME, TYPE, LOAD)                                                                   \
+    int32_t NAME(const TYPE *x, float *restrict block_sums, int64_t batch, int64_t height, int64_t width, \
+                 int64_t channels, int64_t bh, int64_t bw, int32_t threads) {                    \
+        int32_t failed = 0;                                                                      \
+        (void)threads; /* used by the OpenMP pragma only */                                      \
+        _Pragma("omp parallel num_threads(threads < 1 ? 1 : threads)")                           \
+        {                                                                                        \
+            float *restrict columns = malloc(width * channels * sizeof *columns);                \
+            EACH_BLOCK_ROW(columns) ROW_SUMS(TYPE, LOAD, block_sums + row * blocks)              \
+            free(columns);                                                                       \
+        }                                                                                        \
+        return failed ? -1 : 0;                                                                  \
+    }
+
 /* The masked map (x times 1 where kept, times 0 where dropped: a dropped block holds finite values only, since
    its sum is at most the largest float, so its product is x's signed zero), the kept-block mask and, in *total,
    the total of the block sums (each block row's, added in row order: the same for any number of threads).
@@ -77,19 +113,7 @@ static inline int64_t thread_count(void) { return 1; }
             float *restrict sums = malloc(width / bw * channels * sizeof *sums);                 \
             FACTOR_TYPE *restrict factors = malloc(width * channels * sizeof *factors);          \
             EACH_BLOCK_ROW(columns && sums && factors) {                                         \
-                const TYPE *top = ROW(x, 0);                                                     \
-                for (int64_t k = 0; k < length; k++) columns[k] = LOAD(top[k]);                  \
-                for (int64_t i = 1; i < bh; i++) {                                               \
-                    const TYPE *below = ROW(x, i);                                               \
-                    for (int64_t k = 0; k < length; k++) columns[k] += LOAD(below[k]);           \
-                }                                                                                \
-                for (int64_t wb = 0; wb < width / bw; wb++) {                                    \
-                    float *sum = sums + wb * channels;                                           \
-                    const float *column = columns + wb * bw * channels;                          \
-                    for (int64_t c = 0; c < channels; c++) sum[c] = column[c];                   \
-                    for (int64_t j = 1; j < bw; j++)                                             \
-                        for (int64_t c = 0; c < channels; c++) sum[c] += column[j * channels + c]; \
-                }                                                                                \
+                ROW_SUMS(TYPE, LOAD, sums)                                                       \
                 uint8_t *restrict kept = keep + row * blocks;                                    \
                 for (int64_t q = 0; q < blocks; q++) kept[q] = !(sums[q] <= limit);              \
                 double lanes[LANES] = {0.0};                                                     \
@@ -162,6 +186,8 @@ FORWARD(zebra_mask_forward_bf16, uint16_t, bf16_to_float, BITS_AND, uint16_t, BI
 FORWARD(zebra_mask_forward_f32, float, same_float, TIMES, float, ONE_OR_ZERO)
 BACKWARD(zebra_mask_backward_bf16, uint16_t, bf16_to_float, float_to_bf16)
 BACKWARD(zebra_mask_backward_f32, float, same_float, same_float)
+SUMS(zebra_block_sums_bf16, uint16_t, bf16_to_float)
+SUMS(zebra_block_sums_f32, float, same_float)
 
 /* The number of threads a kernel asked for ``threads`` runs on: at most that many with OpenMP, else 1. */
 int32_t zebra_mask_threads(int32_t threads) {

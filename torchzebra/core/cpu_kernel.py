@@ -4,7 +4,8 @@ For the maps the ``auto`` training mode makes on a CPU with native bfloat16 (cha
 non-negative, blocks scored by their mean, blocks that tile the map), ``masked_map`` does what ``block_keep``,
 ``apply_block_mask`` and the l1 ``block_penalty`` do together, reading the map once and writing it once, where the
 PyTorch path takes a dozen passes; bit for bit the same output and gradient (``tests/test_cpu_kernel.py``), the
-penalty the same to its last bits. ``cpu_kernel.c`` is compiled on first use with the system's C compiler into the
+penalty the same to its last bits; ``block_sums`` gives threshold calibration the block sums it scores by, in one
+pass. ``cpu_kernel.c`` is compiled on first use with the system's C compiler into the
 user's cache folder, with OpenMP, so its block rows are split between the threads of PyTorch's own OpenMP runtime;
 without a compiler every map takes the PyTorch path. A kernel built without OpenMP runs on one thread, and is taken
 only where PyTorch runs on at most two (``torch.get_num_threads()``; more threads split the PyTorch ops between
@@ -120,9 +121,11 @@ def library() -> ctypes.CDLL | None:
         return None
     for suffix in _SUFFIX.values():
         forward, backward = (getattr(kernel, f"zebra_mask_{kind}_{suffix}") for kind in ("forward", "backward"))
+        sums = getattr(kernel, f"zebra_block_sums_{suffix}")
         forward.argtypes = [_P, _P, _P, _I, _I, _I, _I, _I, _I, _F, ctypes.POINTER(ctypes.c_double), ctypes.c_int32]
         backward.argtypes = [_P, _P, _P, _I, _I, _I, _I, _I, _I, _F, ctypes.c_int32, ctypes.c_int32]
-        forward.restype = backward.restype = ctypes.c_int32
+        sums.argtypes = [_P, _P, _I, _I, _I, _I, _I, _I, ctypes.c_int32]
+        forward.restype = backward.restype = sums.restype = ctypes.c_int32
     kernel.zebra_mask_parallel.restype = kernel.zebra_mask_threads.restype = ctypes.c_int32
     kernel.zebra_mask_threads.argtypes = [ctypes.c_int32]
     return kernel
@@ -172,6 +175,18 @@ def _backward(grad: torch.Tensor, keep: torch.Tensor, block: tuple[int, int], co
 def _penalty(total: float, x: torch.Tensor) -> torch.Tensor:
     """The l1 penalty of a non-negative map from the total of its block sums: the map's mean, in its dtype."""
     return (torch.tensor(total, dtype=torch.float32, device=x.device) / x.numel()).to(x.dtype)
+
+
+def block_sums(x: torch.Tensor, block_size: BlockSize) -> torch.Tensor:
+    """``block_magnitude_sums(x, block_size, nonnegative=True)`` of a map ``masked_map`` takes (see ``usable``), the
+    same bits, in one pass: float32, (N, C, Hb, Wb) over channels_last memory. Threshold calibration scores by them."""
+    n, c, height, width = x.shape
+    bh, bw = block_shape(block_size, height, width)
+    sums = torch.empty(n, height // bh, width // bw, c, dtype=torch.float32, device=x.device)
+    if getattr(library(), f"zebra_block_sums_{_SUFFIX[x.dtype]}")(
+            x.data_ptr(), sums.data_ptr(), n, height, width, c, bh, bw, torch.get_num_threads()):
+        raise MemoryError(f"the CPU block sums could not allocate their row buffers for a {tuple(x.shape)} map")
+    return sums.permute(0, 3, 1, 2)
 
 
 class _OnePassMask(torch.autograd.Function):

@@ -16,6 +16,7 @@ from ..core import (
     cpu_kernel,
     fused,
     penalty_from_moments,
+    quantile,
     validate_block_size,
     validate_penalty,
     validate_score,
@@ -23,10 +24,11 @@ from ..core import (
 
 
 def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
-    """The ``q`` quantile of all ``values`` (a large tensor is subsampled evenly: torch.quantile has a cap)."""
+    """The ``q`` quantile of all ``values`` (torch.quantile's; a large tensor subsampled evenly to at most about 4
+    million values, within torch.quantile's cap)."""
     flat = values.detach().flatten().float()
     step = max(1, flat.numel() // 4_000_000)
-    return torch.quantile(flat[::step], q)
+    return quantile(flat[::step], q)
 
 
 class ZebraLayer(nn.Module):
@@ -87,14 +89,19 @@ class ZebraLayer(nn.Module):
         penalty = self.penalty if self.training and torch.is_grad_enabled() and self.active and self.penalized else None
         inplace = self.inplace and not torch.is_grad_enabled()
         masking = self.active and self.masking
+        calibrating = masking and self.calibration_density is not None
+        kernel = masking and cpu_kernel.usable(x, self.block_size, self.score, self.nonnegative, penalty)
+        if calibrating:  # the threshold from this map's block scores, then the map masked with it
+            sums = cpu_kernel.block_sums(x, self.block_size) if kernel else None
+            scores = block_scores(x, self.block_size, self.score, self.nonnegative, sums)
+            self.threshold.fill_(_quantile(scores, 1.0 - self.calibration_density))
         per_block = None  # the masked blocks' non-zero counts, where the fused kernel counted them
-        if masking and self.calibration_density is None and fused.usable(x, self.block_size):
+        if masking and not calibrating and fused.usable(x, self.block_size):
             x, moments, per_block = fused.masked_activation(
                 x, self.block_size, self.score, self.threshold, self.nonnegative, penalty, self.tally is not None,
                 inplace)
             self.last_penalty = penalty_from_moments(moments, penalty) if penalty else None
-        elif masking and self.calibration_density is None and cpu_kernel.usable(
-                x, self.block_size, self.score, self.nonnegative, penalty):
+        elif kernel:
             x, self.last_penalty = cpu_kernel.masked_map(x, self.block_size, self.threshold, penalty is not None,
                                                          inplace)
         else:
@@ -103,9 +110,6 @@ class ZebraLayer(nn.Module):
             sums = block_magnitude_sums(x, self.block_size, self.nonnegative) if shared else None
             self.last_penalty = block_penalty(x, self.block_size, penalty, self.nonnegative, sums) if penalty else None
             if masking:
-                if self.calibration_density is not None:
-                    scores = block_scores(x, self.block_size, self.score, self.nonnegative)
-                    self.threshold.fill_(_quantile(scores, 1.0 - self.calibration_density))
                 keep = block_keep(x, self.block_size, self.score, self.threshold, self.nonnegative, sums)
                 x = apply_block_mask(x, keep, self.block_size, inplace=inplace)
         if self.tally is not None:
