@@ -137,16 +137,29 @@ static int32_t level_of(const geometry *g, uint32_t raw) {
 }
 
 /* ZS_OK when a level is one the encoder writes: inside the symmetric range, or a finite float. */
+/* The largest level of q-bit integer data: 2^q - 1 unsigned, 2^(q-1) - 1 signed (the range is symmetric). */
+static int32_t top_level(unsigned q, unsigned is_signed) {
+    return is_signed ? (int32_t)((1u << (q - 1)) - 1u) : (int32_t)((1u << q) - 1u);
+}
+
 static zs_status check_level(const geometry *g, int32_t level) {
     word v;
     int32_t top;
     v.i = level;
     if (g->q == 32) return (v.u & 0x7F800000u) == 0x7F800000u ? ZS_E_NON_FINITE : ZS_OK;
-    top = g->is_signed ? (int32_t)((1u << (g->q - 1)) - 1u) : (int32_t)((1u << g->q) - 1u);
+    top = top_level(g->q, g->is_signed);
     return level > top || level < (g->is_signed ? -top : 0) ? ZS_E_LEVEL_RANGE : ZS_OK;
 }
 
-static int scale_is_valid(uint32_t bits) { return bits != 0 && bits >> 31 == 0 && (bits & 0x7F800000u) != 0x7F800000u; }
+/* A positive finite scale of q-bit levels whose product with the largest level is finite too: every level
+   decodes to a finite float32 value. */
+static int scale_is_valid(uint8_t q, uint8_t flags, uint32_t bits) {
+    word v, product;
+    if (bits == 0 || bits >> 31 != 0 || (bits & 0x7F800000u) == 0x7F800000u) return 0;
+    v.u = bits;
+    product.f = (float)top_level(q, (flags & ZS_SIGNED) != 0) * v.f;
+    return (product.u & 0x7F800000u) != 0x7F800000u;
+}
 
 /* Keep the first failing check: the smallest non-OK status. */
 static void note(zs_status *worst, zs_status status) {
@@ -167,7 +180,7 @@ static const char *const messages[ZS_STATUS_COUNT] = {
     "the header's scale count does not fit its bits and flags",
     "stream truncated: shorter than its header, tables and payload",
     "stream has trailing bytes after its payload",
-    "invalid scale: scales must be positive finite numbers",
+    "invalid scale: scales must be positive finite numbers, finite times the largest level",
     "the map lengths do not add up to the payload size",
     "the stream describes more values than the output buffer holds",
     "stream payload corrupted: its CRC-32 does not match the header",
@@ -228,7 +241,7 @@ zs_status zs_inspect(const uint8_t *buf, uint64_t len, zs_header *header) {
     if (hd.scales != expected_scales(hd.bits, hd.flags, hd.c)) return ZS_E_SCALE_COUNT;
     if (len - table_end != hd.payload_bytes) return len - table_end < hd.payload_bytes ? ZS_E_TRUNCATED : ZS_E_TRAILING;
     for (i = 0; i < hd.scales; i++)
-        if (!scale_is_valid(rd32(buf + ZS_FIXED_HEADER_BYTES + 4 * i))) return ZS_E_SCALE;
+        if (!scale_is_valid(hd.bits, hd.flags, rd32(buf + ZS_FIXED_HEADER_BYTES + 4 * i))) return ZS_E_SCALE;
     for (i = 0; i < hd.n; i++) {
         uint64_t bytes = rd64(buf + ZS_FIXED_HEADER_BYTES + 4 * (uint64_t)hd.scales + 8 * i);
         if (bytes > hd.payload_bytes - sum) return ZS_E_LENGTHS_SUM;
@@ -488,12 +501,12 @@ zs_status zs_encode(const zs_header *spec, const int32_t *levels, uint64_t count
     if (status != ZS_OK) return status;
     hd.scales = expected_scales(hd.bits, hd.flags, hd.c);
     if ((hd.scales && !scales) || element_count(&hd) != count) return ZS_E_ARGUMENT;
+    g = geometry_of(&hd);
     for (i = 0; i < hd.scales; i++) {
         word v;
         v.f = scales[i];
-        if (!scale_is_valid(v.u)) return ZS_E_SCALE;
+        if (!scale_is_valid(hd.bits, hd.flags, v.u)) return ZS_E_SCALE;
     }
-    g = geometry_of(&hd);
     for (i = 0; i < count; i++) {
         status = check_level(&g, levels[i]);
         if (status != ZS_OK) return status;

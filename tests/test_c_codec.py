@@ -276,6 +276,7 @@ def _hostile() -> list[bytes]:
         streams.append(reseal(zvc[:table] + moved + zvc[table + 16:]))
     streams += [_with_a_marked_zero(fmt) for fmt in ("zebra", "zvc", "zebra_zvc")]
     streams.append(reseal(zvc[:HEADER.size] + struct.pack("<f", -1.0) + zvc[table:]))
+    streams.append(reseal(zvc[:HEADER.size] + struct.pack("<f", 3e38) + zvc[table:]))  # 255 x 3e38 overflows
     signed = codec.encode(-SAMPLE, "dense", 4, 8)
     streams.append(reseal(signed[:-1] + b"\x80"))  # level -128
     floats = codec.encode(SAMPLE, "dense", 4, 32)
@@ -299,7 +300,8 @@ def test_every_hostile_stream_is_refused_with_the_python_decoders_error(model):
 @pytest.mark.parametrize("change, expected", [
     (dict(bits=12), "ZS_E_FIELDS"), (dict(flags=0), "ZS_E_SHAPE"),
     (dict(flags=BATCHED | SIGNED, level=-128), "ZS_E_LEVEL_RANGE"),
-    (dict(level=256), "ZS_E_LEVEL_RANGE"), (dict(scale=0.0), "ZS_E_SCALE"), (dict(count=1), "ZS_E_ARGUMENT"),
+    (dict(level=256), "ZS_E_LEVEL_RANGE"), (dict(scale=0.0), "ZS_E_SCALE"), (dict(scale=3e38), "ZS_E_SCALE"),
+    (dict(count=1), "ZS_E_ARGUMENT"),
     (dict(bits=32, level=0x7FC00000), "ZS_E_NON_FINITE"),
 ])
 def test_the_encoder_refuses_what_the_decoder_would(model, change, expected):

@@ -97,10 +97,26 @@ def test_per_channel_scales_and_given_scale():
     (dict(bits=4), "bits=4 is invalid: use 8 or 16 .* for the codec"),
     (dict(block_size=0), "block_size=0 is invalid"),
     (dict(scale=-1.0), "positive finite"),
+    (dict(scale=3e38, bits=16), r"finite times the largest level \(65535\)"),  # 65535 * 3e38 overflows
 ])
 def test_encode_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         codec.encode(torch.ones(1, 4, 4), **kwargs)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_map_near_the_largest_float_decodes_finite(bits):
+    big = float(torch.finfo(torch.float32).max)
+    for x in (torch.tensor([[[big, 1.0, -big]]]), torch.tensor([[[big, 1.0]]])):  # signed and unsigned levels
+        out = codec.decode(codec.encode(x, "dense", "map", bits))
+        assert torch.isfinite(out).all() and out.max() > 0.99 * big
+
+
+def test_a_scale_that_overflows_times_the_largest_level_is_refused():
+    buf = codec.encode(SAMPLE, "zvc", 4, 16)  # unsigned 16-bit: levels up to 65535
+    overflowing = reseal(buf[:HEADER.size] + struct.pack("<f", 3e38) + buf[HEADER.size + 4:])
+    with pytest.raises(codec.StreamError, match="invalid scale in the header: .* finite times the largest level"):
+        codec.decode(overflowing)
 
 
 def test_encode_rejects_bad_maps():

@@ -37,6 +37,13 @@ def level_range(bits: int, signed: bool) -> tuple[int, int]:
     return (-top if signed else 0), top
 
 
+def scale_is_valid(scale: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """Where a float32 ``scale`` of ``bits``-bit levels is positive and finite, and finite times the largest level
+    (so every level decodes to a finite value)."""
+    with np.errstate(over="ignore"):
+        return np.isfinite(scale) & (scale > 0) & np.isfinite(np.float32(level_range(bits, signed)[1]) * scale)
+
+
 def quantize(x: torch.Tensor, bits: int = 8, per_channel: bool = False,
              scale: float | torch.Tensor | None = None) -> Quantized:
     """Quantise an ``(N, C, H, W)`` float map: ``level = clamp(round(x / scale))``, ``scale = max|x| / top``
@@ -57,10 +64,14 @@ def quantize(x: torch.Tensor, bits: int = 8, per_channel: bool = False,
     low, top = level_range(bits, signed)
     if scale is None:
         scale = torch.clamp(magnitude / top, min=_TINY)
+        # near the largest float, max|x| / top may round up so far that top * scale overflows: one step down
+        scale = torch.where(torch.isfinite(scale * top), scale, torch.nextafter(scale, torch.zeros_like(scale)))
     else:
         scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
-        if scale.numel() != (c if per_channel else 1) or not (torch.isfinite(scale) & (scale >= _TINY)).all():
-            raise ZebraError(f"scale must be {'C=' + str(c) if per_channel else 'one'} positive finite number(s)")
+        if (scale.numel() != (c if per_channel else 1) or not (scale >= _TINY).all()
+                or not scale_is_valid(scale.numpy(), bits, signed).all()):
+            raise ZebraError(f"scale must be {'C=' + str(c) if per_channel else 'one'} positive finite number(s), "
+                             f"finite times the largest level ({top})")
     view = scale.reshape(1, -1, 1, 1) if per_channel else scale
     levels = torch.div(x, view).clamp_(low, top)
     levels.add_(_ROUNDER).sub_(_ROUNDER)  # round half to even, vectorised (torch.round is ~10x slower on CPU)

@@ -26,7 +26,7 @@ from .layout import (
     occupied_blocks,
     to_block_major,
 )
-from .quant import dequantize, level_dtype, level_range, quantize
+from .quant import dequantize, level_dtype, level_range, quantize, scale_is_valid
 from .widths import WIDTHS
 
 MAX_ELEMENTS = 1 << 31  # decode refuses to allocate more unless asked (a zero map needs very few bytes)
@@ -127,8 +127,9 @@ def _read_header(buf: bytes) -> tuple[Header, np.ndarray, np.ndarray, int]:
         raise StreamError(f"stream {'truncated' if len(buf) < table_end + payload_bytes else 'has trailing bytes'}: "
                           f"{len(buf)} bytes, the header describes {table_end + payload_bytes}")
     scale = np.frombuffer(buf, "<f4", scales, HEADER.size)
-    if not np.all(np.isfinite(scale) & (scale > 0)):
-        raise StreamError("invalid scale in the header: scales must be positive finite numbers")
+    if not np.all(scale_is_valid(scale, bits, bool(flags & SIGNED))):
+        raise StreamError("invalid scale in the header: scales must be positive finite numbers, finite times the "
+                          "largest level")
     lengths = np.frombuffer(buf, "<u8", n, HEADER.size + 4 * scales).astype(np.int64)
     if np.any(lengths < 0) or int(lengths.sum()) != payload_bytes:
         raise StreamError(f"the map lengths add up to {int(lengths.astype(np.uint64).sum())} bytes, "
