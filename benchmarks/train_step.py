@@ -59,9 +59,10 @@ def make_runs(config, precision: str, channels_last: bool, device: torch.device)
 
 def time_steps(runs: dict, batch: tuple[torch.Tensor, torch.Tensor], repeats: int,
                calibrate_every: int) -> dict[str, dict[str, float]]:
-    """Seconds of one step per variant: the median step, and the mean of all (the step index cycles, so each
-    variant recalibrates at every ``calibrate_every``-th step, as an epoch does)."""
+    """Seconds of one step per variant: the median step, the mean of all (the step index cycles, so each variant
+    recalibrates at every ``calibrate_every``-th step, as an epoch does) and the mean of the recalibrating ones."""
     times: dict[str, list[float]] = {name: [] for name in runs}
+    recalibrating: dict[str, list[float]] = {name: [] for name in runs}
     order = list(runs.items())
     for repeat in range(repeats + 2):  # two warm-up rounds; the order alternates
         for name, run in (order if repeat % 2 else order[::-1]):
@@ -73,8 +74,11 @@ def time_steps(runs: dict, batch: tuple[torch.Tensor, torch.Tensor], repeats: in
                 train_step(run, inputs, labels)
             if repeat >= 2:
                 times[name].append(time.perf_counter() - started)
+                if run.step == 0:
+                    recalibrating[name].append(times[name][-1])
     return {"median": {name: statistics.median(values) for name, values in times.items()},
-            "mean": {name: statistics.mean(values) for name, values in times.items()}}
+            "mean": {name: statistics.mean(values) for name, values in times.items()},
+            "recalibrating": {name: statistics.mean(values) for name, values in recalibrating.items() if values}}
 
 
 def main() -> None:
@@ -94,8 +98,9 @@ def main() -> None:
     batch = (torch.randn(args.batch_size, 1, 32, 32, generator=generator),
              torch.randint(0, 10, (args.batch_size,), generator=generator))
     modes = {"fp32 NCHW": ("fp32", False), "chosen": (chosen.dtype, chosen.channels_last)}
-    timed = {mode: time_steps(make_runs(config, *settings, device), batch, args.repeats,
-                              config.zebra.calibrate_every) for mode, settings in modes.items()}
+    calibrate_every = config.zebra.calibrate_every
+    timed = {mode: time_steps(make_runs(config, *settings, device), batch, args.repeats, calibrate_every)
+             for mode, settings in modes.items()}
     print("| mode | dense step | Zebra step, PyTorch ops | Zebra step | Zebra + teacher step | Zebra / dense | "
           "Zebra + teacher / dense | the same, mean step (recalibrations in) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -104,6 +109,12 @@ def main() -> None:
         steps = " | ".join(f"{m[variant] * 1e3:.1f} ms" for variant in VARIANTS)
         print(f"| {mode} | {steps} | {m['zebra'] / m['dense']:.2f}x | {m['zebra+teacher'] / m['dense']:.2f}x | "
               f"{mean['zebra+teacher'] / mean['dense']:.2f}x |")
+    for mode, times in timed.items():
+        if "zebra" in times["recalibrating"]:
+            extra = times["recalibrating"]["zebra"] - times["median"]["zebra"]
+            print(f"{mode}: a Zebra step that recalibrates takes {times['recalibrating']['zebra'] * 1e3:.1f} ms, "
+                  f"{extra * 1e3:.1f} ms more than the median one ({extra / calibrate_every * 1e3:.1f} ms a step "
+                  f"over {calibrate_every} steps)")
     medians = {mode: times["median"] for mode, times in timed.items()}
     speed_up = medians["fp32 NCHW"]["dense"] / medians["chosen"]["dense"]
     ratio = medians["chosen"]["zebra+teacher"] / medians["chosen"]["dense"]
