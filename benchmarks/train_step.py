@@ -122,5 +122,6 @@ def main() -> None:
           f"{'meets' if speed_up >= GOALS['speed-up'] else 'misses'}); chosen Zebra + teacher step {ratio:.2f}x its "
           f"dense step (goal <= {GOALS['zebra']}x: {'meets' if ratio <= GOALS['zebra'] else 'misses'})")
 
+
 if __name__ == "__main__":
     main()

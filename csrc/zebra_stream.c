@@ -136,12 +136,12 @@ static int32_t level_of(const geometry *g, uint32_t raw) {
     return (int32_t)(raw ^ (1u << (g->q - 1))) - (int32_t)(1u << (g->q - 1));
 }
 
-/* ZS_OK when a level is one the encoder writes: inside the symmetric range, or a finite float. */
-/* The largest level of q-bit integer data: 2^q - 1 unsigned, 2^(q-1) - 1 signed (the range is symmetric). */
+/* The largest level of q-bit integer data (q 8 or 16): 2^q - 1 unsigned, 2^(q-1) - 1 signed (symmetric range). */
 static int32_t top_level(unsigned q, unsigned is_signed) {
     return is_signed ? (int32_t)((1u << (q - 1)) - 1u) : (int32_t)((1u << q) - 1u);
 }
 
+/* ZS_OK when a level is one the encoder writes: inside the symmetric range, or a finite float. */
 static zs_status check_level(const geometry *g, int32_t level) {
     word v;
     int32_t top;
@@ -156,6 +156,7 @@ static zs_status check_level(const geometry *g, int32_t level) {
 static int scale_is_valid(uint8_t q, uint8_t flags, uint32_t bits) {
     word v, product;
     if (bits == 0 || bits >> 31 != 0 || (bits & 0x7F800000u) == 0x7F800000u) return 0;
+    if (q != 8 && q != 16) return 1; /* float32 data has no scale to check */
     v.u = bits;
     product.f = (float)top_level(q, (flags & ZS_SIGNED) != 0) * v.f;
     return (product.u & 0x7F800000u) != 0x7F800000u;
@@ -501,12 +502,12 @@ zs_status zs_encode(const zs_header *spec, const int32_t *levels, uint64_t count
     if (status != ZS_OK) return status;
     hd.scales = expected_scales(hd.bits, hd.flags, hd.c);
     if ((hd.scales && !scales) || element_count(&hd) != count) return ZS_E_ARGUMENT;
-    g = geometry_of(&hd);
     for (i = 0; i < hd.scales; i++) {
         word v;
         v.f = scales[i];
         if (!scale_is_valid(hd.bits, hd.flags, v.u)) return ZS_E_SCALE;
     }
+    g = geometry_of(&hd);
     for (i = 0; i < count; i++) {
         status = check_level(&g, levels[i]);
         if (status != ZS_OK) return status;

@@ -29,7 +29,7 @@ typedef enum {
     ZS_E_SCALE_COUNT = 8,        /* S is not 0 at 32 bits, C per channel, 1 otherwise */
     ZS_E_TRUNCATED = 9,          /* fewer bytes than header, tables and payload */
     ZS_E_TRAILING = 10,          /* more bytes than header, tables and payload */
-    ZS_E_SCALE = 11,             /* a scale that is not a positive finite number */
+    ZS_E_SCALE = 11,             /* a scale that is not a positive finite number, or overflows times the top level */
     ZS_E_LENGTHS_SUM = 12,       /* the map lengths do not add up to the payload size */
     ZS_E_TOO_MANY_ELEMENTS = 13, /* N*C*H*W is more than the caller's output buffer holds */
     ZS_E_PAYLOAD_CRC = 14,       /* the CRC-32 of the payload does not match */

@@ -220,7 +220,8 @@ def block_scores(
 
     ``nonnegative=True`` promises ``x >= 0`` (ReLU outputs) and skips the ``abs``. Half types are summed
     in float32; a block's score reads that block only, so a NaN or Inf leaves the other scores alone. ``sums``:
-    the map's ``block_magnitude_sums`` for the mean score, where the caller has them already.
+    the map's ``block_magnitude_sums``, where the caller has them already, for the mean score (the others take
+    their own).
     """
     height, width = x.shape[-2:]
     block = block_shape(block_size, height, width)
