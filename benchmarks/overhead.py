@@ -23,6 +23,7 @@ import time
 
 import torch
 import torchvision
+from timing import alternating
 from torch import nn
 
 import torchzebra as tz
@@ -96,11 +97,10 @@ def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict[tup
         for model in models.values():
             model.train(phase == "train")
         pairs = [("baseline", "infer"), ("zebra", "measure")] if phase == "measure" else [(k, phase) for k in models]
-        for repeat in range(args.repeats + 2):  # two warm-up rounds; the order alternates to cancel order bias
-            for name, how in (pairs if repeat % 2 else pairs[::-1]):
-                t = timed(_phase_call(how, name, runners[name], optimizers[name], x, y, args), x.device)
-                if repeat >= 2:
-                    results.setdefault((phase, name), []).append(t)
+        calls = {name: _phase_call(how, name, runners[name], optimizers[name], x, y, args) for name, how in pairs}
+        times = alternating({name: (lambda index, call=call: call()) for name, call in calls.items()}, args.repeats,
+                            device=x.device)
+        results.update({(phase, name): values for name, values in times.items()})
     return {key: statistics.median(times) for key, times in results.items()}
 
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Callable
 from unittest import mock
 
 import torch
+from timing import alternating
 
 import torchzebra.nn.layer as zebra_layer
 from torchzebra.analysis.calibrate import calibrate
@@ -58,16 +57,9 @@ def main() -> None:
 
     same = {site: value.hex() for site, value in recalibration().items()} == {
         site: value.hex() for site, value in pytorch_ops().items()}
-    variants: dict[str, Callable] = {"recalibration": recalibration, "with the PyTorch ops and torch.quantile":
-                                     pytorch_ops, "the masked forward alone": masked_forward}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    order = list(variants.items())
-    for repeat in range(args.repeats + 2):  # two warm-up rounds; the order alternates
-        for name, run in (order if repeat % 2 else order[::-1]):
-            started = time.perf_counter()
-            run()
-            if repeat >= 2:
-                times[name].append(time.perf_counter() - started)
+    times = alternating({"recalibration": lambda index: recalibration(),
+                         "with the PyTorch ops and torch.quantile": lambda index: pytorch_ops(),
+                         "the masked forward alone": lambda index: masked_forward()}, args.repeats)
     print(f"quick preset's model, batch {args.batch_size}x1x32x32, float32 channels_last, eval mode, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; median of {args.repeats} alternating runs")
     for name, values in times.items():

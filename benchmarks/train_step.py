@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import time
 from dataclasses import replace
+from typing import Callable
 from unittest import mock
 
 import torch
+from timing import alternating
 
 from torchzebra.config import load_config
 from torchzebra.core import cpu_kernel
@@ -61,24 +62,23 @@ def time_steps(runs: dict, batch: tuple[torch.Tensor, torch.Tensor], repeats: in
                calibrate_every: int) -> dict[str, dict[str, float]]:
     """Seconds of one step per variant: the median step, the mean of all (the step index cycles, so each variant
     recalibrates at every ``calibrate_every``-th step, as an epoch does) and the mean of the recalibrating ones."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    recalibrating: dict[str, list[float]] = {name: [] for name in runs}
-    order = list(runs.items())
-    for repeat in range(repeats + 2):  # two warm-up rounds; the order alternates
-        for name, run in (order if repeat % 2 else order[::-1]):
-            run.step = repeat % calibrate_every if calibrate_every else 1
-            inputs, labels = to_device(run, *batch)
+    def step(name: str, run) -> Callable[[int], None]:
+        inputs, labels = to_device(run, *batch)
+
+        def call(index: int) -> None:
+            run.step = index % calibrate_every if calibrate_every else 1
             with (mock.patch.object(cpu_kernel, "usable", lambda *args: False) if name.endswith("PyTorch ops")
                   else contextlib.nullcontext()):
-                started = time.perf_counter()
                 train_step(run, inputs, labels)
-            if repeat >= 2:
-                times[name].append(time.perf_counter() - started)
-                if run.step == 0:
-                    recalibrating[name].append(times[name][-1])
+        return call
+
+    warmup = 2
+    times = alternating({name: step(name, run) for name, run in runs.items()}, repeats, warmup)
+    recalibrating = [calibrate_every and (warmup + k) % calibrate_every == 0 for k in range(repeats)]
     return {"median": {name: statistics.median(values) for name, values in times.items()},
             "mean": {name: statistics.mean(values) for name, values in times.items()},
-            "recalibrating": {name: statistics.mean(values) for name, values in recalibrating.items() if values}}
+            "recalibrating": {name: statistics.mean(t for t, due in zip(values, recalibrating) if due)
+                              for name, values in times.items() if any(recalibrating)}}
 
 
 def main() -> None:
