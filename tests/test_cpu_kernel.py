@@ -147,11 +147,19 @@ def test_a_double_backward_and_another_default_device_give_the_pytorch_paths_res
     assert _same(out, _reference(x.detach(), 2, torch.tensor(0.5))[0]) and penalty.device.type == "cpu"
 
 
+def _two_relu_net(width: int) -> nn.Module:
+    """conv(3->8) -> ReLU -> conv(8->width) -> ReLU -> pool -> linear: two ReLU maps the kernel takes."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, width, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 3))
+
+
+def _channels_last_batch(n: int) -> torch.Tensor:
+    return torch.randn(n, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+
+
 @built
 def test_the_main_recipes_training_step_takes_the_kernel_and_matches_the_pytorch_path(monkeypatch):
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    model, x = _two_relu_net(8), _channels_last_batch(4)
 
     def step(model_copy):
         prepared = tz.prepare(model_copy, tz.ZebraConfig(block_size=2, score="mean", penalty="l1", threshold=0.3))
@@ -174,9 +182,7 @@ def test_the_main_recipes_training_step_takes_the_kernel_and_matches_the_pytorch
 
 @built
 def test_calibration_through_the_kernel_sets_the_pytorch_paths_thresholds_and_masks(monkeypatch):
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
-    x = torch.randn(6, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    model, x = _two_relu_net(16), _channels_last_batch(6)
 
     def calibrated(model_copy):
         prepared = tz.prepare(model_copy, tz.ZebraConfig(block_size=2, score="mean", penalty="l1"))
