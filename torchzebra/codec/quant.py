@@ -65,7 +65,8 @@ def quantize(x: torch.Tensor, bits: int = 8, per_channel: bool = False,
     if scale is None:
         scale = torch.clamp(magnitude / top, min=_TINY)
         # near the largest float, max|x| / top may round up so far that top * scale overflows: one step down
-        scale = torch.where(torch.isfinite(scale * top), scale, torch.nextafter(scale, torch.zeros_like(scale)))
+        valid = torch.from_numpy(scale_is_valid(scale.numpy(), bits, signed))
+        scale = torch.where(valid, scale, torch.nextafter(scale, torch.zeros_like(scale)))
     else:
         scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
         if (scale.numel() != (c if per_channel else 1) or not (scale >= _TINY).all()
