@@ -7,11 +7,13 @@ written) README.md's results box generated from its JSON.
 4. On seed 0, as one resumable `zebra sweep` sharing the main job's baseline in `RUN_DIR/levers`: the control (the
    dense baseline retrained as long, no masks) and Network Slimming alone at four pruning ratios against
    Slimming+Zebra with the same training budget (the paper's claim of a gain from combining them).
+5. The main job with cached distillation targets for every seed of `--seeds`, each in `RUN_DIR/cached-seed<N>`
+   sharing the main job's baseline of its seed.
 
 Every step is resumable (finished stages are not rerun); the documents are rewritten from whatever is there.
 
     .venv/bin/python benchmarks/reference.py [--run-dir runs/reference] [--seeds 0 1 2]
-                                             [--steps main calibrate architectures levers]
+                                             [--steps main calibrate architectures levers targets]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torchzebra._io import atomic_write_text
 from torchzebra._numbers import counted
 from torchzebra.analysis import allocation
 from torchzebra.config import RunConfig, load_config
+from torchzebra.config.run import from_dict
 from torchzebra.reports.summary import Point, best_within, budget_markdown, load_points, points_markdown
 from torchzebra.results import CHECKPOINT, METHODS, REPORT, RunResult, read_result
 from torchzebra.results.tables import DELTA_TOP1_TITLE, points_change
@@ -89,7 +92,11 @@ ARCHITECTURES = {
     # 8 to 32 channels: 30 % kept blocks lost 1.37 points after its 2 epochs
     "resnet56": {"model.name": "resnet56", "model.options": {"width": 8}, "zebra.density": 0.4, **SHORT},
 }
-STEPS = ("main", "calibrate", "architectures", "levers")
+# The main job again with the teacher's targets cached (`distill.targets=cached`: its logits for each training image,
+# un-augmented, computed once before the fine-tune, so no teacher forward in the steps), every seed, each sharing
+# the main job's baseline of its seed: what the cheaper distilled step costs in accuracy and traffic.
+CACHED_TARGETS = ["distill.targets=cached"]
+STEPS = ("main", "calibrate", "architectures", "levers", "targets")
 
 
 def experiment(folder: Path, config: RunConfig) -> RunResult:
@@ -97,7 +104,7 @@ def experiment(folder: Path, config: RunConfig) -> RunResult:
     done = folder / REPORT
     # a finished run is read, not resumed: resuming would re-time it as a few seconds of evaluation
     result = read_result(done) if done.is_file() else run_experiment(config, folder, resume=True, progress=False)
-    if result.config != config.to_dict():
+    if from_dict(result.config).to_dict() != config.to_dict():  # settings added since it ran take their defaults
         raise SystemExit(f"{folder} holds a run with other settings: use another --run-dir")
     return result
 
@@ -134,6 +141,50 @@ def architectures(run_dir: Path, overrides: list[str], run: bool) -> list[dict]:
                         "dense_zvc_reduction": baseline.reduction["zvc"],
                         "zebra_zvc_reduction": zebra.reduction["zebra_zvc"], "folder": str(folder)})
     return entries
+
+
+def cached_targets(run_dir: Path, seeds: list[int], overrides: list[str], run: bool) -> list[dict]:
+    """The main job with cached distillation targets for each seed, in ``RUN_DIR/cached-seed<N>`` beside the main
+    job's baseline of that seed (only those already finished unless ``run``); one entry per seed (fractions)."""
+    entries = []
+    for seed in seeds:
+        folder = run_dir / f"cached-seed{seed}"
+        if not run and not (folder / REPORT).is_file():
+            continue
+        if not (folder / "baseline").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "baseline").symlink_to((run_dir / f"main-seed{seed}" / "baseline").resolve(),
+                                             target_is_directory=True)
+        result = experiment(folder, load_config("quick", overrides=[*overrides, f"seed={seed}", *CACHED_TARGETS]))
+        baseline, zebra = result.rows
+        entries.append({"seed": seed, "baseline_top1": baseline.top1, "zebra_top1": zebra.top1,
+                        "zebra_zvc_reduction": zebra.reduction["zebra_zvc"], "folder": str(folder)})
+    return entries
+
+
+def cached_targets_markdown(main: list[dict], cached: list[dict]) -> list[str]:
+    """The main job with the teacher on every batch against cached targets, seed by seed, and their means."""
+    by_seed = {e["seed"]: e for e in main}
+    pairs = [(by_seed[c["seed"]], c) for c in cached if c["seed"] in by_seed]
+    if not pairs:
+        return []
+    rows = [f"| {m['seed']} | {m['baseline_top1'] * 100:.2f} | {m['zebra_top1'] * 100:.2f} | "
+            f"{points_change((m['zebra_top1'] - m['baseline_top1']) * 100)} | {m['zebra_zvc_reduction'] * 100:.1f} | "
+            f"{c['zebra_top1'] * 100:.2f} | {points_change((c['zebra_top1'] - c['baseline_top1']) * 100)} | "
+            f"{c['zebra_zvc_reduction'] * 100:.1f} |" for m, c in pairs]
+    means = [summary([m for m, _ in pairs]), summary([c for _, c in pairs])]
+    verdicts = [f"{s['mean_zebra_zvc_reduction'] * 100:.1f} % at a mean drop of {s['mean_top1_drop_points']:.2f} "
+                f"points (largest {s['max_top1_drop_points']:.2f})" for s in means]
+    return ["## Distillation targets: the teacher on every batch or cached", "",
+            "The main job's recipe with `distill.targets=cached` (offline distillation: the baseline's logits for "
+            "each training image, un-augmented, computed once before the fine-tune and read in every step, so the "
+            "step runs no teacher forward; docs/PERFORMANCE.md times both steps), each seed from the main job's "
+            "baseline of that seed.", "",
+            f"| seed | baseline top-1 % | Zebra top-1 %, teacher on every batch | {DELTA_TOP1_TITLE} | Zebra+ZVC % | "
+            f"Zebra top-1 %, cached targets | {DELTA_TOP1_TITLE} | Zebra+ZVC % |",
+            "|---|---|---|---|---|---|---|---|", *rows, "",
+            f"Mean over {len(pairs)} seed(s): the teacher on every batch {verdicts[0]}; cached targets {verdicts[1]}.",
+            ""]
 
 
 def summary(entries: list[dict]) -> dict:
@@ -273,6 +324,7 @@ def markdown(document: dict, points: list[Point], pairs: list[tuple[Point, Point
          f"{points_change(-best['top1_drop_points'])} points against the baseline." if best
          else "No method stayed within the budget."), "",
         budget_markdown(points, BUDGET), "", *controls_markdown(points, pairs, document["best_against_control"]),
+        *cached_targets_markdown(seeds, document["cached_targets"]),
         *no_training_markdown(document["no_training"], run_dir), *architectures_markdown(document["architectures"]),
         *slimming_markdown(document["slimming_claim"], _best_reductions(points)),
         "## Every point", "", points_markdown(points), "",
@@ -447,6 +499,7 @@ def main() -> None:
     if "calibrate" in args.steps:
         calibration(args.run_dir)
     networks = architectures(args.run_dir, args.set, run="architectures" in args.steps)
+    cached = cached_targets(args.run_dir, args.seeds, args.set, run="targets" in args.steps)
     if "levers" in args.steps:
         levers(args.run_dir, args.set)
     points = points_of(args.run_dir)
@@ -456,7 +509,9 @@ def main() -> None:
     document = {"generated_by": command, "generated_at": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
                 "target": TARGET, "budget_points": BUDGET, "main_job": entries, "main_job_summary": summary(entries),
                 "best": best_point(points), "best_against_control": best_against_control(pairs),
-                "no_training": no_training(points), "architectures": networks, "slimming_claim": slimming_claim(points),
+                "no_training": no_training(points), "architectures": networks, "cached_targets": cached,
+                "cached_targets_summary": summary(cached) if cached else None,
+                "slimming_claim": slimming_claim(points),
                 "points": [{"method": p.method, "label": p.label, "top1": p.top1, "baseline_top1": p.baseline_top1,
                             "drop_points": p.drop, "reduction": p.reduction} for p in points]}
     atomic_write_text(args.json, json.dumps(document, indent=2))

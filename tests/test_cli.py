@@ -93,13 +93,16 @@ def test_run_writes_side_by_side_report(tmp_path, capsys, tiny_run):
 
 
 @pytest.mark.slow  # zebra run: two training runs and the HTML report
-def test_run_from_scratch_distilled_from_the_baseline(tmp_path, capsys, tiny_run):
-    args = ["run", *tiny_run.args("run.method=zebra-scratch", "distill.weight=1", "zebra.density=0.5"),
-            "--run-dir", str(tmp_path / "r")]
+def test_run_from_scratch_distilled_from_the_baselines_cached_targets(tmp_path, capsys, tiny_run):
+    args = ["run", *tiny_run.args("run.method=zebra-scratch", "distill.weight=1", "distill.targets=cached",
+                                  "zebra.density=0.5"), "--run-dir", str(tmp_path / "r")]
     assert main(args) == 0
     report = (tmp_path / "r" / "report.md").read_text()
-    assert "| Zebra from scratch |" in report and "distilled from the baseline (weight 1" in report
-    last_line = capsys.readouterr().out.strip().splitlines()[-1]  # the run's own HTML report, printed last
+    assert "| Zebra from scratch |" in report
+    assert "distilled from the baseline (weight 1, temperature 4, its targets cached)" in report
+    out = capsys.readouterr().out
+    assert "distillation targets: the teacher's logits for 256 training images, un-augmented, computed once" in out
+    last_line = out.strip().splitlines()[-1]  # the run's own HTML report, printed last
     assert last_line.endswith(str(tmp_path / "r" / "report" / "report.html"))
     assert "<img" in (tmp_path / "r" / "report" / "report.html").read_text()
     checkpoint = torch.load(tmp_path / "r" / "zebra" / "last.pt", weights_only=True)

@@ -118,11 +118,11 @@ def test_subsets_are_seeded(tmp_path):
 
 # data.loader: batches made on the device (here the CPU) against the DataLoader path they replace.
 
-def _batches(dataset, loader, shuffle=True, seed=3, world=None, batch_size=4, **settings):
+def _batches(dataset, loader, shuffle=True, seed=3, world=None, batch_size=4, indexed=False, **settings):
     from torchzebra.training.building import make_loader
 
     return list(make_loader(dataset, batch_size, DataSection(loader=loader, **settings), torch.device("cpu"), shuffle,
-                        seed, world))
+                        seed, world, indexed))
 
 
 def _fashion(tmp_path, augment, **settings):
@@ -236,3 +236,20 @@ def test_training_with_the_device_loader_runs_end_to_end(tmp_path, tiny_run):
     result = train(config, tmp_path / "run", progress=False)
     assert [row["epoch"] for row in result.metrics] == [1] and result.metrics[0]["images_per_s"] > 0
     assert result.report.images == 128 and result.report.accuracy > 0.15  # ten classes: chance is 0.1
+
+
+@pytest.mark.parametrize("loader", ["workers", "device"])
+def test_indexed_batches_name_the_items_they_hold(tmp_path, loader):
+    from torchzebra.training.distributed import World
+
+    train, _, _ = _fashion(tmp_path, False, train_subset=47)
+    synthetic = Synthetic(30, (1, 8, 8), 5, seed=1)  # device batches of it are fresh draws: indexed, it keeps items
+    for dataset, world in ((train, None), (train, World(1, 2)), (synthetic, None)):
+        plain, indexed = _batches(dataset, loader, world=world), _batches(dataset, loader, world=world, indexed=True)
+        assert len(indexed) == len(plain) > 0
+        for (images, labels, index), (same, same_labels) in zip(indexed, plain):
+            assert index.dtype == torch.int64 and len(index) == len(labels)
+            assert torch.equal(torch.stack([dataset[i][0] for i in index.tolist()]), images)
+            assert torch.equal(torch.as_tensor([int(dataset[i][1]) for i in index.tolist()]), labels)
+            if dataset is train:  # the same batches as without indices, in the same order
+                assert torch.equal(images, same) and torch.equal(labels, same_labels)

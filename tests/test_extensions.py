@@ -6,11 +6,13 @@ import json
 
 import pytest
 import torch
-from fixtures import interrupted_in_epoch_two
+from fixtures import fashion_mnist_tree, interrupted_in_epoch_two
 
+from torchzebra.config import ConfigError
 from torchzebra.errors import ZebraError
 from torchzebra.training import CheckpointError, load_checkpoint, train
-from torchzebra.training.extensions import Extension
+from torchzebra.training.building import build_data
+from torchzebra.training.extensions import Extension, distillation, folded
 
 
 class Recorder(Extension):
@@ -126,3 +128,79 @@ def test_a_stateful_extension_resumes_exactly(tmp_path, monkeypatch, tiny_run):
     writer.writeheader()
     writer.writerows(result.metrics)
     assert (tmp_path / "resumed" / "metrics.csv").read_bytes() == out.getvalue().encode()
+
+
+class Teacher(torch.nn.Module):
+    """A fixed linear teacher over the images that counts the images its forward sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(32 * 32, 10)
+        self.images = 0
+
+    def forward(self, images):
+        self.images += len(images)
+        return self.linear(images.flatten(1))
+
+
+def test_cached_targets_are_the_teachers_logits_of_each_batchs_images_unaugmented(tmp_path, tiny_run):
+    root = fashion_mnist_tree(tmp_path, train=256, test=10)  # real images, augmented for training
+    config = tiny_run.config("data.name=fashion-mnist", f"data.root={root}", "data.test_subset=null",
+                             "distill.weight=1", "distill.targets=cached")
+    torch.manual_seed(0)
+    teacher = Teacher()
+    (extension,) = distillation(config, teacher)
+    assert extension.needs_index and extension.settings() == {"weight": 1.0, "temperature": 4.0, "targets": "cached"}
+    indices, inputs_seen, targets = [], [], []
+    real_loss = extension.distiller.loss
+
+    def recording_loss(outputs, target):
+        targets.append(target)
+        return real_loss(outputs, target)
+
+    class Watch(Extension):
+        name = "watch"
+
+        def before_forward(self, run, inputs):
+            indices.append(run.batch_index)
+            inputs_seen.append(inputs)
+
+    extension.distiller.loss = recording_loss
+    train(config, tmp_path / "run", masked=True, extensions=[Watch(), extension], progress=False)
+    plain = build_data(config, augment=False)[0]
+    assert teacher.images == len(plain) == 256  # one pass over the training set, none in the steps
+    assert len(indices) == len(targets) == 4  # 256 images in batches of 64
+    augmented = []
+    with torch.no_grad():
+        for index, inputs, target in zip(indices, inputs_seen, targets):
+            images = torch.stack([plain[i][0] for i in index.tolist()])
+            torch.testing.assert_close(target, teacher.linear(images.flatten(1)), rtol=2e-2, atol=2e-2)  # bf16
+            augmented.append(not torch.equal(inputs, images))
+    assert any(augmented)  # the student saw augmented views of those images
+    assert sorted(torch.cat(indices).tolist()) == list(range(256))  # each item once
+
+
+def test_the_distill_targets_setting_is_checked_and_batch_targets_run_the_teacher_in_each_step(tmp_path, tiny_run):
+    with pytest.raises(ConfigError, match=r"distill.targets='epoch' is invalid: use one of batch, cached"):
+        tiny_run.config("distill.targets=epoch")
+    config = tiny_run.config("distill.weight=1")
+    teacher = Teacher()
+    (extension,) = distillation(config, teacher)
+    assert not extension.needs_index and extension.settings() == {"weight": 1.0, "temperature": 4.0}
+    train(config, tmp_path / "run", masked=True, extensions=[extension], progress=False)
+    assert teacher.images == 256  # the four training batches
+
+
+def test_the_cache_pass_folds_batchnorm_into_the_convolutions_or_runs_an_untraceable_teacher_as_it_is():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    images = torch.randn(8, 1, 6, 6)
+    net(images)  # the lazy layer takes its shape; BatchNorm learns running statistics
+    net.eval()
+    fast = folded(net)
+    assert fast is not net and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    torch.testing.assert_close(fast(images), net(images), rtol=1e-4, atol=1e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the teacher itself is left as it was
+    untraceable = Teacher()  # len() of its input: torch.fx cannot trace it
+    assert folded(untraceable) is untraceable

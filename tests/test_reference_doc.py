@@ -39,3 +39,14 @@ def test_the_slimming_sentence_is_the_measurement_beside_the_papers():
         "within 1 point of the baseline's top-1 cuts 68.0 % of the traffic, below Zebra alone (85.4 %).")
     assert f"\n{sentence}\n" in (ROOT / "docs" / "RESULTS.md").read_text()
     assert "holds" not in (ROOT / "docs" / "RESULTS.md").read_text()
+
+
+def test_the_cached_targets_section_is_results_json_seed_by_seed_beside_the_main_job():
+    reference, results = _reference(), json.loads((ROOT / "docs" / "results.json").read_text())
+    cached = results["cached_targets"]
+    assert [entry["seed"] for entry in cached] == [entry["seed"] for entry in results["main_job"]] == [0, 1, 2]
+    lines = reference.cached_targets_markdown(results["main_job"], cached)
+    assert lines[0] == "## Distillation targets: the teacher on every batch or cached"
+    assert "\n".join(lines) in (ROOT / "docs" / "RESULTS.md").read_text()
+    mean = results["cached_targets_summary"]["mean_zebra_zvc_reduction"]
+    assert f"cached targets {mean * 100:.1f} %" in lines[-2]

@@ -43,15 +43,23 @@ class Distiller:
         self._placed: tuple[torch.device, torch.memory_format] | None = None  # where the teacher runs now
 
     def __call__(self, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-        """The distillation term for the student's ``outputs`` (logits) on ``inputs``: the teacher runs in inference
-        mode, in the precision of the caller's autocast and the memory format of ``inputs``."""
+        """The distillation term for the student's ``outputs`` (logits) on ``inputs``."""
+        return self.loss(outputs, self.logits(inputs))
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits on ``inputs``, in inference mode, in the precision of the caller's autocast and
+        the memory format of ``inputs``."""
         layout = torch.channels_last if is_channels_last(inputs) else torch.contiguous_format
         if (inputs.device, layout) != self._placed:  # moved once, on the first batch (and again if they change)
             self.teacher.to(inputs.device, memory_format=layout)  # type: ignore[call-overload]  # torch takes both
             self._placed = (inputs.device, layout)
         with torch.inference_mode():
             target = self.teacher(inputs)
-        return self.weight * distillation_loss(outputs, target.clone(), self.temperature)
+        return target.clone()  # a plain tensor, usable outside inference mode
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The distillation term for the student's ``outputs`` against the teacher's logits ``target``."""
+        return self.weight * distillation_loss(outputs, target, self.temperature)
 
 
 @dataclass(eq=False)

@@ -158,19 +158,27 @@ class SlimSection(Section):
         number(self.s, "s", least=0, expected="the sparsity weight is a number >= 0, e.g. 1e-5", error=SettingError)
 
 
+CACHED = "cached"
+DISTILL_TARGETS = ("batch", CACHED)  # where the teacher's logits come from: each batch, or a cache made once
+
+
 @dataclass
 class DistillSection(Section):
     """Knowledge distillation from the dense baseline while a Zebra model trains (off while ``weight`` is 0)."""
 
     weight: float = 0.0  # weight of the distillation term beside the task loss
     temperature: float = 4.0  # softens both models' logits
+    # batch: the teacher runs on every training batch as the student sees it (augmented); cached: offline, its
+    # logits for each training image un-augmented are computed once when training starts and read every step
+    targets: str = "batch"
 
     def check(self) -> None:
-        """A finite weight >= 0 and a finite temperature > 0 (what ``recipe.Distiller`` takes), checked when the
-        config is read, before any training."""
+        """A finite weight >= 0, a finite temperature > 0 (what ``recipe.Distiller`` takes) and a known kind of
+        targets, checked when the config is read, before any training."""
         number(self.weight, "weight", least=0, expected="use a finite number >= 0 (0: no distillation)",
                error=SettingError)
         number(self.temperature, "temperature", above=0, expected="use a finite number > 0, e.g. 4", error=SettingError)
+        choice(self.targets, "targets", DISTILL_TARGETS, error=SettingError)
 
 
 @dataclass

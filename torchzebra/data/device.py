@@ -36,11 +36,12 @@ def _unwrap(dataset: Dataset) -> tuple[Dataset, torch.Tensor | None]:
     return base, indices if positions is None else positions[indices]
 
 
-def batch_maker(dataset: Dataset, device: torch.device) -> MakeBatch | None:
+def batch_maker(dataset: Dataset, device: torch.device, by_index: bool = False) -> MakeBatch | None:
     """A function from ``dataset`` indices on ``device`` (and a generator there) to a batch made on ``device``;
-    None unless ``dataset`` is (a subset of) InMemoryImages with a per-batch transform, or Synthetic."""
+    None unless ``dataset`` is (a subset of) InMemoryImages with a per-batch transform, or Synthetic (unless
+    ``by_index``: its batches are fresh draws, not the items at the indices)."""
     base, positions = _unwrap(dataset)
-    if isinstance(base, Synthetic):
+    if isinstance(base, Synthetic) and not by_index:
         return lambda index, generator: base.batch(len(index), generator)
     transform = batched(base.transform) if isinstance(base, InMemoryImages) else None
     if transform is None:
@@ -57,16 +58,34 @@ def batch_maker(dataset: Dataset, device: torch.device) -> MakeBatch | None:
 
 
 class DeviceBatches:
-    """``(images, labels)`` batches made on ``device`` by ``make`` for each index batch of ``order``; random
-    augmentation draws from a generator on ``device`` seeded with ``seed``, so an epoch repeats exactly."""
+    """``(images, labels)`` batches made on ``device`` by ``make`` for each index batch of ``order`` (with
+    ``indexed``, ``(images, labels, indices)``); random augmentation draws from a generator on ``device`` seeded
+    with ``seed``, so an epoch repeats exactly."""
 
-    def __init__(self, make: MakeBatch, order: Iterable[torch.Tensor], device: torch.device, seed: int) -> None:
-        self.make, self.order, self.device, self.seed = make, order, device, seed
+    def __init__(self, make: MakeBatch, order: Iterable[torch.Tensor], device: torch.device, seed: int,
+                 indexed: bool = False) -> None:
+        self.make, self.order, self.device, self.seed, self.indexed = make, order, device, seed, indexed
 
     def __len__(self) -> int:
         return len(self.order)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         generator = torch.Generator(self.device).manual_seed(self.seed)
         for index in self.order:
-            yield self.make(index.to(self.device, non_blocking=True), generator)
+            index = index.to(self.device, non_blocking=True)
+            batch = self.make(index, generator)
+            yield (*batch, index) if self.indexed else batch
+
+
+class Indexed(Dataset):
+    """``dataset``'s items with their index appended, ``(image, label, index)``: a DataLoader over it yields each
+    batch's indices beside it."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]  # the map-style sets of this package have a length
+
+    def __getitem__(self, index: int) -> tuple[object, ...]:
+        return (*self.dataset[index], index)

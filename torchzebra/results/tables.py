@@ -79,8 +79,9 @@ def run_markdown(result: RunResult) -> str:
               else f"Zebra fine-tuned {config['finetune']['epochs']} epochs from it")
     distill = config.get("distill", {"weight": 0})
     if distill["weight"]:
+        cached = ", its targets cached" if distill.get("targets") == "cached" else ""  # older results lack the key
         recipe += (f", distilled from the baseline (weight {distill['weight']:g}, "
-                   f"temperature {distill['temperature']:g})")
+                   f"temperature {distill['temperature']:g}{cached})")
     policy = (f"thresholds calibrated to keep {zebra['density']} of the blocks (ramp {zebra['density_ramp_steps']} "
               f"steps, every {zebra['calibrate_every']} steps)" if zebra["density"] is not None
               else f"threshold {zebra['threshold']}")

@@ -4,6 +4,7 @@ all build through here, so a model or a loader is made one way."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .. import slim
 from ..analysis.measure import TrafficReport, measure
 from ..config.run import ConfigError, DataSection, RunConfig
-from ..data import DataSpec, DeviceBatches, batch_maker, build_datasets, loader_kind
+from ..data import DataSpec, DeviceBatches, Indexed, batch_maker, build_datasets, loader_kind
 from ..models import build_model
 from ..nn import prepare
 from . import distributed
@@ -32,9 +33,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_data(config: RunConfig) -> tuple[Any, Any, DataSpec]:
-    """(train set, test set, spec) of the run's data section."""
-    return build_datasets(config.data, config.seed)
+def build_data(config: RunConfig, augment: bool | None = None) -> tuple[Any, Any, DataSpec]:
+    """(train set, test set, spec) of the run's data section; ``augment`` False: the training images as they are
+    (the same items in the same order, the test split's transform)."""
+    data = config.data if augment is None else replace(config.data, augment=augment)
+    return build_datasets(data, config.seed)
 
 
 def example_inputs(spec: DataSpec) -> torch.Tensor:
@@ -56,10 +59,11 @@ def build_prepared_model(config: RunConfig, spec: DataSpec, masked: bool,
 
 
 def make_loader(dataset, batch_size: int, data: DataSection, device: torch.device, shuffle: bool, seed: int,
-                world: distributed.World | None = None) -> DataLoader | DeviceBatches:
+                world: distributed.World | None = None, indexed: bool = False) -> DataLoader | DeviceBatches:
     """Shuffled (training) or in-order batches; under torchrun the training data is split across ranks.
     ``data.loader`` picks a DataLoader (``workers``) or batches made on the device (``device``: in-memory and
-    synthetic sets; any other set keeps a DataLoader, with persistent workers); ``auto`` is device on CUDA only."""
+    synthetic sets; any other set keeps a DataLoader, with persistent workers); ``auto`` is device on CUDA only.
+    ``indexed`` batches carry the indices of their items in ``dataset`` as a third element."""
     sampler: DistributedSampler | None = None
     if shuffle and world is not None and world.size > 1:
         sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=True, seed=seed, drop_last=True)
@@ -68,14 +72,15 @@ def make_loader(dataset, batch_size: int, data: DataSection, device: torch.devic
         generator=torch.Generator().manual_seed(seed) if shuffle and sampler is None else None,
         drop_last=shuffle and len(dataset) > batch_size)
     on_device = loader_kind(data.loader, device) == "device"
-    make = batch_maker(dataset, device) if on_device else None
+    make = batch_maker(dataset, device, by_index=indexed) if on_device else None
     if make is not None:  # the same index batches as the DataLoader below, each gathered and augmented on the device
         rank = world.rank if world is not None else 0
         indices: DataLoader = DataLoader(range(len(dataset)), **order)  # type: ignore[arg-type]  # a map-style range
-        return DeviceBatches(make, indices, device, seed * 1_000_003 + rank)
+        return DeviceBatches(make, indices, device, seed * 1_000_003 + rank, indexed)
     keep_workers = on_device and data.workers > 0
-    return DataLoader(dataset, num_workers=data.workers, pin_memory=device.type == "cuda",
-                      persistent_workers=keep_workers, prefetch_factor=4 if keep_workers else None, **order)
+    return DataLoader(Indexed(dataset) if indexed else dataset, num_workers=data.workers,
+                      pin_memory=device.type == "cuda", persistent_workers=keep_workers,
+                      prefetch_factor=4 if keep_workers else None, **order)
 
 
 def evaluate(model: nn.Module, dataset, config: RunConfig, device: torch.device,

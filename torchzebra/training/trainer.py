@@ -132,8 +132,9 @@ def _train_epochs(run: TrainRun, start_epoch: int, data: tuple[Any, Any], batch_
         epoch_seed = run.config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
         with training_layout(run.model, run.optim.channels_last is True):  # resolved: a bool
+            indexed = any(extension.needs_index for extension in run.extensions)
             row = _train_epoch(run, make_loader(train_set, batch_size, run.config.data, run.device, True, epoch_seed,
-                                            run.world))
+                                                run.world, indexed))
         evaluated = epoch + 1 == run.optim.epochs or (run.optim.eval_every and (epoch + 1) % run.optim.eval_every == 0)
         report = evaluate(run.model, test_set, run.config, run.device, run.progress) if evaluated else None
         if report is not None:
@@ -297,10 +298,11 @@ def _train_epoch(run: TrainRun, loader: DataLoader | DeviceBatches) -> dict[str,
     steps = run.steps_per_epoch
     bar = tqdm(loader, total=steps, desc=f"epoch {run.epoch + 1}/{run.optim.epochs}", disable=not run.progress,
                leave=False)
-    for step, (inputs, labels) in enumerate(bar):
+    for step, (inputs, labels, *index) in enumerate(bar):
         if step >= steps:
             break
         run.step = step
+        run.batch_index = index[0].to(run.device, non_blocking=True) if index else None
         inputs, labels = to_device(run, inputs, labels)
         loss, outputs = train_step(run, inputs, labels)
         total_loss += loss.detach().float() * len(labels)
