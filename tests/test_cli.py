@@ -106,7 +106,7 @@ def test_run_from_scratch_distilled_from_the_baselines_cached_targets(tmp_path, 
     assert last_line.endswith(str(tmp_path / "r" / "report" / "report.html"))
     assert "<img" in (tmp_path / "r" / "report" / "report.html").read_text()
     checkpoint = torch.load(tmp_path / "r" / "zebra" / "last.pt", weights_only=True)
-    assert checkpoint["extensions"] == {"distillation": {"weight": 1.0, "temperature": 4.0}}
+    assert checkpoint["extensions"] == {"distillation": {"weight": 1.0, "temperature": 4.0, "targets": "cached"}}
     assert checkpoint["optim"]["epochs"] == 1 and checkpoint["optim"]["lr"] == 0.1  # the baseline's recipe
     assert main(["run", *tiny_run.args("run.method=slim"), "--run-dir", str(tmp_path / "x")]) == 2
 
