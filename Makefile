@@ -34,11 +34,13 @@ $(FMNIST):
 run: setup
 	$(VENV)/bin/zebra run
 
+# One pytest-xdist worker per core, each with its share of PyTorch's threads (tests/conftest.py): most tests spend
+# their time in Python, on one core, so two workers use the second.
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n auto
 
 lint: setup
 	$(PY) -m ruff check torchzebra benchmarks tests examples

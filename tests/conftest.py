@@ -12,6 +12,20 @@ from fixtures import TinyRun
 from torch import nn
 
 
+def _share_the_cores() -> None:
+    """Under pytest-xdist, each worker takes its share of the threads PyTorch would use (its ops, and the processes
+    the tests start): workers that each ran every thread would oversubscribe the cores, whose OpenMP threads spin
+    while they wait."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, torch.get_num_threads() // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_the_cores()
+
+
 class ResidualNet(nn.Module):
     """conv -> relu -> (conv + identity) -> relu -> pool -> linear: the first map has two consumers."""
 

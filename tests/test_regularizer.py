@@ -119,8 +119,15 @@ def test_calibrate_reaches_target_block_density_per_layer(residual_net):
         tz.calibrate(prepared, [x], density=1.5)
 
 
-@pytest.mark.parametrize("activation",
-                         [*(cls() for cls in NONNEGATIVE_MODULES), *sorted(NONNEGATIVE_FUNCTIONS, key=str)], ids=str)
+def _activation_name(activation) -> str:
+    """A module's class or a function's qualified name: the same in every process, unlike its repr's address."""
+    if isinstance(activation, torch.nn.Module):
+        return type(activation).__name__
+    return f"{activation.__module__}.{activation.__name__}"
+
+
+@pytest.mark.parametrize("activation", sorted([*(cls() for cls in NONNEGATIVE_MODULES), *NONNEGATIVE_FUNCTIONS],
+                                              key=_activation_name), ids=_activation_name)
 @pytest.mark.parametrize("shape, block", [((2, 3, 8, 8), 2), ((2, 3, 7, 9), 4)])
 def test_the_l1_penalty_of_a_nonnegative_map_skips_abs_with_the_same_parameter_gradients(activation, shape, block):
     """For every activation prepare marks non-negative, mean x in place of mean |x| changes the map's gradient at
