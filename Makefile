@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e '.[test,onnx,tensorboard]'
 	@# the bytecode compiled on every core (pip compiles on one: half of the set-up's time); the one file that fails,
 	@# torch's test helper in Python 3.12 syntax, fails as silently under pip's own compile step
-	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))') >/dev/null || true
+	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig as s; print(*{s.get_path("purelib"), s.get_path("platlib")})') >/dev/null || true
 	touch $(STAMP)
 
 $(FMNIST):
@@ -35,12 +35,13 @@ run: setup
 	$(VENV)/bin/zebra run
 
 # One pytest-xdist worker per core, each with its share of PyTorch's threads (tests/conftest.py): most tests spend
-# their time in Python, on one core, so two workers use the second.
+# their time in Python, on one core, so two workers use the second; the tests of one xdist_group (those sharing an
+# expensive module fixture, or the package build that writes into the checkout) run on one worker.
 test: setup
-	$(PY) -m pytest -n auto
+	$(PY) -m pytest -n auto --dist loadgroup
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" -n auto
+	$(PY) -m pytest -m "not slow" -n auto --dist loadgroup
 
 lint: setup
 	$(PY) -m ruff check torchzebra benchmarks tests examples

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import time
 from dataclasses import replace
@@ -41,10 +42,16 @@ from torchzebra.training.trainer import new_run, to_device, train_step
 SPEC = DataSpec("fashion-mnist", 10, 1, 32)
 VARIANTS = ("dense", "zebra, PyTorch ops", "zebra", "zebra+teacher", "zebra+cached targets")
 GOALS = {"speed-up": 1.8, "zebra": 1.15}
-STEPS_PER_EPOCH = 469  # Fashion-MNIST's 60,000 training images in batches of 128
+TRAINING_IMAGES = 60_000  # Fashion-MNIST's training split: the fine-tune's steps per epoch at a batch size
 
 
-def make_runs(config, precision: str, channels_last: bool, device: torch.device) -> dict:
+def dense_teacher(config, device: torch.device) -> torch.nn.Module:
+    """The dense model of the quick preset (seeded weights) as the teacher, as ``zebra run`` hands it over."""
+    torch.manual_seed(config.seed)
+    return plain_model(build_prepared_model(config, SPEC, False)).to(device)
+
+
+def make_runs(config, precision: str, channels_last: bool, device: torch.device, steps_per_epoch: int) -> dict:
     """A fresh TrainRun per variant, in one mode: the same seeded weights, the recipe of the Zebra fine-tune."""
     optim = replace(config.finetune, precision=precision, channels_last=channels_last)
     zebra = replace(config.zebra, enabled=True)
@@ -56,11 +63,10 @@ def make_runs(config, precision: str, channels_last: bool, device: torch.device)
             model.to(memory_format=torch.channels_last)
         extensions = zebra_extensions(zebra) if variant != "dense" else []
         if variant.startswith("zebra+"):
-            torch.manual_seed(config.seed)
             targets = "cached" if variant.endswith("cached targets") else "batch"
             distilled = replace(config, distill=replace(config.distill, targets=targets))
-            extensions += distillation(distilled, plain_model(build_prepared_model(config, SPEC, False)).to(device))
-        runs[variant] = new_run(config, optim, model, distributed.current(), device, STEPS_PER_EPOCH, extensions,
+            extensions += distillation(distilled, dense_teacher(config, device))
+        runs[variant] = new_run(config, optim, model, distributed.current(), device, steps_per_epoch, extensions,
                                 False)
         runs[variant].trained.train()
     return runs
@@ -111,9 +117,11 @@ def main() -> None:
              torch.randint(0, 10, (args.batch_size,), generator=generator))
     modes = {"fp32 NCHW": ("fp32", False), "chosen": (chosen.dtype, chosen.channels_last)}
     calibrate_every = config.zebra.calibrate_every
-    timed = {mode: time_steps(make_runs(config, *settings, device), batch, args.repeats, calibrate_every)
+    steps_per_epoch = math.ceil(TRAINING_IMAGES / args.batch_size)
+    timed = {mode: time_steps(make_runs(config, *settings, device, steps_per_epoch), batch, args.repeats,
+                              calibrate_every)
              for mode, settings in modes.items()}
-    fine_tune_steps = config.finetune.epochs * STEPS_PER_EPOCH
+    fine_tune_steps = config.finetune.epochs * steps_per_epoch
     spread = {}  # each mode's one pass to cache the targets, a share of each step of the fine-tune
     for mode, settings in modes.items():
         seconds = time_target_cache(config, device, *settings)
@@ -153,9 +161,8 @@ def time_target_cache(config, device: torch.device, precision: str, channels_las
     """Seconds of one pass of the teacher over the quick preset's training set (Fashion-MNIST, un-augmented), in
     one mode, as ``distill.targets=cached`` makes its table before a fine-tune."""
     optim = replace(config.finetune, precision=precision, channels_last=channels_last)
-    torch.manual_seed(config.seed)
-    teacher = plain_model(build_prepared_model(config, SPEC, False)).to(device)
-    run = new_run(config, optim, teacher, distributed.current(), device, STEPS_PER_EPOCH, [], False)
+    teacher = dense_teacher(config, device)
+    run = new_run(config, optim, teacher, distributed.current(), device, 1, [], False)  # steps: unused here
     plain_training_logits(teacher, run)  # warm-up: the data set read and copied, the kernels chosen
     started = time.perf_counter()
     plain_training_logits(teacher, run)

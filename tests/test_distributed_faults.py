@@ -18,7 +18,7 @@ from torchzebra.training import TrainingError, load_checkpoint, load_trained, tr
 
 ZEBRA = ("zebra.enabled=true", "zebra.threshold=0.1")  # on top of the tiny run's settings
 # torchrun, SIGKILL and failing runs: several training runs per test, some in subprocesses
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed_faults")]  # the torchrun run once, on one worker
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "torchzebra.cli"]
 
 

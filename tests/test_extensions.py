@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -143,10 +144,12 @@ class Teacher(torch.nn.Module):
         return self.linear(images.flatten(1))
 
 
-def test_cached_targets_are_the_teachers_logits_of_each_batchs_images_unaugmented(tmp_path, tiny_run):
-    root = fashion_mnist_tree(tmp_path, train=256, test=10)  # real images, augmented for training
+@pytest.mark.parametrize("loader", ["device", "workers"])
+def test_cached_targets_are_the_teachers_logits_of_each_batchs_images_unaugmented(tmp_path, tiny_run, loader):
+    root = fashion_mnist_tree(tmp_path, train=300, test=10)  # real images, augmented for training
     config = tiny_run.config("data.name=fashion-mnist", f"data.root={root}", "data.test_subset=null",
-                             "distill.weight=1", "distill.targets=cached")
+                             "data.train_subset=256", f"data.loader={loader}", "distill.weight=1",
+                             "distill.targets=cached")  # a subset: the table's rows are the subset's items
     torch.manual_seed(0)
     teacher = Teacher()
     (extension,) = distillation(config, teacher)
@@ -189,6 +192,11 @@ def test_the_distill_targets_setting_is_checked_and_batch_targets_run_the_teache
     assert not extension.needs_index and extension.settings() == {"weight": 1.0, "temperature": 4.0}
     train(config, tmp_path / "run", masked=True, extensions=[extension], progress=False)
     assert teacher.images == 256  # the four training batches
+    (cached,) = distillation(tiny_run.config("distill.weight=1", "distill.targets=cached"), teacher)
+    outputs = torch.zeros(2, 10)
+    with pytest.raises(ZebraError, match="cached distillation targets need their table, made when training starts"):
+        cached.extra_loss(SimpleNamespace(batch_index=torch.arange(2)), torch.zeros(2, 1, 32, 32), outputs, None)
+    assert teacher.images == 256  # never the teacher in place of the table
 
 
 def test_the_cache_pass_folds_batchnorm_into_the_convolutions_or_runs_an_untraceable_teacher_as_it_is():
@@ -203,4 +211,5 @@ def test_the_cache_pass_folds_batchnorm_into_the_convolutions_or_runs_an_untrace
     torch.testing.assert_close(fast(images), net(images), rtol=1e-4, atol=1e-5)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the teacher itself is left as it was
     untraceable = Teacher()  # len() of its input: torch.fx cannot trace it
-    assert folded(untraceable) is untraceable
+    with pytest.warns(UserWarning, match="torch.fx cannot trace the teacher"):
+        assert folded(untraceable) is untraceable

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # builds the sdist and the wheel, and installs it into a fresh environment
+# builds the sdist and the wheel, and installs it into a fresh environment: once, on one xdist worker (the build
+# writes into the checkout)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
 
 
 @pytest.fixture(scope="module")

@@ -226,6 +226,7 @@ def trained_checkpoint(tmp_path_factory, tiny_run) -> Path:
     return source
 
 
+@pytest.mark.xdist_group("trained_checkpoint")  # the fixture trained once: its tests on one xdist worker
 @pytest.mark.parametrize("args, message", [
     (["--ratio", "1.5"], "slim.ratio=1.5 is invalid"),
     (["--ratio", "0"], "slim.ratio=0.0 is invalid"),

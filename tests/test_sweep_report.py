@@ -45,7 +45,8 @@ def swept(tmp_path_factory, tiny_run):
     return run_dir, args
 
 
-@pytest.mark.slow  # the sweep fixture
+@pytest.mark.slow  # the sweep fixture, built once: its tests on one xdist worker
+@pytest.mark.xdist_group("swept")
 def test_sweep_rows_and_resume(swept, monkeypatch):
     run_dir, args = swept
     rows = json.loads((run_dir / "sweep.json").read_text())["rows"]
@@ -123,7 +124,8 @@ def test_sweep_rejects_bad_grids(tmp_path, capsys, tiny_run):
     assert "sweep.points entry" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # the sweep fixture
+@pytest.mark.slow  # the sweep fixture, built once: its tests on one xdist worker
+@pytest.mark.xdist_group("swept")
 def test_report_page(swept, tmp_path):
     run_dir, _ = swept
     out = tmp_path / "report"
@@ -137,7 +139,8 @@ def test_report_page(swept, tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow  # the sweep fixture
+@pytest.mark.slow  # the sweep fixture, built once: its tests on one xdist worker
+@pytest.mark.xdist_group("swept")
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(swept, tmp_path):
     run_dir, _ = swept

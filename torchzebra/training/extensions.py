@@ -219,28 +219,36 @@ class Distillation(Extension):
                       f"un-augmented, computed once ({time.perf_counter() - started:.1f} s)", flush=True)
 
     def extra_loss(self, run, inputs, outputs, labels):
-        if self.targets is None:
+        if not self.cached:
             return self.distiller(inputs, outputs)
-        if run.batch_index is None:
-            raise ZebraError("cached distillation targets need each batch's indices: train it with train(), whose "
-                             "loop sets run.batch_index for an extension with needs_index")
+        if self.targets is None or run.batch_index is None:
+            raise ZebraError("cached distillation targets need their table, made when training starts, and each "
+                             "batch's indices: train with train(), whose loop calls train_start and sets "
+                             "run.batch_index for an extension with needs_index")
         return self.distiller.loss(outputs, self.targets[run.batch_index])
 
 
 def plain_training_logits(teacher: nn.Module, run: TrainRun) -> torch.Tensor:
-    """The logits of ``teacher`` (float32, on the run's device) for each item of the run's training set
-    un-augmented, in order, in the run's training precision and memory format, with its BatchNorm folded into the
-    convolutions before it (``folded``)."""
+    """The logits of ``teacher`` (float32, on the run's device: 4 bytes per training item and class) for each item
+    of the run's training set un-augmented, in order, in the run's training precision and memory format, with its
+    BatchNorm folded into the convolutions before it (``folded``)."""
     layout = torch.channels_last if run.optim.channels_last else torch.contiguous_format
     model = folded(teacher).to(run.device, memory_format=layout)  # type: ignore[call-overload]  # torch takes both
     plain = build_data(run.config, augment=False)[0]
-    rows = []
+    table: torch.Tensor | None = None  # allocated at the first batch, once the number of classes is known
+    start = 0
     for inputs, _ in make_loader(plain, run.config.data.eval_batch_size, run.config.data, run.device, False, 0):
         inputs = inputs.to(run.device, non_blocking=True).contiguous(memory_format=layout)
         with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16,
                                                     enabled=run.optim.precision == "bf16"):
-            rows.append(model(inputs).float())
-    return torch.cat(rows).clone()  # a plain tensor, usable outside inference mode
+            logits = model(inputs)
+        if table is None:  # outside inference mode: a plain tensor, which training reads
+            table = torch.empty(len(plain), logits.shape[1], device=run.device)
+        table[start:start + len(logits)] = logits
+        start += len(logits)
+    if table is None:
+        raise ZebraError("cached distillation targets need training images: the training set is empty")
+    return table
 
 
 def folded(model: nn.Module) -> nn.Module:
@@ -249,7 +257,9 @@ def folded(model: nn.Module) -> nn.Module:
     teacher; ``model`` itself where torch.fx cannot trace it."""
     try:
         return fuse(model.eval())
-    except (TraceError, TypeError, RuntimeError, NotImplementedError):  # what symbolic tracing raises
+    except (TraceError, TypeError, RuntimeError, NotImplementedError) as error:  # what symbolic tracing raises
+        warnings.warn(f"torch.fx cannot trace the teacher ({type(error).__name__}: {error}); its BatchNorm stays "
+                      "unfolded, and the pass over the training set takes longer", stacklevel=2)
         return model.eval()
 
 

@@ -107,9 +107,9 @@ def train(
                    if resuming and source is not None else 0)
     if world.main:
         save_config(config, run_dir / "config.yaml")
+    started = time.perf_counter()  # what the extensions do before the first step counts too (cached targets' pass)
     for extension in run.extensions:
         extension.train_start(run)
-    started = time.perf_counter()
     report = _train_epochs(run, start_epoch, (train_set, test_set), batch_size, checkpoint_path, template)
     report = report or evaluate(model, test_set, config, device, progress)  # nothing left to train: evaluate it
     seconds = time.perf_counter() - started
