@@ -20,7 +20,7 @@ $(VENV)/bin/python:
 # runs on, constraints.txt pins the exact versions this repository tests (torch 2.14.1, torchvision 0.29.1).
 $(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e '.[test,onnx,tensorboard]'
-	@# the bytecode compiled on every core (pip compiles on one: half of the set-up's time); the one file that fails,
+	@# the bytecode compiled on every core (pip's own step compiles on one, about 30 s); the one file that fails,
 	@# torch's test helper in Python 3.12 syntax, fails as silently under pip's own compile step
 	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig as s; print(*{s.get_path("purelib"), s.get_path("platlib")})') >/dev/null || true
 	touch $(STAMP)
