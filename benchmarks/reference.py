@@ -143,6 +143,15 @@ def architectures(run_dir: Path, overrides: list[str], run: bool) -> list[dict]:
     return entries
 
 
+def share_baseline(folder: Path, run_dir: Path, seed: int) -> None:
+    """``folder/baseline``, made where missing: a link to the main job's dense baseline of ``seed`` (the same
+    settings), so a step that trains from it does not train it again."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "baseline").exists():
+        (folder / "baseline").symlink_to((run_dir / f"main-seed{seed}" / "baseline").resolve(),
+                                         target_is_directory=True)
+
+
 def cached_targets(run_dir: Path, seeds: list[int], overrides: list[str], run: bool) -> list[dict]:
     """The main job with cached distillation targets for each seed, in ``RUN_DIR/cached-seed<N>`` beside the main
     job's baseline of that seed (only those already finished unless ``run``); one entry per seed (fractions)."""
@@ -151,10 +160,7 @@ def cached_targets(run_dir: Path, seeds: list[int], overrides: list[str], run: b
         folder = run_dir / f"cached-seed{seed}"
         if not run and not (folder / REPORT).is_file():
             continue
-        if not (folder / "baseline").exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "baseline").symlink_to((run_dir / f"main-seed{seed}" / "baseline").resolve(),
-                                             target_is_directory=True)
+        share_baseline(folder, run_dir, seed)
         result = experiment(folder, load_config("quick", overrides=[*overrides, f"seed={seed}", *CACHED_TARGETS]))
         baseline, zebra = result.rows
         entries.append({"seed": seed, "baseline_top1": baseline.top1, "zebra_top1": zebra.top1,
@@ -200,9 +206,7 @@ def summary(entries: list[dict]) -> dict:
 def levers(run_dir: Path, overrides: list[str]) -> None:
     """The levers as sweep points on seed 0, sharing the main job's seed-0 baseline (same settings)."""
     folder = run_dir / "levers"
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "baseline").exists():
-        (folder / "baseline").symlink_to((run_dir / "main-seed0" / "baseline").resolve(), target_is_directory=True)
+    share_baseline(folder, run_dir, 0)
     config = load_config("quick", overrides=[*overrides, "seed=0", "sweep.methods=[]",
                                              f"sweep.points={json.dumps(LEVERS)}"])
     run_sweep(config, folder, progress=False)

@@ -64,6 +64,15 @@ class TrainRun:
         """Steps taken in this training before the current one."""
         return self.epoch * self.steps_per_epoch + self.step
 
+    def autocast(self) -> torch.autocast:
+        """The training precision's autocast on the run's device: bf16 where the run trains in it, else off."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.optim.precision == "bf16")
+
+    def training_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``inputs`` on the run's device, in its training memory format."""
+        inputs = inputs.to(self.device, non_blocking=True)
+        return inputs.contiguous(memory_format=torch.channels_last) if self.optim.channels_last else inputs
+
 
 class Extension:
     """A method's work inside the training loop; subclasses override the hooks they need."""
@@ -238,10 +247,8 @@ def plain_training_logits(teacher: nn.Module, run: TrainRun) -> torch.Tensor:
     table: torch.Tensor | None = None  # allocated at the first batch, once the number of classes is known
     start = 0
     for inputs, _ in make_loader(plain, run.config.data.eval_batch_size, run.config.data, run.device, False, 0):
-        inputs = inputs.to(run.device, non_blocking=True).contiguous(memory_format=layout)
-        with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16,
-                                                    enabled=run.optim.precision == "bf16"):
-            logits = model(inputs)
+        with torch.inference_mode(), run.autocast():
+            logits = model(run.training_inputs(inputs))
         if table is None:  # outside inference mode: a plain tensor, which training reads
             table = torch.empty(len(plain), logits.shape[1], device=run.device)
         table[start:start + len(logits)] = logits

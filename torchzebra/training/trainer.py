@@ -127,12 +127,12 @@ def _train_epochs(run: TrainRun, start_epoch: int, data: tuple[Any, Any], batch_
     was left)."""
     train_set, test_set = data
     report = None
+    indexed = any(extension.needs_index for extension in run.extensions)
     for epoch in range(start_epoch, run.optim.epochs):
         run.epoch = epoch
         epoch_seed = run.config.seed * 1000 + epoch
         torch.manual_seed(epoch_seed)
         with training_layout(run.model, run.optim.channels_last is True):  # resolved: a bool
-            indexed = any(extension.needs_index for extension in run.extensions)
             row = _train_epoch(run, make_loader(train_set, batch_size, run.config.data, run.device, True, epoch_seed,
                                                 run.world, indexed))
         evaluated = epoch + 1 == run.optim.epochs or (run.optim.eval_every and (epoch + 1) % run.optim.eval_every == 0)
@@ -325,17 +325,14 @@ def _train_epoch(run: TrainRun, loader: DataLoader | DeviceBatches) -> dict[str,
 
 def to_device(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch on the run's device, in its training memory format."""
-    inputs = inputs.to(run.device, non_blocking=True)
-    if run.optim.channels_last:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    return inputs, labels.to(run.device, non_blocking=True)
+    return run.training_inputs(inputs), labels.to(run.device, non_blocking=True)
 
 
 def train_step(run: TrainRun, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, task loss plus every extension's term, backward, optimiser and schedule step, with their hooks."""
     for extension in run.extensions:
         extension.before_forward(run, inputs)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.optim.precision == "bf16"):
+    with run.autocast():
         outputs = run.trained(inputs)
         loss = run.criterion(outputs, labels)
         for extension in run.extensions:
