@@ -45,7 +45,7 @@ test-fast: setup
 
 lint: setup
 	$(PY) -m ruff check torchzebra benchmarks tests examples
-	$(PY) -m mypy torchzebra
+	$(PY) -m mypy torchzebra benchmarks
 
 CSRC_FLAGS := -std=c99 -O2 -Wall -Wextra -Wpedantic
 CSRC_BUILD := build/csrc

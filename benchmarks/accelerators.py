@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import scalesim_check as check
 
 from torchzebra.accelerator import PRESETS, estimate_layers, load_accelerator
+from torchzebra.accelerator.estimate import Measured
 from torchzebra.results import CHECKPOINT
 from torchzebra.workflows.hardware import ESTIMATE, ESTIMATE_BATCHED, measure_checkpoint
 
@@ -35,7 +35,8 @@ BATCHES = (1, 4, 16, 64, 256)
 def run_estimates(run: Path) -> tuple[dict, dict]:
     """The run's estimates against its baseline at batch 1 and at each preset's batch (as JSON dictionaries); the
     two checkpoints are measured once, where a file is missing or has no baseline."""
-    results, measured = [], []
+    results: list[dict] = []
+    measured: list[Measured] = []
     for name, batch in ((ESTIMATE, 1), (ESTIMATE_BATCHED, None)):
         path = run / name
         result = json.loads(path.read_text()) if path.is_file() else None
@@ -148,4 +149,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -32,6 +32,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -136,7 +137,7 @@ def main() -> None:
         atomic_write_text(args.out, "\n".join([*overhead_lines, *paper_lines, ""]))
 
     # most wanted first: eager rows, the paper preset eagerly, then the compiled row and the preset compiled
-    plan = [("overhead", (index, "fused")) for index in range(len(ROWS))]
+    plan: list[tuple[str, tuple[Any, Any]]] = [("overhead", (index, "fused")) for index in range(len(ROWS))]
     plan += [("overhead", (index, mode)) for index, modes in MORE_MODES.items() for mode in modes if mode != "compiled"]
     plan += [("paper", (zebra, False)) for zebra in (False, True)]
     if not args.eager_only:

@@ -20,6 +20,7 @@ import argparse
 import copy
 import statistics
 import time
+from typing import Callable
 
 import torch
 import torchvision
@@ -60,7 +61,12 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _phase_call(phase: str, name: str, model, optimizer, x, y, args):
+def each_round(call: Callable[[], object]) -> Callable[[int], object]:
+    """``call`` as ``alternating`` calls it, with the round's index (unused)."""
+    return lambda index: call()
+
+
+def _phase_call(phase: str, name: str, model, optimizer, x, y, args) -> Callable[[], object]:
     if phase == "train":
         return lambda: train_step(model, optimizer, x, y, 1e-2 if name == "zebra" else None, args.precision == "bf16")
     if phase == "measure":
@@ -98,7 +104,7 @@ def compare(base: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict[tup
             model.train(phase == "train")
         pairs = [("baseline", "infer"), ("zebra", "measure")] if phase == "measure" else [(k, phase) for k in models]
         calls = {name: _phase_call(how, name, runners[name], optimizers[name], x, y, args) for name, how in pairs}
-        times = alternating({name: (lambda index, call=call: call()) for name, call in calls.items()}, args.repeats,
+        times = alternating({name: each_round(call) for name, call in calls.items()}, args.repeats,
                             device=x.device)
         results.update({(phase, name): values for name, values in times.items()})
     return {key: statistics.median(times) for key, times in results.items()}

@@ -42,6 +42,7 @@ def main() -> None:
     inputs = torch.rand(args.batch_size, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     inputs = inputs.contiguous(memory_format=torch.channels_last)
     density = config.zebra.density
+    assert density is not None, "the quick preset sets its kept-block densities"
 
     def recalibration() -> dict[str, float]:
         return calibrate(model, [inputs], density)

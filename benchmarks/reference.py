@@ -215,7 +215,7 @@ def levers(run_dir: Path, overrides: list[str]) -> None:
 def calibration(run_dir: Path) -> None:
     """``zebra calibrate`` on seed 0's baseline: run unless finished, and a finished one must be this one."""
     folder, checkpoint = run_dir / "calibrate", run_dir / "main-seed0" / "baseline" / CHECKPOINT
-    plan = SearchPlan(allocation.Grid(block_sizes=CALIBRATION_BLOCK_SIZES), CALIBRATION_ROUNDS)
+    plan = SearchPlan(allocation.Grid(block_sizes=tuple(CALIBRATION_BLOCK_SIZES)), CALIBRATION_ROUNDS)
     if not (folder / REPORT).is_file():
         calibrate_checkpoint(checkpoint, folder, CALIBRATION_BUDGETS, CALIBRATION_IMAGES, CALIBRATION_OVERRIDES,
                              progress=False, holdout=CALIBRATION_HOLDOUT, plan=plan)

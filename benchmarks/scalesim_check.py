@@ -22,7 +22,6 @@ import csv
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import venv
 from pathlib import Path
@@ -327,4 +326,4 @@ def main() -> None:
                                          "bandwidth": args.bandwidth, "formats": memory}, indent=1))
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

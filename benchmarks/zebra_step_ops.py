@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import time
 import traceback
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from train_step import make_runs
+from train_step import TRAINING_IMAGES, make_runs
 
 from torchzebra.config import load_config
 from torchzebra.core import cpu_kernel
@@ -36,7 +37,7 @@ class OperationTimes(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.seconds: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.seconds: collections.defaultdict[tuple[str, str], float] = collections.defaultdict(float)
         self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:
@@ -64,7 +65,7 @@ def kernel_times(run: Any, inputs: torch.Tensor, labels: torch.Tensor, count: in
     timed around each call in plain steps, without the operation timer (whose overhead would slow the kernel's
     memory traffic too)."""
     library = cpu_kernel.library()
-    seconds: collections.Counter[str] = collections.Counter()
+    seconds: collections.defaultdict[str, float] = collections.defaultdict(float)
     if library is None:
         return {}
     originals = {}
@@ -97,7 +98,8 @@ def main() -> None:
     config = load_config("quick", overrides=["device=cpu"])
     device = torch.device("cpu")
     chosen = resolve_precision(config.finetune, device)
-    run = make_runs(config, chosen.dtype, chosen.channels_last, device)["dense" if args.dense else "zebra"]
+    runs = make_runs(config, chosen.dtype, chosen.channels_last, device, math.ceil(TRAINING_IMAGES / 128))
+    run = runs["dense" if args.dense else "zebra"]
     generator = torch.Generator().manual_seed(0)
     inputs, labels = to_device(run, torch.randn(128, 1, 32, 32, generator=generator),
                                torch.randint(0, 10, (128,), generator=generator))
@@ -110,7 +112,7 @@ def main() -> None:
           f"step (timed one by one; {args.steps} steps)")
     print("| ms per step | calls per step | operation | called from |")
     print("|---|---|---|---|")
-    for (operation, where), seconds in times.seconds.most_common(args.rows):
+    for (operation, where), seconds in sorted(times.seconds.items(), key=lambda item: -item[1])[:args.rows]:
         calls = times.calls[(operation, where)] / args.steps
         print(f"| {seconds / args.steps * 1e3:.2f} | {calls:g} | {operation} | {where} |")
     kernel = kernel_times(run, inputs, labels, args.steps)
