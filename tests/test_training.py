@@ -63,8 +63,13 @@ def test_a_finished_baseline_is_reused_under_new_zebra_settings_and_a_zebra_stag
     dense = train(tiny_run.config(), tmp_path / "base", progress=False)
     changed = tiny_run.config("zebra.density=0.3", "zebra.lam=0.5", "zebra.block_size=4", "finetune.lr=0.02",
                               "distill.weight=0.5")  # none of them shapes a dense baseline
+    timed = load_checkpoint(tmp_path / "base" / "last.pt")  # its epochs as if each had taken 1,000 s
+    save_checkpoint(tmp_path / "base" / "last.pt", dataclasses.replace(
+        timed, metrics=[{**row, "seconds": 1000.0} for row in timed.metrics]))
     reused = train(changed, tmp_path / "base", resume=True, progress=False)  # nothing left to train: measured again
-    assert reused.metrics == dense.metrics
+    assert [{**row, "seconds": 0} for row in reused.metrics] == [{**row, "seconds": 0} for row in dense.metrics]
+    assert 1000.0 * len(dense.metrics) < reused.seconds < 1000.0 * len(dense.metrics) + 60  # its training time
+    assert read_result(tmp_path / "base" / "report.json").rows[0].seconds == reused.seconds
     with pytest.raises(CheckpointError, match=r"other settings: finetune\.lr=0\.1 \(here 0\.02\)"):
         train(changed, tmp_path / "base", init=tmp_path / "base" / "last.pt", resume=True, progress=False)
     assert {layer.block_size for layer in reused.report.layers} == {4}

@@ -46,7 +46,7 @@ class TrainResult:
     report: TrafficReport
     metrics: list[dict[str, Any]]
     run_dir: Path
-    seconds: float
+    seconds: float  # this call's wall time, plus the epoch times of a resumed stage's earlier calls
 
 
 def _rng_state() -> dict[str, Any]:
@@ -107,12 +107,13 @@ def train(
                    if resuming and source is not None else 0)
     if world.main:
         save_config(config, run_dir / "config.yaml")
+    earlier = sum(row.get("seconds", 0.0) for row in run.metrics)  # the epochs a resumed stage trained before
     started = time.perf_counter()  # what the extensions do before the first step counts too (cached targets' pass)
     for extension in run.extensions:
         extension.train_start(run)
     report = _train_epochs(run, start_epoch, (train_set, test_set), batch_size, checkpoint_path, template)
     report = report or evaluate(model, test_set, config, device, progress)  # nothing left to train: evaluate it
-    seconds = time.perf_counter() - started
+    seconds = earlier + time.perf_counter() - started
     for extension in run.extensions:
         extension.train_end(run, report)
     if world.main:
