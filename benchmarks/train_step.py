@@ -32,7 +32,6 @@ from timing import alternating
 from torchzebra.config import load_config
 from torchzebra.core import cpu_kernel
 from torchzebra.data import DataSpec
-from torchzebra.nn import plain_model
 from torchzebra.training import distributed, keep_freed_memory
 from torchzebra.training.building import build_prepared_model
 from torchzebra.training.extensions import distillation, plain_training_logits, zebra_extensions
@@ -46,9 +45,10 @@ TRAINING_IMAGES = 60_000  # Fashion-MNIST's training split: the fine-tune's step
 
 
 def dense_teacher(config, device: torch.device) -> torch.nn.Module:
-    """The dense model of the quick preset (seeded weights) as the teacher, as ``zebra run`` hands it over."""
+    """The dense model of the quick preset (seeded weights) as the teacher, as ``zebra run`` hands it over (the
+    prepared baseline, which the distiller runs as its plain model)."""
     torch.manual_seed(config.seed)
-    return plain_model(build_prepared_model(config, SPEC, False)).to(device)
+    return build_prepared_model(config, SPEC, False).to(device)
 
 
 def make_runs(config, precision: str, channels_last: bool, device: torch.device, steps_per_epoch: int) -> dict:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from fixtures import fashion_mnist_tree, interrupted_in_epoch_two
 
+import torchzebra as tz
 from torchzebra.config import ConfigError
 from torchzebra.errors import ZebraError
 from torchzebra.training import CheckpointError, load_checkpoint, train
@@ -213,3 +214,12 @@ def test_the_cache_pass_folds_batchnorm_into_the_convolutions_or_runs_an_untrace
     untraceable = Teacher()  # len() of its input: torch.fx cannot trace it
     with pytest.warns(UserWarning, match="torch.fx cannot trace the teacher"):
         assert folded(untraceable) is untraceable
+
+
+def test_a_prepared_teacher_runs_as_its_plain_model(tiny_run):
+    """zebra run and zebra sweep hand over the baseline as trained (prepared): its inactive Zebra layers would only
+    cost time in every step's teacher forward."""
+    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    plain(torch.randn(1, 1, 6, 6))
+    (extension,) = distillation(tiny_run.config("distill.weight=1"), tz.prepare(plain))
+    assert extension.distiller.teacher is plain

@@ -20,7 +20,7 @@ from .analysis.calibrate import calibrate, validate_densities
 from .analysis.regularizer import zero_block_loss
 from .core import is_channels_last
 from .errors import ZebraError
-from .nn import model_device, prepared_module, set_penalty
+from .nn import model_device, plain_model, prepared_module, set_penalty
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -32,14 +32,15 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 
 class Distiller:
     """Knowledge distillation from a trained teacher (Hinton et al. 2015): ``weight * T^2 * KL(teacher || student)``
-    over logits softened by temperature ``T``; the teacher is put in eval mode, frozen, and run without gradients."""
+    over logits softened by temperature ``T``; the teacher is put in eval mode, frozen, and run without gradients (a
+    prepared teacher as its plain model: its Zebra layers would only cost time in every forward)."""
 
     def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 4.0) -> None:
         if not isinstance(teacher, nn.Module):
             raise ZebraError(f"teacher={type(teacher).__name__} is invalid: use a trained nn.Module (or None)")
         self.weight = _number(weight, "weight")
         self.temperature = _number(temperature, "temperature", positive=True)
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher = plain_model(teacher).eval().requires_grad_(False)
         self._placed: tuple[torch.device, torch.memory_format] | None = None  # where the teacher runs now
 
     def __call__(self, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ from typing import Any
 from .._io import atomic_write_text
 from ..analysis.measure import TrafficReport
 from ..config.run import RunConfig, save_config
-from ..nn import plain_model
 from ..results import (
     BASELINE,
     CHECKPOINT,
@@ -79,7 +78,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path, resume: bool = False,
     optim = config.train if scratch else config.finetune
     print(f"[2/2] {method.description}: {optim.epochs} epochs -> {run_dir / method.stage}", flush=True)
     assert baseline.model is not None  # trained just now
-    extensions = [*method_extensions(method.name, config), *distillation(config, plain_model(baseline.model))]
+    extensions = [*method_extensions(method.name, config), *distillation(config, baseline.model)]
     zebra = train(config, run_dir / method.stage, optim=optim, masked=method.zebra_masks,
                   init=None if scratch else run_dir / dense.stage / CHECKPOINT, resume=resume, extensions=extensions,
                   progress=progress)
