@@ -21,8 +21,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
 def dist(tmp_path_factory) -> Path:
     """The sdist, then the wheel built from the unpacked sdist (so the sdist must hold everything)."""
     folder = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(folder), str(ROOT)], check=True,
-                   capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(folder), str(ROOT)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"the build failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return folder
 
 
