@@ -34,7 +34,7 @@ from torchzebra.core import cpu_kernel
 from torchzebra.data import DataSpec
 from torchzebra.training import distributed, keep_freed_memory
 from torchzebra.training.building import build_prepared_model
-from torchzebra.training.extensions import distillation, plain_training_logits, zebra_extensions
+from torchzebra.training.extensions import Distillation, distillation, plain_training_logits, zebra_extensions
 from torchzebra.training.precision import resolve_precision
 from torchzebra.training.trainer import new_run, to_device, train_step
 
@@ -161,7 +161,7 @@ def time_target_cache(config, device: torch.device, precision: str, channels_las
     """Seconds of one pass of the teacher over the quick preset's training set (Fashion-MNIST, un-augmented), in
     one mode, as ``distill.targets=cached`` makes its table before a fine-tune."""
     optim = replace(config.finetune, precision=precision, channels_last=channels_last)
-    teacher = dense_teacher(config, device)
+    teacher = Distillation(dense_teacher(config, device), cached=True).distiller.teacher  # the model its pass runs
     run = new_run(config, optim, teacher, distributed.current(), device, 1, [], False)  # steps: unused here
     plain_training_logits(teacher, run)  # warm-up: the data set read and copied, the kernels chosen
     started = time.perf_counter()
